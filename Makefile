@@ -1,0 +1,106 @@
+# kmodlike: the seed's front door. Every target is a thin wrapper around cargo and the C compiler.
+#
+#   make all               main program (kmodlike, kmodctl) + example modules, release build
+#   make lib               libmodule.so (+ libmodule.so.1), release build
+#   make mod               example modules: hello.so (C), dltest.so (C), hello-rs.so (Rust)
+#   make run               build, then run the daemon with the example module on the default socket
+#   make test              every test (unit, integration, doc), ends with the runner's summary
+#   make test-unit         unit tests only (library code, no real daemon)
+#   make test-integration  integration tests only (real modules, real daemon, real clients)
+#   make bench             criterion benchmarks, summary in target/bench/summary.json
+#   make install PREFIX=DIR
+#   make lint              cargo fmt --check and clippy -D warnings
+#   make clean
+
+PREFIX    ?= /usr/local
+CC        ?= cc
+CARGO     ?= cargo
+BUILD     := build
+MODDIR    := $(BUILD)/modules/misc
+INCLUDE   := crates/kmodlike-capi/include
+RELEASE   := target/release
+CFLAGS    ?= -O2 -g -Wall -Wextra
+MODFLAGS  := -shared -fPIC -Wl,-z,noexecstack -I$(INCLUDE)
+VENV      := target/venv
+
+# Use cargo-nextest when the machine has it (it does on ours); plain cargo test otherwise.
+NEXTEST   := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+ifeq ($(NEXTEST),yes)
+  TEST_RUN = $(CARGO) nextest run --workspace --no-fail-fast
+else
+  TEST_RUN = $(CARGO) test --workspace --no-fail-fast
+endif
+
+.PHONY: all lib mod run test test-unit test-integration test-deps bench install lint clean headers
+
+all: mod
+	$(CARGO) build --release -p kmodlike-daemon -p kmodlike
+
+lib:
+	$(CARGO) build --release -p kmodlike-capi
+	cd $(RELEASE) && cp -f libmodule.so libmodule.so.1.tmp && mv -f libmodule.so.1.tmp libmodule.so.1
+
+mod: $(MODDIR)/hello.so $(MODDIR)/dltest.so $(MODDIR)/hello-rs.so
+
+$(MODDIR)/hello.so: modules/hello/hello.c $(INCLUDE)/module_interface.h
+	@mkdir -p $(MODDIR)
+	$(CC) $(CFLAGS) $(MODFLAGS) -o $@ $<
+
+$(MODDIR)/dltest.so: modules/dltest/dltest.c $(INCLUDE)/module_interface.h
+	@mkdir -p $(MODDIR)
+	$(CC) $(CFLAGS) $(MODFLAGS) -o $@ $<
+
+$(MODDIR)/hello-rs.so: FORCE
+	@mkdir -p $(MODDIR)
+	$(CARGO) build --release -p hello-rs
+	cp -f $(RELEASE)/libhello_rs.so $@
+
+FORCE:
+
+run: all
+	$(RELEASE)/kmodlike --module-path $(BUILD)/modules $(MODDIR)/hello.so
+
+# Tools the tests need beyond the Rust toolchain and gcc: socat (raw socket client) and the
+# PyPI varlink client in a virtualenv under target/.
+test-deps:
+	@command -v socat >/dev/null 2>&1 || { \
+	  echo "installing socat (needed by the daemon tests)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat) >/dev/null 2>&1 \
+	  || echo "warning: could not install socat; the socat tests will fail"; }
+	@test -x $(VENV)/bin/python || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q varlink; }
+
+test: test-deps mod
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) bench --workspace --no-run
+	$(CARGO) test --workspace --doc
+	$(TEST_RUN)
+
+test-unit:
+	$(CARGO) test --workspace --lib --bins
+
+test-integration: test-deps mod
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace --test '*'
+
+bench: mod
+	$(CARGO) bench --workspace
+
+install: all lib
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+	  $(DESTDIR)$(PREFIX)/include/kmodlike $(DESTDIR)$(PREFIX)/lib/kmodlike/modules/misc \
+	  $(DESTDIR)$(PREFIX)/libexec/kmodlike
+	install -m 0755 $(RELEASE)/kmodlike $(RELEASE)/kmodctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(RELEASE)/kmodlike-probe $(DESTDIR)$(PREFIX)/libexec/kmodlike/
+	install -m 0755 $(RELEASE)/libmodule.so.1 $(DESTDIR)$(PREFIX)/lib/libmodule.so.1
+	ln -sf libmodule.so.1 $(DESTDIR)$(PREFIX)/lib/libmodule.so
+	install -m 0644 $(INCLUDE)/module_loader.h $(INCLUDE)/module_interface.h $(DESTDIR)$(PREFIX)/include/kmodlike/
+	install -m 0755 $(MODDIR)/hello.so $(MODDIR)/dltest.so $(MODDIR)/hello-rs.so $(DESTDIR)$(PREFIX)/lib/kmodlike/modules/misc/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' contrib/module.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/module.pc
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BUILD)

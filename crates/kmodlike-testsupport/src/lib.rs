@@ -1,0 +1,120 @@
+//! Test support shared by the workspace's integration tests: build real C modules and hosts
+//! with the system C compiler, against the project's real headers.
+//!
+//! Outputs go to `target/test-artifacts/`, keyed by source and flags, so each is built once per
+//! test run even when many test binaries ask for it concurrently.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+/// The directory holding `module_interface.h` and `module_loader.h`.
+pub fn include_dir() -> PathBuf {
+    workspace_root().join("crates/kmodlike-capi/include")
+}
+
+/// `tests/modules/` at the workspace root: C sources of test modules.
+pub fn test_modules_dir() -> PathBuf {
+    workspace_root().join("tests/modules")
+}
+
+/// Where built test artefacts go.
+pub fn artifacts_dir() -> PathBuf {
+    let dir = workspace_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).expect("create target/test-artifacts");
+    dir
+}
+
+/// The C compiler: `$CC` or `cc`.
+pub fn cc() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".to_owned())
+}
+
+/// Compile C `sources` into a shared object `out_name` (e.g. `"crash_segv.so"`) with extra
+/// `flags` (e.g. `["-DSIG=11"]`), and return its path. Rebuilt when it is missing or older
+/// than a source. Builds into a temporary name and renames, so concurrent tests never see a
+/// half-written file.
+pub fn build_module(out_name: &str, sources: &[&Path], flags: &[&str]) -> PathBuf {
+    let mut args: Vec<String> = vec![
+        "-shared".into(),
+        "-fPIC".into(),
+        "-O1".into(),
+        "-g".into(),
+        "-Wall".into(),
+        "-Wl,-z,noexecstack".into(),
+        format!("-I{}", include_dir().display()),
+    ];
+    args.extend(flags.iter().map(|s| s.to_string()));
+    compile(out_name, sources, &args)
+}
+
+/// Compile C `sources` into an executable `out_name` with extra `flags` (libraries go there).
+pub fn build_program(out_name: &str, sources: &[&Path], flags: &[&str]) -> PathBuf {
+    let mut args: Vec<String> =
+        vec!["-O1".into(), "-g".into(), "-Wall".into(), format!("-I{}", include_dir().display())];
+    args.extend(flags.iter().map(|s| s.to_string()));
+    compile(out_name, sources, &args)
+}
+
+fn compile(out_name: &str, sources: &[&Path], args: &[String]) -> PathBuf {
+    let out = artifacts_dir().join(out_name);
+    let newest_input = sources
+        .iter()
+        .chain([include_dir().join("module_interface.h").as_path()].iter())
+        .filter_map(|s| std::fs::metadata(s).and_then(|m| m.modified()).ok())
+        .max();
+    if let (Ok(meta), Some(newest)) = (std::fs::metadata(&out), newest_input) {
+        if meta.modified().map(|m| m >= newest).unwrap_or(false) {
+            return out;
+        }
+    }
+    let tmp = artifacts_dir().join(format!(".{out_name}.{}.tmp", std::process::id()));
+    let output = Command::new(cc())
+        .args(args)
+        .args(sources)
+        .arg("-o")
+        .arg(&tmp)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {}: {e}", cc()));
+    assert!(
+        output.status.success(),
+        "compiling {out_name} from {sources:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::rename(&tmp, &out).expect("rename built artefact");
+    out
+}
+
+/// Build `tests/modules/<stem>.c` into `<out_stem>.so` with `flags`.
+pub fn test_module(stem: &str, out_stem: &str, flags: &[&str]) -> PathBuf {
+    let src = test_modules_dir().join(format!("{stem}.c"));
+    build_module(&format!("{out_stem}.so"), &[&src], flags)
+}
+
+/// Number of open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Resident set size of this process, in bytes.
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+/// Whether this process runs as root (tests that drop privileges skip otherwise).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,251 @@
+//! Crash reports and the process taint flag.
+//!
+//! A [`CrashReport`] is built *after* the guard has jumped out of the signal handler: the
+//! handler only records raw numbers (signal, `si_code`, addresses, thread id, time); naming the
+//! signal and symbolising the PC (`dladdr`) happen here, in normal context.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// Where in a module's life the fatal signal happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum Phase {
+    /// In `module_init`.
+    Init,
+    /// In `module_fini`.
+    Fini,
+    /// In `module_can_unload`.
+    CanUnload,
+    /// In `mod_hello`.
+    Hello,
+    /// In a guarded call made through the API.
+    Call,
+    /// On a thread the module started (no guard was active).
+    Thread,
+    /// In a constructor or `module_init`, seen by the probe child process.
+    Probe,
+}
+
+impl Phase {
+    /// A lowercase name: `"init"`, `"call"`, `"thread"`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Init => "init",
+            Phase::Fini => "fini",
+            Phase::CanUnload => "can_unload",
+            Phase::Hello => "mod_hello",
+            Phase::Call => "call",
+            Phase::Thread => "thread",
+            Phase::Probe => "probe",
+        }
+    }
+}
+
+/// Everything known about one fatal signal raised by module code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct CrashReport {
+    /// The module's name.
+    pub module: String,
+    /// The module's file.
+    pub path: PathBuf,
+    /// Signal number.
+    pub signal: i32,
+    /// Signal name (`"SIGSEGV"`).
+    pub signal_name: String,
+    /// `si_code`.
+    pub code: i32,
+    /// `si_code`'s name (`"SEGV_MAPERR"`, `"FPE_INTDIV"`, `"SI_TKILL"`).
+    pub code_name: String,
+    /// What the code means (`"address not mapped to object"`).
+    pub code_meaning: String,
+    /// `si_addr`: the faulting address (for SEGV/BUS), the instruction (FPE/ILL), or 0.
+    pub fault_addr: u64,
+    /// Program counter at the signal.
+    pub pc: u64,
+    /// Whether the PC lay in the module's own code.
+    pub pc_in_module: bool,
+    /// PC offset from the module's load address, when the PC was in the module.
+    pub module_offset: Option<u64>,
+    /// The object the PC lay in (`"libc.so.6"`), when `dladdr` knows it.
+    pub pc_object: Option<String>,
+    /// Nearest symbol and offset (`"crash_segv+0x12"`), when known.
+    pub symbol: Option<String>,
+    /// Where in the module's life it happened.
+    pub phase: Phase,
+    /// Kernel thread id of the faulting thread.
+    pub thread_id: i32,
+    /// Wall-clock time of the signal.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_time"))]
+    pub time: SystemTime,
+    /// The taint verdict: why this crash may have left the process in a bad state, or `None`.
+    pub taint: Option<String>,
+}
+
+#[cfg(feature = "serde")]
+fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    s.serialize_f64(secs)
+}
+
+impl CrashReport {
+    /// One line: `module hello crashed: SIGSEGV (SEGV_MAPERR: address not mapped to object) at 0x0 in call`.
+    pub fn summary(&self) -> String {
+        format!(
+            "module {} crashed: {} ({}: {}) at address {:#x} in {}",
+            self.module,
+            self.signal_name,
+            self.code_name,
+            self.code_meaning,
+            self.fault_addr,
+            self.phase.name()
+        )
+    }
+}
+
+impl fmt::Display for CrashReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.summary())?;
+        writeln!(f, "  file:    {}", self.path.display())?;
+        writeln!(
+            f,
+            "  signal:  {} ({}), si_code {} ({})",
+            self.signal_name, self.signal, self.code, self.code_name
+        )?;
+        write!(f, "  pc:      {:#x}", self.pc)?;
+        match (self.module_offset, &self.pc_object) {
+            (Some(off), _) => write!(f, " = {}+{:#x} (in the module)", self.module, off)?,
+            (None, Some(obj)) => write!(f, " in {obj} (outside the module)")?,
+            (None, None) => write!(f, " (outside the module)")?,
+        }
+        if let Some(sym) = &self.symbol {
+            write!(f, ", {sym}")?;
+        }
+        writeln!(f)?;
+        write!(f, "  thread:  {}", self.thread_id)?;
+        if let Some(t) = &self.taint {
+            write!(f, "\n  TAINTED: {t}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why the process is tainted: the first crash that may have left libc in a bad state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Taint {
+    /// The module that crashed.
+    pub module: String,
+    /// Why it taints (`"SIGSEGV with the PC in libc.so.6: a libc lock may be held"`).
+    pub reason: String,
+    /// When.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_time"))]
+    pub time: SystemTime,
+}
+
+static TAINT: Mutex<Option<Taint>> = Mutex::new(None);
+
+/// The process's taint, if any crash has tainted it. Like the Linux kernel's taint after an
+/// oops, it never clears: the operator decides whether to restart.
+pub fn taint() -> Option<Taint> {
+    TAINT.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Record a taint (the first one is kept).
+pub(crate) fn set_taint(module: &str, reason: &str) {
+    let mut t = TAINT.lock().unwrap_or_else(|e| e.into_inner());
+    if t.is_none() {
+        *t = Some(Taint {
+            module: module.to_owned(),
+            reason: reason.to_owned(),
+            time: SystemTime::now(),
+        });
+    }
+}
+
+/// The name of a signal number (`11` -> `"SIGSEGV"`).
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGQUIT => "SIGQUIT",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_owned()
+}
+
+/// The name and meaning of an `si_code` for a signal.
+pub fn si_code_name(sig: i32, code: i32) -> (&'static str, &'static str) {
+    // Codes common to every signal (sent rather than raised by a fault).
+    match code {
+        libc::SI_USER => return ("SI_USER", "sent by kill()"),
+        libc::SI_TKILL => return ("SI_TKILL", "sent by tkill()/raise()/abort()"),
+        libc::SI_QUEUE => return ("SI_QUEUE", "sent by sigqueue()"),
+        libc::SI_KERNEL => return ("SI_KERNEL", "sent by the kernel"),
+        _ => {}
+    }
+    match (sig, code) {
+        (libc::SIGSEGV, 1) => ("SEGV_MAPERR", "address not mapped to object"),
+        (libc::SIGSEGV, 2) => ("SEGV_ACCERR", "invalid permissions for mapped object"),
+        (libc::SIGSEGV, 3) => ("SEGV_BNDERR", "failed address bound checks"),
+        (libc::SIGSEGV, 4) => ("SEGV_PKUERR", "access denied by memory protection keys"),
+        (libc::SIGBUS, 1) => ("BUS_ADRALN", "invalid address alignment"),
+        (libc::SIGBUS, 2) => {
+            ("BUS_ADRERR", "nonexistent physical address (access beyond the end of a mapped file)")
+        }
+        (libc::SIGBUS, 3) => ("BUS_OBJERR", "object-specific hardware error"),
+        (libc::SIGBUS, 4) => ("BUS_MCEERR_AR", "hardware memory error consumed"),
+        (libc::SIGBUS, 5) => ("BUS_MCEERR_AO", "hardware memory error detected"),
+        (libc::SIGFPE, 1) => ("FPE_INTDIV", "integer divide by zero"),
+        (libc::SIGFPE, 2) => ("FPE_INTOVF", "integer overflow"),
+        (libc::SIGFPE, 3) => ("FPE_FLTDIV", "floating-point divide by zero"),
+        (libc::SIGFPE, 4) => ("FPE_FLTOVF", "floating-point overflow"),
+        (libc::SIGFPE, 5) => ("FPE_FLTUND", "floating-point underflow"),
+        (libc::SIGFPE, 6) => ("FPE_FLTRES", "floating-point inexact result"),
+        (libc::SIGFPE, 7) => ("FPE_FLTINV", "invalid floating-point operation"),
+        (libc::SIGFPE, 8) => ("FPE_FLTSUB", "subscript out of range"),
+        (libc::SIGILL, 1) => ("ILL_ILLOPC", "illegal opcode"),
+        (libc::SIGILL, 2) => ("ILL_ILLOPN", "illegal operand"),
+        (libc::SIGILL, 3) => ("ILL_ILLADR", "illegal addressing mode"),
+        (libc::SIGILL, 4) => ("ILL_ILLTRP", "illegal trap"),
+        (libc::SIGILL, 5) => ("ILL_PRVOPC", "privileged opcode"),
+        (libc::SIGILL, 6) => ("ILL_PRVREG", "privileged register"),
+        (libc::SIGILL, 7) => ("ILL_COPROC", "coprocessor error"),
+        (libc::SIGILL, 8) => ("ILL_BADSTK", "internal stack error"),
+        (libc::SIGSYS, 1) => ("SYS_SECCOMP", "system call blocked by seccomp"),
+        _ => ("UNKNOWN", "unknown si_code"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_signals_and_codes() {
+        assert_eq!(signal_name(libc::SIGSEGV), "SIGSEGV");
+        assert_eq!(signal_name(libc::SIGSYS), "SIGSYS");
+        assert_eq!(signal_name(200), "signal 200");
+        assert_eq!(si_code_name(libc::SIGSEGV, 1).0, "SEGV_MAPERR");
+        assert_eq!(si_code_name(libc::SIGFPE, 1).0, "FPE_INTDIV");
+        assert_eq!(si_code_name(libc::SIGABRT, libc::SI_TKILL).0, "SI_TKILL");
+        assert_eq!(si_code_name(libc::SIGBUS, 2).0, "BUS_ADRERR");
+    }
+}

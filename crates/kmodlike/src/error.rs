@@ -1,0 +1,333 @@
+//! The one error type of the loader. Every variant carries its cause: the file, the `dlerror`
+//! text, the missing symbol, both versions, the init return code, the crash report.
+
+use std::path::PathBuf;
+
+use crate::crash::CrashReport;
+use crate::interface::Version;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a module is busy and cannot be unloaded now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusyReason {
+    /// Other loaded modules depend on it (like rmmod's "in use by").
+    Holders(Vec<String>),
+    /// Its `module_can_unload()` returned this non-zero code.
+    Veto(i32),
+    /// Calls into it are still running on other threads.
+    InFlight(usize),
+}
+
+impl std::fmt::Display for BusyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BusyReason::Holders(h) => write!(f, "in use by {}", h.join(", ")),
+            BusyReason::Veto(code) => write!(f, "module_can_unload() refused with {code}"),
+            BusyReason::InFlight(n) => write!(f, "{n} call(s) still running in it"),
+        }
+    }
+}
+
+/// Everything that can go wrong when loading, using or unloading a module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A NULL or empty path, a malformed spec (`..`, an absolute part, an empty segment), a bad
+    /// option value.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The spec names no file: `tried` lists every place looked at.
+    #[error("module {spec:?} not found{}", tried_list(tried))]
+    NotFound {
+        /// The spec or path asked for.
+        spec: String,
+        /// The files that were tried, in order.
+        tried: Vec<PathBuf>,
+    },
+
+    /// The file exists but cannot be read (permissions, a directory, an I/O error).
+    #[error("{}: cannot read module file: {source}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file is empty.
+    #[error("{}: empty file, not an ELF shared object (dlopen: {dlerror})", path.display())]
+    EmptyFile {
+        /// The file.
+        path: PathBuf,
+        /// What the dynamic linker said.
+        dlerror: String,
+    },
+
+    /// The file does not start with the ELF magic.
+    #[error("{}: not an ELF file (dlopen: {dlerror})", path.display())]
+    NotElf {
+        /// The file.
+        path: PathBuf,
+        /// What the dynamic linker said.
+        dlerror: String,
+    },
+
+    /// The ELF file is shorter than its own headers say.
+    #[error("{}: truncated ELF file: {detail} (dlopen: {dlerror})", path.display())]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// What is missing.
+        detail: String,
+        /// What the dynamic linker said.
+        dlerror: String,
+    },
+
+    /// The ELF file is for another machine or class.
+    #[error("{}: ELF file for {found}, this machine needs {expected} (dlopen: {dlerror})", path.display())]
+    WrongArchitecture {
+        /// The file.
+        path: PathBuf,
+        /// The file's machine and class.
+        found: String,
+        /// This machine's.
+        expected: String,
+        /// What the dynamic linker said.
+        dlerror: String,
+    },
+
+    /// The ELF file is not a shared object (an executable, a relocatable object).
+    #[error("{}: not an ELF shared object: {detail} (dlopen: {dlerror})", path.display())]
+    NotSharedObject {
+        /// The file.
+        path: PathBuf,
+        /// The ELF type found.
+        detail: String,
+        /// What the dynamic linker said.
+        dlerror: String,
+    },
+
+    /// `dlopen` failed for another reason (a missing library it needs, a relocation error).
+    #[error("{}: dlopen failed: {dlerror}", path.display())]
+    LoadFailed {
+        /// The file.
+        path: PathBuf,
+        /// What the dynamic linker said.
+        dlerror: String,
+    },
+
+    /// A required export is missing.
+    #[error("{}: required export {symbol}() is missing", path.display())]
+    MissingExport {
+        /// The file.
+        path: PathBuf,
+        /// The missing export.
+        symbol: &'static str,
+    },
+
+    /// The file exports none of the module interface (and is not an acceptable legacy module).
+    #[error("{}: not a module: it exports none of module_get_interface_version(), module_init(), module_fini(){}", path.display(), if *.legacy_refused { " (it exports mod_hello() but this loader is strict and refuses legacy modules)" } else { "" })]
+    NoInterface {
+        /// The file.
+        path: PathBuf,
+        /// It was a legacy `mod_hello`-only module that a strict loader refused.
+        legacy_refused: bool,
+    },
+
+    /// The module's interface version is not compatible with the loader's.
+    #[error("{}: interface version {module} is not compatible with the loader's {loader} (major must match, module minor must not be newer)", path.display())]
+    VersionMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What the module returned.
+        module: Version,
+        /// What the loader implements.
+        loader: Version,
+    },
+
+    /// `module_init` returned non-zero; the module was closed again.
+    #[error("module {module} ({}): module_init() failed with code {code}", path.display())]
+    InitFailed {
+        /// The module's name.
+        module: String,
+        /// The file.
+        path: PathBuf,
+        /// What `module_init` returned.
+        code: i32,
+    },
+
+    /// No such symbol is defined in the module itself.
+    #[error("module {module}: symbol {symbol:?} not found{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })]
+    SymbolNotFound {
+        /// The module's name.
+        module: String,
+        /// The symbol asked for.
+        symbol: String,
+        /// Where it was found instead, or the dlerror text.
+        detail: String,
+    },
+
+    /// The module is not loaded (never loaded, already unloaded, or unloaded after a crash).
+    #[error("module {module} is not loaded{}", if reason.is_empty() { String::new() } else { format!(": {reason}") })]
+    NotLoaded {
+        /// The module's name (empty when nothing was loaded at all).
+        module: String,
+        /// Why, when known ("unloaded after a crash: SIGSEGV").
+        reason: String,
+    },
+
+    /// A module is already loaded where only one may be.
+    #[error("module {module} is already loaded from {}", existing.display())]
+    AlreadyLoaded {
+        /// The module's name.
+        module: String,
+        /// The file already loaded under that name.
+        existing: PathBuf,
+    },
+
+    /// The module cannot be unloaded now.
+    #[error("module {module} is busy: {reason}")]
+    Busy {
+        /// The module's name.
+        module: String,
+        /// Why.
+        reason: BusyReason,
+    },
+
+    /// A dependency problem: a cycle, or a dependency that cannot be opened.
+    #[error("module {module}: {detail}")]
+    Dependency {
+        /// The module whose dependencies failed.
+        module: String,
+        /// The cycle or the failing dependency, with its own error.
+        detail: String,
+        /// The dependency's own error, when one failed to open.
+        #[source]
+        source: Option<Box<Error>>,
+    },
+
+    /// The module raised a fatal signal; it has been unloaded and the host kept running.
+    #[error("{0}")]
+    Crashed(Box<CrashReport>),
+
+    /// The module crashed too often and is refused until cleared.
+    #[error("module {module} is quarantined after {crashes} crashes within {window_secs} s; clear it to load it again")]
+    Quarantined {
+        /// The module's name.
+        module: String,
+        /// Crashes counted within the window.
+        crashes: usize,
+        /// The window, in seconds.
+        window_secs: u64,
+    },
+
+    /// The probe (loading in a child process first) could not run.
+    #[error("{}: probe failed: {detail}", path.display())]
+    Probe {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+fn tried_list(tried: &[PathBuf]) -> String {
+    if tried.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+        format!("; tried: {}", list.join(", "))
+    }
+}
+
+impl Error {
+    /// A short stable name for the error's kind, as used by the C API codes and the daemon's
+    /// error names (`"NotFound"`, `"Crashed"`, ...).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Unreadable { .. }
+            | Error::EmptyFile { .. }
+            | Error::NotElf { .. }
+            | Error::Truncated { .. }
+            | Error::WrongArchitecture { .. }
+            | Error::NotSharedObject { .. }
+            | Error::LoadFailed { .. }
+            | Error::NoInterface { .. }
+            | Error::Probe { .. } => ErrorKind::LoadFailed,
+            Error::MissingExport { .. } | Error::SymbolNotFound { .. } => ErrorKind::SymbolNotFound,
+            Error::VersionMismatch { .. } => ErrorKind::VersionMismatch,
+            Error::InitFailed { .. } => ErrorKind::InitFailed,
+            Error::NotLoaded { .. } => ErrorKind::NotLoaded,
+            Error::AlreadyLoaded { .. } => ErrorKind::AlreadyLoaded,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Dependency { .. } => ErrorKind::Dependency,
+            Error::Crashed(_) => ErrorKind::Crashed,
+            Error::Quarantined { .. } => ErrorKind::Quarantined,
+        }
+    }
+
+    /// The crash report, when this error is a crash.
+    pub fn crash_report(&self) -> Option<&CrashReport> {
+        match self {
+            Error::Crashed(r) => Some(r),
+            Error::Dependency { source: Some(inner), .. } => inner.crash_report(),
+            _ => None,
+        }
+    }
+}
+
+/// The kind of an [`Error`], one per C error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// `MODULE_ERR_INVALID_ARGUMENT`
+    InvalidArgument,
+    /// `MODULE_ERR_NOT_FOUND`
+    NotFound,
+    /// `MODULE_ERR_LOAD_FAILED`
+    LoadFailed,
+    /// `MODULE_ERR_SYMBOL_NOT_FOUND`
+    SymbolNotFound,
+    /// `MODULE_ERR_VERSION_MISMATCH`
+    VersionMismatch,
+    /// `MODULE_ERR_INIT_FAILED`
+    InitFailed,
+    /// `MODULE_ERR_NOT_LOADED`
+    NotLoaded,
+    /// `MODULE_ERR_ALREADY_LOADED`
+    AlreadyLoaded,
+    /// `MODULE_ERR_BUSY`
+    Busy,
+    /// `MODULE_ERR_DEPENDENCY`
+    Dependency,
+    /// `MODULE_ERR_CRASHED`
+    Crashed,
+    /// `MODULE_ERR_QUARANTINED`
+    Quarantined,
+}
+
+impl ErrorKind {
+    /// The name used on the wire and in logs: `"NotFound"`, `"Crashed"`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "InvalidArgument",
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::LoadFailed => "LoadFailed",
+            ErrorKind::SymbolNotFound => "SymbolNotFound",
+            ErrorKind::VersionMismatch => "VersionMismatch",
+            ErrorKind::InitFailed => "InitFailed",
+            ErrorKind::NotLoaded => "NotLoaded",
+            ErrorKind::AlreadyLoaded => "AlreadyLoaded",
+            ErrorKind::Busy => "Busy",
+            ErrorKind::Dependency => "Dependency",
+            ErrorKind::Crashed => "Crashed",
+            ErrorKind::Quarantined => "Quarantined",
+        }
+    }
+}
