@@ -87,7 +87,7 @@ pub struct CrashReport {
 }
 
 #[cfg(feature = "serde")]
-fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     s.serialize_f64(secs)
 }
@@ -247,5 +247,126 @@ mod tests {
         assert_eq!(si_code_name(libc::SIGFPE, 1).0, "FPE_INTDIV");
         assert_eq!(si_code_name(libc::SIGABRT, libc::SI_TKILL).0, "SI_TKILL");
         assert_eq!(si_code_name(libc::SIGBUS, 2).0, "BUS_ADRERR");
+    }
+}
+
+/// Functions of the allocator: a SIGABRT raised from inside one of them (a detected heap
+/// corruption) may leave the arena lock held.
+const MALLOC_FUNCTIONS: &[&str] = &[
+    "malloc", "free", "calloc", "realloc", "reallocarray", "cfree", "memalign", "valloc",
+    "pvalloc", "aligned_alloc", "posix_memalign", "malloc_trim", "__libc_malloc", "__libc_free",
+    "__libc_calloc", "__libc_realloc", "__libc_memalign", "__libc_valloc", "__libc_pvalloc",
+];
+
+/// Objects whose internal locks a crash may leave held.
+fn is_libc_object(name: &str) -> bool {
+    ["libc.so", "ld-linux", "ld64.so", "libpthread.so", "libm.so", "libdl.so"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// `dladdr1` flag asking for the symbol's ELF entry (glibc's `<dlfcn.h>`).
+const RTLD_DL_SYMENT: libc::c_int = 1;
+
+pub(crate) struct Located {
+    pub object: Option<String>,
+    pub symbol: Option<(String, u64, u64)>,
+}
+
+/// `dladdr1` an address: the object's file name, and the nearest symbol with its start and size.
+pub(crate) fn locate(addr: u64) -> Located {
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    let mut sym: *mut libc::Elf64_Sym = std::ptr::null_mut();
+    // SAFETY: dladdr1 reads the loader's tables and fills `info` and `sym`; it is called after
+    // the guard's jump, in normal context, never in the signal handler.
+    let ok = unsafe {
+        libc::dladdr1(
+            addr as *const libc::c_void,
+            info.as_mut_ptr(),
+            &mut sym as *mut *mut libc::Elf64_Sym as *mut *mut libc::c_void,
+            RTLD_DL_SYMENT,
+        )
+    } != 0;
+    if !ok {
+        return Located { object: None, symbol: None };
+    }
+    // SAFETY: filled by dladdr1, which returned non-zero.
+    let info = unsafe { info.assume_init() };
+    let object = (!info.dli_fname.is_null()).then(|| {
+        // SAFETY: a NUL-terminated name owned by ld.so.
+        let full = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }.to_string_lossy();
+        full.rsplit('/').next().unwrap_or(&full).to_owned()
+    });
+    let symbol = (!info.dli_sname.is_null()).then(|| {
+        // SAFETY: as above.
+        let name = unsafe { std::ffi::CStr::from_ptr(info.dli_sname) }.to_string_lossy();
+        // SAFETY: when non-NULL, `sym` points at the symbol's ELF entry.
+        let size = if sym.is_null() { 0 } else { unsafe { (*sym).st_size } };
+        (name.into_owned(), info.dli_saddr as u64, size)
+    });
+    Located { object, symbol }
+}
+
+/// Build the report for a crash of `module` from what the handler recorded: name the signal,
+/// symbolise the PC, and decide the taint (recorded process-wide when set).
+pub(crate) fn build_report(
+    module: &crate::module::Module,
+    raw: &crate::guard::RawCrash,
+    phase: Phase,
+) -> CrashReport {
+    let (code_name, code_meaning) = si_code_name(raw.signo, raw.code);
+    let pc_in_module = module.contains(raw.pc);
+    let here = locate(raw.pc);
+    let symbol = here.symbol.as_ref().map(|(name, start, _)| format!("{name}+{:#x}", raw.pc - start));
+    let pc_object =
+        if pc_in_module { crate::resolve::module_name_for(&module.path).into() } else { here.object.clone() };
+    let signal_name = signal_name(raw.signo);
+
+    // Taint: a fault with the PC inside libc or ld.so may have happened with one of their
+    // locks held; so may an abort raised from inside the allocator (heap corruption detected).
+    let mut taint = None;
+    if raw.code > 0 && !pc_in_module {
+        if let Some(obj) = here.object.as_deref().filter(|o| is_libc_object(o)) {
+            taint = Some(format!(
+                "{signal_name} with the PC in {obj} ({}): a libc lock may be held",
+                symbol.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    if taint.is_none() && raw.signo == libc::SIGABRT {
+        for &w in &raw.stack_words {
+            let l = locate(w);
+            if let (Some(obj), Some((name, start, size))) = (&l.object, &l.symbol) {
+                let inside = w >= *start && (w < start + size || *size == 0);
+                if is_libc_object(obj) && inside && MALLOC_FUNCTIONS.contains(&name.as_str()) {
+                    taint = Some(format!(
+                        "SIGABRT raised from inside {name}() (heap corruption detected): the malloc arena lock may be held"
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(t) = &taint {
+        set_taint(&module.name, t);
+    }
+    CrashReport {
+        module: module.name.clone(),
+        path: module.path.clone(),
+        signal: raw.signo,
+        signal_name,
+        code: raw.code,
+        code_name: code_name.to_owned(),
+        code_meaning: code_meaning.to_owned(),
+        fault_addr: raw.addr,
+        pc: raw.pc,
+        pc_in_module,
+        module_offset: pc_in_module.then(|| raw.pc - module.base),
+        pc_object,
+        symbol,
+        phase,
+        thread_id: raw.tid,
+        time: raw.time,
+        taint,
     }
 }

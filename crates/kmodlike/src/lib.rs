@@ -1,11 +1,57 @@
-//! kmodlike: a userland module loader that survives modules that crash.
+//! # kmodlike: a userland module loader that survives modules that crash
+//!
+//! kmodlike loads shared libraries ("modules") at run time, checks that each implements the
+//! versioned module interface ([`interface`]), and runs every entry into module code under a
+//! crash guard: a SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT or SIGSYS raised by module code
+//! unloads that module and returns [`Error::Crashed`] with a [`CrashReport`], and the host
+//! keeps running.
+//!
+//! ```no_run
+//! use kmodlike::{Loader, Error};
+//!
+//! let loader = Loader::builder()
+//!     .log(|module, level, msg| eprintln!("[{module}] ({level}) {msg}"))
+//!     .build();
+//! let hello = loader.open("build/modules/misc/hello.so")?;       // path, or "misc/hello"
+//! let greet = hello.symbol_ptr("mod_hello")?;
+//! // SAFETY: mod_hello is `void mod_hello(void)`.
+//! let greet: extern "C" fn() = unsafe { std::mem::transmute(greet) };
+//! match hello.call0(greet) {
+//!     Ok(()) => {}
+//!     Err(Error::Crashed(report)) => eprintln!("{report}"),    // the module is gone, we are not
+//!     Err(e) => return Err(e),
+//! }
+//! hello.close().map_err(|e| e.error)?;                         // module_fini, dlclose
+//! # Ok::<(), kmodlike::Error>(())
+//! ```
+//!
+//! Modules are opened by path or by `[namespace/[dirspace/]]name` along a module path, shared
+//! by reference count, and may depend on each other through `.modinfo` metadata (see
+//! [`modinfo()`]), after illumos `ddi_modopen(9F)` and Linux kmod.
 #![warn(missing_docs)]
 
 pub mod crash;
+mod elf;
 mod error;
 mod guard;
 pub mod interface;
+mod loader;
+mod modinfo;
+mod module;
+#[doc(hidden)]
+pub mod probe;
+mod resolve;
 
 pub use crash::{taint, CrashReport, Phase, Taint};
 pub use error::{BusyReason, Error, ErrorKind, Result};
 pub use interface::{ModuleInitArgs, Version};
+pub use loader::{
+    CloseError, CrashLoop, CrashPolicy, Event, Handle, InitArgs, Loader, LoaderBuilder, LogSink,
+    ModuleInfo, OpenOptions, Symbol,
+};
+pub use modinfo::{modinfo, ModInfo};
+pub use module::{ModuleState, OpenMode};
+pub use resolve::{
+    default_module_path, module_name_for, resolve_spec, search_path, NameSpec, DEFAULT_NAMESPACE,
+    MODULE_PATH_ENV,
+};

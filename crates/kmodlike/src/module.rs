@@ -1,0 +1,364 @@
+//! One loaded module instance: its library, where it is mapped, its interface entry points,
+//! its counters, and the guarded calls into it.
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CStr, CString};
+use std::mem::MaybeUninit;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::SystemTime;
+
+use libloading::os::unix::Library;
+
+use crate::error::{Error, Result};
+use crate::guard;
+use crate::interface::{ModuleInitArgs, Version};
+use crate::modinfo::ModInfo;
+
+/// The life of a module instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum ModuleState {
+    /// Being opened: dependencies, `dlopen`, validation, `module_init`.
+    Loading,
+    /// Loaded and callable.
+    Live,
+    /// Being closed: `module_can_unload`, `module_fini`.
+    Unloading,
+    /// Raised a fatal signal: logically unloaded, calls and symbols refused.
+    Crashed,
+    /// Closed.
+    Unloaded,
+}
+
+impl ModuleState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => ModuleState::Loading,
+            1 => ModuleState::Live,
+            2 => ModuleState::Unloading,
+            3 => ModuleState::Crashed,
+            _ => ModuleState::Unloaded,
+        }
+    }
+
+    /// A lowercase name: `"live"`, `"crashed"`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            ModuleState::Loading => "loading",
+            ModuleState::Live => "live",
+            ModuleState::Unloading => "unloading",
+            ModuleState::Crashed => "crashed",
+            ModuleState::Unloaded => "unloaded",
+        }
+    }
+}
+
+/// How a module is opened, like `ddi_modopen`'s `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum OpenMode {
+    /// The default: the module must implement the interface (or be an accepted legacy
+    /// module); `module_init` and `module_fini` run.
+    #[default]
+    Module,
+    /// An object with no interface (for example a firmware blob wrapped into a shared object):
+    /// no init or fini is looked for or run; only its symbols are used.
+    Data,
+}
+
+/// A device and inode: what makes two paths the same module file.
+pub(crate) type FileKey = (u64, u64);
+
+/// The interface entry points of a module.
+#[derive(Clone, Copy)]
+pub(crate) struct EntryPoints {
+    pub init: Option<unsafe extern "C" fn(*const c_void) -> i32>,
+    pub fini: Option<unsafe extern "C" fn()>,
+    pub can_unload: Option<unsafe extern "C" fn() -> i32>,
+}
+
+/// Who receives a module's `log` and `get_time` calls.
+pub(crate) enum HostCallbacks {
+    /// The loader's own log sink (module name, level, message).
+    Loader(Option<crate::loader::LogSink>),
+    /// A C host's own callbacks, called with the guard suspended.
+    Raw(ModuleInitArgs),
+    /// The module got NULL init args.
+    Null,
+}
+
+pub(crate) struct Module {
+    pub id: u64,
+    pub name: String,
+    pub path: PathBuf,
+    pub key: FileKey,
+    pub mode: OpenMode,
+    pub legacy: bool,
+    pub version: Option<Version>,
+    pub modinfo: ModInfo,
+    pub size: u64,
+    pub loaded_at: SystemTime,
+    /// `[start, end)` of every `PT_LOAD` segment.
+    pub segments: Vec<(u64, u64)>,
+    /// Where the first segment is mapped (`dladdr`'s `dli_fbase` for our symbols).
+    pub base: u64,
+    pub entry: EntryPoints,
+    pub host: HostCallbacks,
+    /// The init args handed to the module. Kept at a stable address for the module's life
+    /// (the module may keep the pointer); leaked when the module's code stays mapped after a
+    /// crash, since its threads may still read it.
+    pub init_args: Option<Box<ModuleInitArgs>>,
+    pub lib: Mutex<Option<Library>>,
+    /// The extra reference that made the module's symbols global (it is a dependency).
+    pub global_ref: Mutex<Option<Library>>,
+    state: AtomicU8,
+    pub inflight: AtomicUsize,
+    pub calls: AtomicU64,
+    pub crashes: AtomicU64,
+    symbols: RwLock<HashMap<Box<str>, usize>>,
+    /// Why the module is dead, for errors on later calls.
+    pub death: Mutex<Option<String>>,
+}
+
+// SAFETY: the raw pointers inside (init args' user_data, function pointers) are only handed
+// to the module's own code; all mutable state is behind atomics and mutexes.
+unsafe impl Send for Module {}
+// SAFETY: as above: shared access goes through atomics, mutexes and read-only fields.
+unsafe impl Sync for Module {}
+
+impl Module {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: u64,
+        name: String,
+        path: PathBuf,
+        key: FileKey,
+        mode: OpenMode,
+        modinfo: ModInfo,
+        size: u64,
+        lib: Library,
+        segments: Vec<(u64, u64)>,
+        base: u64,
+        host: HostCallbacks,
+    ) -> Module {
+        Module {
+            id,
+            name,
+            path,
+            key,
+            mode,
+            legacy: false,
+            version: None,
+            modinfo,
+            size,
+            loaded_at: SystemTime::now(),
+            segments,
+            base,
+            entry: EntryPoints { init: None, fini: None, can_unload: None },
+            host,
+            init_args: None,
+            lib: Mutex::new(Some(lib)),
+            global_ref: Mutex::new(None),
+            state: AtomicU8::new(ModuleState::Loading as u8),
+            inflight: AtomicUsize::new(0),
+            calls: AtomicU64::new(0),
+            crashes: AtomicU64::new(0),
+            symbols: RwLock::new(HashMap::new()),
+            death: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn state(&self) -> ModuleState {
+        ModuleState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_state(&self, s: ModuleState) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+
+    pub(crate) fn contains(&self, addr: u64) -> bool {
+        self.segments.iter().any(|&(s, e)| addr >= s && addr < e)
+    }
+
+    pub(crate) fn not_live_error(&self) -> Error {
+        let reason = match self.state() {
+            ModuleState::Crashed => self.death.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            ModuleState::Unloaded => Some("it was unloaded".to_owned()),
+            ModuleState::Loading => Some("it is still loading".to_owned()),
+            ModuleState::Unloading => Some("it is being unloaded".to_owned()),
+            ModuleState::Live => None,
+        };
+        Error::NotLoaded { module: self.name.clone(), reason: reason.unwrap_or_default() }
+    }
+
+    /// Look up `name` with `dlsym` and accept it only when `dladdr` places it in this module.
+    /// Used during loading (no state check, no cache).
+    pub(crate) fn lookup_own(&self, name: &str) -> Result<*mut c_void> {
+        let not_found = |detail: String| Error::SymbolNotFound {
+            module: self.name.clone(),
+            symbol: name.to_owned(),
+            detail,
+        };
+        let cname =
+            CString::new(name).map_err(|_| not_found("the name contains a NUL byte".into()))?;
+        let lib = self.lib.lock().unwrap_or_else(|e| e.into_inner());
+        let lib = lib.as_ref().ok_or_else(|| not_found("the module is unmapped".into()))?;
+        // SAFETY: we only read the symbol's address as a raw pointer; nothing is called.
+        let sym = unsafe { lib.get::<*mut c_void>(cname.as_bytes_with_nul()) };
+        let addr = match sym {
+            Ok(s) => s.into_raw(),
+            Err(e) => return Err(not_found(e.to_string())),
+        };
+        if addr.is_null() {
+            return Err(not_found("the symbol's value is NULL".into()));
+        }
+        let mut info = MaybeUninit::<libc::Dl_info>::zeroed();
+        // SAFETY: dladdr only reads the loader's tables and fills `info`.
+        let found = unsafe { libc::dladdr(addr, info.as_mut_ptr()) } != 0;
+        // SAFETY: zero-initialised, and filled by dladdr when it returned non-zero.
+        let info = unsafe { info.assume_init() };
+        let in_module = (found && info.dli_fbase as u64 == self.base) || self.contains(addr as u64);
+        if !in_module {
+            let owner = if found && !info.dli_fname.is_null() {
+                // SAFETY: dladdr returned a NUL-terminated file name owned by the loader.
+                unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned()
+            } else {
+                "another object".to_owned()
+            };
+            return Err(not_found(format!("it is defined in {owner}, not in the module itself")));
+        }
+        Ok(addr)
+    }
+
+    /// [`lookup_own`](Self::lookup_own) with the state check and a cache.
+    pub(crate) fn symbol(&self, name: &str) -> Result<*mut c_void> {
+        if self.state() != ModuleState::Live {
+            return Err(self.not_live_error());
+        }
+        if let Some(&addr) = self.symbols.read().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return Ok(addr as *mut c_void);
+        }
+        let addr = self.lookup_own(name)?;
+        self.symbols.write().unwrap_or_else(|e| e.into_inner()).insert(name.into(), addr as usize);
+        Ok(addr)
+    }
+
+    /// Run `f(ctx)` under the guard, attributed to this module. No state check.
+    ///
+    /// # Safety
+    /// As [`guard::call`]: `f` must be safe to call with `ctx`, and the frames between here
+    /// and a fault own nothing with a destructor.
+    pub(crate) unsafe fn guarded(
+        &self,
+        f: unsafe extern "C" fn(*mut c_void),
+        ctx: *mut c_void,
+    ) -> std::result::Result<(), guard::RawCrash> {
+        // SAFETY: forwarded contract.
+        unsafe { guard::call(self.id, f, ctx) }
+    }
+}
+
+/// `f(arg)` packed for a guarded call through [`trampoline`].
+#[repr(C)]
+pub(crate) struct CallCtx<A, R> {
+    pub f: unsafe extern "C" fn(A) -> R,
+    pub arg: A,
+    pub ret: MaybeUninit<R>,
+}
+
+/// Calls `ctx.f(ctx.arg)` and stores the result. It owns nothing with a destructor (`A` and
+/// `R` are `Copy`), so a `siglongjmp` out of it skips no drop.
+pub(crate) unsafe extern "C" fn trampoline<A: Copy, R: Copy>(ctx: *mut c_void) {
+    // SAFETY: `ctx` points to a live `CallCtx<A, R>` owned by the caller of the guarded call.
+    let c = unsafe { &mut *(ctx as *mut CallCtx<A, R>) };
+    // SAFETY: the caller vouched for `f` when it built the context.
+    let r = unsafe { (c.f)(c.arg) };
+    c.ret.write(r);
+}
+
+/// Context for calling an entry point with no argument.
+#[repr(C)]
+pub(crate) struct Call0Ctx<R> {
+    pub f: unsafe extern "C" fn() -> R,
+    pub ret: MaybeUninit<R>,
+}
+
+/// Calls `ctx.f()` and stores the result; owns nothing droppable.
+pub(crate) unsafe extern "C" fn trampoline0<R: Copy>(ctx: *mut c_void) {
+    // SAFETY: `ctx` points to a live `Call0Ctx<R>` owned by the caller of the guarded call.
+    let c = unsafe { &mut *(ctx as *mut Call0Ctx<R>) };
+    // SAFETY: the caller vouched for `f` when it built the context.
+    let r = unsafe { (c.f)() };
+    c.ret.write(r);
+}
+
+/// Find where a freshly opened library is mapped: its `PT_LOAD` segments and base address.
+///
+/// Returns `(segments, executable segments, base)`. `handle` is a live `dlopen` handle.
+pub(crate) fn mapping_of(handle: *mut c_void) -> (Vec<(u64, u64)>, Vec<(u64, u64)>, u64) {
+    #[repr(C)]
+    struct LinkMap {
+        l_addr: usize,
+        l_name: *const libc::c_char,
+    }
+    let mut lm: *mut LinkMap = std::ptr::null_mut();
+    // SAFETY: RTLD_DI_LINKMAP writes a `struct link_map *` for a valid handle.
+    let rc = unsafe {
+        libc::dlinfo(handle, libc::RTLD_DI_LINKMAP, &mut lm as *mut *mut LinkMap as *mut c_void)
+    };
+    if rc != 0 || lm.is_null() {
+        return (Vec::new(), Vec::new(), 0);
+    }
+    // SAFETY: glibc's link_map starts with l_addr and l_name.
+    let (l_addr, l_name) = unsafe { ((*lm).l_addr as u64, (*lm).l_name) };
+
+    struct Search {
+        l_addr: u64,
+        l_name: *const libc::c_char,
+        segments: Vec<(u64, u64)>,
+        text: Vec<(u64, u64)>,
+    }
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut c_void,
+    ) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info and our `Search`.
+        let (info, s) = unsafe { (&*info, &mut *(data as *mut Search)) };
+        if info.dlpi_addr as u64 != s.l_addr {
+            return 0;
+        }
+        // SAFETY: both names are NUL-terminated strings owned by ld.so.
+        let same_name = info.dlpi_name == s.l_name
+            || (!info.dlpi_name.is_null()
+                && !s.l_name.is_null()
+                && unsafe { CStr::from_ptr(info.dlpi_name) == CStr::from_ptr(s.l_name) });
+        if !same_name {
+            return 0;
+        }
+        for i in 0..info.dlpi_phnum as usize {
+            // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            if ph.p_type == libc::PT_LOAD {
+                let start = info.dlpi_addr as u64 + ph.p_vaddr as u64;
+                let range = (start, start + ph.p_memsz as u64);
+                s.segments.push(range);
+                if ph.p_flags & libc::PF_X != 0 {
+                    s.text.push(range);
+                }
+            }
+        }
+        1
+    }
+    let mut s = Search { l_addr, l_name, segments: Vec::new(), text: Vec::new() };
+    // SAFETY: `each` only reads the headers dl_iterate_phdr hands it.
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut s as *mut Search as *mut c_void) };
+    // SAFETY: sysconf is always safe to call.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let base = s.segments.iter().map(|r| r.0).min().map(|b| b & !(page - 1)).unwrap_or(l_addr);
+    (s.segments, s.text, base)
+}
