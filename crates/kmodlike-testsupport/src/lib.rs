@@ -52,7 +52,8 @@ pub fn build_module(out_name: &str, sources: &[&Path], flags: &[&str]) -> PathBu
     compile(out_name, sources, &args)
 }
 
-/// Compile C `sources` into an executable `out_name` with extra `flags` (libraries go there).
+/// Compile C `sources` into an executable `out_name` with extra `flags` (placed after the
+/// sources, so libraries such as `-lmodule` link).
 pub fn build_program(out_name: &str, sources: &[&Path], flags: &[&str]) -> PathBuf {
     let mut args: Vec<String> =
         vec!["-O1".into(), "-g".into(), "-Wall".into(), format!("-I{}", include_dir().display())];
@@ -74,8 +75,8 @@ fn compile(out_name: &str, sources: &[&Path], args: &[String]) -> PathBuf {
     }
     let tmp = artifacts_dir().join(format!(".{out_name}.{}.tmp", std::process::id()));
     let output = Command::new(cc())
-        .args(args)
         .args(sources)
+        .args(args)
         .arg("-o")
         .arg(&tmp)
         .output()

@@ -100,7 +100,7 @@ pub struct ModuleInfo {
     pub path: PathBuf,
     /// Its state.
     pub state: ModuleState,
-    /// References held (handles, and dependents).
+    /// References held: handles, plus one per dependent module (lsmod's "used by" count).
     pub refcount: usize,
     /// Interface version it reported (none for legacy and data objects).
     pub interface_version: Option<Version>,
@@ -268,7 +268,7 @@ impl Registry {
             name: m.name.clone(),
             path: m.path.clone(),
             state: m.state(),
-            refcount: e.refs,
+            refcount: e.refs + self.holders(id).len(),
             interface_version: m.version,
             legacy: m.legacy,
             mode: m.mode,
@@ -457,10 +457,10 @@ impl Loader {
     pub fn get(&self, name: &str) -> Result<Handle> {
         let s = &self.shared;
         let mut reg = lock(&s.reg);
-        let id = *reg.by_name.get(name).ok_or_else(|| Error::NotLoaded {
-            module: name.to_owned(),
-            reason: String::new(),
-        })?;
+        let id = *reg
+            .by_name
+            .get(name)
+            .ok_or_else(|| Error::NotLoaded { module: name.to_owned(), reason: String::new() })?;
         let e = reg.entries.get_mut(&id).expect("by_name points at an entry");
         e.refs += 1;
         Ok(Handle { module: e.module.clone(), loader: s.clone(), released: false })
@@ -502,10 +502,10 @@ impl Loader {
             while let Some(id) =
                 reg.order.iter().rev().copied().find(|&id| reg.holders(id).is_empty())
             {
-                if let Some(e) = reg.entries.get_mut(&id) {
-                    e.refs = 1;
+                if s.unload_locked(reg, id, false).is_err() {
+                    // A crash in fini already removed it; anything else must not loop.
+                    reg.remove(id);
                 }
-                let _ = s.release_locked(reg, id, false);
             }
         });
     }
@@ -563,9 +563,10 @@ impl LoaderShared {
         }
         if let Some(&id) = reg.by_key.get(&key) {
             let e = reg.entries.get_mut(&id).expect("by_key points at an entry");
-            e.refs += 1;
             if as_dep {
                 promote_global(&e.module);
+            } else {
+                e.refs += 1;
             }
             return Ok(id);
         }
@@ -577,8 +578,8 @@ impl LoaderShared {
             let existing = reg.entries[&other].module.path.clone();
             return Err(Error::AlreadyLoaded { module: name, existing });
         }
-        let data =
-            std::fs::read(&path).map_err(|source| Error::Unreadable { path: path.clone(), source })?;
+        let data = std::fs::read(&path)
+            .map_err(|source| Error::Unreadable { path: path.clone(), source })?;
         let info = if data.starts_with(b"\x7fELF") {
             modinfo::parse_file(&path, &data).unwrap_or_default()
         } else {
@@ -620,9 +621,10 @@ impl LoaderShared {
         }
     }
 
+    /// Dependencies let go of by a dependent, last opened first.
     fn release_all(&self, reg: &mut Registry, ids: &[u64]) {
         for &id in ids.iter().rev() {
-            let _ = self.release_locked(reg, id, true);
+            self.release_dep_locked(reg, id);
         }
     }
 
@@ -657,8 +659,7 @@ impl LoaderShared {
         }
         let _ = spec;
         let flags = RTLD_NOW | if as_dep { RTLD_GLOBAL } else { RTLD_LOCAL };
-        let fresh_copy =
-            lock(&CRASHED_FILES).as_ref().map(|s| s.contains(&key)).unwrap_or(false);
+        let fresh_copy = lock(&CRASHED_FILES).as_ref().map(|s| s.contains(&key)).unwrap_or(false);
         let lib = self.dlopen(&path, data, flags, fresh_copy)?;
         let raw = lib.into_raw();
         let (segments, text, base) = mapping_of(raw);
@@ -740,7 +741,8 @@ impl LoaderShared {
             }
         }
         module.set_state(ModuleState::Live);
-        reg.entries.insert(id, Entry { module, refs: 1, deps: Vec::new() });
+        // A dependency's only users are its holders: it starts with no user reference.
+        reg.entries.insert(id, Entry { module, refs: usize::from(!as_dep), deps: Vec::new() });
         reg.by_key.insert(key, id);
         reg.by_name.insert(name, id);
         reg.order.push(id);
@@ -793,7 +795,10 @@ impl LoaderShared {
             return Err(Error::NoInterface { path: m.path.clone(), legacy_refused: hello });
         }
         if let Some(i) = present.iter().position(Option::is_none) {
-            return Err(Error::MissingExport { path: m.path.clone(), symbol: symbols::REQUIRED[i] });
+            return Err(Error::MissingExport {
+                path: m.path.clone(),
+                symbol: symbols::REQUIRED[i],
+            });
         }
         // SAFETY: the interface defines these exports' C signatures; a module that lies about
         // them is calling convention-compatible for these simple types or crashes under the
@@ -837,28 +842,46 @@ impl LoaderShared {
         Ok(())
     }
 
-    /// Drop one reference; on the last, ask `module_can_unload` (when `veto` is allowed), run
-    /// `module_fini`, unmap, and release the dependencies.
-    fn release_locked(&self, reg: &mut Registry, id: u64, veto: bool) -> Result<()> {
+    /// Drop one user reference. The last one, while other loaded modules depend on this one,
+    /// is `Busy` naming them (as rmmod's "in use by"); otherwise the module is unloaded.
+    fn close_ref_locked(&self, reg: &mut Registry, id: u64) -> Result<()> {
         let Some(e) = reg.entries.get_mut(&id) else { return Ok(()) };
         if e.refs > 1 {
             e.refs -= 1;
             return Ok(());
         }
-        let module = e.module.clone();
+        let name = e.module.name.clone();
         let holders = reg.holders(id);
         if !holders.is_empty() {
-            return Err(Error::Busy { module: module.name.clone(), reason: BusyReason::Holders(holders) });
+            return Err(Error::Busy { module: name, reason: BusyReason::Holders(holders) });
         }
-        let inflight = module.inflight.load(Ordering::Acquire);
-        if inflight > 0 && veto {
-            return Err(Error::Busy { module: module.name.clone(), reason: BusyReason::InFlight(inflight) });
+        let inflight = reg.entries[&id].module.inflight.load(Ordering::Acquire);
+        if inflight > 0 {
+            return Err(Error::Busy { module: name, reason: BusyReason::InFlight(inflight) });
         }
+        self.unload_locked(reg, id, true)
+    }
+
+    /// A dependent let go of `id`: unload it when nothing else uses it. A veto keeps it
+    /// loaded, owned by the loader until [`Loader::shutdown`].
+    fn release_dep_locked(&self, reg: &mut Registry, id: u64) {
+        let Some(e) = reg.entries.get(&id) else { return };
+        if e.refs == 0 && reg.holders(id).is_empty() {
+            let _ = self.unload_locked(reg, id, true);
+        }
+    }
+
+    /// Ask `module_can_unload` (when `veto` is allowed), run `module_fini`, unmap, and
+    /// release the dependencies.
+    fn unload_locked(&self, reg: &mut Registry, id: u64, veto: bool) -> Result<()> {
+        let Some(e) = reg.entries.get(&id) else { return Ok(()) };
+        let module = e.module.clone();
         module.set_state(ModuleState::Unloading);
         if let (true, Some(can_unload)) = (veto, module.entry.can_unload) {
             let mut ctx = Call0Ctx { f: can_unload, ret: MaybeUninit::uninit() };
             // SAFETY: `int module_can_unload(void)`; the trampoline owns nothing droppable.
-            let r = unsafe { module.guarded(trampoline0::<i32>, &mut ctx as *mut _ as *mut c_void) };
+            let r =
+                unsafe { module.guarded(trampoline0::<i32>, &mut ctx as *mut _ as *mut c_void) };
             match r {
                 Err(raw) => {
                     let report = self.crash_locked(reg, &module, &raw, Phase::CanUnload);
@@ -912,11 +935,8 @@ impl LoaderShared {
     ) -> CrashReport {
         let report = crash::build_report(module, raw, phase);
         module.crashes.fetch_add(1, Ordering::Relaxed);
-        *lock(&module.death) = Some(format!(
-            "unloaded after a crash: {} in {}",
-            report.signal_name,
-            phase.name()
-        ));
+        *lock(&module.death) =
+            Some(format!("unloaded after a crash: {} in {}", report.signal_name, phase.name()));
         module.set_state(ModuleState::Crashed);
         lock(&CRASHED_FILES).get_or_insert_with(HashSet::new).insert(module.key);
         let deps = reg.remove(module.id).map(|e| e.deps).unwrap_or_default();
@@ -975,9 +995,8 @@ fn promote_global(module: &Module) {
     }
     // RTLD_NOLOAD finds the already-loaded object and only changes its flags.
     // SAFETY: the object is loaded already, so no constructor runs again.
-    let lib = unsafe {
-        Library::open(Some(&module.path), RTLD_NOW | RTLD_GLOBAL | libc::RTLD_NOLOAD)
-    };
+    let lib =
+        unsafe { Library::open(Some(&module.path), RTLD_NOW | RTLD_GLOBAL | libc::RTLD_NOLOAD) };
     *g = lib.ok();
 }
 
@@ -1116,7 +1135,9 @@ impl Handle {
     pub fn call<A: Copy, R: Copy>(&self, f: extern "C" fn(A) -> R, arg: A) -> Result<R> {
         let mut ctx = CallCtx {
             // SAFETY: a safe `extern "C" fn` is also a valid `unsafe extern "C" fn`.
-            f: unsafe { std::mem::transmute::<extern "C" fn(A) -> R, unsafe extern "C" fn(A) -> R>(f) },
+            f: unsafe {
+                std::mem::transmute::<extern "C" fn(A) -> R, unsafe extern "C" fn(A) -> R>(f)
+            },
             arg,
             ret: MaybeUninit::uninit(),
         };
@@ -1130,7 +1151,9 @@ impl Handle {
     pub fn call0<R: Copy>(&self, f: extern "C" fn() -> R) -> Result<R> {
         let mut ctx = Call0Ctx {
             // SAFETY: a safe `extern "C" fn` is also a valid `unsafe extern "C" fn`.
-            f: unsafe { std::mem::transmute::<extern "C" fn() -> R, unsafe extern "C" fn() -> R>(f) },
+            f: unsafe {
+                std::mem::transmute::<extern "C" fn() -> R, unsafe extern "C" fn() -> R>(f)
+            },
             ret: MaybeUninit::uninit(),
         };
         // SAFETY: the trampoline calls `f()`, which is safe to call.
@@ -1175,8 +1198,7 @@ impl Handle {
             }
             Err(raw) => {
                 let loader = self.loader.clone();
-                let report =
-                    loader.locked(|reg| loader.crash_locked(reg, m, &raw, Phase::Call));
+                let report = loader.locked(|reg| loader.crash_locked(reg, m, &raw, Phase::Call));
                 Err(Error::Crashed(Box::new(report)))
             }
         }
@@ -1188,7 +1210,11 @@ impl Handle {
         match reg.entries.get_mut(&self.module.id) {
             Some(e) => {
                 e.refs += 1;
-                Ok(Handle { module: self.module.clone(), loader: self.loader.clone(), released: false })
+                Ok(Handle {
+                    module: self.module.clone(),
+                    loader: self.loader.clone(),
+                    released: false,
+                })
             }
             None => Err(self.module.not_live_error()),
         }
@@ -1201,7 +1227,7 @@ impl Handle {
     pub fn close(mut self) -> std::result::Result<(), CloseError> {
         let loader = self.loader.clone();
         let id = self.module.id;
-        match loader.locked(|reg| loader.release_locked(reg, id, true)) {
+        match loader.locked(|reg| loader.close_ref_locked(reg, id)) {
             Ok(()) => {
                 self.released = true;
                 Ok(())
@@ -1223,19 +1249,16 @@ impl Drop for Handle {
             self.released = true;
             let loader = self.loader.clone();
             let id = self.module.id;
-            let busy = loader.locked(|reg| match loader.release_locked(reg, id, true) {
-                Err(Error::Busy { .. }) => {
-                    // Give up this handle's reference anyway only if others remain.
+            loader.locked(|reg| {
+                if let Err(Error::Busy { .. }) = loader.close_ref_locked(reg, id) {
+                    // The module stays loaded (its dependents or its veto keep it); this
+                    // handle's reference goes, and the module is unloaded with its last
+                    // dependent or at shutdown.
                     if let Some(e) = reg.entries.get_mut(&id) {
-                        if e.refs > 1 {
-                            e.refs -= 1;
-                        }
+                        e.refs -= 1;
                     }
-                    true
                 }
-                _ => false,
             });
-            let _ = busy;
         }
     }
 }

@@ -1,0 +1,10 @@
+/* Counts its own calls: static data that must start fresh in every new instance. */
+#include "module_interface.h"
+#include <stdint.h>
+
+static int calls;
+uint32_t module_get_interface_version(void) { return MODULE_INTERFACE_VERSION_CURRENT; }
+int module_init(const void *a) { (void)a; return 0; }
+void module_fini(void) {}
+int bump(void) { return ++calls; }
+void crash_now(void) { *(volatile int *)0 = 1; }
