@@ -87,7 +87,10 @@ pub struct CrashReport {
 }
 
 #[cfg(feature = "serde")]
-pub(crate) fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_time<S: serde::Serializer>(
+    t: &SystemTime,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     s.serialize_f64(secs)
 }
@@ -253,9 +256,25 @@ mod tests {
 /// Functions of the allocator: a SIGABRT raised from inside one of them (a detected heap
 /// corruption) may leave the arena lock held.
 const MALLOC_FUNCTIONS: &[&str] = &[
-    "malloc", "free", "calloc", "realloc", "reallocarray", "cfree", "memalign", "valloc",
-    "pvalloc", "aligned_alloc", "posix_memalign", "malloc_trim", "__libc_malloc", "__libc_free",
-    "__libc_calloc", "__libc_realloc", "__libc_memalign", "__libc_valloc", "__libc_pvalloc",
+    "malloc",
+    "free",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "cfree",
+    "memalign",
+    "valloc",
+    "pvalloc",
+    "aligned_alloc",
+    "posix_memalign",
+    "malloc_trim",
+    "__libc_malloc",
+    "__libc_free",
+    "__libc_calloc",
+    "__libc_realloc",
+    "__libc_memalign",
+    "__libc_valloc",
+    "__libc_pvalloc",
 ];
 
 /// Objects whose internal locks a crash may leave held.
@@ -317,9 +336,13 @@ pub(crate) fn build_report(
     let (code_name, code_meaning) = si_code_name(raw.signo, raw.code);
     let pc_in_module = module.contains(raw.pc);
     let here = locate(raw.pc);
-    let symbol = here.symbol.as_ref().map(|(name, start, _)| format!("{name}+{:#x}", raw.pc - start));
-    let pc_object =
-        if pc_in_module { crate::resolve::module_name_for(&module.path).into() } else { here.object.clone() };
+    let symbol =
+        here.symbol.as_ref().map(|(name, start, _)| format!("{name}+{:#x}", raw.pc - start));
+    let pc_object = if pc_in_module {
+        crate::resolve::module_name_for(&module.path).into()
+    } else {
+        here.object.clone()
+    };
     let signal_name = signal_name(raw.signo);
 
     // Taint: a fault with the PC inside libc or ld.so may have happened with one of their

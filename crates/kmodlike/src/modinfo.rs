@@ -35,8 +35,7 @@ impl ModInfo {
     /// duplicates.
     pub fn depends(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for dep in self.all("depends").flat_map(|v| v.split([' ', ','])).filter(|s| !s.is_empty())
-        {
+        for dep in self.all("depends").flat_map(|v| v.split([' ', ','])).filter(|s| !s.is_empty()) {
             if !out.iter().any(|d| d == dep) {
                 out.push(dep.to_owned());
             }

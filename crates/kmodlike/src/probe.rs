@@ -50,17 +50,13 @@ fn find_helper(cfg: &ProbeConfig, path: &Path) -> Result<PathBuf> {
         candidates.push(d.join("..").join(PROBE_HELPER));
         candidates.push(d.join("../libexec/kmodlike").join(PROBE_HELPER));
     }
-    candidates
-        .iter()
-        .find(|c| c.is_file())
-        .cloned()
-        .ok_or_else(|| Error::Probe {
-            path: path.to_owned(),
-            detail: format!(
-                "the {PROBE_HELPER} helper was not found (tried {}); set KMODLIKE_PROBE or install it",
-                candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
-            ),
-        })
+    candidates.iter().find(|c| c.is_file()).cloned().ok_or_else(|| Error::Probe {
+        path: path.to_owned(),
+        detail: format!(
+            "the {PROBE_HELPER} helper was not found (tried {}); set KMODLIKE_PROBE or install it",
+            candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    })
 }
 
 /// Probe `path` in a child process. `Ok(())` when the child loaded and initialised it.
@@ -107,9 +103,9 @@ pub(crate) fn run(cfg: &ProbeConfig, name: &str, path: &Path) -> Result<()> {
         Some("ok") => Ok(()),
         // A plain failure: the real load reports it precisely (it runs no crashing code).
         Some("error") => Ok(()),
-        Some("crash") if fields.len() >= 10 => Err(Error::Crashed(Box::new(parse_crash(
-            name, path, &fields,
-        )))),
+        Some("crash") if fields.len() >= 10 => {
+            Err(Error::Crashed(Box::new(parse_crash(name, path, &fields))))
+        }
         _ => {
             use std::os::unix::process::ExitStatusExt;
             match status.signal() {
@@ -143,7 +139,8 @@ pub(crate) fn run(cfg: &ProbeConfig, name: &str, path: &Path) -> Result<()> {
 
 fn parse_crash(name: &str, path: &Path, f: &[&str]) -> CrashReport {
     let num = |s: &str| -> u64 {
-        s.strip_prefix("0x").map_or_else(|| s.parse().unwrap_or(0), |h| u64::from_str_radix(h, 16).unwrap_or(0))
+        s.strip_prefix("0x")
+            .map_or_else(|| s.parse().unwrap_or(0), |h| u64::from_str_radix(h, 16).unwrap_or(0))
     };
     let opt = |s: &str| (s != "-").then(|| s.to_owned());
     let signal = num(f[1]) as i32;
