@@ -1,10 +1,68 @@
 //! The crash guard: the ONLY place in kmodlike that touches signals.
 //!
-//! STUB: calls run unguarded until the real guard lands. The interface below is the contract
-//! the rest of the crate uses.
+//! # How a guarded call works
+//!
+//! ```text
+//! Rust caller ──> kml_guard_call (C, guard.c) ──> module function ──> ... fault
+//!                   sigsetjmp(env, 0)  <───────── siglongjmp ──── kml_handler (signal handler)
+//! ```
+//!
+//! [`call`] enters the C shim, which pushes a guard record (jump buffer, module id) on its own
+//! stack, links it from an initial-exec thread-local pointer, takes a `sigsetjmp(env, 0)` (no
+//! signal-mask system call: a guarded call costs a few nanoseconds) and calls the module
+//! function. When that function raises SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT or SIGSYS, the
+//! handler sees the active record, writes the raw facts into it (signal, `si_code`, address,
+//! PC, thread id, time and, for a raised signal, the return addresses near the top of the
+//! stack), unblocks the six signals and `siglongjmp`s back into the shim, which returns the
+//! crash to [`call`]. Everything the handler does is async-signal-safe; each step's reason is
+//! written next to it in `guard.c`. Naming the signal, symbolising the PC (`dladdr`) and
+//! deciding taint happen later, in normal context, from [`RawCrash`].
+//!
+//! # The rule for frames the jump skips
+//!
+//! `siglongjmp` skips every frame between the shim and the fault without running anything in
+//! them. Skipping a Rust frame that still owns a value with a destructor is undefined
+//! behaviour (the Rust reference; RFC 2945 "plain old frames"). The frames between the shim
+//! and a module's fault are the module's own (C, or a Rust module's `extern "C"` exports) and
+//! libc's. So the function given to [`call`] must be an `extern "C"` function that owns
+//! nothing droppable while it can fault; the API above this module only offers guarded calls
+//! of that shape (a function pointer plus `Copy` arguments and result, run by a monomorphised
+//! `extern "C"` trampoline that owns nothing). The caller of [`call`] is below the jump point
+//! and may own anything.
+//!
+//! # What is ours
+//!
+//! A signal is the guard's when a guard is active (not suspended) on the faulting thread and
+//! the signal is synchronous: a positive `si_code` (a hardware fault or a seccomp trap), or
+//! `SI_TKILL` from our own pid (`raise`, `abort`). The PC need not be in the module: `abort`,
+//! `free` and `strlen` fault inside libc on the module's behalf.
+//!
+//! On a thread with no guard (a thread the module started), a synchronous fault whose PC lies
+//! in a registered module's text (for `abort`/`raise`: with a return address into a module's
+//! text in the top 16 KiB of the stack) parks the thread forever and hands the crash to the
+//! sink set by [`set_thread_crash_sink`], which runs on a service thread woken through a pipe.
+//! The main thread is never parked.
+//!
+//! Everything else is chained to the handler that was installed before ours, or, when that was
+//! the default action, the default action is reinstalled and the fault re-executes: the
+//! process dies exactly as it would have without kmodlike. A host callback (`log`,
+//! `get_time`) suspends the guard, so a fault in host code called by a module is fatal too.
+//!
+//! # Alternate signal stack
+//!
+//! Every thread that enters a guard gets an alternate signal stack of at least 64 KiB (reused
+//! when it has one, else mapped with a guard page and freed when the thread exits), so a stack
+//! overflow in module code is recoverable.
 
-use std::ffi::{c_char, c_void};
-use std::time::SystemTime;
+mod altstack;
+mod ffi;
+#[cfg(test)]
+mod tests;
+
+use std::ffi::{c_char, c_int, c_void};
+use std::mem::MaybeUninit;
+use std::sync::{Mutex, Once, RwLock};
+use std::time::{Duration, SystemTime};
 
 /// What the signal handler recorded about a fatal signal, in raw numbers only.
 #[derive(Debug, Clone)]
@@ -20,15 +78,71 @@ pub(crate) struct RawCrash {
     pub module_id: u64,
     /// Return addresses found on the faulting stack that lie outside any module (for SIGABRT:
     /// used after the jump to tell an abort from inside malloc).
+    ///
+    /// Filled for raised signals (`SI_TKILL`: `abort`, `raise`) only: code addresses (words
+    /// inside an executable segment of a loaded object) from the faulting stack pointer
+    /// towards older frames, nearest first, up to 32, stopping at the first word inside a
+    /// module's text or at the guard's own frame. A word may be a stale value rather than a
+    /// live return address: treat the first few as the best evidence.
     pub stack_words: Vec<u64>,
     /// The fault happened on a thread with no guard (a thread the module started).
     pub on_module_thread: bool,
 }
 
+impl RawCrash {
+    fn from_c(c: &ffi::CRawCrash) -> RawCrash {
+        let n = (c.n_stack_words as usize).min(ffi::STACK_WORDS);
+        let since_epoch =
+            Duration::new(c.time_sec.max(0) as u64, c.time_nsec.clamp(0, 999_999_999) as u32);
+        RawCrash {
+            signo: c.signo,
+            code: c.code,
+            addr: c.addr,
+            pc: c.pc,
+            tid: c.tid,
+            time: SystemTime::UNIX_EPOCH + since_epoch,
+            module_id: c.module_id,
+            stack_words: c.stack_words[..n].to_vec(),
+            on_module_thread: c.on_module_thread != 0,
+        }
+    }
+}
+
 /// Install the handlers (idempotent, cheap after the first call).
-pub(crate) fn install() {}
+///
+/// Also starts the service thread that reports crashes on threads without a guard. Call it
+/// after anything else that installs handlers for these signals (Rust's std does so before
+/// `main`), so that those handlers stay behind ours and are chained to.
+pub(crate) fn install() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // SAFETY: normal context; dl_iterate_phdr under the shim's own lock.
+        unsafe { ffi::kml_refresh_code_ranges() };
+        // Pipe and service thread first, so a crash right after installation is delivered.
+        start_service_thread();
+        // SAFETY: returns a constant.
+        let c_size = unsafe { ffi::kml_raw_crash_size() };
+        assert_eq!(
+            c_size,
+            std::mem::size_of::<ffi::CRawCrash>(),
+            "kmodlike: guard.c and guard/ffi.rs disagree on struct kml_raw_crash"
+        );
+        // SAFETY: installs our handler for six signals, saving the previous actions; the
+        // handler only touches state the shim owns.
+        let rc = unsafe { ffi::kml_install() };
+        assert!(
+            rc == 0,
+            "kmodlike: cannot install the crash guard's signal handlers: {}",
+            std::io::Error::from_raw_os_error(rc)
+        );
+    });
+}
 
 /// Run `f(ctx)` under the guard, attributing a fatal signal to `module_id`.
+///
+/// Returns `Err` with what the handler recorded when `f` raised SIGSEGV, SIGBUS, SIGFPE,
+/// SIGILL, SIGABRT or SIGSYS on this thread. Guards nest: a guarded call made inside another
+/// catches its own faults.
 ///
 /// # Safety
 /// `f` must be safe to call with `ctx`. Frames between this call and a fault are skipped by
@@ -38,50 +152,238 @@ pub(crate) unsafe fn call(
     f: unsafe extern "C" fn(*mut c_void),
     ctx: *mut c_void,
 ) -> Result<(), RawCrash> {
-    let _ = module_id;
-    // SAFETY: the caller's contract.
-    unsafe { f(ctx) };
-    Ok(())
+    install();
+    altstack::ensure();
+    let mut out = MaybeUninit::<ffi::CRawCrash>::uninit();
+    // SAFETY: `f(ctx)` is callable (the caller's contract); the frames the jump can skip are
+    // `f`'s and what it calls (the caller's contract again), never ours; `out` is writable.
+    let crashed = unsafe { ffi::kml_guard_call(f, ctx, module_id, out.as_mut_ptr()) };
+    if crashed == 0 {
+        Ok(())
+    } else {
+        // SAFETY: the shim filled `out` when it reports a crash.
+        Err(RawCrash::from_c(unsafe { out.assume_init_ref() }))
+    }
+}
+
+/// Whether a guard is active (and not suspended by a host callback) on this thread.
+#[allow(dead_code)]
+pub(crate) fn is_guarded() -> bool {
+    // SAFETY: reads this thread's guard pointer.
+    unsafe { ffi::kml_guard_active() != 0 }
 }
 
 /// Publish a module's text ranges `[start, end)` so faults on threads without a guard can be
 /// attributed to it, and host callbacks can tell which module called.
+///
+/// Module ids are any `u64` except `u64::MAX`. The table holds 8192 ranges in all; ranges that
+/// do not fit (or are empty) are left out, and a fault in them on a module thread is then fatal.
 pub(crate) fn register_module(module_id: u64, text: &[(u64, u64)]) {
-    let _ = (module_id, text);
+    for &(start, end) in text {
+        // SAFETY: plain values; the shim serialises writers and publishes with atomics.
+        let rc = unsafe { ffi::kml_register_text(module_id, start, end) };
+        if rc != 0 {
+            eprintln!(
+                "kmodlike: crash guard cannot record text range {start:#x}..{end:#x} of module \
+                 id {module_id} (table full or empty range): faults there on module threads \
+                 will not be contained"
+            );
+        }
+    }
+    // A new module may have brought new libraries: refresh the code ranges the handler uses to
+    // recognise return addresses.
+    // SAFETY: normal context.
+    unsafe { ffi::kml_refresh_code_ranges() };
 }
 
 /// Forget a module's text ranges (after it is unloaded and unmapped).
 pub(crate) fn unregister_module(module_id: u64) {
-    let _ = module_id;
+    // SAFETY: plain value; the shim serialises writers.
+    unsafe { ffi::kml_unregister_module(module_id) };
 }
 
-/// Set the function that receives crashes on threads without a guard. It runs on the guard's
-/// service thread, never in the signal handler.
-pub(crate) fn set_thread_crash_sink(sink: fn(RawCrash)) {
-    let _ = sink;
+/// The module whose registered text holds `addr`.
+#[allow(dead_code)]
+pub(crate) fn module_at(addr: u64) -> Option<u64> {
+    let mut id = 0u64;
+    // SAFETY: `id` is a valid out pointer.
+    (unsafe { ffi::kml_module_at(addr, &mut id) } != 0).then_some(id)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Crashes on threads without a guard: the service thread.
+// ---------------------------------------------------------------------------------------------
+
+/// The thread-crash sink, and crashes that arrived before one was set.
+type ThreadSink = (Option<fn(RawCrash)>, Vec<RawCrash>);
+static THREAD_SINK: Mutex<ThreadSink> = Mutex::new((None, Vec::new()));
+
+/// Set the function that receives crashes on threads without a guard. It runs on the guard's
+/// service thread, never in the signal handler. Crashes that arrived before a sink was set are
+/// delivered to it now.
+pub(crate) fn set_thread_crash_sink(sink: fn(RawCrash)) {
+    let pending = {
+        let mut s = THREAD_SINK.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = Some(sink);
+        std::mem::take(&mut s.1)
+    };
+    for crash in pending {
+        deliver(sink, crash);
+    }
+}
+
+fn deliver(sink: fn(RawCrash), crash: RawCrash) {
+    if std::panic::catch_unwind(|| sink(crash)).is_err() {
+        eprintln!("kmodlike: the thread-crash sink panicked; the crash report was lost");
+    }
+}
+
+fn start_service_thread() {
+    let mut fds = [-1 as c_int; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        eprintln!(
+            "kmodlike: crash guard cannot create its pipe ({}): crashes on module threads will \
+             park the thread but not be reported",
+            std::io::Error::last_os_error()
+        );
+        return;
+    }
+    let [read_fd, write_fd] = fds;
+    // The handler must never block on the pipe.
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe { libc::fcntl(write_fd, libc::F_SETFL, libc::O_NONBLOCK) };
+    let spawned = std::thread::Builder::new()
+        .name("kmodlike-guard".into())
+        .stack_size(256 * 1024)
+        .spawn(move || service_loop(read_fd));
+    match spawned {
+        // SAFETY: publishes a descriptor that stays open for the life of the process.
+        Ok(_) => unsafe { ffi::kml_set_crash_pipe(write_fd) },
+        Err(e) => {
+            eprintln!(
+                "kmodlike: crash guard cannot start its service thread ({e}): crashes on module \
+                 threads will park the thread but not be reported"
+            );
+            // SAFETY: our descriptors, used by nobody else.
+            unsafe {
+                libc::close(read_fd);
+                libc::close(write_fd);
+            }
+        }
+    }
+}
+
+fn service_loop(read_fd: c_int) {
+    loop {
+        let mut byte = 0u8;
+        // SAFETY: reads one byte into a local.
+        let n = unsafe { libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) };
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n != 1 {
+            eprintln!("kmodlike: crash guard service thread: pipe closed, stopping");
+            return;
+        }
+        let mut out = MaybeUninit::<ffi::CRawCrash>::uninit();
+        // SAFETY: `out` is writable; the shim checks the index and the slot's state.
+        if unsafe { ffi::kml_take_thread_crash(u32::from(byte), out.as_mut_ptr()) } == 0 {
+            continue;
+        }
+        // SAFETY: filled by kml_take_thread_crash when it returns 1.
+        let crash = RawCrash::from_c(unsafe { out.assume_init_ref() });
+        debug_assert!(crash.on_module_thread, "a guarded crash reached the service thread");
+        let sink = {
+            let mut s = THREAD_SINK.lock().unwrap_or_else(|e| e.into_inner());
+            match s.0 {
+                Some(sink) => sink,
+                None => {
+                    s.1.push(crash);
+                    continue;
+                }
+            }
+        };
+        deliver(sink, crash);
+    }
+}
+
+/// How many crashes on module threads found no free report slot (the threads were still
+/// parked, but their reports were lost).
+#[allow(dead_code)]
+pub(crate) fn thread_crashes_dropped() -> u32 {
+    // SAFETY: reads an atomic counter.
+    unsafe { ffi::kml_thread_crashes_dropped_count() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host callbacks.
+// ---------------------------------------------------------------------------------------------
+
+type LogSink = fn(Option<u64>, i32, *const c_char);
+type TimeSink = fn(Option<u64>) -> u64;
+
+static HOST_SINKS: RwLock<Option<(LogSink, TimeSink)>> = RwLock::new(None);
 
 /// Sinks for the host-callback trampolines: `log(module_id, level, msg)` and
 /// `get_time(module_id)`. `module_id` is the active guard's module, or the module whose text
 /// holds the caller's return address, or `None`.
-pub(crate) fn set_host_sinks(
-    log: fn(Option<u64>, i32, *const c_char),
-    get_time: fn(Option<u64>) -> u64,
-) {
-    let _ = (log, get_time);
+///
+/// The sinks run with the calling thread's guard suspended: a fault in them kills the process,
+/// as a fault in host code must. A panic in them aborts the process.
+pub(crate) fn set_host_sinks(log: LogSink, get_time: TimeSink) {
+    *HOST_SINKS.write().unwrap_or_else(|e| e.into_inner()) = Some((log, get_time));
+    // SAFETY: registers two `extern "C"` adapters with matching signatures; they stay valid
+    // for the life of the process.
+    unsafe { ffi::kml_set_host_sinks(log_adapter, time_adapter) };
+}
+
+fn host_sinks() -> Option<(LogSink, TimeSink)> {
+    *HOST_SINKS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn module_arg(has_module: c_int, module_id: u64) -> Option<u64> {
+    (has_module != 0).then_some(module_id)
+}
+
+/// Called by `kml_log_trampoline` (C), guard suspended. Not `#[no_mangle]`: the C side gets a
+/// pointer, so no symbol is exported from a shared object that embeds kmodlike.
+extern "C" fn log_adapter(has_module: c_int, module_id: u64, level: c_int, msg: *const c_char) {
+    let Some((log, _)) = host_sinks() else { return };
+    let r = std::panic::catch_unwind(|| log(module_arg(has_module, module_id), level, msg));
+    if r.is_err() {
+        // Unwinding into C is not allowed; a panicking host sink is a host bug: fatal.
+        eprintln!("kmodlike: the host log callback panicked");
+        std::process::abort();
+    }
+}
+
+/// Called by `kml_get_time_trampoline` (C), guard suspended.
+extern "C" fn time_adapter(has_module: c_int, module_id: u64) -> u64 {
+    let Some((_, get_time)) = host_sinks() else { return monotonic_ns() };
+    match std::panic::catch_unwind(|| get_time(module_arg(has_module, module_id))) {
+        Ok(t) => t,
+        Err(_) => {
+            eprintln!("kmodlike: the host get_time callback panicked");
+            std::process::abort();
+        }
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
 }
 
 /// The `log` function pointer handed to modules: suspends the guard and calls the log sink.
 pub(crate) fn log_trampoline() -> crate::interface::LogFn {
-    unimplemented_log
+    ffi::kml_log_trampoline
 }
 
-/// The `get_time` function pointer handed to modules: suspends the guard and calls the sink.
+/// The `get_time` function pointer handed to modules: suspends the guard and calls the sink
+/// (without a sink: the monotonic clock in nanoseconds).
 pub(crate) fn get_time_trampoline() -> crate::interface::GetTimeFn {
-    unimplemented_time
-}
-
-unsafe extern "C" fn unimplemented_log(_level: i32, _msg: *const c_char) {}
-unsafe extern "C" fn unimplemented_time() -> u64 {
-    0
+    ffi::kml_get_time_trampoline
 }

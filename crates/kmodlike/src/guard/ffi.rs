@@ -1,0 +1,53 @@
+//! Bindings to the C shim (`guard.c`). Nothing outside `guard` sees these.
+
+use std::ffi::{c_char, c_int, c_uint, c_void};
+
+/// Number of stack words the handler keeps for a raised signal (`KML_STACK_WORDS`).
+pub(super) const STACK_WORDS: usize = 32;
+
+/// `struct kml_raw_crash`: must match guard.c field for field (checked by a unit test
+/// against `kml_raw_crash_size`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct CRawCrash {
+    pub signo: i32,
+    pub code: i32,
+    pub addr: u64,
+    pub pc: u64,
+    pub sp: u64,
+    pub module_id: u64,
+    pub time_sec: i64,
+    pub time_nsec: i64,
+    pub tid: i32,
+    pub on_module_thread: i32,
+    pub n_stack_words: u32,
+    pub reserved: u32,
+    pub stack_words: [u64; STACK_WORDS],
+}
+
+/// `void (*)(int has_module, uint64_t module_id, int level, const char *msg)`.
+pub(super) type CLogSink = extern "C" fn(c_int, u64, c_int, *const c_char);
+/// `uint64_t (*)(int has_module, uint64_t module_id)`.
+pub(super) type CTimeSink = extern "C" fn(c_int, u64) -> u64;
+
+extern "C" {
+    pub(super) fn kml_raw_crash_size() -> usize;
+    pub(super) fn kml_install() -> c_int;
+    pub(super) fn kml_guard_call(
+        f: unsafe extern "C" fn(*mut c_void),
+        ctx: *mut c_void,
+        module_id: u64,
+        out: *mut CRawCrash,
+    ) -> c_int;
+    pub(super) fn kml_guard_active() -> c_int;
+    pub(super) fn kml_register_text(module_id: u64, start: u64, end: u64) -> c_int;
+    pub(super) fn kml_unregister_module(module_id: u64);
+    pub(super) fn kml_module_at(addr: u64, module_id: *mut u64) -> c_int;
+    pub(super) fn kml_refresh_code_ranges();
+    pub(super) fn kml_set_crash_pipe(fd: c_int);
+    pub(super) fn kml_take_thread_crash(index: u32, out: *mut CRawCrash) -> c_int;
+    pub(super) fn kml_thread_crashes_dropped_count() -> c_uint;
+    pub(super) fn kml_set_host_sinks(log: CLogSink, get_time: CTimeSink);
+    pub(super) fn kml_log_trampoline(level: c_int, msg: *const c_char);
+    pub(super) fn kml_get_time_trampoline() -> u64;
+}
