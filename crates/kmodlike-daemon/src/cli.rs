@@ -1,0 +1,282 @@
+//! Command-line definitions of both programs, `kmodlike` (the daemon) and `kmodctl` (its
+//! client). They live in the library so that the man pages and shell completions are generated
+//! from the very definitions the programs parse with (see [`crate::generate`]).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `kmodlike`: host modules, survive their crashes, serve the control socket.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kmodlike",
+    version,
+    about = "Host shared-library modules, survive modules that crash, serve a Varlink control socket",
+    long_about = "Runs in the foreground: loads each MODULE given (a path or a spec such as \
+misc/hello), calls its mod_hello() when it exports one, and serves the control socket until \
+SIGINT or SIGTERM, which unload every module (module_fini runs, dependents first), remove the \
+socket and exit 0. A module that raises a fatal signal is unloaded and reported; the daemon \
+keeps running. Drive it with kmodctl or any Varlink client (interface io.kmodlike.Loader).",
+    after_help = "Socket path: --socket, else $KMODLIKE_SOCKET, else /var/run/<program name>.sock \
+when /var/run is writable, else /tmp/<program name>.sock. Logs go to stderr; set RUST_LOG \
+(e.g. RUST_LOG=debug) to change the level."
+)]
+pub struct DaemonArgs {
+    /// Serve this socket path (default: see below).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Mode of the socket file, octal.
+    #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode_arg)]
+    pub socket_mode: u32,
+
+    /// Give the socket file to this group (name or number) and let its members call.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
+    /// Search modules in DIR (repeat for several; replaces $KMODLIKE_MODULE_PATH and the
+    /// built-in default).
+    #[arg(long = "module-path", value_name = "DIR")]
+    pub module_path: Vec<PathBuf>,
+
+    /// Do not probe modules in a child process before loading them (a crash in a constructor
+    /// or module_init can then leave the dynamic linker's lock held).
+    #[arg(long)]
+    pub no_probe: bool,
+
+    /// The probe helper program (default: the loader's own choice).
+    #[arg(long, value_name = "PATH")]
+    pub probe_helper: Option<PathBuf>,
+
+    /// Refuse legacy modules (mod_hello only, no module interface).
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Serve at most N client connections at once; past it, the longest-idle one is closed.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_connections: u32,
+
+    /// Quarantine a module after N crashes within the crash-loop window (0: never).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub crash_loop_max: u32,
+
+    /// The crash-loop window, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub crash_loop_window: u64,
+
+    /// A request must arrive whole within SECS of its first byte, or the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub read_timeout: f64,
+
+    /// Modules to load at start (paths or specs).
+    #[arg(value_name = "MODULE")]
+    pub modules: Vec<String>,
+}
+
+fn parse_mode_arg(s: &str) -> Result<u32, String> {
+    crate::socket::parse_mode(s)
+}
+
+/// `kmodctl`: control a running kmodlike daemon.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kmodctl",
+    version,
+    about = "Control a running kmodlike daemon: list, load, unload and call its modules",
+    after_help = "Exit status: 0 ok, 1 the operation failed, 2 usage error, 3 daemon unreachable.\n\
+Socket: --socket, else $KMODLIKE_SOCKET, else /var/run/kmodlike.sock if it exists, else \
+/tmp/kmodlike.sock. With --json, the output is the reply's parameters as defined in the \
+interface io.kmodlike.Loader (see `kmodctl describe`), one JSON document per reply."
+)]
+pub struct CtlArgs {
+    /// The daemon's socket.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Print the reply as JSON (the stable schema of io.kmodlike.Loader) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Give up when the daemon has not replied within SECS (0: wait for ever; monitor always
+    /// waits).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60.0)]
+    pub timeout: f64,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// The kmodctl commands.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// List the loaded modules (lsmod style: Module, Size, Used by, State).
+    #[command(visible_alias = "lsmod")]
+    List,
+    /// Load a module: a path, or a spec such as misc/hello searched along the module path.
+    #[command(visible_alias = "insmod")]
+    Load {
+        /// Path or spec.
+        #[arg(value_name = "SPEC")]
+        spec: String,
+        /// Do not call the module's mod_hello() after loading it.
+        #[arg(long)]
+        no_hello: bool,
+    },
+    /// Unload a module (module_fini runs). Refused while other modules depend on it.
+    #[command(visible_alias = "rmmod")]
+    Unload {
+        /// The module's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Unload even if its module_can_unload() asks to be kept.
+        #[arg(long, short)]
+        force: bool,
+        /// Wait (up to 30 s) for calls still running in it instead of failing at once.
+        #[arg(long, short)]
+        wait: bool,
+    },
+    /// Unload a module and load the same file again (fresh state).
+    Reload {
+        /// The module's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Lift a module's crash-loop quarantine.
+    Clear {
+        /// The module's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Show a loaded module, or a module file's metadata without loading it.
+    #[command(visible_alias = "modinfo")]
+    Info {
+        /// A loaded module's name, a file path, or a spec.
+        #[arg(value_name = "NAME|FILE")]
+        module: String,
+    },
+    /// Call a function a module exports, under the crash guard.
+    Call {
+        /// The module's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The exported function.
+        #[arg(value_name = "SYMBOL")]
+        symbol: String,
+        /// Pass this int argument (the function is int f(int)).
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        arg: Option<i32>,
+        /// What the function returns (default: void, or int with --arg).
+        #[arg(long, value_enum, value_name = "TYPE")]
+        returns: Option<Returns>,
+    },
+    /// Show the crash log, newest first.
+    Crashes,
+    /// Show the daemon's state: uptime, taint, counts.
+    Status,
+    /// Print load, unload and crash events as they happen.
+    Monitor {
+        /// Exit after N events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Check that the daemon answers.
+    Ping,
+    /// Print the interface description (io.kmodlike.Loader) the daemon serves.
+    Describe,
+    /// Write man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+/// `kmodctl generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The output directory (a `share/` tree: man/man1, bash-completion, zsh, fish).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// The return type of a called function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Returns {
+    /// Returns nothing.
+    Void,
+    /// Returns a C int.
+    Int,
+}
+
+impl CtlCommand {
+    /// The `Call` signature for `--arg`/`--returns`, or a usage error.
+    pub fn call_signature(
+        arg: Option<i32>,
+        returns: Option<Returns>,
+    ) -> Result<&'static str, String> {
+        match (arg, returns) {
+            (Some(_), Some(Returns::Void)) => {
+                Err("--arg needs an int(int) function: use --returns int or leave it out".into())
+            }
+            (Some(_), _) => Ok("int(int)"),
+            (None, Some(Returns::Int)) => Ok("int()"),
+            (None, _) => Ok("void()"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        DaemonArgs::command().debug_assert();
+        CtlArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn daemon_defaults_and_repeated_module_path() {
+        let a = DaemonArgs::try_parse_from([
+            "kmodlike",
+            "--module-path",
+            "/a",
+            "--module-path",
+            "/b",
+            "--socket-mode",
+            "0660",
+            "x.so",
+            "misc/y",
+        ])
+        .unwrap();
+        assert_eq!(a.module_path, [PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(a.socket_mode, 0o660);
+        assert_eq!(a.modules, ["x.so", "misc/y"]);
+        assert_eq!(a.max_connections, 64);
+        assert!(!a.no_probe);
+        assert_eq!(a.crash_loop_max, 5);
+        assert!(DaemonArgs::try_parse_from(["kmodlike", "--socket-mode", "999"]).is_err());
+        assert!(DaemonArgs::try_parse_from(["kmodlike", "--max-connections", "0"]).is_err());
+    }
+
+    #[test]
+    fn global_options_go_anywhere() {
+        let a = CtlArgs::try_parse_from(["kmodctl", "list", "--json", "--socket", "/s"]).unwrap();
+        assert!(a.json);
+        assert_eq!(a.socket.as_deref(), Some(std::path::Path::new("/s")));
+        let a = CtlArgs::try_parse_from(["kmodctl", "--json", "call", "m", "f", "--arg", "-3"])
+            .unwrap();
+        match a.command {
+            CtlCommand::Call { arg: Some(-3), returns: None, .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn call_signature_follows_arg_and_returns() {
+        assert_eq!(CtlCommand::call_signature(None, None), Ok("void()"));
+        assert_eq!(CtlCommand::call_signature(None, Some(Returns::Int)), Ok("int()"));
+        assert_eq!(CtlCommand::call_signature(Some(1), None), Ok("int(int)"));
+        assert_eq!(CtlCommand::call_signature(Some(1), Some(Returns::Int)), Ok("int(int)"));
+        assert!(CtlCommand::call_signature(Some(1), Some(Returns::Void)).is_err());
+    }
+}

@@ -1,0 +1,671 @@
+//! The socket server: accept, check the peer, one thread per connection, Varlink framing,
+//! `org.varlink.service` introspection, and dispatch to a [`Service`].
+//!
+//! Limits that keep one bad client from costing the others anything:
+//! - a message over the size limit gets `RequestTooLarge` and the connection is closed;
+//! - a message must arrive whole within the read timeout of its first byte, else close;
+//! - replies are written with a write timeout (a client that never reads is closed);
+//! - at most `max_connections` connections; when full, the connection idle the longest (waiting
+//!   for its next request) is closed to make room, and only when none is idle is the new one
+//!   refused with `TooManyConnections`. So idle clients can never lock others out.
+//!
+//! Peers the [`AccessPolicy`] refuses get `PermissionDenied` and are closed on the accept
+//! thread, before any thread or buffer is spent on them.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags};
+use serde_json::{json, Value};
+
+use crate::socket::{peer_cred, peer_groups, AccessPolicy, PeerCred};
+use crate::varlink::codec::{write_frame, FrameError, FrameReader, Reply, Request};
+use crate::varlink::params::Params;
+use crate::varlink::{VarlinkError, SERVICE_DESCRIPTION, SERVICE_INTERFACE};
+
+/// What a call produced.
+#[derive(Debug)]
+pub enum Outcome {
+    /// One reply with these parameters.
+    Reply(Value),
+    /// An error reply.
+    Error(VarlinkError),
+    /// A stream (`more`): each value received is sent as a reply with `continues`, until the
+    /// sender is dropped (the connection is then closed) or the client hangs up.
+    Stream(Receiver<Value>),
+}
+
+impl From<Result<Value, VarlinkError>> for Outcome {
+    fn from(r: Result<Value, VarlinkError>) -> Outcome {
+        match r {
+            Ok(v) => Outcome::Reply(v),
+            Err(e) => Outcome::Error(e),
+        }
+    }
+}
+
+/// Who is calling and how.
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext {
+    /// The peer's credentials.
+    pub peer: PeerCred,
+    /// The call was made with `more`.
+    pub more: bool,
+    /// The call was made with `oneway` (its reply is dropped).
+    pub oneway: bool,
+}
+
+/// A Varlink interface implementation.
+pub trait Service: Send + Sync + 'static {
+    /// The interface's name (`io.kmodlike.Loader`).
+    fn interface(&self) -> &'static str;
+    /// The interface's description (the `.varlink` text).
+    fn description(&self) -> &'static str;
+    /// Handle `method` (without the interface prefix).
+    fn call(&self, method: &str, params: Params, ctx: &CallContext) -> Outcome;
+}
+
+/// What `org.varlink.service.GetInfo` reports.
+#[derive(Debug, Clone)]
+pub struct ServiceInfo {
+    /// Vendor.
+    pub vendor: String,
+    /// Product.
+    pub product: String,
+    /// Version.
+    pub version: String,
+    /// URL.
+    pub url: String,
+}
+
+/// The server's limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Largest message, NUL included.
+    pub max_message: usize,
+    /// A message must arrive whole within this of its first byte.
+    pub read_timeout: Duration,
+    /// A reply must be written within this.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 64,
+            max_message: crate::varlink::codec::MAX_MESSAGE,
+            read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Conn {
+    /// A second handle on the socket, to shut it down from another thread.
+    stream: UnixStream,
+    /// Since when the connection waits for its next request; `None` while it works.
+    idle_since: Arc<Mutex<Option<Instant>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The open connections (shared by the server and whoever reports its state).
+#[derive(Default)]
+pub struct Connections {
+    table: Mutex<HashMap<u64, Conn>>,
+    next_id: AtomicU64,
+}
+
+impl Connections {
+    /// A new, empty table.
+    pub fn new() -> Arc<Connections> {
+        Arc::new(Connections::default())
+    }
+
+    /// Connections open now.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Conn>> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Close the connection idle the longest; false when none is idle.
+    fn evict_idlest(&self) -> bool {
+        let mut table = self.lock();
+        let idlest = table
+            .iter()
+            .filter_map(|(id, c)| lock(&c.idle_since).map(|since| (since, *id)))
+            .min()
+            .map(|(_, id)| id);
+        match idlest.and_then(|id| table.remove(&id)) {
+            Some(conn) => {
+                let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+                tracing::debug!("closed the longest-idle connection to make room");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Shut every connection down and wait up to `deadline` for their threads.
+    fn close_all(&self, deadline: Duration) {
+        let conns: Vec<Conn> = self.lock().drain().map(|(_, c)| c).collect();
+        for c in &conns {
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+        let until = Instant::now() + deadline;
+        for mut c in conns {
+            if let Some(t) = c.thread.take() {
+                while !t.is_finished() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if t.is_finished() {
+                    let _ = t.join();
+                } else {
+                    tracing::warn!("a connection thread is still busy (a call into a module?)");
+                }
+            }
+        }
+    }
+}
+
+fn lock<T: Copy>(m: &Mutex<T>) -> T {
+    *m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn set(m: &Mutex<Option<Instant>>, v: Option<Instant>) {
+    *m.lock().unwrap_or_else(|e| e.into_inner()) = v;
+}
+
+/// Stops a running [`Server`] from another thread (a signal handler thread).
+#[derive(Clone)]
+pub struct StopHandle {
+    wake: Arc<OwnedFd>,
+}
+
+impl StopHandle {
+    /// Make [`Server::run`] return.
+    pub fn stop(&self) {
+        let _ = rustix::io::write(&*self.wake, b"x");
+    }
+}
+
+/// The accept loop and its connections.
+pub struct Server {
+    listener: UnixListener,
+    service: Arc<dyn Service>,
+    info: ServiceInfo,
+    policy: AccessPolicy,
+    limits: Limits,
+    conns: Arc<Connections>,
+    wake_read: OwnedFd,
+    wake_write: Arc<OwnedFd>,
+}
+
+impl Server {
+    /// A server on `listener` (already bound and listening).
+    pub fn new(
+        listener: UnixListener,
+        service: Arc<dyn Service>,
+        info: ServiceInfo,
+        policy: AccessPolicy,
+        limits: Limits,
+        conns: Arc<Connections>,
+    ) -> io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        let (wake_read, wake_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        Ok(Server {
+            listener,
+            service,
+            info,
+            policy,
+            limits,
+            conns,
+            wake_read,
+            wake_write: Arc::new(wake_write),
+        })
+    }
+
+    /// A handle that stops [`Server::run`].
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle { wake: self.wake_write.clone() }
+    }
+
+    /// Serve until stopped; then close every connection (waiting up to 5 s for their threads).
+    pub fn run(self) -> io::Result<()> {
+        let shared = Arc::new(Shared {
+            service: self.service.clone(),
+            info: self.info.clone(),
+            limits: self.limits.clone(),
+            conns: self.conns.clone(),
+        });
+        loop {
+            let mut fds = [
+                PollFd::new(&self.listener, PollFlags::IN),
+                PollFd::new(&self.wake_read, PollFlags::IN),
+            ];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if !fds[1].revents().is_empty() {
+                break;
+            }
+            match self.listener.accept() {
+                Ok((stream, _)) => self.admit(stream, &shared),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: log, breathe, go on; existing clients are unaffected.
+                    tracing::warn!("accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        self.conns.close_all(Duration::from_secs(5));
+        Ok(())
+    }
+
+    fn admit(&self, stream: UnixStream, shared: &Arc<Shared>) {
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_write_timeout(Some(self.limits.write_timeout));
+        let peer = match peer_cred(&stream) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("SO_PEERCRED failed, closing the connection: {e}");
+                return;
+            }
+        };
+        if !self.policy.allows(&peer, || peer_groups(&stream).unwrap_or_default()) {
+            tracing::warn!(
+                uid = peer.uid,
+                pid = peer.pid,
+                "refused a connection: permission denied"
+            );
+            let err = VarlinkError::loader("PermissionDenied", json!({ "uid": peer.uid }));
+            refuse(stream, &err);
+            return;
+        }
+        if self.conns.count() >= self.limits.max_connections && !self.conns.evict_idlest() {
+            tracing::warn!(
+                limit = self.limits.max_connections,
+                "refused a connection: every connection is busy"
+            );
+            let err = VarlinkError::loader(
+                "TooManyConnections",
+                json!({ "limit": self.limits.max_connections }),
+            );
+            refuse(stream, &err);
+            return;
+        }
+        let id = self.conns.next_id.fetch_add(1, Ordering::Relaxed);
+        let Ok(handle) = stream.try_clone() else {
+            return;
+        };
+        let idle_since = Arc::new(Mutex::new(Some(Instant::now())));
+        // Insert before spawning, so that a thread that ends at once finds its entry to remove.
+        let mut table = self.conns.lock();
+        table.insert(id, Conn { stream: handle, idle_since: idle_since.clone(), thread: None });
+        let shared2 = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("conn-{id}"))
+            .spawn(move || serve_connection(id, stream, peer, idle_since, shared2));
+        match spawned {
+            Ok(t) => {
+                if let Some(c) = table.get_mut(&id) {
+                    c.thread = Some(t);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot start a connection thread: {e}");
+                if let Some(c) = table.remove(&id) {
+                    let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        }
+        tracing::debug!(id, uid = peer.uid, pid = peer.pid, "connection accepted");
+    }
+}
+
+/// Send one error and close; never blocks for long (the socket buffer of a new connection is
+/// empty, and the write timeout is short).
+fn refuse(mut stream: UnixStream, err: &VarlinkError) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+    let _ = write_frame(&mut stream, &Reply::error(err));
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+struct Shared {
+    service: Arc<dyn Service>,
+    info: ServiceInfo,
+    limits: Limits,
+    conns: Arc<Connections>,
+}
+
+fn serve_connection(
+    id: u64,
+    mut stream: UnixStream,
+    peer: PeerCred,
+    idle_since: Arc<Mutex<Option<Instant>>>,
+    shared: Arc<Shared>,
+) {
+    let mut reader = FrameReader::new(shared.limits.max_message, shared.limits.read_timeout);
+    loop {
+        if !reader.has_partial() {
+            set(&idle_since, Some(Instant::now()));
+        }
+        let frame = match reader.next_frame(&mut stream) {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(FrameError::TooLarge { limit }) => {
+                tracing::warn!(id, pid = peer.pid, "request over {limit} bytes: closing");
+                let err = VarlinkError::loader("RequestTooLarge", json!({ "limit": limit }));
+                let _ = write_frame(&mut stream, &Reply::error(&err));
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(id, pid = peer.pid, "closing connection: {e}");
+                break;
+            }
+        };
+        set(&idle_since, None);
+        let keep_going = match Request::parse(&frame) {
+            Err(e) => write_frame(&mut stream, &Reply::error(&e)).is_ok(),
+            Ok(req) => handle_request(&mut stream, req, peer, &shared),
+        };
+        if !keep_going {
+            break;
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    shared.conns.lock().remove(&id);
+}
+
+/// Handle one request; false when the connection must be closed.
+fn handle_request(stream: &mut UnixStream, req: Request, peer: PeerCred, shared: &Shared) -> bool {
+    let ctx = CallContext { peer, more: req.more, oneway: req.oneway };
+    let outcome = dispatch(&req, &ctx, shared);
+    if req.oneway {
+        return true;
+    }
+    match outcome {
+        Outcome::Reply(v) => write_frame(stream, &Reply::ok(v)).is_ok(),
+        Outcome::Error(e) => write_frame(stream, &Reply::error(&e)).is_ok(),
+        Outcome::Stream(rx) => {
+            stream_replies(stream, rx);
+            false
+        }
+    }
+}
+
+fn dispatch(req: &Request, ctx: &CallContext, shared: &Shared) -> Outcome {
+    let Some((interface, method)) = req.method.rsplit_once('.') else {
+        return Outcome::Error(VarlinkError::invalid_parameter_because(
+            "method",
+            "a method name is interface.Method",
+        ));
+    };
+    let params = Params::new(req.parameters.clone());
+    if interface == SERVICE_INTERFACE {
+        return service_interface(method, params, &req.method, shared).into();
+    }
+    if interface == shared.service.interface() {
+        return shared.service.call(method, params, ctx);
+    }
+    Outcome::Error(VarlinkError::interface_not_found(interface))
+}
+
+/// `org.varlink.service`: introspection.
+fn service_interface(
+    method: &str,
+    mut params: Params,
+    full: &str,
+    shared: &Shared,
+) -> Result<Value, VarlinkError> {
+    match method {
+        "GetInfo" => {
+            params.finish()?;
+            let info = &shared.info;
+            Ok(json!({
+                "vendor": info.vendor,
+                "product": info.product,
+                "version": info.version,
+                "url": info.url,
+                "interfaces": [SERVICE_INTERFACE, shared.service.interface()],
+            }))
+        }
+        "GetInterfaceDescription" => {
+            let interface = params.string("interface")?;
+            params.finish()?;
+            if interface == SERVICE_INTERFACE {
+                Ok(json!({ "description": SERVICE_DESCRIPTION }))
+            } else if interface == shared.service.interface() {
+                Ok(json!({ "description": shared.service.description() }))
+            } else {
+                Err(VarlinkError::interface_not_found(&interface))
+            }
+        }
+        _ => Err(VarlinkError::method_not_found(full)),
+    }
+}
+
+/// Send each streamed value as a reply with `continues` until the stream ends or the client
+/// hangs up (noticed within half a second even when no event comes).
+fn stream_replies(stream: &mut UnixStream, rx: Receiver<Value>) {
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(v) => {
+                let mut reply = Reply::ok(v);
+                reply.continues = true;
+                if write_frame(stream, &reply).is_err() {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if peer_hung_up(stream) {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Whether the peer closed its end (or the socket was shut down). Data the client sends while
+/// a stream runs stays unread; it is not a hang-up.
+fn peer_hung_up(stream: &UnixStream) -> bool {
+    let mut fds = [PollFd::new(stream, PollFlags::RDHUP | PollFlags::HUP)];
+    let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+    match rustix::event::poll(&mut fds, Some(&zero)) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Connection;
+    use std::io::{Read, Write};
+
+    /// Read what the server sends until it closes the connection.
+    fn drain_until_closed(stream: &mut UnixStream, limit: Duration) -> Vec<u8> {
+        let _ = stream.set_read_timeout(Some(limit));
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        out
+    }
+
+    struct Echo;
+
+    impl Service for Echo {
+        fn interface(&self) -> &'static str {
+            "io.kmodlike.Test"
+        }
+        fn description(&self) -> &'static str {
+            "interface io.kmodlike.Test\n"
+        }
+        fn call(&self, method: &str, mut params: Params, ctx: &CallContext) -> Outcome {
+            match method {
+                "Echo" => {
+                    let r = params.string("text");
+                    Outcome::from(r.map(|t| json!({ "text": t })))
+                }
+                "Count" if ctx.more => {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    for i in 0..3 {
+                        tx.send(json!({ "i": i })).unwrap();
+                    }
+                    Outcome::Stream(rx)
+                }
+                "Count" => Outcome::Error(VarlinkError::expected_more()),
+                _ => Outcome::Error(VarlinkError::method_not_found(method)),
+            }
+        }
+    }
+
+    fn start(
+        limits: Limits,
+    ) -> (tempfile::TempDir, std::path::PathBuf, StopHandle, JoinHandle<()>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let info = ServiceInfo {
+            vendor: "v".into(),
+            product: "p".into(),
+            version: "1".into(),
+            url: "u".into(),
+        };
+        let server = Server::new(
+            listener,
+            Arc::new(Echo),
+            info,
+            AccessPolicy::for_this_process(None),
+            limits,
+            Connections::new(),
+        )
+        .unwrap();
+        let stop = server.stop_handle();
+        let t = std::thread::spawn(move || server.run().unwrap());
+        (dir, path, stop, t)
+    }
+
+    fn raw_exchange(stream: &mut UnixStream, bytes: &[u8]) -> Reply {
+        stream.write_all(bytes).unwrap();
+        let mut r = FrameReader::new(1 << 20, Duration::from_secs(5))
+            .with_idle_timeout(Some(Duration::from_secs(5)));
+        Reply::parse(&r.next_frame(stream).unwrap().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn calls_introspection_errors_and_streams() {
+        let (_d, path, stop, t) = start(Limits::default());
+        let mut c = Connection::connect(&path, Some(Duration::from_secs(5))).unwrap();
+        let r = c.call("io.kmodlike.Test.Echo", json!({"text": "hi"})).unwrap().unwrap();
+        assert_eq!(r["text"], "hi");
+        let e = c.call("io.kmodlike.Test.Echo", json!({"text": 1})).unwrap().unwrap_err();
+        assert_eq!(e.name, "org.varlink.service.InvalidParameter");
+        assert_eq!(e.parameters["parameter"], "text");
+        let e = c.call("io.kmodlike.Test.Nope", json!({})).unwrap().unwrap_err();
+        assert_eq!(e.name, "org.varlink.service.MethodNotFound");
+        let e = c.call("com.example.Other.X", json!({})).unwrap().unwrap_err();
+        assert_eq!(e.name, "org.varlink.service.InterfaceNotFound");
+        let info = c.call("org.varlink.service.GetInfo", json!({})).unwrap().unwrap();
+        assert_eq!(info["interfaces"], json!(["org.varlink.service", "io.kmodlike.Test"]));
+        let d = c
+            .call(
+                "org.varlink.service.GetInterfaceDescription",
+                json!({"interface": "io.kmodlike.Test"}),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(d["description"], "interface io.kmodlike.Test\n");
+        let e = c.call("io.kmodlike.Test.Count", json!({})).unwrap().unwrap_err();
+        assert_eq!(e.name, "org.varlink.service.ExpectedMore");
+        let mut seen = Vec::new();
+        c.call_more("io.kmodlike.Test.Count", json!({}), |p| {
+            seen.push(p["i"].as_i64().unwrap());
+            seen.len() < 3
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen, [0, 1, 2]);
+        stop.stop();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn oneway_gets_no_reply_and_pipelined_requests_are_answered_in_order() {
+        let (_d, path, stop, t) = start(Limits::default());
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.write_all(b"{\"method\":\"io.kmodlike.Test.Echo\",\"parameters\":{\"text\":\"a\"},\"oneway\":true}\0")
+            .unwrap();
+        let r = raw_exchange(
+            &mut s,
+            b"{\"method\":\"io.kmodlike.Test.Echo\",\"parameters\":{\"text\":\"b\"}}\0{\"method\":\"io.kmodlike.Test.Echo\",\"parameters\":{\"text\":\"c\"}}\0",
+        );
+        assert_eq!(r.parameters["text"], "b", "the oneway call sent nothing");
+        stop.stop();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn bad_input_gets_an_error_and_others_are_served() {
+        let limits = Limits {
+            max_message: 4096,
+            read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let (_d, path, stop, t) = start(limits);
+        // Invalid JSON: an error, and the connection stays usable.
+        let mut s = UnixStream::connect(&path).unwrap();
+        let r = raw_exchange(&mut s, b"{nonsense\0");
+        assert_eq!(r.error.as_deref(), Some("org.varlink.service.InvalidParameter"));
+        let r = raw_exchange(
+            &mut s,
+            b"{\"method\":\"io.kmodlike.Test.Echo\",\"parameters\":{\"text\":\"ok\"}}\0",
+        );
+        assert_eq!(r.parameters["text"], "ok");
+        // Too large: RequestTooLarge, then closed.
+        let mut big = UnixStream::connect(&path).unwrap();
+        let r = raw_exchange(&mut big, &vec![b'x'; 8192]);
+        assert_eq!(r.error.as_deref(), Some("io.kmodlike.Loader.RequestTooLarge"));
+        assert_eq!(r.parameters["limit"], 4096);
+        // Half a message, then silence: closed after the read timeout.
+        let mut half = UnixStream::connect(&path).unwrap();
+        half.write_all(b"{\"method\":").unwrap();
+        let started = Instant::now();
+        let rest = drain_until_closed(&mut half, Duration::from_secs(5));
+        assert!(rest.is_empty());
+        assert!(started.elapsed() < Duration::from_secs(3), "closed by the read timeout");
+        let mut c = Connection::connect(&path, Some(Duration::from_secs(5))).unwrap();
+        c.call("io.kmodlike.Test.Echo", json!({"text": "x"})).unwrap().unwrap();
+        stop.stop();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn idle_connections_make_room_for_new_ones() {
+        let limits = Limits { max_connections: 4, ..Limits::default() };
+        let (_d, path, stop, t) = start(limits);
+        let idle: Vec<UnixStream> = (0..10).map(|_| UnixStream::connect(&path).unwrap()).collect();
+        let mut c = Connection::connect(&path, Some(Duration::from_secs(5))).unwrap();
+        let r = c.call("io.kmodlike.Test.Echo", json!({"text": "served"})).unwrap().unwrap();
+        assert_eq!(r["text"], "served");
+        drop(idle);
+        stop.stop();
+        t.join().unwrap();
+    }
+}

@@ -1,0 +1,342 @@
+//! The wire types of `io.kmodlike.Loader`, one struct per `type` in the interface file, with
+//! conversions from the loader's own types. The daemon serialises them; `kmodctl` deserialises
+//! the same structs, so both sides agree on the schema by construction. Their field names are the
+//! stable `--json` schema: add optional fields, never rename.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// Seconds since the Unix epoch.
+pub fn epoch_secs(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+/// `type ModinfoEntry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModinfoEntry {
+    /// The tag (`version`, `license`, `depends`, ...).
+    pub tag: String,
+    /// Its value.
+    pub value: String,
+}
+
+/// Convert `(tag, value)` pairs.
+pub fn modinfo_entries(pairs: &[(String, String)]) -> Vec<ModinfoEntry> {
+    pairs.iter().map(|(t, v)| ModinfoEntry { tag: t.clone(), value: v.clone() }).collect()
+}
+
+/// `type Module`: a loaded module.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Module {
+    /// Unique id of this instance.
+    pub id: u64,
+    /// The module's name.
+    pub name: String,
+    /// The file it was loaded from.
+    pub path: String,
+    /// `loading`, `live`, `unloading` or `crashed`.
+    pub state: String,
+    /// References held.
+    pub refcount: u64,
+    /// File size in bytes.
+    pub size: u64,
+    /// Interface version `major.minor`, if any.
+    pub interface_version: Option<String>,
+    /// A legacy (`mod_hello`-only) module.
+    pub legacy: bool,
+    /// `module` or `data`.
+    pub mode: String,
+    /// Its dependencies.
+    pub dependencies: Vec<String>,
+    /// Loaded modules that depend on it.
+    pub holders: Vec<String>,
+    /// Its `.modinfo` entries.
+    pub modinfo: Vec<ModinfoEntry>,
+    /// Load time (epoch seconds).
+    pub loaded_at: f64,
+    /// Guarded calls made so far.
+    pub calls: u64,
+    /// Crashes counted for it.
+    pub crashes: u64,
+}
+
+/// `type ModuleFile`: a module file's metadata, read without loading it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleFile {
+    /// The file.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its `.modinfo` entries.
+    pub modinfo: Vec<ModinfoEntry>,
+    /// Its dependencies, split.
+    pub depends: Vec<String>,
+}
+
+/// `type CrashReport`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrashReport {
+    /// The module that crashed.
+    pub module: String,
+    /// Its file.
+    pub path: String,
+    /// Signal number.
+    pub signal: i32,
+    /// Signal name.
+    pub signal_name: String,
+    /// `si_code`.
+    pub code: i32,
+    /// `si_code`'s name.
+    pub code_name: String,
+    /// What `si_code` means.
+    pub code_meaning: String,
+    /// Faulting address, hexadecimal.
+    pub fault_addr: String,
+    /// Program counter, hexadecimal.
+    pub pc: String,
+    /// The PC was in the module's code.
+    pub pc_in_module: bool,
+    /// PC offset in the module, hexadecimal.
+    pub module_offset: Option<String>,
+    /// The object the PC was in.
+    pub pc_object: Option<String>,
+    /// Nearest symbol.
+    pub symbol: Option<String>,
+    /// Phase name.
+    pub phase: String,
+    /// Faulting thread.
+    pub thread_id: i32,
+    /// When (epoch seconds).
+    pub time: f64,
+    /// Taint verdict.
+    pub taint: Option<String>,
+    /// The report as text.
+    pub text: String,
+}
+
+impl From<&kmodlike::CrashReport> for CrashReport {
+    fn from(r: &kmodlike::CrashReport) -> CrashReport {
+        CrashReport {
+            module: r.module.clone(),
+            path: r.path.display().to_string(),
+            signal: r.signal,
+            signal_name: r.signal_name.clone(),
+            code: r.code,
+            code_name: r.code_name.clone(),
+            code_meaning: r.code_meaning.clone(),
+            fault_addr: hex(r.fault_addr),
+            pc: hex(r.pc),
+            pc_in_module: r.pc_in_module,
+            module_offset: r.module_offset.map(hex),
+            pc_object: r.pc_object.clone(),
+            symbol: r.symbol.clone(),
+            phase: r.phase.name().to_owned(),
+            thread_id: r.thread_id,
+            time: epoch_secs(r.time),
+            taint: r.taint.clone(),
+            text: r.to_string(),
+        }
+    }
+}
+
+/// `type Taint`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Taint {
+    /// The module whose crash tainted the process.
+    pub module: String,
+    /// Why.
+    pub reason: String,
+    /// When (epoch seconds).
+    pub time: f64,
+}
+
+impl From<&kmodlike::Taint> for Taint {
+    fn from(t: &kmodlike::Taint) -> Taint {
+        Taint { module: t.module.clone(), reason: t.reason.clone(), time: epoch_secs(t.time) }
+    }
+}
+
+/// `type CrashLoop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashLoop {
+    /// Crashes that quarantine a module...
+    pub max_crashes: u64,
+    /// ...within this many seconds.
+    pub window_secs: u64,
+}
+
+/// `type Event`: one Monitor event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// `started`, `loaded`, `unloaded` or `crashed`.
+    pub kind: String,
+    /// When the daemon saw it (epoch seconds).
+    pub time: f64,
+    /// The module's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The loaded module (`loaded`).
+    #[serde(default)]
+    pub module: Option<Module>,
+    /// The crash (`crashed`).
+    #[serde(default)]
+    pub report: Option<CrashReport>,
+}
+
+impl Event {
+    /// The first event of every Monitor stream.
+    pub fn started() -> Event {
+        Event {
+            kind: "started".into(),
+            time: epoch_secs(SystemTime::now()),
+            name: None,
+            module: None,
+            report: None,
+        }
+    }
+}
+
+/// The reply of `Ping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingReply {
+    /// The daemon's version.
+    pub version: String,
+    /// The daemon's pid.
+    pub pid: u32,
+}
+
+/// The reply of `List`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListReply {
+    /// The loaded modules.
+    pub modules: Vec<Module>,
+}
+
+/// The reply of `Info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InfoReply {
+    /// A loaded module.
+    #[serde(default)]
+    pub loaded: Option<Module>,
+    /// A file's metadata.
+    #[serde(default)]
+    pub file: Option<ModuleFile>,
+}
+
+/// The reply of `Load`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadReply {
+    /// The module.
+    pub module: Module,
+    /// The daemon held it already.
+    pub already_loaded: bool,
+    /// `mod_hello()` was called.
+    pub hello_called: bool,
+}
+
+/// The reply of `Reload`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    /// The fresh instance.
+    pub module: Module,
+}
+
+/// The reply of `Call`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallReply {
+    /// The return value (`None` for `void()`).
+    #[serde(default)]
+    pub result: Option<i64>,
+}
+
+/// The reply of `Crashes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrashesReply {
+    /// Newest first.
+    pub crashes: Vec<CrashReport>,
+}
+
+/// The reply of `Status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// The daemon's version.
+    pub version: String,
+    /// Its pid.
+    pub pid: u32,
+    /// The socket served.
+    pub socket: String,
+    /// Seconds since it started.
+    pub uptime_secs: f64,
+    /// Modules loaded now.
+    pub modules: u64,
+    /// Crashes since start.
+    pub crashes: u64,
+    /// Connections open now.
+    pub connections: u64,
+    /// The connection bound.
+    pub max_connections: u64,
+    /// Modules are probed first.
+    pub probe: bool,
+    /// The crash-loop policy.
+    #[serde(default)]
+    pub crash_loop: Option<CrashLoop>,
+    /// The taint, if any.
+    #[serde(default)]
+    pub taint: Option<Taint>,
+    /// The module path.
+    pub module_path: Vec<String>,
+}
+
+/// The reply of `Monitor`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorReply {
+    /// The event.
+    pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn report() -> kmodlike::CrashReport {
+        kmodlike::CrashReport {
+            module: "crash_segv".into(),
+            path: PathBuf::from("/m/crash_segv.so"),
+            signal: 11,
+            signal_name: "SIGSEGV".into(),
+            code: 1,
+            code_name: "SEGV_MAPERR".into(),
+            code_meaning: "address not mapped to object".into(),
+            fault_addr: 0,
+            pc: 0xffff_ffff_ffff_fff0,
+            pc_in_module: true,
+            module_offset: Some(0x1139),
+            pc_object: None,
+            symbol: Some("crash+0x4".into()),
+            phase: kmodlike::Phase::Call,
+            thread_id: 42,
+            time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+            taint: None,
+        }
+    }
+
+    #[test]
+    fn crash_report_keeps_every_field_and_writes_addresses_in_hex() {
+        let wire = CrashReport::from(&report());
+        assert_eq!(wire.signal_name, "SIGSEGV");
+        assert_eq!(wire.pc, "0xfffffffffffffff0", "a u64 address survives exactly");
+        assert_eq!(wire.module_offset.as_deref(), Some("0x1139"));
+        assert_eq!(wire.phase, "call");
+        assert_eq!(wire.time, 1_700_000_000.0);
+        assert!(wire.text.starts_with("module crash_segv crashed: SIGSEGV"), "{}", wire.text);
+        let json = serde_json::to_value(&wire).unwrap();
+        let back: CrashReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, wire);
+    }
+}
