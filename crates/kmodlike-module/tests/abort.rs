@@ -1,0 +1,47 @@
+//! The one panic the SDK cannot catch: a panic while unwinding from another one. Rust aborts,
+//! SIGABRT is raised inside the module's call, and the loader's guard contains it: the module
+//! is unloaded as crashed and the host keeps running. (Its own test binary: an abort may mark
+//! the process tainted, which the other tests should not see.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::{example_module, export, install, temp_dir, with_timeout, Logs};
+use kmodlike::{Error, Loader};
+
+#[test]
+fn a_panic_during_unwinding_aborts_inside_the_module_and_the_guard_contains_it() {
+    with_timeout(Duration::from_secs(60), || {
+        let dir = temp_dir();
+        let so = install(&example_module("rs_lifecycle"), dir.path(), "rs_lifecycle.so");
+        let logs = Logs::default();
+        let loader = Loader::builder().log(logs.sink()).build();
+        let handle = loader.open(so.to_str().unwrap()).expect("open");
+        // SAFETY: `void double_panic(void)`.
+        let double_panic: extern "C" fn() = unsafe { export(&handle, "double_panic") };
+
+        match handle.call0(double_panic) {
+            Err(Error::Crashed(report)) => {
+                assert_eq!(report.signal, libc::SIGABRT, "{}", report.summary());
+                assert_eq!(report.module, "rs_lifecycle");
+            }
+            other => panic!("expected a contained SIGABRT, got {other:?}"),
+        }
+        assert!(!handle.is_live(), "the crashed module is unloaded");
+        assert!(
+            logs.find("first panic").is_some(),
+            "the first panic's message reached the host's log before the abort: {:?}",
+            logs.all()
+        );
+        drop(handle);
+
+        // The host keeps running and can load the module again (a fresh instance).
+        let again = loader.open(so.to_str().unwrap()).expect("reopen after the crash");
+        // SAFETY: `void mod_hello(void)`.
+        let hello: extern "C" fn() = unsafe { export(&again, "mod_hello") };
+        again.call0(hello).expect("mod_hello on the fresh instance");
+        assert!(logs.find("Hello from rs_lifecycle").is_some());
+        again.close().map_err(|e| e.error).expect("close");
+    });
+}
