@@ -7,4 +7,5 @@ uint32_t module_get_interface_version(void) { return MODULE_INTERFACE_VERSION_CU
 int module_init(const void *a) { (void)a; return 0; }
 void module_fini(void) {}
 int bump(void) { return ++calls; }
-void crash_now(void) { *(volatile int *)0 = 1; }
+/* Through a volatile pointer: a literal NULL store is UB that GCC may delete. */
+void crash_now(void) { volatile int *volatile p = 0; *p = 1; }

@@ -9,7 +9,9 @@ MODULE_LICENSE("MIT");
 
 __attribute__((constructor)) static void boom(void)
 {
-    *(volatile int *)0 = 1;
+    /* Through a volatile pointer: a literal NULL store is UB that GCC deletes. */
+    volatile int *volatile p = 0;
+    *p = 1;
 }
 
 uint32_t module_get_interface_version(void) { return MODULE_INTERFACE_VERSION_CURRENT; }

@@ -73,7 +73,9 @@ fn compile(out_name: &str, sources: &[&Path], args: &[String]) -> PathBuf {
             return out;
         }
     }
-    let tmp = artifacts_dir().join(format!(".{out_name}.{}.tmp", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = artifacts_dir().join(format!(".{out_name}.{}.{seq}.tmp", std::process::id()));
     let output = Command::new(cc())
         .args(sources)
         .args(args)
@@ -118,4 +120,39 @@ pub fn is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
         })
         .unwrap_or(false)
+}
+
+/// Run the calling test alone in a fresh process (this test binary re-executed with
+/// `--exact <name>`), so process-wide figures (resident memory, descriptors) are its own even
+/// when the harness runs tests on parallel threads. Returns `true` in the child, where the
+/// test body should run; in the parent it waits (up to `timeout`), asserts that the child
+/// passed, echoes its output, and returns `false`.
+pub fn in_own_process(test_name: &str, timeout: std::time::Duration) -> bool {
+    const CHILD: &str = "KMODLIKE_TEST_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("re-run the test binary");
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the test child") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{test_name} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().expect("test child output");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(status.success(), "{test_name} failed in its own process: {status}");
+    false
 }

@@ -237,22 +237,6 @@ pub fn si_code_name(sig: i32, code: i32) -> (&'static str, &'static str) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_signals_and_codes() {
-        assert_eq!(signal_name(libc::SIGSEGV), "SIGSEGV");
-        assert_eq!(signal_name(libc::SIGSYS), "SIGSYS");
-        assert_eq!(signal_name(200), "signal 200");
-        assert_eq!(si_code_name(libc::SIGSEGV, 1).0, "SEGV_MAPERR");
-        assert_eq!(si_code_name(libc::SIGFPE, 1).0, "FPE_INTDIV");
-        assert_eq!(si_code_name(libc::SIGABRT, libc::SI_TKILL).0, "SI_TKILL");
-        assert_eq!(si_code_name(libc::SIGBUS, 2).0, "BUS_ADRERR");
-    }
-}
-
 /// Functions of the allocator: a SIGABRT raised from inside one of them (a detected heap
 /// corruption) may leave the arena lock held.
 const MALLOC_FUNCTIONS: &[&str] = &[
@@ -391,5 +375,21 @@ pub(crate) fn build_report(
         thread_id: raw.tid,
         time: raw.time,
         taint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_signals_and_codes() {
+        assert_eq!(signal_name(libc::SIGSEGV), "SIGSEGV");
+        assert_eq!(signal_name(libc::SIGSYS), "SIGSYS");
+        assert_eq!(signal_name(200), "signal 200");
+        assert_eq!(si_code_name(libc::SIGSEGV, 1).0, "SEGV_MAPERR");
+        assert_eq!(si_code_name(libc::SIGFPE, 1).0, "FPE_INTDIV");
+        assert_eq!(si_code_name(libc::SIGABRT, libc::SI_TKILL).0, "SI_TKILL");
+        assert_eq!(si_code_name(libc::SIGBUS, 2).0, "BUS_ADRERR");
     }
 }

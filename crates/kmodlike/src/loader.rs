@@ -305,7 +305,10 @@ pub(crate) struct LoaderShared {
 
 /// Every module instance in the process, for the guard's callbacks (host `log` calls and
 /// crashes on module threads), which know only a module id.
-static MODULES: Mutex<Vec<(u64, Weak<Module>, Weak<LoaderShared>)>> = Mutex::new(Vec::new());
+static MODULES: Mutex<Vec<ModuleLink>> = Mutex::new(Vec::new());
+
+/// A module instance's id, and weak links to it and to its loader.
+type ModuleLink = (u64, Weak<Module>, Weak<LoaderShared>);
 /// Files whose code stays mapped after a crash: loading them again must map a fresh copy.
 static CRASHED_FILES: Mutex<Option<HashSet<FileKey>>> = Mutex::new(None);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -754,31 +757,20 @@ impl LoaderShared {
 
     fn dlopen(&self, path: &Path, data: &[u8], flags: i32, fresh_copy: bool) -> Result<Library> {
         // A file whose earlier instance crashed is still mapped: dlopen of the same file would
-        // hand back that instance with its old static data. A private copy in a memfd is a new
-        // file to ld.so, so it maps a fresh instance.
-        let memfd;
-        let open_path: PathBuf = if fresh_copy {
-            let fd = rustix::fs::memfd_create("kmodlike-module", rustix::fs::MemfdFlags::CLOEXEC)
-                .map_err(|e| Error::Unreadable { path: path.into(), source: e.into() })?;
-            let mut file = std::fs::File::from(fd);
-            std::io::Write::write_all(&mut file, data)
-                .map_err(|source| Error::Unreadable { path: path.into(), source })?;
-            use std::os::fd::AsRawFd;
-            let p = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-            memfd = Some(file);
-            p
-        } else {
-            memfd = None;
-            path.to_owned()
-        };
+        // hand back that instance with its old static data. A private copy under a name never
+        // used before is a new object to ld.so, so it maps a fresh instance. (A memfd is not
+        // enough: ld.so first matches objects by the name passed to dlopen, and
+        // `/proc/self/fd/N` names repeat as descriptor numbers are reused.)
+        let copy = if fresh_copy { Some(PrivateCopy::new(path, data)?) } else { None };
+        let open_path = copy.as_ref().map_or(path, |c| c.file.as_path());
         let result = if self.cfg.guard_dlopen {
-            probe::guarded_dlopen(&open_path, flags)
+            probe::guarded_dlopen(open_path, flags)
         } else {
             // SAFETY: loading a module runs its constructors; that is what the caller asked
             // for. The probe option exists for modules whose constructors cannot be trusted.
-            unsafe { Library::open(Some(&open_path), flags) }.map_err(|e| e.to_string())
+            unsafe { Library::open(Some(open_path), flags) }.map_err(|e| e.to_string())
         };
-        drop(memfd);
+        drop(copy);
         result.map_err(|dlerror| crate::elf::classify_dlopen_failure(path, dlerror))
     }
 
@@ -984,6 +976,40 @@ impl LoaderShared {
         {
             self.unmap(module);
         }
+    }
+}
+
+/// A module file copied under a unique name in a private directory (mode 0700) of the
+/// temporary directory. Removed again as soon as `dlopen` has mapped it.
+struct PrivateCopy {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl PrivateCopy {
+    fn new(path: &Path, data: &[u8]) -> Result<PrivateCopy> {
+        use std::os::unix::fs::DirBuilderExt;
+        static GENERATION: AtomicU64 = AtomicU64::new(0);
+        let err = |source| Error::Unreadable { path: path.to_owned(), source };
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir()
+            .join(format!("kmodlike-{}-{generation}-{nanos:08x}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(err)?;
+        let file = dir.join(path.file_name().unwrap_or_else(|| "module.so".as_ref()));
+        let copy = PrivateCopy { dir, file };
+        std::fs::write(&copy.file, data).map_err(err)?;
+        Ok(copy)
+    }
+}
+
+impl Drop for PrivateCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 

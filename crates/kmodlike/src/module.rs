@@ -70,6 +70,9 @@ pub enum OpenMode {
     Data,
 }
 
+/// `[start, end)` of a mapped segment.
+pub(crate) type Range = (u64, u64);
+
 /// A device and inode: what makes two paths the same module file.
 pub(crate) type FileKey = (u64, u64);
 
@@ -299,7 +302,7 @@ pub(crate) unsafe extern "C" fn trampoline0<R: Copy>(ctx: *mut c_void) {
 /// Find where a freshly opened library is mapped: its `PT_LOAD` segments and base address.
 ///
 /// Returns `(segments, executable segments, base)`. `handle` is a live `dlopen` handle.
-pub(crate) fn mapping_of(handle: *mut c_void) -> (Vec<(u64, u64)>, Vec<(u64, u64)>, u64) {
+pub(crate) fn mapping_of(handle: *mut c_void) -> (Vec<Range>, Vec<Range>, u64) {
     #[repr(C)]
     struct LinkMap {
         l_addr: usize,
@@ -329,7 +332,7 @@ pub(crate) fn mapping_of(handle: *mut c_void) -> (Vec<(u64, u64)>, Vec<(u64, u64
     ) -> libc::c_int {
         // SAFETY: dl_iterate_phdr passes a valid info and our `Search`.
         let (info, s) = unsafe { (&*info, &mut *(data as *mut Search)) };
-        if info.dlpi_addr as u64 != s.l_addr {
+        if info.dlpi_addr != s.l_addr {
             return 0;
         }
         // SAFETY: both names are NUL-terminated strings owned by ld.so.
@@ -344,8 +347,8 @@ pub(crate) fn mapping_of(handle: *mut c_void) -> (Vec<(u64, u64)>, Vec<(u64, u64
             // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
             let ph = unsafe { &*info.dlpi_phdr.add(i) };
             if ph.p_type == libc::PT_LOAD {
-                let start = info.dlpi_addr as u64 + ph.p_vaddr as u64;
-                let range = (start, start + ph.p_memsz as u64);
+                let start = info.dlpi_addr + ph.p_vaddr;
+                let range = (start, start + ph.p_memsz);
                 s.segments.push(range);
                 if ph.p_flags & libc::PF_X != 0 {
                     s.text.push(range);
