@@ -1,0 +1,223 @@
+/*
+ * fault_signal.c: the fault matrix's module. It raises a real fatal signal where it is told
+ * to: in module_init (-DINIT_SIGNAL=n), in module_fini (-DFINI_SIGNAL=n), in a guarded call
+ * (fault(n)) or on a thread it starts (start_fault_thread(n)).
+ *
+ * Each signal comes from what really causes it, never from kill():
+ *   SIGSEGV  a write through NULL                                    (SEGV_MAPERR)
+ *   SIGBUS   a read past the end of a mapped file truncated after mapping (BUS_ADRERR)
+ *   SIGFPE   an integer division by zero, through volatile            (FPE_INTDIV)
+ *   SIGILL   __builtin_trap()                                         (ILL_ILLOPN on x86_64)
+ *   SIGABRT  abort()                                                  (SI_TKILL)
+ *   SIGSYS   a system call trapped by a seccomp SECCOMP_RET_TRAP filter (SYS_SECCOMP)
+ *
+ * The compiler deletes code whose result is unused and may assume UB away: every faulting
+ * access goes through a volatile object.
+ */
+#define _GNU_SOURCE
+#include "module_interface.h"
+
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+MODULE_DESCRIPTION("fault matrix: raises a real fatal signal in init, fini, a call or its own thread");
+MODULE_LICENSE("MIT");
+MODULE_VERSION("1.0");
+
+/* Static data: a fresh instance (a reload after a crash) must start from zero. */
+static int calls;
+/* Advanced by the ticker thread; read by the host through the symbol. */
+volatile unsigned long fault_ticks;
+
+/* A system call number no kernel implements, trapped by our seccomp filter. */
+#define TRAPPED_SYSCALL 1023
+
+/* The system call instruction itself, so the PC at the trap lies in this module. */
+static long raw_syscall(long nr) {
+#if defined(__x86_64__)
+    long ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(nr) : "rcx", "r11", "memory");
+    return ret;
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = nr;
+    register long x0 __asm__("x0");
+    __asm__ volatile("svc #0" : "=r"(x0) : "r"(x8) : "memory");
+    return x0;
+#else
+    return syscall(nr);
+#endif
+}
+
+static void sys_fault(void) {
+    /* Filters are per thread; install one per thread (and per instance of this module). */
+    static __thread int filtered;
+    if (!filtered) {
+        struct sock_filter filter[] = {
+            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TRAPPED_SYSCALL, 0, 1),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
+            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        };
+        struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+            prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+            /* No seccomp here: the test sees SI_TKILL instead of SYS_SECCOMP and says so. */
+            raise(SIGSYS);
+            return;
+        }
+        filtered = 1;
+    }
+    raw_syscall(TRAPPED_SYSCALL);
+}
+
+static void bus_fault(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    int fd = memfd_create("kmodlike-fault-bus", MFD_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, page) != 0) {
+        raise(SIGBUS); /* the test sees SI_TKILL instead of BUS_ADRERR and says so */
+        return;
+    }
+    volatile char *p = mmap(NULL, (size_t)page, PROT_READ, MAP_SHARED, fd, 0);
+    if (ftruncate(fd, 0) != 0 || p == MAP_FAILED) {
+        raise(SIGBUS);
+        return;
+    }
+    close(fd);
+    (void)p[0]; /* the page now lies past the end of the file */
+}
+
+/* Raise `signo` the real way. */
+void fault(int signo) {
+    switch (signo) {
+    case SIGSEGV:
+        *(volatile int *)0 = 1;
+        break;
+    case SIGBUS:
+        bus_fault();
+        break;
+    case SIGFPE: {
+        /* Both operands volatile: with a constant numerator GCC replaces 1 / x by a compare
+         * (only x = 1 and x = -1 give a non-zero quotient) and no division happens. */
+        volatile int num = 42, zero = 0;
+        volatile int r = num / zero;
+        (void)r;
+        break;
+    }
+    case SIGILL:
+        __builtin_trap();
+    case SIGABRT:
+        abort();
+    case SIGSYS:
+        sys_fault();
+        break;
+    default:
+        break;
+    }
+}
+
+uint32_t module_get_interface_version(void) { return MODULE_INTERFACE_VERSION_CURRENT; }
+
+int module_init(const void *init_args) {
+    (void)init_args;
+#ifdef INIT_SIGNAL
+    fault(INIT_SIGNAL);
+#endif
+    return 0;
+}
+
+void module_fini(void) {
+#ifdef FINI_SIGNAL
+    fault(FINI_SIGNAL);
+#endif
+}
+
+/* ---- a thread of the module's own ---------------------------------------------------------- */
+
+static void *fault_thread(void *arg) {
+    fault((int)(intptr_t)arg);
+    return NULL;
+}
+
+/* Start a detached thread that raises `signo`. 0 on success. */
+int start_fault_thread(int signo) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, fault_thread, (void *)(intptr_t)signo);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
+static void *ticker(void *arg) {
+    (void)arg;
+    for (;;) {
+        fault_ticks++;
+        usleep(1000);
+    }
+    return NULL;
+}
+
+/* Start a detached thread that advances fault_ticks forever. 0 on success. */
+int start_ticker(void) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, ticker, NULL);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
+/* ---- the other recoverable faults ---------------------------------------------------------- */
+
+/* Counts its calls in static data. */
+int bump(void) { return ++calls; }
+
+void raise_abrt(void) { raise(SIGABRT); }
+
+/* strlen(NULL): SIGSEGV with the PC inside libc. */
+size_t strlen_null(void) {
+    const char *volatile p = NULL;
+    return strlen(p);
+}
+
+/* free() of a pointer malloc never returned: glibc detects it and aborts from inside free. */
+void bad_free(void) {
+    static char not_from_malloc[64];
+    char *volatile p = not_from_malloc + 16;
+    free(p);
+}
+
+/* A double free: glibc detects it and aborts from inside free. */
+void double_free(void) {
+    void *volatile p = malloc(64);
+    free(p);
+    free(p);
+}
+
+/* A fault inside printf, while printf holds the stdout lock. */
+int crash_in_printf(void) {
+    const char *volatile bad = (const char *)16;
+    return printf("crash in printf: %d %s\n", 1, bad);
+}
+
+/* Recurses until the stack runs out. */
+static volatile int never = -1;
+int recurse(int depth) {
+    volatile char frame[1024];
+    frame[0] = (char)depth;
+    if (depth == never)
+        return 0;
+    return recurse(depth + 1) + frame[0];
+}
