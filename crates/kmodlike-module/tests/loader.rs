@@ -261,12 +261,13 @@ fn panic_messages_go_to_the_hosts_log_instead_of_stderr_and_to_stderr_without_on
         return;
     }
     let name = "panic_messages_go_to_the_hosts_log_instead_of_stderr_and_to_stderr_without_one";
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(CHILD, "1")
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("run the child test");
+    let out = common::run(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .env("RUST_BACKTRACE", "0"),
+        LIMIT,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "child failed:\n{stderr}");
     assert!(

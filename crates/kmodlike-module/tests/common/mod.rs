@@ -14,6 +14,96 @@ pub fn profile_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps").into()
 }
 
+/// Build workspace package `package` in this test binary's profile (once per test process; a
+/// no-op for cargo when it is fresh). `cargo test -p kmodlike-module` does not build the other
+/// packages' shared objects (hello-rs, libmodule.so), so the tests that load them ask here.
+pub fn cargo_build(package: &str) {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.iter().any(|p| p == package) {
+        return;
+    }
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(["build", "--quiet", "-p", package]);
+    if profile_dir().file_name().is_some_and(|p| p == "release") {
+        cargo.arg("--release");
+    }
+    let status = cargo.status().expect("run cargo");
+    assert!(status.success(), "cargo build -p {package} failed");
+    built.push(package.to_owned());
+}
+
+/// `hello-rs.so`: modules/hello-rs, the SDK's example module, as `make mod` builds it.
+pub fn hello_rs_so() -> PathBuf {
+    cargo_build("hello-rs");
+    let so = profile_dir().join("libhello_rs.so");
+    assert!(so.exists(), "{} missing after cargo build -p hello-rs", so.display());
+    so
+}
+
+/// A directory holding `libmodule.so.1` (the C API, freshly built), as a host linked with
+/// `-lmodule` finds it at run time by its SONAME.
+pub fn libmodule_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(install_libmodule).clone()
+}
+
+fn install_libmodule() -> PathBuf {
+    cargo_build("kmodlike-capi");
+    let built = profile_dir().join("libmodule.so");
+    assert!(built.exists(), "{} missing after cargo build -p kmodlike-capi", built.display());
+    let dir = profile_dir().join("sdk-tests/lib");
+    std::fs::create_dir_all(&dir).expect("create sdk-tests/lib");
+    // Copy under a temporary name and rename: a test process running a host at this moment
+    // keeps the old file.
+    let tmp = dir.join(format!(".libmodule.so.1.{}", std::process::id()));
+    std::fs::copy(&built, &tmp).expect("copy libmodule.so");
+    std::fs::rename(&tmp, dir.join("libmodule.so.1")).expect("install libmodule.so.1");
+    let link = dir.join("libmodule.so");
+    if !link.exists() {
+        let _ = std::os::unix::fs::symlink("libmodule.so.1", &link);
+    }
+    dir
+}
+
+/// Run `cmd` to completion with its output captured, killing it after `limit`.
+pub fn run(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut pipes = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipes.1.read_to_end(&mut buf);
+        buf
+    });
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipes.0.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = out_reader.join().expect("stdout reader");
+    let stderr = err_reader.join().expect("stderr reader");
+    std::process::Output { status, stdout, stderr }
+}
+
 /// The shared object of the cdylib example `name` (a test module in `tests/modules/`), built
 /// by `cargo test` before the tests run; built here if it is missing (a filtered build).
 pub fn example_module(name: &str) -> PathBuf {
@@ -143,4 +233,40 @@ pub unsafe fn export<F: Copy>(handle: &kmodlike::Handle, name: &str) -> F {
     let symbol = unsafe { handle.symbol::<F>(name) }
         .unwrap_or_else(|e| panic!("export {name} of {}: {e}", handle.name()));
     symbol.get()
+}
+
+/// tests/hosts/c_host.c compiled against the C API headers and linked to libmodule.so.
+pub fn c_host() -> PathBuf {
+    let lib = libmodule_dir();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hosts/c_host.c");
+    kmodlike_testsupport::build_program(
+        "sdk_c_host",
+        &[&src],
+        &[&format!("-L{}", lib.display()), "-lmodule", &format!("-Wl,-rpath,{}", lib.display())],
+    )
+}
+
+/// Run the C host on `module` with `actions`; its stdout lines and whether it exited 0.
+pub fn run_c_host(module: &Path, actions: &[&str]) -> (Vec<String>, bool) {
+    let out = run(Command::new(c_host()).arg(module).args(actions), Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code().is_some(), "the C host died: {}\n{stdout}\n{stderr}", out.status);
+    let mut lines: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    // Keep stderr in view for failure messages, after a marker no expected line matches.
+    if !stderr.is_empty() {
+        lines.push("--- stderr:".to_owned());
+        lines.extend(stderr.lines().map(str::to_owned));
+    }
+    (lines, out.status.success())
+}
+
+/// Index of the line equal to `line` (or starting with it, when it ends in `*`); panics with
+/// all `lines` when there is none.
+pub fn line_index(lines: &[String], line: &str) -> usize {
+    let found = match line.strip_suffix('*') {
+        Some(prefix) => lines.iter().position(|l| l.starts_with(prefix)),
+        None => lines.iter().position(|l| l == line),
+    };
+    found.unwrap_or_else(|| panic!("no line {line:?} in the output:\n{}", lines.join("\n")))
 }
