@@ -51,7 +51,7 @@ fn a_crashed_module_is_gone_and_its_handles_are_dead() {
     });
     let h = loader.open(path.to_str().unwrap()).unwrap();
     let (bump, crash) = fns(&h);
-    assert_eq!(h.call0(bump).unwrap(), 1);
+    assert!(h.call0(bump).unwrap() >= 1, "calls work before the crash");
     let report = match h.call0(crash) {
         Err(Error::Crashed(r)) => r,
         other => panic!("expected a crash, got {other:?}"),
