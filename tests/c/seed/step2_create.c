@@ -1,0 +1,1 @@
+module_loader_t *loader = module_loader_create();

@@ -1,0 +1,3 @@
+void *symbol;
+err = module_loader_get_symbol(loader, "function_name", &symbol);
+// call function through symbol

@@ -1,0 +1,2 @@
+module_loader_unload(loader);
+module_loader_destroy(loader);

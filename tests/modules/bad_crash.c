@@ -1,0 +1,56 @@
+/* A module that crashes on request, for the C API's guarded calls: each crash_* function has
+ * the module_call_fn_t shape (void (*)(void *ctx)). counter_next() returns 1, 2, 3, ... from
+ * static data, so a reload after a crash can show that it got a fresh instance. */
+#include "module_interface.h"
+#include <signal.h>
+#include <stdlib.h>
+
+static int counter;
+
+uint32_t module_get_interface_version(void)
+{
+    return MODULE_INTERFACE_VERSION_CURRENT;
+}
+
+int module_init(const void *init_args)
+{
+    (void)init_args;
+    return 0;
+}
+
+void module_fini(void)
+{
+}
+
+int counter_next(void);
+int counter_next(void)
+{
+    return ++counter;
+}
+
+void crash_segv(void *ctx);
+void crash_segv(void *ctx)
+{
+    (void)ctx;
+    *(volatile int *)16 = 1;
+}
+
+void crash_fpe(void *ctx);
+void crash_fpe(void *ctx)
+{
+    volatile int zero = 0;
+    *(volatile int *)ctx = 1 / zero;
+}
+
+void crash_abort(void *ctx);
+void crash_abort(void *ctx)
+{
+    (void)ctx;
+    abort();
+}
+
+void no_crash(void *ctx);
+void no_crash(void *ctx)
+{
+    *(int *)ctx = counter_next();
+}
