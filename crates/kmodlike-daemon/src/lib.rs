@@ -11,7 +11,11 @@
 
 pub mod cli;
 pub mod client;
+pub mod ctl;
+pub mod daemon;
 pub mod generate;
+pub mod render;
 pub mod server;
+pub mod service;
 pub mod socket;
 pub mod varlink;

@@ -39,11 +39,11 @@ pub struct Module {
     pub name: String,
     /// The file it was loaded from.
     pub path: String,
-    /// `loading`, `live`, `unloading` or `crashed`.
+    /// `loading`, `live`, `unloading`, `crashed` or `unloaded`.
     pub state: String,
     /// References held.
     pub refcount: u64,
-    /// File size in bytes.
+    /// Bytes mapped for it.
     pub size: u64,
     /// Interface version `major.minor`, if any.
     pub interface_version: Option<String>,
@@ -63,6 +63,45 @@ pub struct Module {
     pub calls: u64,
     /// Crashes counted for it.
     pub crashes: u64,
+}
+
+impl From<&kmodlike::ModuleInfo> for Module {
+    fn from(m: &kmodlike::ModuleInfo) -> Module {
+        Module {
+            id: m.id,
+            name: m.name.clone(),
+            path: m.path.display().to_string(),
+            state: m.state.name().to_owned(),
+            refcount: m.refcount as u64,
+            size: m.size,
+            interface_version: m.interface_version.map(|v| v.to_string()),
+            legacy: m.legacy,
+            mode: match m.mode {
+                kmodlike::OpenMode::Data => "data".to_owned(),
+                _ => "module".to_owned(),
+            },
+            dependencies: m.dependencies.clone(),
+            holders: m.holders.clone(),
+            modinfo: modinfo_entries(&m.modinfo),
+            loaded_at: epoch_secs(m.loaded_at),
+            calls: m.calls,
+            crashes: m.crashes,
+        }
+    }
+}
+
+impl ModuleFile {
+    /// The metadata of the file at `path`, from its `.modinfo` section (runs no module code).
+    pub fn read(path: &std::path::Path) -> kmodlike::Result<ModuleFile> {
+        let info = kmodlike::modinfo(path)?;
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        Ok(ModuleFile {
+            path: path.display().to_string(),
+            size,
+            modinfo: modinfo_entries(&info.entries),
+            depends: info.depends(),
+        })
+    }
 }
 
 /// `type ModuleFile`: a module file's metadata, read without loading it.
@@ -276,6 +315,8 @@ pub struct StatusReply {
     pub modules: u64,
     /// Crashes since start.
     pub crashes: u64,
+    /// Quarantined module names.
+    pub quarantined: Vec<String>,
     /// Connections open now.
     pub connections: u64,
     /// The connection bound.

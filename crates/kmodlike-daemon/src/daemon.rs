@@ -1,0 +1,264 @@
+//! The main program, `kmodlike`: take the socket, load the modules named on the command line,
+//! serve until SIGINT or SIGTERM, then unload everything and clean up.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kmodlike::{CrashLoop, Loader};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use tracing::{error, info, warn};
+
+use crate::cli::DaemonArgs;
+use crate::server::{Connections, Limits, Server, ServiceInfo};
+use crate::service::{DaemonFacts, LoaderService};
+use crate::socket::{
+    bin_name, bind_listener, choose_socket_path, group_id, tmp_dir, var_run_dir, AccessPolicy,
+    InstanceLock, LockError, SOCKET_ENV,
+};
+
+/// Set up logging to stderr: `RUST_LOG` decides the level (default `info`); no colour unless
+/// stderr is a terminal and `NO_COLOR` is unset.
+pub fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
+/// The socket the daemon serves and how it got it.
+enum Socket {
+    /// Created by us: we hold its lock, and remove it at exit.
+    Owned { path: PathBuf, lock: InstanceLock },
+    /// Passed by systemd (`LISTEN_FDS`): systemd owns the file.
+    Activated { path: PathBuf },
+}
+
+impl Socket {
+    fn path(&self) -> &Path {
+        match self {
+            Socket::Owned { path, .. } | Socket::Activated { path } => path,
+        }
+    }
+}
+
+/// Run the daemon; the exit code is 0 after a clean shutdown.
+pub fn run(args: DaemonArgs) -> ExitCode {
+    match serve(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: DaemonArgs) -> Result<(), String> {
+    let group = match &args.socket_group {
+        Some(g) => Some(group_id(g).map_err(|e| format!("--socket-group {g}: {e}"))?),
+        None => None,
+    };
+    let (socket, listener) = take_socket(&args, group)?;
+
+    let crash_loop = (args.crash_loop_max > 0).then(|| CrashLoop {
+        max_crashes: args.crash_loop_max as usize,
+        window: Duration::from_secs(args.crash_loop_window),
+    });
+    let mut builder = Loader::builder()
+        .module_path(args.module_path.clone())
+        .strict(args.strict)
+        .probe(!args.no_probe)
+        .crash_loop(crash_loop)
+        .log(log_module_message);
+    if let Some(helper) = &args.probe_helper {
+        builder = builder.probe_helper(helper.clone());
+    }
+    let loader = builder.build();
+    loader.subscribe(log_event);
+
+    let conns = Connections::new();
+    let facts = DaemonFacts {
+        socket: socket.path().to_owned(),
+        probe: !args.no_probe,
+        crash_loop,
+        max_connections: args.max_connections as usize,
+    };
+    let service = Arc::new(LoaderService::new(loader.clone(), facts, conns.clone()));
+    let limits = Limits {
+        max_connections: args.max_connections as usize,
+        read_timeout: Duration::from_secs_f64(args.read_timeout.max(0.01)),
+        ..Limits::default()
+    };
+    let info = ServiceInfo {
+        vendor: "kmodlike".into(),
+        product: "kmodlike".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        url: env!("CARGO_PKG_REPOSITORY").into(),
+    };
+    let server = Server::new(
+        listener,
+        service.clone(),
+        info,
+        AccessPolicy::for_this_process(group),
+        limits,
+        conns,
+    )
+    .map_err(|e| format!("cannot serve {}: {e}", socket.path().display()))?;
+
+    // Signals first, so that a SIGTERM during the module loads below is not lost.
+    let stop = server.stop_handle();
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install the SIGINT/SIGTERM handlers: {e}"))?;
+    {
+        let service = service.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let mut seen = 0;
+                for sig in signals.forever() {
+                    seen += 1;
+                    let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+                    if seen == 1 {
+                        info!("{name}: unloading every module and stopping");
+                        service.close_monitors();
+                        stop.stop();
+                    } else {
+                        warn!("{name} again: exiting at once, without unloading");
+                        std::process::exit(1);
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    }
+
+    for spec in &args.modules {
+        load_at_start(&service, spec);
+    }
+
+    let _ = sd_notify::notify(
+        false,
+        &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")],
+    );
+    info!(socket = %socket.path().display(), "ready");
+
+    let served = server.run();
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    service.close_monitors();
+    // Dependents before their dependencies, fini for each; the daemon's own references are
+    // dead handles after this and are merely released.
+    loader.shutdown();
+    service.release_all();
+    if let Socket::Owned { path, lock } = socket {
+        if let Err(e) = std::fs::remove_file(&path) {
+            warn!("cannot remove the socket {}: {e}", path.display());
+        }
+        drop(lock);
+    }
+    served.map_err(|e| format!("the accept loop failed: {e}"))?;
+    info!("stopped");
+    Ok(())
+}
+
+/// The listening socket: systemd's (`LISTEN_FDS`), else ours at the path rule's path, under
+/// the instance lock.
+fn take_socket(args: &DaemonArgs, group: Option<u32>) -> Result<(Socket, UnixListener), String> {
+    let fds: Vec<i32> = sd_notify::listen_fds()
+        .map_err(|e| format!("bad socket activation variables: {e}"))?
+        .collect();
+    if let Some(&fd) = fds.first() {
+        if fds.len() > 1 {
+            warn!("systemd passed {} sockets; serving the first", fds.len());
+        }
+        // SAFETY: systemd passed this descriptor to us (LISTEN_PID is our pid, checked by
+        // listen_fds); nothing else in this process owns it.
+        let listener = UnixListener::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let path = listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(Path::to_owned))
+            .unwrap_or_else(|| PathBuf::from("(socket activation)"));
+        info!(socket = %path.display(), "serving the socket passed by systemd");
+        return Ok((Socket::Activated { path }, listener));
+    }
+
+    let env = std::env::var_os(SOCKET_ENV);
+    let (path, source) = choose_socket_path(
+        args.socket.as_deref(),
+        env.as_deref(),
+        &bin_name(),
+        &var_run_dir(),
+        &tmp_dir(),
+    );
+    info!(socket = %path.display(), "socket path ({source})");
+    let lock = InstanceLock::acquire(&path).map_err(|e| match e {
+        LockError::Held { .. } => {
+            format!("{}: {e}; stop it first or pass another --socket", path.display())
+        }
+        LockError::Io { .. } => e.to_string(),
+    })?;
+    let listener = bind_listener(&lock, &path, args.socket_mode, group)
+        .map_err(|e| format!("cannot create the socket {}: {e}", path.display()))?;
+    Ok((Socket::Owned { path, lock }, listener))
+}
+
+fn load_at_start(service: &LoaderService, spec: &str) {
+    match service.load(spec, true) {
+        Ok(r) => {
+            let m = &r.module;
+            info!(
+                module = %m.name,
+                "loaded {} from {} (interface {}){}",
+                m.name,
+                m.path,
+                m.interface_version.as_deref().unwrap_or(if m.legacy { "legacy" } else { "none" }),
+                if r.hello_called { "; mod_hello() returned" } else { "" }
+            );
+        }
+        Err(e) if e.short_name() == "ModuleCrashed" => {
+            // The crash itself is reported by the event log; say what it cost.
+            error!("{spec}: the module crashed while loading and was unloaded; the daemon keeps running");
+        }
+        Err(e) => {
+            let message =
+                e.param_str("message").map(str::to_owned).unwrap_or_else(|| e.to_string());
+            error!("cannot load {spec}: {message}");
+        }
+    }
+}
+
+/// Module log lines, tagged with the module's name.
+fn log_module_message(module: &str, level: i32, msg: &str) {
+    match level {
+        i32::MIN..=-1 => tracing::debug!(target: "module", module, "{msg}"),
+        0 => tracing::info!(target: "module", module, "{msg}"),
+        1 => tracing::warn!(target: "module", module, "{msg}"),
+        _ => tracing::error!(target: "module", module, "{msg}"),
+    }
+}
+
+/// Loads, unloads and, above all, crashes, whoever caused them.
+fn log_event(event: &kmodlike::Event) {
+    match event {
+        kmodlike::Event::Loaded(m) => {
+            info!(module = %m.name, "module {} loaded from {}", m.name, m.path.display())
+        }
+        kmodlike::Event::Unloaded { name } => info!(module = %name, "module {name} unloaded"),
+        kmodlike::Event::Crashed(report) => {
+            error!(
+                module = %report.module,
+                "module {} crashed with {} and was unloaded; the daemon keeps running",
+                report.module,
+                report.signal_name
+            );
+            eprintln!("{report}");
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! `kmodctl`'s text output: the lsmod-style table, key-value blocks, events, and one-line
+//! error messages that name the module, path or signal. (`--json` output bypasses all this.)
+
+use std::fmt::Write as _;
+
+use crate::varlink::types::{CrashReport, Event, Module, ModuleFile, StatusReply};
+use crate::varlink::VarlinkError;
+
+/// Whether to use colour on a stream: only on a terminal, and never with `NO_COLOR` set.
+pub fn use_colour(is_terminal: bool) -> bool {
+    is_terminal && std::env::var_os("NO_COLOR").filter(|v| !v.is_empty()).is_none()
+}
+
+/// ANSI styling that is a no-op when colour is off.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    on: bool,
+}
+
+impl Style {
+    /// Styling on or off.
+    pub fn new(on: bool) -> Style {
+        Style { on }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+
+    /// Bold.
+    pub fn bold(&self, text: &str) -> String {
+        self.paint("1", text)
+    }
+
+    /// A module state, coloured by health.
+    pub fn state(&self, state: &str) -> String {
+        match state {
+            "live" => self.paint("32", state),
+            "crashed" => self.paint("1;31", state),
+            _ => self.paint("33", state),
+        }
+    }
+
+    /// Red (errors).
+    pub fn red(&self, text: &str) -> String {
+        self.paint("1;31", text)
+    }
+}
+
+/// The lsmod-style table: `Module  Size  Used by  State`, columns aligned. "Used by" is the
+/// reference count followed by the names of the modules that depend on it, as lsmod prints.
+pub fn module_table(modules: &[Module], style: Style) -> String {
+    let header = ["Module", "Size", "Used by", "State"];
+    let rows: Vec<[String; 4]> = modules
+        .iter()
+        .map(|m| {
+            let used_by = if m.holders.is_empty() {
+                m.refcount.to_string()
+            } else {
+                format!("{} {}", m.refcount, m.holders.join(","))
+            };
+            [m.name.clone(), m.size.to_string(), used_by, m.state.clone()]
+        })
+        .collect();
+    let mut width = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: [&str; 4], state: String| {
+        format!(
+            "{:<w0$}  {:>w1$}  {:<w2$}  {}",
+            cells[0],
+            cells[1],
+            cells[2],
+            state,
+            w0 = width[0],
+            w1 = width[1],
+            w2 = width[2]
+        )
+    };
+    let head = line([header[0], header[1], header[2], header[3]], header[3].to_owned());
+    let _ = writeln!(out, "{}", style.bold(head.trim_end()));
+    for row in &rows {
+        let text = line([&row[0], &row[1], &row[2], &row[3]], style.state(&row[3]));
+        let _ = writeln!(out, "{}", text.trim_end());
+    }
+    out
+}
+
+fn field(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{:<19} {value}", format!("{key}:"));
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// `kmodctl info` of a loaded module.
+pub fn module_block(m: &Module, style: Style) -> String {
+    let mut out = String::new();
+    field(&mut out, "name", &m.name);
+    field(&mut out, "filename", &m.path);
+    field(&mut out, "state", style.state(&m.state));
+    field(&mut out, "id", m.id);
+    field(&mut out, "refcount", m.refcount);
+    field(&mut out, "size", m.size);
+    let version = match (&m.interface_version, m.legacy) {
+        (Some(v), _) => v.clone(),
+        (None, true) => "legacy (mod_hello only)".to_owned(),
+        (None, false) => "none".to_owned(),
+    };
+    field(&mut out, "interface", version);
+    field(&mut out, "mode", &m.mode);
+    field(&mut out, "depends on", list(&m.dependencies));
+    field(&mut out, "used by", list(&m.holders));
+    field(&mut out, "calls", m.calls);
+    for e in &m.modinfo {
+        field(&mut out, &e.tag, &e.value);
+    }
+    out
+}
+
+/// `kmodctl info FILE`: modinfo style.
+pub fn file_block(f: &ModuleFile) -> String {
+    let mut out = String::new();
+    field(&mut out, "filename", &f.path);
+    field(&mut out, "size", f.size);
+    for e in &f.modinfo {
+        field(&mut out, &e.tag, &e.value);
+    }
+    if !f.modinfo.iter().any(|e| e.tag == "depends") {
+        field(&mut out, "depends", "");
+    }
+    out
+}
+
+/// `kmodctl status`.
+pub fn status_block(s: &StatusReply, socket: &str) -> String {
+    let mut out = String::new();
+    field(&mut out, "daemon", format!("kmodlike {} (pid {})", s.version, s.pid));
+    field(&mut out, "socket", if s.socket.is_empty() { socket } else { &s.socket });
+    field(&mut out, "uptime", duration(s.uptime_secs));
+    field(&mut out, "modules", s.modules);
+    field(&mut out, "crashes", s.crashes);
+    field(&mut out, "quarantined", list(&s.quarantined));
+    field(&mut out, "connections", format!("{} of at most {}", s.connections, s.max_connections));
+    field(&mut out, "probe", if s.probe { "on" } else { "off" });
+    let policy = match s.crash_loop {
+        Some(c) => {
+            format!("{} crashes within {} s quarantine a module", c.max_crashes, c.window_secs)
+        }
+        None => "off".to_owned(),
+    };
+    field(&mut out, "crash-loop policy", policy);
+    let taint = match &s.taint {
+        Some(t) => format!("TAINTED by {}: {}", t.module, t.reason),
+        None => "not tainted".to_owned(),
+    };
+    field(&mut out, "taint", taint);
+    field(&mut out, "module path", s.module_path.join(":"));
+    out
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..=59 => format!("{secs:.1} s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m {:02}s", s / 3600, (s / 60) % 60, s % 60),
+    }
+}
+
+/// One crash report, as the daemon logged it.
+pub fn crash_block(c: &CrashReport) -> String {
+    let mut text = c.text.clone();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+/// One Monitor event as a line; `None` for the stream's `started` marker.
+pub fn event_line(e: &Event) -> Option<String> {
+    let name = e.name.as_deref().unwrap_or("?");
+    let what = match e.kind.as_str() {
+        "started" => return None,
+        "loaded" => match &e.module {
+            Some(m) => format!("loaded   {name} from {}", m.path),
+            None => format!("loaded   {name}"),
+        },
+        "unloaded" => format!("unloaded {name}"),
+        "crashed" => match &e.report {
+            Some(r) => {
+                format!("crashed  {name}: {} ({}) in {}", r.signal_name, r.code_name, r.phase)
+            }
+            None => format!("crashed  {name}"),
+        },
+        other => format!("{other} {name}"),
+    };
+    Some(format!("{:.3} {what}", e.time))
+}
+
+/// The message for an error reply, naming the module, path or signal. The caller prefixes
+/// `kmodctl: `.
+pub fn error_message(e: &VarlinkError, socket: &str) -> String {
+    let p = |k: &str| e.param_str(k).unwrap_or("?").to_owned();
+    match e.short_name() {
+        "ModuleCrashed" => {
+            let report: Option<CrashReport> =
+                e.parameters.get("report").and_then(|r| serde_json::from_value(r.clone()).ok());
+            match report {
+                Some(r) => format!(
+                    "module {} crashed: {} ({}: {}) at address {} in {}; it was unloaded and \
+                     the daemon keeps running\n{}",
+                    r.module,
+                    r.signal_name,
+                    r.code_name,
+                    r.code_meaning,
+                    r.fault_addr,
+                    r.phase,
+                    // The report's first line is the summary just written.
+                    r.text.trim_end().split_once('\n').map_or("", |(_, rest)| rest)
+                ),
+                None => format!("module {} crashed: {}", p("module"), p("signal")),
+            }
+        }
+        "ModuleNotLoaded" => match e.param_str("reason") {
+            Some(reason) => format!("module {} is not loaded: {reason}", p("module")),
+            None => format!("module {} is not loaded (see `kmodctl list`)", p("module")),
+        },
+        "ModuleNotFound" => {
+            let tried: Vec<String> = e
+                .parameters
+                .get("tried")
+                .and_then(|t| serde_json::from_value(t.clone()).ok())
+                .unwrap_or_default();
+            if tried.is_empty() {
+                format!("module {} not found", p("spec"))
+            } else {
+                format!("module {} not found; tried: {}", p("spec"), tried.join(", "))
+            }
+        }
+        "LoadFailed" => format!("cannot load {}: {}", p("spec"), p("message")),
+        "Quarantined" => format!(
+            "module {} is quarantined after {} crashes within {} s; run `kmodctl clear {}` to \
+             allow it again",
+            p("module"),
+            e.parameters.get("crashes").map(|v| v.to_string()).unwrap_or_default(),
+            e.parameters.get("window_secs").map(|v| v.to_string()).unwrap_or_default(),
+            p("module")
+        ),
+        "Busy" | "SymbolNotFound" => p("message"),
+        "NotQuarantined" => format!("module {} is not quarantined", p("module")),
+        "PermissionDenied" => format!(
+            "the daemon at {socket} refused this connection: uid {} is neither root nor the \
+             daemon's",
+            e.parameters.get("uid").map(|v| v.to_string()).unwrap_or_default()
+        ),
+        "InvalidParameter" => match e.param_str("message") {
+            Some(m) => format!("invalid parameter {}: {m}", p("parameter")),
+            None => format!("invalid parameter {}", p("parameter")),
+        },
+        "MethodNotFound" => format!(
+            "the daemon at {socket} does not know {} (is it an older version?)",
+            p("method")
+        ),
+        "RequestTooLarge" => "the request is too large for the daemon".to_owned(),
+        "TooManyConnections" => format!(
+            "the daemon at {socket} serves its maximum of {} connections; retry later",
+            e.parameters.get("limit").map(|v| v.to_string()).unwrap_or_default()
+        ),
+        "Failed" => p("message"),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn module(name: &str, size: u64, refcount: u64, holders: &[&str], state: &str) -> Module {
+        Module {
+            id: 1,
+            name: name.into(),
+            path: format!("/m/{name}.so"),
+            state: state.into(),
+            refcount,
+            size,
+            interface_version: Some("1.0".into()),
+            legacy: false,
+            mode: "module".into(),
+            dependencies: vec![],
+            holders: holders.iter().map(|s| s.to_string()).collect(),
+            modinfo: vec![],
+            loaded_at: 0.0,
+            calls: 0,
+            crashes: 0,
+        }
+    }
+
+    #[test]
+    fn table_is_aligned_like_lsmod() {
+        let t = module_table(
+            &[
+                module("hello", 16384, 1, &[], "live"),
+                module("a_longer_name", 8, 2, &["b", "c"], "live"),
+            ],
+            Style::new(false),
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "Module          Size  Used by  State");
+        assert_eq!(lines[1], "hello          16384  1        live");
+        assert_eq!(lines[2], "a_longer_name      8  2 b,c    live");
+    }
+
+    #[test]
+    fn no_colour_codes_when_off() {
+        let t = module_table(&[module("x", 1, 1, &[], "crashed")], Style::new(false));
+        assert!(!t.contains('\x1b'));
+        let t = module_table(&[module("x", 1, 1, &[], "crashed")], Style::new(true));
+        assert!(t.contains("\x1b[1;31mcrashed"));
+    }
+
+    #[test]
+    fn error_messages_name_the_subject() {
+        let e = VarlinkError::loader(
+            "ModuleNotFound",
+            json!({"spec": "misc/nope", "tried": ["/a/misc/nope.so"]}),
+        );
+        assert_eq!(error_message(&e, "/s"), "module misc/nope not found; tried: /a/misc/nope.so");
+        let e = VarlinkError::loader("ModuleNotLoaded", json!({"module": "x", "reason": null}));
+        assert!(error_message(&e, "/s").starts_with("module x is not loaded"));
+        let e = VarlinkError::loader(
+            "Quarantined",
+            json!({"module": "x", "crashes": 5, "window_secs": 60}),
+        );
+        assert!(error_message(&e, "/s").contains("kmodctl clear x"));
+    }
+}

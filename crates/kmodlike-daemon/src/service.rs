@@ -1,0 +1,638 @@
+//! `io.kmodlike.Loader`: the daemon's interface, implemented on a [`kmodlike::Loader`].
+//!
+//! The daemon holds one reference ([`Handle`]) per module it loaded (at start or through
+//! `Load`); `Unload` closes it. Calls use that reference, so a call still running in a module
+//! shows up as in flight and an `Unload` waits for it or reports `Busy`, never pulling code from
+//! under a running call.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use kmodlike::{BusyReason, Error, Handle, Loader};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::server::{CallContext, Connections, Outcome, Service};
+use crate::varlink::params::Params;
+use crate::varlink::types::{
+    self, epoch_secs, CallReply, CrashesReply, InfoReply, ListReply, LoadReply, ModuleFile,
+    MonitorReply, PingReply, ReloadReply, StatusReply,
+};
+use crate::varlink::{VarlinkError, INTERFACE, INTERFACE_DESCRIPTION};
+
+/// How long `Unload` with `wait` waits for calls in flight.
+pub const UNLOAD_WAIT: Duration = Duration::from_secs(30);
+
+/// Events buffered per Monitor client before it counts as too slow and is disconnected.
+const MONITOR_BACKLOG: usize = 1024;
+
+/// What `Status` reports about the daemon's configuration.
+#[derive(Debug, Clone)]
+pub struct DaemonFacts {
+    /// The socket served.
+    pub socket: PathBuf,
+    /// Modules are probed before loading.
+    pub probe: bool,
+    /// The crash-loop policy.
+    pub crash_loop: Option<kmodlike::CrashLoop>,
+    /// The connection bound.
+    pub max_connections: usize,
+}
+
+/// The Monitor subscribers.
+#[derive(Default)]
+struct MonitorHub {
+    subscribers: Mutex<Vec<SyncSender<Value>>>,
+}
+
+impl MonitorHub {
+    fn publish(&self, event: types::Event) {
+        let Ok(value) = serde_json::to_value(MonitorReply { event }) else { return };
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        // A subscriber whose backlog is full is dropped: its stream ends, others go on.
+        subs.retain(|tx| tx.try_send(value.clone()).is_ok());
+    }
+
+    fn close_all(&self) {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// The implementation of `io.kmodlike.Loader`.
+pub struct LoaderService {
+    loader: Loader,
+    held: Mutex<HashMap<String, Arc<Handle>>>,
+    started: Instant,
+    crash_count: Arc<AtomicU64>,
+    monitors: Arc<MonitorHub>,
+    facts: DaemonFacts,
+    conns: Arc<Connections>,
+}
+
+impl LoaderService {
+    /// Serve `loader`. Subscribes to its events (for Monitor and the crash count).
+    pub fn new(loader: Loader, facts: DaemonFacts, conns: Arc<Connections>) -> LoaderService {
+        let monitors = Arc::new(MonitorHub::default());
+        let crash_count = Arc::new(AtomicU64::new(0));
+        {
+            let monitors = monitors.clone();
+            let crash_count = crash_count.clone();
+            loader.subscribe(move |event| {
+                if matches!(event, kmodlike::Event::Crashed(_)) {
+                    crash_count.fetch_add(1, Ordering::Relaxed);
+                }
+                monitors.publish(monitor_event(event));
+            });
+        }
+        LoaderService {
+            loader,
+            held: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            crash_count,
+            monitors,
+            facts,
+            conns,
+        }
+    }
+
+    /// The loader served.
+    pub fn loader(&self) -> &Loader {
+        &self.loader
+    }
+
+    /// End every Monitor stream (at shutdown).
+    pub fn close_monitors(&self) {
+        self.monitors.close_all();
+    }
+
+    /// Drop every reference the daemon holds (before `Loader::shutdown`).
+    pub fn release_all(&self) {
+        let handles: Vec<Arc<Handle>> = self.held().drain().map(|(_, h)| h).collect();
+        drop(handles);
+    }
+
+    /// The daemon's references, without those to modules that crashed meanwhile.
+    fn held(&self) -> MutexGuard<'_, HashMap<String, Arc<Handle>>> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|_, h| {
+            !matches!(h.state(), kmodlike::ModuleState::Crashed | kmodlike::ModuleState::Unloaded)
+        });
+        held
+    }
+
+    /// Load `spec` and keep a reference; call `mod_hello` when asked and exported.
+    pub fn load(&self, spec: &str, hello: bool) -> Result<LoadReply, VarlinkError> {
+        let handle = self.loader.open(spec).map_err(|e| map_error(&e, spec))?;
+        let name = handle.name().to_owned();
+        let info = handle.info();
+        let duplicate = {
+            let mut held = self.held();
+            match held.get(&name) {
+                // This open only counted one more reference: give it back.
+                Some(existing) if existing.id() == handle.id() => Some(handle),
+                _ => {
+                    held.insert(name.clone(), Arc::new(handle));
+                    None
+                }
+            }
+        };
+        let already_loaded = duplicate.is_some();
+        drop(duplicate);
+        let mut hello_called = false;
+        if hello && !already_loaded {
+            hello_called = self.call_hello(&name)?;
+        }
+        let module = self.module_info(&name).unwrap_or_else(|| types::Module::from(&info));
+        Ok(LoadReply { module, already_loaded, hello_called })
+    }
+
+    /// Call the module's `mod_hello()` when it exports one; false when it does not.
+    fn call_hello(&self, name: &str) -> Result<bool, VarlinkError> {
+        let handle = self.handle_for(name)?;
+        let Ok(ptr) = handle.symbol_ptr("mod_hello") else { return Ok(false) };
+        // SAFETY: `mod_hello` is `void mod_hello(void)` by the module interface's definition;
+        // a non-null code address from the module itself.
+        let f: extern "C" fn() =
+            unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(ptr) };
+        handle.call0(f).map_err(|e| map_error(&e, name))?;
+        Ok(true)
+    }
+
+    /// A reference for a call: the daemon's own, or a new one for a module loaded only as a
+    /// dependency.
+    fn handle_for(&self, name: &str) -> Result<Arc<Handle>, VarlinkError> {
+        if let Some(h) = self.held().get(name) {
+            return Ok(h.clone());
+        }
+        self.loader.get(name).map(Arc::new).map_err(|e| map_error(&e, name))
+    }
+
+    fn module_info(&self, name: &str) -> Option<types::Module> {
+        self.loader.list().iter().find(|m| m.name == name).map(types::Module::from)
+    }
+
+    /// Unload a module the daemon holds.
+    pub fn unload(&self, name: &str, force: bool, wait: bool) -> Result<(), VarlinkError> {
+        let deadline = Instant::now() + if wait { UNLOAD_WAIT } else { Duration::ZERO };
+        let Some(mut arc) = self.held().remove(name) else {
+            return match self.module_info(name) {
+                // Loaded, but only because other modules depend on it.
+                Some(m) => Err(busy(
+                    name,
+                    "holders",
+                    &m.holders,
+                    &format!(
+                        "module {name} was loaded as a dependency of {}; unload them first",
+                        m.holders.join(", ")
+                    ),
+                )),
+                None => Err(not_loaded(name, None)),
+            };
+        };
+        loop {
+            // Calls running on the daemon's reference hold clones of it.
+            let handle = match Arc::try_unwrap(arc) {
+                Ok(h) => h,
+                Err(back) => {
+                    if Instant::now() >= deadline {
+                        let n = Arc::strong_count(&back) - 1;
+                        self.held().insert(name.to_owned(), back);
+                        return Err(busy(
+                            name,
+                            "in_flight",
+                            &[],
+                            &format!(
+                                "module {name} is busy: {n} call(s) still running in it{}",
+                                if wait { " after waiting" } else { "; retry, or pass wait" }
+                            ),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                    arc = back;
+                    continue;
+                }
+            };
+            let _ = force; // see the report: needs a forced close in the loader
+            match handle.close() {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let in_flight =
+                        matches!(e.error, Error::Busy { reason: BusyReason::InFlight(_), .. });
+                    match e.handle {
+                        Some(h) if in_flight && Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(20));
+                            arc = Arc::new(h);
+                        }
+                        Some(h) => {
+                            self.held().insert(name.to_owned(), Arc::new(h));
+                            return Err(map_error(&e.error, name));
+                        }
+                        None => return Err(map_error(&e.error, name)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Unload a module and load its file again.
+    pub fn reload(&self, name: &str) -> Result<ReloadReply, VarlinkError> {
+        let path: PathBuf = match self.held().get(name) {
+            Some(h) => h.path().to_owned(),
+            None => match self.module_info(name) {
+                Some(m) => PathBuf::from(m.path),
+                None => return Err(not_loaded(name, None)),
+            },
+        };
+        self.unload(name, false, true)?;
+        let spec = path.to_string_lossy().into_owned();
+        let reply = self.load(&spec, false)?;
+        Ok(ReloadReply { module: reply.module })
+    }
+
+    /// Call `symbol` of module `name` with `signature`.
+    pub fn call(
+        &self,
+        name: &str,
+        symbol: &str,
+        signature: Signature,
+        arg: Option<i32>,
+    ) -> Result<CallReply, VarlinkError> {
+        let handle = self.handle_for(name)?;
+        let ptr = handle.symbol_ptr(symbol).map_err(|e| map_error(&e, name))?;
+        // SAFETY (all three transmutes): `ptr` is the address of a function the module
+        // defines; the caller declared its C type through `signature`, which is the
+        // documented contract of Call (a wrong declaration is undefined behaviour of that
+        // module's code, which the guard contains if it faults).
+        let result = match signature {
+            Signature::Void => {
+                let f = unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(ptr) };
+                handle.call0(f).map(|()| None)
+            }
+            Signature::Int => {
+                let f = unsafe {
+                    std::mem::transmute::<*mut libc::c_void, extern "C" fn() -> i32>(ptr)
+                };
+                handle.call0(f).map(|r| Some(i64::from(r)))
+            }
+            Signature::IntInt => {
+                let f = unsafe {
+                    std::mem::transmute::<*mut libc::c_void, extern "C" fn(i32) -> i32>(ptr)
+                };
+                handle.call(f, arg.unwrap_or(0)).map(|r| Some(i64::from(r)))
+            }
+        };
+        drop(handle);
+        match result {
+            Ok(result) => Ok(CallReply { result }),
+            Err(e) => {
+                if e.crash_report().is_some() {
+                    // Drop the daemon's dead reference now rather than on the next look.
+                    drop(self.held());
+                }
+                Err(map_error(&e, name))
+            }
+        }
+    }
+
+    fn info(&self, target: &str) -> Result<InfoReply, VarlinkError> {
+        if !target.contains('/') {
+            if let Some(m) = self.module_info(target) {
+                return Ok(InfoReply { loaded: Some(m), file: None });
+            }
+        }
+        let path = if target.contains('/') && Path::new(target).exists() {
+            PathBuf::from(target)
+        } else {
+            self.loader.resolve(target).map_err(|e| map_error(&e, target))?
+        };
+        let file = ModuleFile::read(&path).map_err(|e| map_error(&e, target))?;
+        Ok(InfoReply { loaded: None, file: Some(file) })
+    }
+
+    fn status(&self) -> StatusReply {
+        StatusReply {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            socket: self.facts.socket.display().to_string(),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            modules: self.loader.list().len() as u64,
+            crashes: self.crash_count.load(Ordering::Relaxed),
+            quarantined: self.loader.quarantined().into_iter().map(|(n, _)| n).collect(),
+            connections: self.conns.count() as u64,
+            max_connections: self.facts.max_connections as u64,
+            probe: self.facts.probe,
+            crash_loop: self.facts.crash_loop.map(|c| types::CrashLoop {
+                max_crashes: c.max_crashes as u64,
+                window_secs: c.window.as_secs(),
+            }),
+            taint: kmodlike::taint().as_ref().map(types::Taint::from),
+            module_path: self
+                .loader
+                .module_path()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+        }
+    }
+
+    fn monitor(&self, ctx: &CallContext) -> Outcome {
+        if !ctx.more {
+            return Outcome::Error(VarlinkError::expected_more());
+        }
+        let (tx, rx) = sync_channel(MONITOR_BACKLOG);
+        let first = serde_json::to_value(MonitorReply { event: types::Event::started() })
+            .unwrap_or_default();
+        let _ = tx.try_send(first);
+        self.monitors.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        Outcome::Stream(rx)
+    }
+
+    fn dispatch(&self, method: &str, mut p: Params, ctx: &CallContext) -> Outcome {
+        let r = match method {
+            "Ping" => p.finish().and_then(|()| {
+                reply(PingReply {
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    pid: std::process::id(),
+                })
+            }),
+            "List" => p.finish().and_then(|()| {
+                let modules = self.loader.list().iter().map(types::Module::from).collect();
+                reply(ListReply { modules })
+            }),
+            "Info" => (|| {
+                let target = p.string("module")?;
+                p.finish()?;
+                reply(self.info(&target)?)
+            })(),
+            "Load" => (|| {
+                let spec = p.string("spec")?;
+                let hello = p.opt_bool("hello")?.unwrap_or(true);
+                p.finish()?;
+                reply(self.load(&spec, hello)?)
+            })(),
+            "Unload" => (|| {
+                let name = p.string("module")?;
+                let force = p.opt_bool("force")?.unwrap_or(false);
+                let wait = p.opt_bool("wait")?.unwrap_or(false);
+                p.finish()?;
+                self.unload(&name, force, wait)?;
+                Ok(json!({}))
+            })(),
+            "Reload" => (|| {
+                let name = p.string("module")?;
+                p.finish()?;
+                reply(self.reload(&name)?)
+            })(),
+            "Clear" => (|| {
+                let name = p.string("module")?;
+                p.finish()?;
+                self.loader.clear_quarantine(&name).map_err(|_| {
+                    VarlinkError::loader("NotQuarantined", json!({ "module": name }))
+                })?;
+                Ok(json!({}))
+            })(),
+            "Call" => (|| {
+                let name = p.string("module")?;
+                let symbol = p.string("symbol")?;
+                let signature = Signature::parse(&p.string("signature")?)?;
+                let arg = p.opt_c_int("arg")?;
+                p.finish()?;
+                match (signature, arg) {
+                    (Signature::IntInt, None) => {
+                        return Err(VarlinkError::invalid_parameter_because(
+                            "arg",
+                            "signature int(int) needs an arg",
+                        ))
+                    }
+                    (Signature::Void | Signature::Int, Some(_)) => {
+                        return Err(VarlinkError::invalid_parameter_because(
+                            "arg",
+                            "arg is only for signature int(int)",
+                        ))
+                    }
+                    _ => {}
+                }
+                reply(self.call(&name, &symbol, signature, arg)?)
+            })(),
+            "Crashes" => p.finish().and_then(|()| {
+                let crashes = self.loader.crashes().iter().map(types::CrashReport::from).collect();
+                reply(CrashesReply { crashes })
+            }),
+            "Status" => p.finish().and_then(|()| reply(self.status())),
+            "Monitor" => {
+                return match p.finish() {
+                    Ok(()) => self.monitor(ctx),
+                    Err(e) => Outcome::Error(e),
+                }
+            }
+            _ => Err(VarlinkError::method_not_found(&format!("{INTERFACE}.{method}"))),
+        };
+        Outcome::from(r)
+    }
+}
+
+impl Service for LoaderService {
+    fn interface(&self) -> &'static str {
+        INTERFACE
+    }
+
+    fn description(&self) -> &'static str {
+        INTERFACE_DESCRIPTION
+    }
+
+    fn call(&self, method: &str, params: Params, ctx: &CallContext) -> Outcome {
+        self.dispatch(method, params, ctx)
+    }
+}
+
+/// The C types `Call` can call through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signature {
+    /// `void f(void)`.
+    Void,
+    /// `int f(void)`.
+    Int,
+    /// `int f(int)`.
+    IntInt,
+}
+
+impl Signature {
+    /// Parse `"void()"`, `"int()"`, `"int(int)"` (spaces and an explicit `void` parameter list
+    /// allowed).
+    pub fn parse(text: &str) -> Result<Signature, VarlinkError> {
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        match compact.as_str() {
+            "void()" | "void(void)" => Ok(Signature::Void),
+            "int()" | "int(void)" => Ok(Signature::Int),
+            "int(int)" => Ok(Signature::IntInt),
+            _ => Err(VarlinkError::invalid_parameter_because(
+                "signature",
+                &format!(
+                    "unsupported signature {text:?}: use \"void()\", \"int()\" or \"int(int)\""
+                ),
+            )),
+        }
+    }
+}
+
+fn reply<T: Serialize>(value: T) -> Result<Value, VarlinkError> {
+    serde_json::to_value(value)
+        .map_err(|e| VarlinkError::failed(format!("cannot encode the reply: {e}")))
+}
+
+fn not_loaded(name: &str, reason: Option<&str>) -> VarlinkError {
+    VarlinkError::loader("ModuleNotLoaded", json!({ "module": name, "reason": reason }))
+}
+
+fn busy(name: &str, reason: &str, holders: &[String], message: &str) -> VarlinkError {
+    VarlinkError::loader(
+        "Busy",
+        json!({ "module": name, "reason": reason, "holders": holders, "message": message }),
+    )
+}
+
+/// The file an error is about, when it names one.
+fn error_path(e: &Error) -> Option<&Path> {
+    match e {
+        Error::Unreadable { path, .. }
+        | Error::EmptyFile { path, .. }
+        | Error::NotElf { path, .. }
+        | Error::Truncated { path, .. }
+        | Error::WrongArchitecture { path, .. }
+        | Error::NotSharedObject { path, .. }
+        | Error::LoadFailed { path, .. }
+        | Error::MissingExport { path, .. }
+        | Error::NoInterface { path, .. }
+        | Error::VersionMismatch { path, .. }
+        | Error::InitFailed { path, .. }
+        | Error::Probe { path, .. } => Some(path),
+        Error::AlreadyLoaded { existing, .. } => Some(existing),
+        _ => None,
+    }
+}
+
+/// The Varlink error for a loader error; `subject` is the spec or module name asked for.
+pub fn map_error(e: &Error, subject: &str) -> VarlinkError {
+    if let Some(report) = e.crash_report() {
+        return VarlinkError::loader(
+            "ModuleCrashed",
+            json!({
+                "module": report.module,
+                "signal": report.signal_name,
+                "report": types::CrashReport::from(report),
+            }),
+        );
+    }
+    match e {
+        Error::NotFound { spec, tried } => VarlinkError::loader(
+            "ModuleNotFound",
+            json!({
+                "spec": spec,
+                "tried": tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            }),
+        ),
+        Error::NotLoaded { module, reason } => {
+            let module = if module.is_empty() { subject } else { module };
+            not_loaded(module, Some(reason.as_str()).filter(|r| !r.is_empty()))
+        }
+        Error::Quarantined { module, crashes, window_secs } => VarlinkError::loader(
+            "Quarantined",
+            json!({ "module": module, "crashes": crashes, "window_secs": window_secs }),
+        ),
+        Error::Busy { module, reason } => {
+            let (kind, holders) = match reason {
+                BusyReason::Holders(h) => ("holders", h.clone()),
+                BusyReason::Veto(_) => ("veto", Vec::new()),
+                BusyReason::InFlight(_) => ("in_flight", Vec::new()),
+            };
+            busy(module, kind, &holders, &e.to_string())
+        }
+        Error::SymbolNotFound { module, symbol, .. } => VarlinkError::loader(
+            "SymbolNotFound",
+            json!({ "module": module, "symbol": symbol, "message": e.to_string() }),
+        ),
+        _ => VarlinkError::loader(
+            "LoadFailed",
+            json!({
+                "spec": subject,
+                "path": error_path(e).map(|p| p.display().to_string()),
+                "kind": e.kind().name(),
+                "message": e.to_string(),
+            }),
+        ),
+    }
+}
+
+/// The Monitor event for a loader event.
+fn monitor_event(event: &kmodlike::Event) -> types::Event {
+    let time = epoch_secs(SystemTime::now());
+    match event {
+        kmodlike::Event::Loaded(info) => types::Event {
+            kind: "loaded".into(),
+            time,
+            name: Some(info.name.clone()),
+            module: Some(types::Module::from(info)),
+            report: None,
+        },
+        kmodlike::Event::Unloaded { name } => types::Event {
+            kind: "unloaded".into(),
+            time,
+            name: Some(name.clone()),
+            module: None,
+            report: None,
+        },
+        kmodlike::Event::Crashed(report) => types::Event {
+            kind: "crashed".into(),
+            time,
+            name: Some(report.module.clone()),
+            module: None,
+            report: Some(types::CrashReport::from(&**report)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures() {
+        assert_eq!(Signature::parse("void()").unwrap(), Signature::Void);
+        assert_eq!(Signature::parse("void (void)").unwrap(), Signature::Void);
+        assert_eq!(Signature::parse("int()").unwrap(), Signature::Int);
+        assert_eq!(Signature::parse("int(int)").unwrap(), Signature::IntInt);
+        let e = Signature::parse("double(char*)").unwrap_err();
+        assert_eq!(e.parameters["parameter"], "signature");
+    }
+
+    #[test]
+    fn errors_keep_their_subject() {
+        let e = map_error(
+            &Error::NotFound { spec: "misc/x".into(), tried: vec!["/a/misc/x.so".into()] },
+            "misc/x",
+        );
+        assert_eq!(e.name, "io.kmodlike.Loader.ModuleNotFound");
+        assert_eq!(e.parameters["tried"], json!(["/a/misc/x.so"]));
+
+        let e = map_error(
+            &Error::Busy { module: "a".into(), reason: BusyReason::Holders(vec!["b".into()]) },
+            "a",
+        );
+        assert_eq!(e.short_name(), "Busy");
+        assert_eq!(e.parameters["reason"], "holders");
+        assert_eq!(e.parameters["holders"], json!(["b"]));
+
+        let e = map_error(
+            &Error::InitFailed { module: "m".into(), path: "/m.so".into(), code: 3 },
+            "/m.so",
+        );
+        assert_eq!(e.short_name(), "LoadFailed");
+        assert_eq!(e.parameters["kind"], "InitFailed");
+        assert_eq!(e.parameters["path"], "/m.so");
+        assert!(e.param_str("message").unwrap().contains("code 3"));
+    }
+}

@@ -1,0 +1,293 @@
+//! kmodctl end to end against the real daemon: load, list, call, info, unload, reload,
+//! crashes, status, monitor, dependencies, quarantine, SIGTERM, and the exit codes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LOG_WAIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn load_list_call_info_unload_reload() {
+    let hello = hello_module();
+    let plain = crash_module("plain", 0, &[]);
+    let base = test_module("dep_base");
+    let mut d = Daemon::start(
+        &[(&hello, "hello.so"), (&plain, "plain.so"), (&base, "dep_base.so")],
+        &["hello"],
+    );
+    // The main program calls mod_hello after loading a module given on its command line.
+    d.wait_log("Hello from the kmodlike example module!", LOG_WAIT);
+
+    let list = d.ctl(&["list"]);
+    let mut lines = list.ok().lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["Module", "Size", "Used", "by", "State"]);
+    let row: Vec<&str> = lines.next().expect("a row for hello").split_whitespace().collect();
+    assert_eq!((row[0], row[2], row[3]), ("hello", "1", "live"), "{row:?}");
+    assert_eq!(d.ctl(&["--json", "list"]).json()["modules"][0]["name"], "hello");
+
+    // call: through the guard, the module logs through the daemon.
+    assert_eq!(d.ctl(&["call", "hello", "mod_hello"]).ok(), "hello: mod_hello() returned\n");
+    d.wait_log_count("Hello from the kmodlike example module!", 2, LOG_WAIT);
+
+    // load by spec along the module path; calls with and without an argument.
+    let load = d.ctl(&["load", "plain"]);
+    assert!(load.ok().contains("loaded module plain from"), "{load:?}");
+    d.wait_log("init plain", LOG_WAIT);
+    assert_eq!(
+        d.ctl(&["call", "plain", "answer", "--returns", "int"]).ok(),
+        "plain: answer() returned 42\n"
+    );
+    assert_eq!(
+        d.ctl(&["call", "plain", "add_one", "--arg", "-8"]).ok(),
+        "plain: add_one(-8) returned -7\n"
+    );
+    assert_eq!(d.ctl(&["--json", "call", "plain", "add_one", "--arg", "41"]).json()["result"], 42);
+    let again = d.ctl(&["--json", "load", "plain"]).json();
+    assert_eq!(again["already_loaded"], true);
+
+    // info: a loaded module, and a file that is not loaded (nothing runs, nothing loads).
+    let info = d.ctl(&["info", "hello"]);
+    let text = info.ok();
+    assert!(text.contains("state:") && text.contains("live"), "{text}");
+    assert!(text.contains("version:") && text.contains("1.0.0"), "{text}");
+    let base_file = d.modules.join("misc/dep_base.so");
+    let file_info = d.ctl(&["--json", "info", base_file.to_str().unwrap()]).json();
+    assert_eq!(file_info["loaded"], serde_json::Value::Null);
+    let tags: Vec<&str> = file_info["file"]["modinfo"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tag"].as_str().unwrap())
+        .collect();
+    assert!(tags.contains(&"description"), "{file_info}");
+    assert!(!d.log().contains("init dep_base"), "info FILE must not load the module");
+    assert!(!d.ctl(&["list"]).ok().contains("dep_base"));
+
+    // unload: fini runs, the module is gone.
+    assert_eq!(d.ctl(&["unload", "plain"]).ok(), "unloaded module plain\n");
+    d.wait_log("fini plain", LOG_WAIT);
+    assert!(!d.ctl(&["list"]).ok().contains("plain"));
+
+    // reload: fini, then init of a fresh instance (a new id).
+    let before = d.ctl(&["--json", "info", "hello"]).json()["loaded"]["id"].as_u64().unwrap();
+    let reload = d.ctl(&["--json", "reload", "hello"]).json();
+    assert_ne!(reload["module"]["id"].as_u64().unwrap(), before);
+    d.wait_log("module finalizing", LOG_WAIT);
+    d.wait_log_count("module initializing", 2, LOG_WAIT);
+
+    // Failures name what failed, exit 1.
+    let out = d.ctl(&["unload", "nope"]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr.starts_with("kmodctl: module nope is not loaded"), "{out:?}");
+    let out = d.ctl(&["load", "misc/missing"]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr.contains("misc/missing") && out.stderr.contains("missing.so"), "{out:?}");
+    let out = d.ctl(&["call", "hello", "no_such_symbol"]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr.contains("no_such_symbol") && out.stderr.contains("hello"), "{out:?}");
+    let out = d.ctl(&["--json", "unload", "nope"]);
+    assert_eq!(out.json()["error"], "io.kmodlike.Loader.ModuleNotLoaded");
+}
+
+#[test]
+fn exit_codes_usage_unreachable_version() {
+    let d = Daemon::start(&[], &[]);
+    assert_eq!(d.ctl(&["ping"]).code(), 0);
+    assert_eq!(d.ctl(&["frobnicate"]).code(), 2);
+    assert_eq!(d.ctl(&["call", "m", "f", "--arg", "1", "--returns", "void"]).code(), 2);
+    assert_eq!(d.ctl(&["load"]).code(), 2);
+
+    let mut cmd = Command::new(kmodctl_bin());
+    cmd.args(["--socket", "/nonexistent/kmodlike.sock", "list"]);
+    let out = run_with_deadline(&mut cmd, CTL_DEADLINE);
+    assert_eq!(out.code(), 3, "{out:?}");
+    assert!(
+        out.stderr.starts_with("kmodctl: cannot reach the daemon at /nonexistent/kmodlike.sock"),
+        "{out:?}"
+    );
+
+    let mut cmd = Command::new(kmodctl_bin());
+    cmd.arg("--version");
+    let out = run_with_deadline(&mut cmd, CTL_DEADLINE);
+    assert_eq!(out.ok().trim(), format!("kmodctl {}", env!("CARGO_PKG_VERSION")));
+}
+
+/// Starts `kmodctl monitor --json --count n` and returns its lines as they come.
+fn start_monitor(d: &Daemon, n: u64) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(kmodctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["--json", "monitor", "--count", &n.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn crashes_status_and_monitor() {
+    let segv = crash_module("crash_segv", libc::SIGSEGV, &[]);
+    let d = Daemon::start(&[(&segv, "crash_segv.so")], &[]);
+
+    let (mut mon, lines) = start_monitor(&d, 2);
+    let first = lines.recv_timeout(Duration::from_secs(10)).expect("the started event");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&first).unwrap()["event"]["kind"],
+        "started"
+    );
+
+    d.ctl(&["load", "crash_segv"]).ok();
+    let out = d.ctl(&["call", "crash_segv", "crash", "--returns", "int"]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr.starts_with("kmodctl: module crash_segv crashed: SIGSEGV"), "{out:?}");
+
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let line = lines.recv_timeout(Duration::from_secs(10)).expect("a monitor event");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        kinds.push(v["event"]["kind"].as_str().unwrap().to_owned());
+        if v["event"]["kind"] == "crashed" {
+            assert_eq!(v["event"]["report"]["signal_name"], "SIGSEGV");
+            assert_eq!(v["event"]["name"], "crash_segv");
+        }
+    }
+    assert_eq!(kinds, ["loaded", "crashed"]);
+    let st = wait_deadline(&mut mon, Duration::from_secs(10)).expect("monitor exits after --count");
+    assert!(st.success());
+
+    let crashes = d.ctl(&["crashes"]);
+    assert!(
+        crashes.ok().contains("module crash_segv crashed: SIGSEGV (SEGV_MAPERR"),
+        "{crashes:?}"
+    );
+    let j = d.ctl(&["--json", "crashes"]).json();
+    assert_eq!(j["crashes"][0]["module"], "crash_segv");
+    assert_eq!(j["crashes"][0]["phase"], "call");
+
+    let status = d.ctl(&["--json", "status"]).json();
+    assert_eq!(status["crashes"], 1);
+    assert_eq!(status["modules"], 0);
+    assert_eq!(status["pid"], d.pid());
+    assert!(status["uptime_secs"].as_f64().unwrap() > 0.0);
+    assert_eq!(status["crash_loop"]["max_crashes"], 5);
+    assert!(d.ctl(&["status"]).ok().contains("crashes:"));
+}
+
+#[test]
+fn dependencies_show_in_used_by_and_block_unload() {
+    let base = test_module("dep_base");
+    let top = test_module("dep_top");
+    let mut d = Daemon::start(&[(&base, "dep_base.so"), (&top, "dep_top.so")], &[]);
+    d.ctl(&["load", "dep_top"]).ok();
+    d.wait_log("init dep_base", LOG_WAIT);
+    let table = d.ctl(&["list"]);
+    let base_row =
+        table.ok().lines().find(|l| l.starts_with("dep_base")).expect("dep_base row").to_owned();
+    assert!(base_row.contains("dep_top"), "Used by names the dependent: {base_row}");
+    assert_eq!(
+        d.ctl(&["call", "dep_top", "top_value", "--returns", "int"]).ok(),
+        "dep_top: top_value() returned 42\n"
+    );
+
+    let out = d.ctl(&["unload", "dep_base"]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr.contains("dep_base") && out.stderr.contains("dep_top"), "{out:?}");
+
+    d.ctl(&["unload", "dep_top"]).ok();
+    d.wait_log("fini dep_base", LOG_WAIT);
+    let log = d.log();
+    assert!(log.find("fini dep_top").unwrap() < log.find("fini dep_base").unwrap());
+    assert!(!d.ctl(&["list"]).ok().contains("dep_"));
+}
+
+#[test]
+fn crash_loop_quarantines_until_cleared() {
+    let segv = crash_module("crash_loop", libc::SIGSEGV, &[]);
+    let d = Daemon::start(&[(&segv, "crash_loop.so")], &["--crash-loop-max", "2"]);
+    for _ in 0..2 {
+        d.ctl(&["load", "crash_loop"]).ok();
+        assert_eq!(d.ctl(&["call", "crash_loop", "crash"]).code(), 1);
+    }
+    let out = d.ctl(&["load", "crash_loop"]);
+    assert_eq!(out.code(), 1);
+    assert!(
+        out.stderr.contains("quarantined") && out.stderr.contains("kmodctl clear crash_loop"),
+        "{out:?}"
+    );
+    assert_eq!(
+        d.ctl(&["--json", "status"]).json()["quarantined"],
+        serde_json::json!(["crash_loop"])
+    );
+    d.ctl(&["clear", "crash_loop"]).ok();
+    d.ctl(&["load", "crash_loop"]).ok();
+    let out = d.ctl(&["clear", "crash_loop"]);
+    assert_eq!(out.code(), 1, "not quarantined any more: {out:?}");
+}
+
+#[test]
+fn unload_is_busy_during_a_call_and_waits_with_wait() {
+    let plain = crash_module("slow", 0, &[]);
+    let mut d = Daemon::start(&[(&plain, "slow.so")], &[]);
+    d.ctl(&["load", "slow"]).ok();
+    let mut call = Command::new(kmodctl_bin())
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["call", "slow", "sleep_ms", "--arg", "2000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Give the call time to enter the module.
+    std::thread::sleep(Duration::from_millis(400));
+    let out = d.ctl(&["unload", "slow"]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(out.stderr.contains("busy") && out.stderr.contains("slow"), "{out:?}");
+    let started = Instant::now();
+    d.ctl(&["unload", "--wait", "slow"]).ok();
+    assert!(started.elapsed() > Duration::from_millis(500), "waited for the call");
+    assert!(wait_deadline(&mut call, Duration::from_secs(10)).unwrap().success());
+    d.wait_log("fini slow", LOG_WAIT);
+}
+
+#[test]
+fn sigterm_runs_fini_in_dependency_order_and_removes_the_socket() {
+    let hello = hello_module();
+    let base = test_module("dep_base");
+    let top = test_module("dep_top");
+    let plain = crash_module("plain_term", 0, &[]);
+    let mut d = Daemon::start(
+        &[
+            (&hello, "hello.so"),
+            (&base, "dep_base.so"),
+            (&top, "dep_top.so"),
+            (&plain, "plain_term.so"),
+        ],
+        &["hello", "dep_top", "plain_term"],
+    );
+    assert!(d.socket.exists());
+    let lock = d.socket.with_extension("sock.lock");
+    assert!(lock.exists());
+    let st = d.terminate();
+    assert_eq!(st.code(), Some(0), "{}", d.log());
+    let log = d.log();
+    for fini in ["module finalizing", "fini dep_top", "fini dep_base", "fini plain_term"] {
+        assert!(log.contains(fini), "{fini:?} missing:\n{log}");
+    }
+    assert!(log.find("fini dep_top").unwrap() < log.find("fini dep_base").unwrap(), "{log}");
+    assert!(!d.socket.exists(), "the socket is removed");
+    assert!(!lock.exists(), "the lock file is removed");
+}
