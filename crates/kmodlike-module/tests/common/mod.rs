@@ -18,19 +18,25 @@ pub fn profile_dir() -> PathBuf {
 /// no-op for cargo when it is fresh). `cargo test -p kmodlike-module` does not build the other
 /// packages' shared objects (hello-rs, libmodule.so), so the tests that load them ask here.
 pub fn cargo_build(package: &str) {
+    cargo_build_args(&["-p", package]);
+}
+
+/// `cargo build --quiet ARGS` in this test binary's profile, once per process per `args`.
+fn cargo_build_args(args: &[&str]) {
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let key = args.join(" ");
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if built.iter().any(|p| p == package) {
+    if built.contains(&key) {
         return;
     }
     let mut cargo = Command::new(env!("CARGO"));
-    cargo.args(["build", "--quiet", "-p", package]);
+    cargo.args(["build", "--quiet"]).args(args);
     if profile_dir().file_name().is_some_and(|p| p == "release") {
         cargo.arg("--release");
     }
     let status = cargo.status().expect("run cargo");
-    assert!(status.success(), "cargo build -p {package} failed");
-    built.push(package.to_owned());
+    assert!(status.success(), "cargo build {key} failed");
+    built.push(key);
 }
 
 /// `hello-rs.so`: modules/hello-rs, the SDK's example module, as `make mod` builds it.
@@ -104,19 +110,11 @@ pub fn run(cmd: &mut Command, limit: Duration) -> std::process::Output {
     std::process::Output { status, stdout, stderr }
 }
 
-/// The shared object of the cdylib example `name` (a test module in `tests/modules/`), built
-/// by `cargo test` before the tests run; built here if it is missing (a filtered build).
+/// The shared object of the cdylib example `name` (a test module in `tests/modules/`). Built
+/// here (a no-op for cargo when fresh): `cargo test --test X` does not rebuild examples.
 pub fn example_module(name: &str) -> PathBuf {
+    cargo_build_args(&["-p", "kmodlike-module", "--example", name]);
     let so = profile_dir().join("examples").join(format!("lib{name}.so"));
-    if !so.exists() {
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "-p", "kmodlike-module", "--example", name]);
-        if profile_dir().file_name().is_some_and(|p| p == "release") {
-            cargo.arg("--release");
-        }
-        let status = cargo.status().expect("run cargo to build a test module");
-        assert!(status.success(), "cargo build --example {name} failed");
-    }
     assert!(so.exists(), "{} missing after the build", so.display());
     so
 }

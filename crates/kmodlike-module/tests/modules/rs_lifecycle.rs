@@ -36,6 +36,12 @@ export! {
         a.checked_add(b).expect("add overflowed")
     }
 
+    /// `2 * i`; panics on overflow, so returns `i32::MIN` (an `int f(int)`, which
+    /// `kmodctl call --arg` can call).
+    fn double(i: i32) -> i32 {
+        i.checked_mul(2).expect("double overflowed")
+    }
+
     /// The host's `user_data`, as kept since init.
     fn user_data_addr() -> usize {
         host().user_data().addr()
