@@ -85,8 +85,10 @@
 //! # }
 //! ```
 //!
-//! Build it with `cargo build --release` and load `target/release/libgreeter.so`, for example
-//! with `kmodctl load` or [`kmodlike::Loader::open`][kmodlike]. `objdump -s -j .modinfo` on the
+//! Build it with `cargo build --release`, and install `target/release/libgreeter.so` under the
+//! name the module should have (the loader names a module after its file: `misc/greeter.so` is
+//! `greeter`). Load it with `kmodctl load`, `module_loader_load` or
+//! [`kmodlike::Loader::open`][kmodlike]. `objdump -s -j .modinfo` on the
 //! file shows the metadata; `kmodctl info` reads it without running any of the module's code.
 //!
 //! # Panics
@@ -102,7 +104,7 @@
 //! | an [`export!`]ed function | it returns its type's [`PanicValue`] (`i32::MIN`, null, `()`, ...) |
 //!
 //! and the panic message, with its source location, goes to the host's log at
-//! [`Level::Error`] as `panic in `add` at src/lib.rs:12:9: add overflowed`. While the host gave a
+//! [`Level::Error`] as ``panic in `add` at src/lib.rs:12:9: add overflowed``. While the host gave a
 //! log, the module's panic messages go there instead of stderr (`RUST_BACKTRACE` still prints
 //! the usual report too); without one, Rust's default hook prints them to stderr. The hook is
 //! the module's own: a `cdylib` carries its own copy of `std`, so it never changes how the host
@@ -117,6 +119,9 @@
 //! a panic while already panicking (a `Drop` that panics during unwinding).
 //!
 //! # Rejected at compile time
+//!
+//! A module with the wrong shape does not build (`tests/ui/` holds every case with the
+//! compiler's message).
 //!
 //! `init` must be `fn(&Context) -> Result<(), InitError>`:
 //!

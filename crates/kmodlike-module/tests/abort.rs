@@ -45,3 +45,42 @@ fn a_panic_during_unwinding_aborts_inside_the_module_and_the_guard_contains_it()
         again.close().map_err(|e| e.error).expect("close");
     });
 }
+
+/// tests/modules/rs_panic_abort, a module built with `panic = "abort"` (its own little
+/// workspace, built into target/<profile>/sdk-tests/panic-abort).
+fn panic_abort_module() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/modules/rs_panic_abort/Cargo.toml");
+    let target = common::profile_dir().join("sdk-tests/panic-abort");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building {} failed", manifest.display());
+    target.join("debug/librs_panic_abort.so")
+}
+
+#[test]
+fn a_panic_in_a_module_built_with_panic_abort_is_logged_then_contained_as_sigabrt() {
+    with_timeout(Duration::from_secs(120), || {
+        let dir = temp_dir();
+        let so = install(&panic_abort_module(), dir.path(), "rs_panic_abort.so");
+        let logs = Logs::default();
+        let loader = Loader::builder().log(logs.sink()).build();
+        let handle = loader.open(so.to_str().unwrap()).expect("open");
+        // SAFETY: `void give_up(void)`.
+        let give_up: extern "C" fn() = unsafe { export(&handle, "give_up") };
+        match handle.call0(give_up) {
+            Err(Error::Crashed(report)) => assert_eq!(report.signal, libc::SIGABRT),
+            other => panic!("expected a contained SIGABRT, got {other:?}"),
+        }
+        let (module, level, msg) = logs.find("giving up under panic=abort").expect("logged first");
+        assert_eq!((module.as_str(), level), ("rs_panic_abort", 2));
+        assert!(msg.starts_with("panic in `give_up` at "), "{msg}");
+        assert!(msg.ends_with("the process aborts"), "{msg}");
+        assert!(!handle.is_live());
+    });
+}
