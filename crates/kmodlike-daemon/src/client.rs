@@ -121,9 +121,7 @@ impl Connection {
         method: &str,
         parameters: Value,
     ) -> Result<Result<Map<String, Value>, VarlinkError>, ClientError> {
-        self.send(&Request::new(method, parameters))?;
-        let reply = self.receive()?;
-        Ok(into_result(reply))
+        self.send_then_receive(&Request::new(method, parameters)).map(into_result)
     }
 
     /// Call `method` with `more`, passing each reply to `on_reply` until the daemon ends the
@@ -136,9 +134,12 @@ impl Connection {
     ) -> Result<Result<(), VarlinkError>, ClientError> {
         let mut req = Request::new(method, parameters);
         req.more = true;
-        self.send(&req)?;
+        let mut first = Some(self.send_then_receive(&req)?);
         loop {
-            let reply = self.receive()?;
+            let reply = match first.take() {
+                Some(r) => r,
+                None => self.receive()?,
+            };
             let continues = reply.continues;
             match into_result(reply) {
                 Err(e) => return Ok(Err(e)),
@@ -148,6 +149,16 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// Send `request` and read the first reply. A daemon that refuses a connection
+    /// (PermissionDenied, TooManyConnections) replies and closes before reading anything, so
+    /// a failed send still looks for that reply before reporting the send's error.
+    fn send_then_receive(&mut self, request: &Request) -> Result<Reply, ClientError> {
+        match self.send(request) {
+            Ok(()) => self.receive(),
+            Err(send_error) => self.receive().map_err(|_| send_error),
         }
     }
 

@@ -59,7 +59,7 @@ pub fn run(args: CtlArgs) -> ExitCode {
         Err(Failure::Reply(e)) => {
             if args.json {
                 let doc = json!({ "error": e.name, "parameters": e.parameters });
-                println!("{doc}");
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             }
             let msg = render::error_message(&e, &socket.display().to_string());
             eprintln!("{} {msg}", err_style.red("kmodctl:"));

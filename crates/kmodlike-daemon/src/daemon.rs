@@ -252,9 +252,14 @@ fn log_event(event: &kmodlike::Event) {
         }
         kmodlike::Event::Unloaded { name } => info!(module = %name, "module {name} unloaded"),
         kmodlike::Event::Crashed(report) => {
+            let fate = if report.phase == kmodlike::Phase::Probe {
+                "was refused (it crashed in the probe child)"
+            } else {
+                "was unloaded"
+            };
             error!(
                 module = %report.module,
-                "module {} crashed with {} and was unloaded; the daemon keeps running",
+                "module {} crashed with {} and {fate}; the daemon keeps running",
                 report.module,
                 report.signal_name
             );

@@ -221,14 +221,19 @@ pub fn error_message(e: &VarlinkError, socket: &str) -> String {
                 e.parameters.get("report").and_then(|r| serde_json::from_value(r.clone()).ok());
             match report {
                 Some(r) => format!(
-                    "module {} crashed: {} ({}: {}) at address {} in {}; it was unloaded and \
-                     the daemon keeps running\n{}",
+                    "module {} crashed: {} ({}: {}) at address {} in {}; {} and the daemon keeps \
+                     running\n{}",
                     r.module,
                     r.signal_name,
                     r.code_name,
                     r.code_meaning,
                     r.fault_addr,
                     r.phase,
+                    if r.phase == "probe" {
+                        "it was refused (the probe loaded it in a child process first)"
+                    } else {
+                        "it was unloaded"
+                    },
                     // The report's first line is the summary just written.
                     r.text.trim_end().split_once('\n').map_or("", |(_, rest)| rest)
                 ),

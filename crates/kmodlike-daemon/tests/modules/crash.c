@@ -44,7 +44,11 @@ static void say(const char *what) {
 }
 
 #ifdef CTOR_CRASH
-__attribute__((constructor)) static void ctor_crash(void) { *(volatile int *)0 = 1; }
+__attribute__((constructor)) static void ctor_crash(void) {
+    /* Through a volatile pointer: GCC deletes a function that is only a literal NULL store. */
+    volatile int *volatile p = 0;
+    *p = 1;
+}
 #endif
 
 uint32_t module_get_interface_version(void) { return MODULE_INTERFACE_VERSION_CURRENT; }
@@ -99,9 +103,11 @@ static void bus_fault(void) {
 int crash(void) {
 #ifdef SIG
     switch (SIG) {
-    case SIGSEGV:
-        *(volatile int *)0 = 1;
+    case SIGSEGV: {
+        volatile int *volatile p = 0;
+        *p = 1;
         break;
+    }
     case SIGBUS:
         bus_fault();
         break;
