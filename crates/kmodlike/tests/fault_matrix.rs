@@ -407,7 +407,8 @@ fn a_bad_free_is_recovered_and_taints_the_process() {
         let f: extern "C" fn() = function(&h, "bad_free");
         let r = crash_of(h.call0(f).unwrap_err());
         assert_eq!(r.signal_name, "SIGABRT");
-        let taint = r.taint.expect("an abort from inside free() taints");
+        let taint =
+            r.taint.clone().unwrap_or_else(|| panic!("an abort from inside free() taints: {r}"));
         assert!(taint.contains("free"), "taint reason: {taint}");
         assert!(kmodlike::taint().is_some(), "the process-wide taint is not set");
     });
@@ -432,7 +433,8 @@ fn a_double_free_with_a_second_thread_alive_is_recovered_tainted_and_does_not_ha
         let f: extern "C" fn() = function(&h, "double_free");
         let r = crash_of(h.call0(f).unwrap_err());
         assert_eq!(r.signal_name, "SIGABRT");
-        let taint = r.taint.expect("an abort from inside free() taints");
+        let taint =
+            r.taint.clone().unwrap_or_else(|| panic!("an abort from inside free() taints: {r}"));
         assert!(taint.contains("free"), "taint reason: {taint}");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         allocator.join().unwrap();

@@ -329,20 +329,62 @@ static void kml_context_regs(const void *ucv, uint64_t *pc, uint64_t *sp) {
 }
 
 /*
- * Walk the stack from sp towards older frames (higher addresses) for at most max_bytes or up
- * to limit. Words that fall in a module's text end the walk: the id + 1 of that module is
- * returned (0 if none was found). Before that, words that look like code addresses outside
- * any module (return addresses into libc and friends, nearest frame first) go to
- * c->stack_words.
+ * Copy len bytes at addr into out with process_vm_readv() on our own pid: a system call that
+ * copies what is mapped and stops (short count or EFAULT) at the first unmapped page instead of
+ * faulting, so a wild address can never fault the handler. Returns the bytes copied.
+ */
+static ssize_t kml_read_memory(uint64_t addr, void *out, size_t len) {
+    struct iovec local = {.iov_base = out, .iov_len = len};
+    struct iovec remote = {.iov_base = (void *)(uintptr_t)addr, .iov_len = len};
+    return process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+}
+
+/*
+ * Does the instruction just before w look like a call, i.e. could w be a return address rather
+ * than any other pointer into code (a function pointer in a local, a stale value)? Reads the
+ * code bytes with kml_read_memory.
+ */
+static int kml_follows_call(uint64_t w) {
+    unsigned char b[8];
+    if (w < 8 || kml_read_memory(w - 8, b, sizeof b) != (ssize_t)sizeof b)
+        return 0;
+#if defined(__x86_64__)
+    /* call rel32: E8 xx xx xx xx, ending at w. */
+    if (b[3] == 0xE8)
+        return 1;
+    /* call r/m64: FF /2, 2 to 7 bytes long (register, [reg+disp8], [rip+disp32], SIB forms). */
+    for (int k = 2; k <= 7; k++)
+        if (b[8 - k] == 0xFF && ((b[8 - k + 1] >> 3) & 7) == 2)
+            return 1;
+    return 0;
+#elif defined(__aarch64__)
+    uint32_t insn = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 |
+                    (uint32_t)b[7] << 24;
+    return (insn & 0xFC000000u) == 0x94000000u    /* BL imm26 */
+           || (insn & 0xFFFFFC1Fu) == 0xD63F0000u; /* BLR Xn */
+#else
+    return 1;
+#endif
+}
+
+/*
+ * Walk the stack from sp towards older frames (higher addresses), up to limit (when above sp)
+ * and at most max_bytes, looking for return addresses: words that point into code just after a
+ * call instruction. Stale values are everywhere on a stack (slots a frame reserved but never
+ * wrote keep what earlier, deeper calls left there), so nothing here is proof; nearest first is
+ * the best order of evidence.
  *
- * The stack is read with process_vm_readv() on our own pid: a system call that copies what is
- * mapped and stops (short count or EFAULT) at the first unmapped page instead of faulting, so
- * a wild sp can never fault the handler. The buffer lives on the handler's (alternate) stack.
+ *   - Return addresses outside every module (libc and friends) go to c->stack_words, nearest
+ *     first, up to KML_STACK_WORDS: the loader looks for an abort raised from inside malloc.
+ *   - The first return address into a module's text gives the returned module key (id + 1),
+ *     or 0: it attributes an abort on a thread without a guard.
+ *
+ * The stack is read in chunks into a buffer on the handler's (alternate) stack.
  */
 static uint64_t kml_scan_stack(uint64_t sp, uint64_t limit, size_t max_bytes,
                                struct kml_raw_crash *c) {
     uint64_t buf[128];
-    pid_t self = getpid();
+    uint64_t found = 0;
     sp &= ~(uint64_t)7;
     uint64_t end = sp + max_bytes;
     if (limit > sp && limit < end)
@@ -351,25 +393,28 @@ static uint64_t kml_scan_stack(uint64_t sp, uint64_t limit, size_t max_bytes,
         size_t want = sizeof buf;
         if (end - at < want)
             want = (size_t)(end - at);
-        struct iovec local = {.iov_base = buf, .iov_len = want};
-        struct iovec remote = {.iov_base = (void *)(uintptr_t)at, .iov_len = want};
-        ssize_t got = process_vm_readv(self, &local, 1, &remote, 1, 0);
+        ssize_t got = kml_read_memory(at, buf, want);
         if (got <= 0)
             break;
         size_t words = (size_t)got / sizeof(uint64_t);
         for (size_t i = 0; i < words; i++) {
             uint64_t w = buf[i];
             uint64_t key = kml_text_key_at(w);
-            if (key != 0)
-                return key;
-            if (c->n_stack_words < KML_STACK_WORDS && kml_is_code(w) == 1)
+            if (key != 0) {
+                if (found == 0 && kml_follows_call(w))
+                    found = key;
+                continue;
+            }
+            if (c->n_stack_words < KML_STACK_WORDS && kml_is_code(w) == 1 && kml_follows_call(w))
                 c->stack_words[c->n_stack_words++] = w;
         }
+        if (found != 0 && c->n_stack_words >= KML_STACK_WORDS)
+            break;
         if ((size_t)got < want)
             break;
         at += (uint64_t)got;
     }
-    return 0;
+    return found;
 }
 
 /* Fill c with what the kernel told us. Async-signal-safe: plain stores into c, getpid(),

@@ -79,11 +79,12 @@ pub(crate) struct RawCrash {
     /// Return addresses found on the faulting stack that lie outside any module (for SIGABRT:
     /// used after the jump to tell an abort from inside malloc).
     ///
-    /// Filled for raised signals (`SI_TKILL`: `abort`, `raise`) only: code addresses (words
-    /// inside an executable segment of a loaded object) from the faulting stack pointer
-    /// towards older frames, nearest first, up to 32, stopping at the first word inside a
-    /// module's text or at the guard's own frame. A word may be a stale value rather than a
-    /// live return address: treat the first few as the best evidence.
+    /// Filled for raised signals (`SI_TKILL`: `abort`, `raise`) only: words from the faulting
+    /// stack pointer towards older frames, up to the guard's own frame (at most 16 KiB), that
+    /// point into an executable segment of a loaded object other than a module, just after a
+    /// call instruction; nearest first, up to 32. A stack holds stale values too (slots a frame
+    /// never wrote keep what earlier calls left), so a word is evidence, not proof: the
+    /// nearest are the best.
     pub stack_words: Vec<u64>,
     /// The fault happened on a thread with no guard (a thread the module started).
     pub on_module_thread: bool,

@@ -500,7 +500,12 @@ fn module_time(module: Option<u64>) -> u64 {
 extern "C" fn unguarded_module_code_calls_log() {
     // SAFETY: as in module_calls_log.
     unsafe { log_trampoline()(2, c"from module text".as_ptr()) };
+    // Work after the call, so the optimiser cannot turn it into a tail call (whose return
+    // address would be our caller's, outside the registered text).
+    AFTER_LOG.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
+
+static AFTER_LOG: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 extern "C" fn module_reads_time(ctx: *mut c_void) {
     // SAFETY: ctx points to a u64 owned by the caller.
@@ -670,4 +675,97 @@ fn a_fault_outside_module_text_on_a_thread_without_a_guard_is_fatal() {
     let (status, out) = run_child(NAME);
     assert_eq!(status.signal(), Some(libc::SIGILL), "child status {status:?}; output:\n{out}");
     assert!(!out.contains("SURVIVED"), "child output:\n{out}");
+}
+
+// ----- concurrency ----------------------------------------------------------------------------
+
+#[test]
+fn guarded_crashes_on_many_threads_at_once_are_each_caught_by_their_own_guard() {
+    let faults: [(unsafe extern "C" fn(*mut c_void), i32); 4] = [
+        (fault_segv, libc::SIGSEGV),
+        (fault_ill, libc::SIGILL),
+        (fault_abrt, libc::SIGABRT),
+        (fault_fpe, libc::SIGFPE),
+    ];
+    // Meanwhile the module table is rewritten, as loads and unloads on other threads do.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = u64::MAX - 1000 - (n % 16);
+                register_module(id, &[(0x5000 + n % 16 * 0x100, 0x5000 + n % 16 * 0x100 + 0x80)]);
+                unregister_module(id);
+                n += 1;
+            }
+        })
+    };
+    let workers: Vec<_> = (0..8u64)
+        .map(|t| {
+            let (f, signo) = faults[t as usize % faults.len()];
+            std::thread::spawn(move || {
+                for i in 0..100u64 {
+                    let id = t * 1000 + i;
+                    let c = expect_crash(id, f, std::ptr::null_mut());
+                    assert_eq!((c.signo, c.module_id), (signo, id), "thread {t} crash {i}");
+                    // SAFETY: gettid has no preconditions.
+                    assert_eq!(c.tid, unsafe { libc::gettid() });
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a worker thread failed");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.join().unwrap();
+}
+
+// ----- stack words ----------------------------------------------------------------------------
+
+extern "C" fn aborting_comparator(_: *const c_void, _: *const c_void) -> c_int {
+    // SAFETY: abort has no preconditions; the guard catches its SIGABRT.
+    unsafe { libc::abort() }
+}
+
+/// Module code -> libc (qsort) -> module callback -> abort().
+extern "C" fn sort_with_aborting_comparator(_: *mut c_void) {
+    let mut items = [3u32, 1, 2];
+    // SAFETY: a valid array of three u32 and a comparator of the right type.
+    unsafe {
+        libc::qsort(items.as_mut_ptr().cast(), items.len(), 4, Some(aborting_comparator));
+    }
+}
+
+#[test]
+fn stack_words_look_past_module_frames_to_the_libc_frames_behind_them() {
+    // The comparator stands in for module text: the return address into it sits between
+    // abort's frames and qsort's. The scan must not stop there.
+    let cmp = aborting_comparator as *const () as usize as u64;
+    let id = u64::MAX - 200;
+    register_module(id, &[(cmp, cmp + 256)]);
+    let c = expect_crash(id, sort_with_aborting_comparator, std::ptr::null_mut());
+    unregister_module(id);
+    assert_eq!(c.signo, libc::SIGABRT);
+    let names: Vec<String> = c.stack_words.iter().map(|&w| symbol_of(w)).collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("qsort")),
+        "no return address into qsort behind the module's frame: {names:?}"
+    );
+    assert!(
+        c.stack_words.iter().all(|&w| !(cmp..cmp + 256).contains(&w)),
+        "a module word was recorded as a libc word"
+    );
+}
+
+fn symbol_of(addr: u64) -> String {
+    // SAFETY: all-zero Dl_info is a valid out value; dladdr only reads `addr` as a number.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid out pointer.
+    if unsafe { libc::dladdr(addr as *const c_void, &mut info) } == 0 || info.dli_sname.is_null() {
+        return format!("{addr:#x}");
+    }
+    // SAFETY: dladdr returned a NUL-terminated symbol name owned by the dynamic linker.
+    unsafe { CStr::from_ptr(info.dli_sname) }.to_string_lossy().into_owned()
 }
