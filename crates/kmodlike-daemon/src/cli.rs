@@ -34,8 +34,8 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
 
-    /// Search modules in DIR (repeat for several; replaces $KMODLIKE_MODULE_PATH and the
-    /// built-in default).
+    /// Search modules in DIR (repeat for several), before $KMODLIKE_MODULE_PATH and the
+    /// built-in default directories.
     #[arg(long = "module-path", value_name = "DIR")]
     pub module_path: Vec<PathBuf>,
 
@@ -129,7 +129,8 @@ pub enum CtlCommand {
         /// The module's name.
         #[arg(value_name = "NAME")]
         name: String,
-        /// Unload even if its module_can_unload() asks to be kept.
+        /// Unload even if its module_can_unload() asks to be kept (never a module others
+        /// depend on, nor one with calls running).
         #[arg(long, short)]
         force: bool,
         /// Wait (up to 30 s) for calls still running in it instead of failing at once.

@@ -291,3 +291,20 @@ fn sigterm_runs_fini_in_dependency_order_and_removes_the_socket() {
     assert!(!d.socket.exists(), "the socket is removed");
     assert!(!lock.exists(), "the lock file is removed");
 }
+
+#[test]
+fn module_can_unload_veto_keeps_the_module_until_it_agrees() {
+    let veto = test_module("veto");
+    let mut d = Daemon::start(&[(&veto, "veto.so")], &[]);
+    d.ctl(&["load", "veto"]).ok();
+    d.ctl(&["call", "veto", "keep_loaded", "--arg", "1"]).ok();
+    let out = d.ctl(&["--json", "unload", "veto"]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_eq!(out.json()["error"], "io.kmodlike.Loader.Busy");
+    assert_eq!(out.json()["parameters"]["reason"], "veto");
+    assert!(out.stderr.contains("module_can_unload()"), "{out:?}");
+    assert!(d.ctl(&["list"]).ok().contains("veto"), "still loaded, still held");
+    d.ctl(&["call", "veto", "keep_loaded", "--arg", "0"]).ok();
+    d.ctl(&["unload", "veto"]).ok();
+    d.wait_log("fini veto", LOG_WAIT);
+}

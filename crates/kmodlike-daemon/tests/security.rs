@@ -66,6 +66,19 @@ fn another_uid_is_refused_by_the_mode_and_by_peercred() {
 }
 
 #[test]
+fn socket_group_members_may_call() {
+    if !root_or_skip("the socket group test") {
+        return;
+    }
+    let d = Daemon::start(&[], &["--socket-group", "65534", "--socket-mode", "0660"]);
+    chmod(d.dir.path(), 0o755);
+    let meta = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, NOBODY));
+    let out = ctl_as(NOBODY, &d.socket, &["ping"]);
+    assert!(out.ok().contains("answers"), "{out:?}");
+}
+
+#[test]
 fn client_refuses_a_socket_served_by_another_uid() {
     if !root_or_skip("the squatter test") {
         return;

@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use kmodlike::{BusyReason, Error, Handle, Loader};
 use serde::Serialize;
@@ -19,10 +19,17 @@ use serde_json::{json, Value};
 use crate::server::{CallContext, Connections, Outcome, Service};
 use crate::varlink::params::Params;
 use crate::varlink::types::{
-    self, epoch_secs, CallReply, CrashesReply, InfoReply, ListReply, LoadReply, ModuleFile,
-    MonitorReply, PingReply, ReloadReply, StatusReply,
+    self, CallReply, CrashesReply, InfoReply, ListReply, LoadReply, ModuleFile, MonitorReply,
+    PingReply, ReloadReply, StatusReply,
 };
 use crate::varlink::{VarlinkError, INTERFACE, INTERFACE_DESCRIPTION};
+
+mod errors;
+mod monitor;
+
+pub use errors::map_error;
+use errors::{busy, not_loaded};
+use monitor::{monitor_event, MonitorHub};
 
 /// How long `Unload` with `wait` waits for calls in flight.
 pub const UNLOAD_WAIT: Duration = Duration::from_secs(30);
@@ -41,25 +48,6 @@ pub struct DaemonFacts {
     pub crash_loop: Option<kmodlike::CrashLoop>,
     /// The connection bound.
     pub max_connections: usize,
-}
-
-/// The Monitor subscribers.
-#[derive(Default)]
-struct MonitorHub {
-    subscribers: Mutex<Vec<SyncSender<Value>>>,
-}
-
-impl MonitorHub {
-    fn publish(&self, event: types::Event) {
-        let Ok(value) = serde_json::to_value(MonitorReply { event }) else { return };
-        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        // A subscriber whose backlog is full is dropped: its stream ends, others go on.
-        subs.retain(|tx| tx.try_send(value.clone()).is_ok());
-    }
-
-    fn close_all(&self) {
-        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
 }
 
 /// The implementation of `io.kmodlike.Loader`.
@@ -216,7 +204,6 @@ impl LoaderService {
                     continue;
                 }
             };
-            let _ = force; // see the report: needs a forced close in the loader
             match handle.close() {
                 Ok(()) => return Ok(()),
                 Err(e) => {
@@ -229,6 +216,22 @@ impl LoaderService {
                         }
                         Some(h) => {
                             self.held().insert(name.to_owned(), Arc::new(h));
+                            let vetoed =
+                                matches!(e.error, Error::Busy { reason: BusyReason::Veto(_), .. });
+                            if force && vetoed {
+                                // kmodlike::Handle offers no close that skips
+                                // module_can_unload() yet; say so rather than pretend.
+                                return Err(busy(
+                                    name,
+                                    "veto",
+                                    &[],
+                                    &format!(
+                                        "{}; force cannot override it with this version of the \
+                                         kmodlike library",
+                                        e.error
+                                    ),
+                                ));
+                            }
                             return Err(map_error(&e.error, name));
                         }
                         None => return Err(map_error(&e.error, name)),
@@ -484,117 +487,6 @@ fn reply<T: Serialize>(value: T) -> Result<Value, VarlinkError> {
         .map_err(|e| VarlinkError::failed(format!("cannot encode the reply: {e}")))
 }
 
-fn not_loaded(name: &str, reason: Option<&str>) -> VarlinkError {
-    VarlinkError::loader("ModuleNotLoaded", json!({ "module": name, "reason": reason }))
-}
-
-fn busy(name: &str, reason: &str, holders: &[String], message: &str) -> VarlinkError {
-    VarlinkError::loader(
-        "Busy",
-        json!({ "module": name, "reason": reason, "holders": holders, "message": message }),
-    )
-}
-
-/// The file an error is about, when it names one.
-fn error_path(e: &Error) -> Option<&Path> {
-    match e {
-        Error::Unreadable { path, .. }
-        | Error::EmptyFile { path, .. }
-        | Error::NotElf { path, .. }
-        | Error::Truncated { path, .. }
-        | Error::WrongArchitecture { path, .. }
-        | Error::NotSharedObject { path, .. }
-        | Error::LoadFailed { path, .. }
-        | Error::MissingExport { path, .. }
-        | Error::NoInterface { path, .. }
-        | Error::VersionMismatch { path, .. }
-        | Error::InitFailed { path, .. }
-        | Error::Probe { path, .. } => Some(path),
-        Error::AlreadyLoaded { existing, .. } => Some(existing),
-        _ => None,
-    }
-}
-
-/// The Varlink error for a loader error; `subject` is the spec or module name asked for.
-pub fn map_error(e: &Error, subject: &str) -> VarlinkError {
-    if let Some(report) = e.crash_report() {
-        return VarlinkError::loader(
-            "ModuleCrashed",
-            json!({
-                "module": report.module,
-                "signal": report.signal_name,
-                "report": types::CrashReport::from(report),
-            }),
-        );
-    }
-    match e {
-        Error::NotFound { spec, tried } => VarlinkError::loader(
-            "ModuleNotFound",
-            json!({
-                "spec": spec,
-                "tried": tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-            }),
-        ),
-        Error::NotLoaded { module, reason } => {
-            let module = if module.is_empty() { subject } else { module };
-            not_loaded(module, Some(reason.as_str()).filter(|r| !r.is_empty()))
-        }
-        Error::Quarantined { module, crashes, window_secs } => VarlinkError::loader(
-            "Quarantined",
-            json!({ "module": module, "crashes": crashes, "window_secs": window_secs }),
-        ),
-        Error::Busy { module, reason } => {
-            let (kind, holders) = match reason {
-                BusyReason::Holders(h) => ("holders", h.clone()),
-                BusyReason::Veto(_) => ("veto", Vec::new()),
-                BusyReason::InFlight(_) => ("in_flight", Vec::new()),
-            };
-            busy(module, kind, &holders, &e.to_string())
-        }
-        Error::SymbolNotFound { module, symbol, .. } => VarlinkError::loader(
-            "SymbolNotFound",
-            json!({ "module": module, "symbol": symbol, "message": e.to_string() }),
-        ),
-        _ => VarlinkError::loader(
-            "LoadFailed",
-            json!({
-                "spec": subject,
-                "path": error_path(e).map(|p| p.display().to_string()),
-                "kind": e.kind().name(),
-                "message": e.to_string(),
-            }),
-        ),
-    }
-}
-
-/// The Monitor event for a loader event.
-fn monitor_event(event: &kmodlike::Event) -> types::Event {
-    let time = epoch_secs(SystemTime::now());
-    match event {
-        kmodlike::Event::Loaded(info) => types::Event {
-            kind: "loaded".into(),
-            time,
-            name: Some(info.name.clone()),
-            module: Some(types::Module::from(info)),
-            report: None,
-        },
-        kmodlike::Event::Unloaded { name } => types::Event {
-            kind: "unloaded".into(),
-            time,
-            name: Some(name.clone()),
-            module: None,
-            report: None,
-        },
-        kmodlike::Event::Crashed(report) => types::Event {
-            kind: "crashed".into(),
-            time,
-            name: Some(report.module.clone()),
-            module: None,
-            report: Some(types::CrashReport::from(&**report)),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,32 +499,5 @@ mod tests {
         assert_eq!(Signature::parse("int(int)").unwrap(), Signature::IntInt);
         let e = Signature::parse("double(char*)").unwrap_err();
         assert_eq!(e.parameters["parameter"], "signature");
-    }
-
-    #[test]
-    fn errors_keep_their_subject() {
-        let e = map_error(
-            &Error::NotFound { spec: "misc/x".into(), tried: vec!["/a/misc/x.so".into()] },
-            "misc/x",
-        );
-        assert_eq!(e.name, "io.kmodlike.Loader.ModuleNotFound");
-        assert_eq!(e.parameters["tried"], json!(["/a/misc/x.so"]));
-
-        let e = map_error(
-            &Error::Busy { module: "a".into(), reason: BusyReason::Holders(vec!["b".into()]) },
-            "a",
-        );
-        assert_eq!(e.short_name(), "Busy");
-        assert_eq!(e.parameters["reason"], "holders");
-        assert_eq!(e.parameters["holders"], json!(["b"]));
-
-        let e = map_error(
-            &Error::InitFailed { module: "m".into(), path: "/m.so".into(), code: 3 },
-            "/m.so",
-        );
-        assert_eq!(e.short_name(), "LoadFailed");
-        assert_eq!(e.parameters["kind"], "InitFailed");
-        assert_eq!(e.parameters["path"], "/m.so");
-        assert!(e.param_str("message").unwrap().contains("code 3"));
     }
 }
