@@ -93,6 +93,14 @@ struct kml_guard {
  */
 static __thread struct kml_guard *kml_current __attribute__((tls_model("initial-exec")));
 
+/*
+ * Set once this thread has entered a guard: it is a host thread that calls into modules, not a
+ * thread a module started. Its stack is full of stale return addresses into modules (left by
+ * earlier guarded calls in slots that later frames reserved but never wrote), so a raised
+ * signal on it outside a guard is never attributed to a module by scanning the stack.
+ */
+static __thread int kml_thread_entered_guard __attribute__((tls_model("initial-exec")));
+
 /* ------------------------------------------------------------------------------------------ */
 /* Process-wide state, written before the handler is installed or published through atomics.  */
 /* ------------------------------------------------------------------------------------------ */
@@ -456,7 +464,8 @@ __attribute__((noreturn)) static void kml_park(const struct kml_raw_crash *c) {
         }
     }
     if (slot >= 0) {
-        kml_thread_slots[slot].crash = *c; /* a struct copy: plain stores, no libc call */
+        /* A struct copy: plain stores, or memcpy (async-signal-safe since POSIX.1-2016). */
+        kml_thread_slots[slot].crash = *c;
         atomic_store_explicit(&kml_thread_slots[slot].state, KML_SLOT_READY, memory_order_release);
         int fd = atomic_load_explicit(&kml_pipe_fd, memory_order_acquire);
         unsigned char byte = (unsigned char)slot;
@@ -544,7 +553,7 @@ static void kml_handler(int signo, siginfo_t *si, void *uc) {
         /* The main thread is never parked: parking it would hang the host. */
         if (c.tid != getpid()) {
             uint64_t key = kml_text_key_at(c.pc);
-            if (key == 0 && si->si_code <= 0) {
+            if (key == 0 && si->si_code <= 0 && !kml_thread_entered_guard) {
                 /* abort()/raise() on a module thread: the PC is in libc, but a return
                  * address into the module is near the top of the stack. */
                 key = kml_scan_stack(c.sp, 0, 16384, &c);
@@ -617,6 +626,7 @@ __attribute__((noinline)) static int kml_guard_enter(struct kml_guard *rec, void
 int kml_guard_call(void (*fn)(void *), void *ctx, uint64_t module_id,
                    struct kml_raw_crash *out) {
     struct kml_guard rec;
+    kml_thread_entered_guard = 1;
     rec.prev = kml_current;
     rec.module_id = module_id;
     rec.suspended = 0;

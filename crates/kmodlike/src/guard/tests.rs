@@ -769,3 +769,29 @@ fn symbol_of(addr: u64) -> String {
     // SAFETY: dladdr returned a NUL-terminated symbol name owned by the dynamic linker.
     unsafe { CStr::from_ptr(info.dli_sname) }.to_string_lossy().into_owned()
 }
+
+#[test]
+fn an_abort_outside_a_guard_on_a_thread_that_entered_one_is_fatal() {
+    // Such a thread is a host thread: return addresses into modules on its stack may be stale
+    // leftovers of its guarded calls, so they never make its abort a module's crash.
+    const NAME: &str =
+        "guard::tests::an_abort_outside_a_guard_on_a_thread_that_entered_one_is_fatal";
+    if in_child() {
+        install();
+        set_thread_crash_sink(record_thread_crash);
+        let body = module_thread_body_abort as *const () as usize as u64;
+        register_module(79, &[(body, body + 256)]);
+        let _ = std::thread::spawn(|| {
+            let mut n = 0u32;
+            // SAFETY: no_fault increments the u32 it is given.
+            unsafe { call(1, no_fault, (&mut n as *mut u32).cast()) }.unwrap();
+            module_thread_body_abort();
+        })
+        .join();
+        raw_stderr(b"SURVIVED a host thread's abort\n");
+        return;
+    }
+    let (status, out) = run_child(NAME);
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "child status {status:?}; output:\n{out}");
+    assert!(!out.contains("SURVIVED"), "child output:\n{out}");
+}
