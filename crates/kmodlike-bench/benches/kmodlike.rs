@@ -1,0 +1,647 @@
+//! kmodlike against the baselines a user would otherwise use, measured side by side in one run.
+//!
+//! `make bench` (or `cargo bench -p kmodlike-bench`) runs every group below, then prints one
+//! summary table (figure, ours, baseline, ratio, target, met?) and writes it to
+//! `target/bench/summary.json`. Figures are criterion medians; every target is a ratio of two
+//! figures measured in the same run, so they hold on a busy machine. A filter argument
+//! (`cargo bench -p kmodlike-bench -- guarded_call`) runs only the matching benchmarks; the
+//! table then shows the others as "not run".
+//!
+//! Groups (criterion ids):
+//! - `load_cycle/{libloading,kmodlike,kmodlike_probe}`: open, validate, init, fini, unload of
+//!   the example module, against `dlopen` + three `dlsym` + `dlclose` of the same file;
+//! - `guarded_call/{direct,kmodlike_call0,naive_sigsetjmp}`: an empty module function;
+//! - `crash/{clean_cycle,crash_and_reload,crash_to_error,signal_path,raise_usr1}`;
+//! - `symbol/{kmodlike_cached,dlsym}`;
+//! - `scale/{kmodlike_load,libloading_load,list}/{1,100,1000}`: with N modules loaded;
+//! - `daemon/{ping,raw_echo}/{1,8}`: round trips with 1 and 8 concurrent clients;
+//! - memory (not criterion): the daemon's resident size idle, and after 10,000 load/unload
+//!   cycles.
+
+use std::ffi::{c_void, OsStr};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{BenchmarkId, Criterion};
+use kmodlike::{CrashPolicy, Error, Handle, Loader};
+use kmodlike_bench::baselines::{self, SignalPath};
+use kmodlike_bench::daemon::{self, DaemonProcess, InProcessDaemon, PING};
+use kmodlike_bench::echo::{ConcurrentClients, EchoServer, RawClient};
+use kmodlike_bench::fixtures;
+use kmodlike_bench::summary::{self, Estimates, Figure, Target, Unit};
+use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The three interface exports the raw baseline looks up, as the loader's validation does.
+const INTERFACE: [&[u8]; 3] =
+    [b"module_get_interface_version\0", b"module_init\0", b"module_fini\0"];
+
+/// How this run was invoked.
+struct Run {
+    /// `cargo bench` passes `--bench`; without it (`cargo test --benches`) criterion runs each
+    /// benchmark once as a smoke test, and this run uses small sizes and writes no summary.
+    bench_mode: bool,
+    /// The benchmark filter, when one was given.
+    filter: Option<String>,
+    /// Module counts of the scale group.
+    scale: Vec<usize>,
+    /// Load/unload cycles of the memory figure.
+    memory_cycles: usize,
+    /// A private directory for sockets.
+    tmp: PathBuf,
+}
+
+impl Run {
+    fn from_args() -> Run {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let bench_mode = args.iter().any(|a| a == "--bench");
+        // Criterion's options that take a value, so their values are not taken for a filter.
+        const WITH_VALUE: [&str; 12] = [
+            "--save-baseline",
+            "--baseline",
+            "--baseline-lenient",
+            "--load-baseline",
+            "--color",
+            "--format",
+            "--sample-size",
+            "--warm-up-time",
+            "--measurement-time",
+            "--nresamples",
+            "--noise-threshold",
+            "--confidence-level",
+        ];
+        let mut filter = None;
+        let mut i = 0;
+        while i < args.len() {
+            let a = &args[i];
+            if WITH_VALUE.contains(&a.as_str()) {
+                i += 2;
+                continue;
+            }
+            if !a.starts_with('-') && filter.is_none() {
+                filter = Some(a.clone());
+            }
+            i += 1;
+        }
+        let tmp = std::env::temp_dir().join(format!("kmodlike-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).expect("create the benchmark's temporary directory");
+        Run {
+            bench_mode,
+            filter,
+            scale: if bench_mode { vec![1, 100, 1000] } else { vec![1, 3] },
+            memory_cycles: if bench_mode { 10_000 } else { 100 },
+            tmp,
+        }
+    }
+
+    /// Whether any of `ids` can match the filter (a plain substring test; criterion's own
+    /// regex decides what actually runs, this only skips expensive set-up).
+    fn wants(&self, ids: &[&str]) -> bool {
+        match &self.filter {
+            None => true,
+            Some(f) => ids.iter().any(|id| id.contains(f.as_str()) || f.contains(id)),
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// A loader that searches nowhere by name: every bench opens modules by path.
+fn plain_loader() -> Loader {
+    Loader::builder().module_path(Vec::new()).build()
+}
+
+/// `dlopen` with the loader's own flags, three `dlsym`, `dlclose`: what a host does without
+/// kmodlike.
+fn raw_load_cycle(path: &Path) {
+    // SAFETY: a real module of ours; its constructors are the compiler's defaults.
+    let lib = unsafe { Library::open(Some(path), RTLD_NOW | RTLD_LOCAL) }.expect("dlopen");
+    for name in INTERFACE {
+        // SAFETY: only the address is read.
+        let sym = unsafe { lib.get::<*mut c_void>(name) }.expect("dlsym");
+        black_box(sym.into_raw());
+    }
+    lib.close().expect("dlclose");
+}
+
+fn open(loader: &Loader, path: &Path) -> Handle {
+    loader.open(&path.to_string_lossy()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn close(h: Handle) {
+    h.close().unwrap_or_else(|e| panic!("close: {e}"));
+}
+
+fn void_fn(h: &Handle, name: &str) -> extern "C" fn() {
+    let p = h.symbol_ptr(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // SAFETY: the bench module defines `name` as `void name(void)`.
+    unsafe { std::mem::transmute::<*mut c_void, extern "C" fn()>(p) }
+}
+
+fn int_fn(h: &Handle, name: &str) -> extern "C" fn() -> i32 {
+    let p = h.symbol_ptr(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // SAFETY: the bench module defines `name` as `int name(void)`.
+    unsafe { std::mem::transmute::<*mut c_void, extern "C" fn() -> i32>(p) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Load cycle
+// ---------------------------------------------------------------------------------------------
+
+fn load_cycle(c: &mut Criterion, run: &Run) {
+    if !run.wants(&["load_cycle/libloading", "load_cycle/kmodlike", "load_cycle/kmodlike_probe"]) {
+        return;
+    }
+    let hello = fixtures::hello_module();
+    let loader = plain_loader();
+    let mut g = c.benchmark_group("load_cycle");
+    g.bench_function("libloading", |b| b.iter(|| raw_load_cycle(&hello)));
+    g.bench_function("kmodlike", |b| b.iter(|| close(open(&loader, &hello))));
+    match fixtures::probe_helper(option_env!("CARGO_BIN_EXE_kmodlike-bench-probe")) {
+        Some(helper) => {
+            let probing =
+                Loader::builder().module_path(Vec::new()).probe(true).probe_helper(helper).build();
+            g.sample_size(10).measurement_time(Duration::from_secs(3));
+            g.bench_function("kmodlike_probe", |b| b.iter(|| close(open(&probing, &hello))));
+        }
+        None => eprintln!(
+            "kmodlike-bench: no probe helper (build kmodlike-bench-probe, or set KMODLIKE_PROBE): \
+             load_cycle/kmodlike_probe skipped"
+        ),
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Guarded call
+// ---------------------------------------------------------------------------------------------
+
+fn guarded_call(c: &mut Criterion, run: &Run) {
+    if !run.wants(&[
+        "guarded_call/direct",
+        "guarded_call/kmodlike_call0",
+        "guarded_call/naive_sigsetjmp",
+    ]) {
+        return;
+    }
+    let module = fixtures::bench_module("bench_call");
+    let loader = plain_loader();
+    let h = open(&loader, &module);
+    let empty = void_fn(&h, "bench_empty");
+    let mut g = c.benchmark_group("guarded_call");
+    g.bench_function("direct", |b| b.iter(|| black_box(empty)()));
+    g.bench_function("kmodlike_call0", |b| b.iter(|| h.call0(black_box(empty)).expect("call0")));
+    g.bench_function("naive_sigsetjmp", |b| {
+        b.iter(|| assert!(baselines::naive_guard_call(black_box(empty))))
+    });
+    g.finish();
+    close(h);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Crash and recover
+// ---------------------------------------------------------------------------------------------
+
+fn crash(c: &mut Criterion, run: &Run) {
+    if !run.wants(&[
+        "crash/clean_cycle",
+        "crash/crash_and_reload",
+        "crash/crash_to_error",
+        "crash/signal_path",
+        "crash/raise_usr1",
+    ]) {
+        return;
+    }
+    // Its own file: once it has crashed, every later load of it maps a fresh private copy.
+    let module = fixtures::bench_module("bench_crash");
+    // Reclaim: the module starts no threads, so its code is unmapped after each crash instead
+    // of staying mapped for good (thousands of crashes would otherwise keep thousands of
+    // copies mapped, and slow every later dlopen).
+    let loader =
+        Loader::builder().module_path(Vec::new()).crash_policy(CrashPolicy::Reclaim).build();
+    let mut g = c.benchmark_group("crash");
+
+    // One load cycle with a call that returns: the reference for the recovery.
+    g.bench_function("clean_cycle", |b| {
+        b.iter(|| {
+            let h = open(&loader, &module);
+            h.call0(void_fn(&h, "bench_empty")).expect("call0");
+            close(h);
+        })
+    });
+
+    // The same cycle with a call that raises SIGSEGV: back to the error return, module gone,
+    // and loaded again by the next iteration (from a private copy: the crashed instance may
+    // never be handed out again).
+    g.bench_function("crash_and_reload", |b| {
+        b.iter(|| {
+            let h = open(&loader, &module);
+            match h.call0(int_fn(&h, "bench_crash")) {
+                Err(Error::Crashed(report)) => assert_eq!(report.signal, libc::SIGSEGV),
+                other => panic!("bench_crash did not crash: {other:?}"),
+            }
+            drop(h);
+        })
+    });
+
+    // Through the public API, only the crashing call timed: signal, handler, jump, crash
+    // report, logical unload (and unmapping, under Reclaim).
+    g.bench_function("crash_to_error", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let h = open(&loader, &module);
+                let f = int_fn(&h, "bench_crash");
+                let start = Instant::now();
+                let r = h.call0(f);
+                total += start.elapsed();
+                assert!(matches!(r, Err(Error::Crashed(_))), "bench_crash did not crash");
+                drop(h);
+            }
+            total
+        })
+    });
+
+    // The signal path alone, in the guard's shim: fault, handler, siglongjmp, "crashed".
+    {
+        // A guarded call through a handle first: this thread gets its alternate signal stack.
+        let warm = open(&loader, &module);
+        warm.call0(void_fn(&warm, "bench_empty")).expect("call0");
+        close(warm);
+        let mut path = SignalPath::new();
+        g.bench_function("signal_path", |b| b.iter(|| assert!(path.fault())));
+    }
+
+    baselines::install_usr1_handler().expect("install the SIGUSR1 handler");
+    g.bench_function("raise_usr1", |b| b.iter(baselines::raise_usr1));
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Symbol look-up
+// ---------------------------------------------------------------------------------------------
+
+fn symbol(c: &mut Criterion, run: &Run) {
+    if !run.wants(&["symbol/kmodlike_cached", "symbol/dlsym"]) {
+        return;
+    }
+    let module = fixtures::bench_module("bench_symbol");
+    let loader = plain_loader();
+    let h = open(&loader, &module);
+    h.symbol_ptr("bench_empty").expect("bench_empty"); // now cached
+                                                       // SAFETY: the same file, already loaded: no constructor runs; the handle is only used for
+                                                       // dlsym and closed below.
+    let lib = unsafe { Library::open(Some(&module), RTLD_NOW | RTLD_LOCAL) }.expect("dlopen");
+    let raw = lib.into_raw();
+    let mut g = c.benchmark_group("symbol");
+    g.bench_function("kmodlike_cached", |b| {
+        b.iter(|| h.symbol_ptr(black_box("bench_empty")).expect("symbol"))
+    });
+    g.bench_function("dlsym", |b| {
+        b.iter(|| {
+            // SAFETY: a live handle and a NUL-terminated name.
+            let p = unsafe { libc::dlsym(raw, black_box(c"bench_empty").as_ptr()) };
+            assert!(!p.is_null());
+            p
+        })
+    });
+    g.finish();
+    // SAFETY: from into_raw above; closed once.
+    drop(unsafe { Library::from_raw(raw) });
+    close(h);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Scale
+// ---------------------------------------------------------------------------------------------
+
+fn scale(c: &mut Criterion, run: &Run) {
+    if !run.wants(&["scale/kmodlike_load", "scale/libloading_load", "scale/list"]) {
+        return;
+    }
+    let max = run.scale.iter().copied().max().unwrap_or(1);
+    // max modules to hold loaded, plus one more to load and unload at each size.
+    let mut modules = fixtures::scale_modules(max + 1, 2);
+    let extra = modules.pop().expect("one more module");
+    let loader = plain_loader();
+    let mut held: Vec<Handle> = Vec::with_capacity(max);
+    let mut g = c.benchmark_group("scale");
+    g.sample_size(20).measurement_time(Duration::from_secs(2));
+    for &n in &run.scale {
+        while held.len() < n {
+            held.push(open(&loader, &modules[held.len()]));
+        }
+        assert_eq!(loader.list().len(), n);
+        g.bench_with_input(BenchmarkId::new("kmodlike_load", n), &n, |b, _| {
+            b.iter(|| close(open(&loader, &extra)))
+        });
+        g.bench_with_input(BenchmarkId::new("libloading_load", n), &n, |b, _| {
+            b.iter(|| raw_load_cycle(&extra))
+        });
+        g.bench_with_input(BenchmarkId::new("list", n), &n, |b, _| {
+            b.iter(|| assert_eq!(loader.list().len(), n))
+        });
+    }
+    g.finish();
+    drop(held);
+    loader.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Daemon round trips
+// ---------------------------------------------------------------------------------------------
+
+fn daemon_round_trips(c: &mut Criterion, run: &Run) {
+    if !run.wants(&["daemon/ping/1", "daemon/raw_echo/1", "daemon/ping/8", "daemon/raw_echo/8"]) {
+        return;
+    }
+    let hello = fixtures::hello_module();
+    let loader = plain_loader();
+    let daemon_sock = run.tmp.join("daemon.sock");
+    let echo_sock = run.tmp.join("echo.sock");
+    let server = InProcessDaemon::start(&daemon_sock, loader.clone()).expect("start the daemon");
+    let _hello = open(&loader, &hello);
+    let echo = EchoServer::start(&echo_sock).expect("start the echo server");
+
+    let mut g = c.benchmark_group("daemon");
+    for (id, sock) in [("ping", &daemon_sock), ("raw_echo", &echo_sock)] {
+        let mut client = RawClient::connect(sock).expect("connect");
+        assert!(client.call_ok(PING).is_ok());
+        g.bench_with_input(BenchmarkId::new(id, 1), &1, |b, _| {
+            b.iter(|| client.round_trip(PING).expect("round trip").len())
+        });
+    }
+    for (id, sock) in [("ping", &daemon_sock), ("raw_echo", &echo_sock)] {
+        let clients = ConcurrentClients::connect(sock, 8, PING).expect("connect 8 clients");
+        g.bench_with_input(BenchmarkId::new(id, 8), &8, |b, _| {
+            b.iter_custom(|iters| clients.run(iters).expect("8 concurrent clients"))
+        });
+    }
+    g.finish();
+    drop(echo);
+    drop(server);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Memory
+// ---------------------------------------------------------------------------------------------
+
+/// Resident sizes of the real daemon: idle with the example module loaded, after 1,000 and
+/// after all load/unload cycles.
+struct Memory {
+    idle: u64,
+    after_warmup: Option<(usize, u64)>,
+    after_cycles: u64,
+    cycles: usize,
+}
+
+fn memory(run: &Run) -> Option<Memory> {
+    if !run.wants(&["memory/daemon_rss"]) {
+        return None;
+    }
+    let Some(program) = option_env!("CARGO_BIN_EXE_kmodlike-bench-daemon") else {
+        eprintln!("kmodlike-bench: the daemon program was not built: memory figures skipped");
+        return None;
+    };
+    let hello = fixtures::hello_module();
+    let cycled = fixtures::bench_module("bench_cycle");
+    let socket = run.tmp.join("memory.sock");
+    let log = run.tmp.join("daemon.log");
+    // --no-probe: the probe runs in a child process and leaves nothing in the daemon; skipping
+    // it keeps 10,000 loads from spawning 10,000 processes.
+    let args: [&OsStr; 2] = ["--no-probe".as_ref(), hello.as_os_str()];
+    let d = match DaemonProcess::start(
+        Path::new(program),
+        &socket,
+        &args,
+        Some(&log),
+        Duration::from_secs(30),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "kmodlike-bench: cannot start the daemon ({e}); log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            return None;
+        }
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = d.rss().expect("daemon RSS");
+    let mut client = RawClient::connect(&socket).expect("connect to the daemon");
+    let load = daemon::load_request(&cycled);
+    let unload = daemon::unload_request("bench_cycle");
+    let warmup = (run.memory_cycles / 10).max(1);
+    let mut after_warmup = None;
+    for i in 1..=run.memory_cycles {
+        client.call_ok(&load).unwrap_or_else(|e| panic!("Load {}: {e}", cycled.display()));
+        client.call_ok(&unload).unwrap_or_else(|e| panic!("Unload bench_cycle: {e}"));
+        if i == warmup {
+            after_warmup = Some((i, d.rss().expect("daemon RSS")));
+        }
+    }
+    let after_cycles = d.rss().expect("daemon RSS");
+    drop(client);
+    let _ = d.stop();
+    Some(Memory { idle, after_warmup, after_cycles, cycles: run.memory_cycles })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table
+// ---------------------------------------------------------------------------------------------
+
+fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
+    let m = |id: &str| est.median_ns(id);
+    let big = run.scale.iter().copied().max().unwrap_or(1);
+    let small = run.scale.iter().copied().min().unwrap_or(1);
+    let mid = run.scale.iter().copied().filter(|&n| n != big && n != small).max().unwrap_or(small);
+    let at = |what: &str, n: usize| m(&format!("scale/{what}/{n}"));
+    let linear = (big / mid.max(1)) as f64;
+    let mut f = vec![
+        Figure::cost(
+            "load_cycle",
+            "load cycle: open+validate+init+fini+unload (hello.so)",
+            "libloading dlopen + 3 dlsym + dlclose",
+            Target::RatioAtMost(1.10),
+        )
+        .values(m("load_cycle/kmodlike"), m("load_cycle/libloading")),
+        Figure::cost(
+            "load_cycle_probe",
+            "load cycle with the probe (child process first)",
+            "plain kmodlike load cycle",
+            Target::None,
+        )
+        .values(m("load_cycle/kmodlike_probe"), m("load_cycle/kmodlike")),
+        Figure::cost(
+            "guarded_call_vs_direct",
+            "guarded call of an empty module function (Handle::call0)",
+            "direct call through a function pointer",
+            Target::RatioAtMost(1.6),
+        )
+        .values(m("guarded_call/kmodlike_call0"), m("guarded_call/direct")),
+        Figure::cost(
+            "guarded_call_vs_naive",
+            "guarded call vs a naive guard",
+            "sigsetjmp(env, 1) guard",
+            Target::RatioAtLeast(20.0),
+        )
+        .values(m("guarded_call/kmodlike_call0"), m("guarded_call/naive_sigsetjmp"))
+        .speedup(),
+        Figure::cost(
+            "crash_and_reload",
+            "crash and recover: SIGSEGV in a call, error return, module reloaded",
+            "clean load cycle with a call",
+            Target::None,
+        )
+        .values(m("crash/crash_and_reload"), m("crash/clean_cycle"))
+        .note(
+            "the reload maps a fresh private copy of the file (a crashed instance is never reused)",
+        ),
+        Figure::cost(
+            "crash_signal_path",
+            "crash, signal part alone (fault, handler, siglongjmp)",
+            "bare raise(SIGUSR1) round trip",
+            Target::RatioAtMost(3.0),
+        )
+        .values(m("crash/signal_path"), m("crash/raise_usr1"))
+        .note("timed in the guard's C shim (kml_guard_call), below the public API"),
+        Figure::cost(
+            "crash_to_error",
+            "crash to error return through Handle::call0",
+            "bare raise(SIGUSR1) round trip",
+            Target::None,
+        )
+        .values(m("crash/crash_to_error"), m("crash/raise_usr1"))
+        .note("includes the crash report, the logical unload and (CrashPolicy::Reclaim) dlclose"),
+        Figure::cost(
+            "symbol_cached",
+            "symbol look-up, cached (Handle::symbol_ptr)",
+            "dlsym",
+            Target::RatioAtMost(1.0),
+        )
+        .values(m("symbol/kmodlike_cached"), m("symbol/dlsym")),
+        Figure::cost(
+            "scale_load",
+            &format!("load+unload of one more module with {big} loaded"),
+            &format!("the same with {small} loaded"),
+            Target::RatioAtMost(1.2),
+        )
+        .values(at("kmodlike_load", big), at("kmodlike_load", small)),
+        Figure::cost(
+            "scale_load_raw",
+            &format!("raw dlopen cycle of one more with {big} loaded"),
+            &format!("the same with {small} loaded"),
+            Target::None,
+        )
+        .values(at("libloading_load", big), at("libloading_load", small))
+        .note("what ld.so itself does with more objects loaded, for comparison"),
+        Figure::cost(
+            "scale_load_vs_raw",
+            &format!("load+unload of one more with {big} loaded"),
+            &format!("raw dlopen cycle with {big} loaded"),
+            Target::None,
+        )
+        .values(at("kmodlike_load", big), at("libloading_load", big)),
+        Figure::cost(
+            "scale_list",
+            &format!("list() with {big} modules loaded"),
+            &format!("list() with {mid} loaded"),
+            Target::RatioAtMost(linear),
+        )
+        .values(at("list", big), at("list", mid))
+        .note(format!("linear growth is {linear}x")),
+        Figure::cost(
+            "daemon_ping_1",
+            "daemon Ping round trip, 1 client",
+            "raw NUL-framed echo, same process",
+            Target::RatioAtMost(1.5),
+        )
+        .values(m("daemon/ping/1"), m("daemon/raw_echo/1")),
+        Figure::cost(
+            "daemon_ping_8",
+            "daemon Ping, 8 concurrent clients (per round of 8)",
+            "raw NUL-framed echo, 8 clients",
+            Target::RatioAtMost(1.5),
+        )
+        .values(m("daemon/ping/8"), m("daemon/raw_echo/8")),
+    ];
+    let rss = Figure::cost(
+        "daemon_rss_idle",
+        "daemon RSS, idle, example module loaded",
+        "",
+        Target::ValueAtMost(8.0 * MIB),
+    )
+    .unit(Unit::Bytes);
+    let growth = Figure::cost(
+        "daemon_rss_growth",
+        &format!("daemon RSS growth after {} load/unload cycles", run.memory_cycles),
+        "",
+        Target::ValueAtMost(MIB),
+    )
+    .unit(Unit::Bytes);
+    match mem {
+        Some(mem) => {
+            f.push(rss.values(Some(mem.idle as f64), None));
+            let mut g = growth.values(Some(mem.after_cycles as f64 - mem.idle as f64), None);
+            if let Some((n, at)) = mem.after_warmup {
+                g = g.note(format!(
+                    "{} after the first {n} cycles, {} over the last {}",
+                    Unit::Bytes.format(at as f64 - mem.idle as f64),
+                    Unit::Bytes.format(mem.after_cycles as f64 - at as f64),
+                    mem.cycles - n
+                ));
+            }
+            f.push(g);
+        }
+        None => {
+            f.push(rss);
+            f.push(growth);
+        }
+    }
+    f
+}
+
+fn main() {
+    let started = SystemTime::now() - Duration::from_secs(1);
+    let run = Run::from_args();
+    let criterion_dir = kmodlike_bench::target_dir().join("criterion");
+    let mut c = Criterion::default()
+        .output_directory(&criterion_dir)
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+
+    load_cycle(&mut c, &run);
+    guarded_call(&mut c, &run);
+    crash(&mut c, &run);
+    symbol(&mut c, &run);
+    scale(&mut c, &run);
+    daemon_round_trips(&mut c, &run);
+    c.final_summary();
+    let mem = memory(&run);
+
+    let figures = figures(&Estimates::new(&criterion_dir, started), &run, mem.as_ref());
+    println!("\nkmodlike benchmark summary (criterion medians; ratios from this run)\n");
+    print!("{}", summary::render(&figures));
+    if run.bench_mode {
+        let out = kmodlike_bench::bench_dir().join("summary.json");
+        let context = serde_json::json!({
+            "command": std::env::args().collect::<Vec<_>>(),
+            "filter": run.filter,
+            "scale": run.scale,
+            "memory_cycles": run.memory_cycles,
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        });
+        match summary::write_json(&out, &figures, context) {
+            Ok(()) => println!("\nwritten to {}", out.display()),
+            Err(e) => eprintln!("kmodlike-bench: cannot write {}: {e}", out.display()),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The baselines of `c/baselines.c`, and the guard's signal path on its own.
+
+use std::ffi::{c_int, c_void};
+
+mod ffi {
+    use std::ffi::{c_int, c_void};
+
+    extern "C" {
+        pub fn kmlb_call_void(f: *mut c_void);
+        pub fn kmlb_naive_guard_call(
+            f: unsafe extern "C" fn(*mut c_void),
+            ctx: *mut c_void,
+        ) -> c_int;
+        pub fn kmlb_usr1_install() -> c_int;
+        pub fn kmlb_raise_usr1() -> c_int;
+        pub fn kmlb_fault(ctx: *mut c_void);
+    }
+
+    // kmodlike's guard shim (crates/kmodlike/src/guard/guard.c), which is crate-private. It is
+    // linked into this binary as part of the kmodlike rlib; hidden visibility only keeps it out
+    // of shared objects' dynamic symbol tables. Used for one figure, the signal path alone,
+    // until kmodlike offers a hook for it (see docs/performance.md).
+    extern "C" {
+        pub fn kml_raw_crash_size() -> usize;
+        pub fn kml_guard_call(
+            f: unsafe extern "C" fn(*mut c_void),
+            ctx: *mut c_void,
+            module_id: u64,
+            out: *mut c_void,
+        ) -> c_int;
+    }
+}
+
+/// Call the `void (*)(void)` function `f` under a guard built the naive way, with
+/// `sigsetjmp(env, 1)` (one `rt_sigprocmask` system call per call). Returns `true` when `f`
+/// returned normally.
+///
+/// No handler is installed for this guard (one for SIGSEGV would replace kmodlike's): `f` must
+/// not fault. Only the cost of entering and leaving the guard is measured.
+pub fn naive_guard_call(f: extern "C" fn()) -> bool {
+    // SAFETY: kmlb_call_void calls `f` (a safe `void (*)(void)`) and nothing else; the guard
+    // only saves and restores a jump buffer around it.
+    unsafe { ffi::kmlb_naive_guard_call(ffi::kmlb_call_void, f as *mut c_void) == 0 }
+}
+
+/// Install the `SIGUSR1` handler of the bare round trip (a handler that counts and returns).
+pub fn install_usr1_handler() -> std::io::Result<()> {
+    // SAFETY: installs a handler that only increments a `volatile sig_atomic_t`.
+    if unsafe { ffi::kmlb_usr1_install() } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One bare signal round trip: `raise(SIGUSR1)`, the handler runs and returns. Returns the
+/// handler's running count. [`install_usr1_handler`] must have been called.
+pub fn raise_usr1() -> c_int {
+    // SAFETY: raise(3) of a signal whose handler is installed and returns.
+    unsafe { ffi::kmlb_raise_usr1() }
+}
+
+/// Buffer for the guard's `struct kml_raw_crash`, sized at run time by the shim itself.
+pub struct SignalPath {
+    buf: Vec<u64>,
+}
+
+impl SignalPath {
+    /// Prepare for [`fault`](Self::fault). kmodlike's handlers must be installed (build any
+    /// [`kmodlike::Loader`] first), and the calling thread should have made one guarded call
+    /// through a [`kmodlike::Handle`] (which gives it its alternate signal stack), so the path
+    /// timed is exactly the one a module's crash takes.
+    pub fn new() -> SignalPath {
+        // SAFETY: returns a constant.
+        let size = unsafe { ffi::kml_raw_crash_size() };
+        SignalPath { buf: vec![0u64; size.div_ceil(8)] }
+    }
+
+    /// The guard's signal path alone: a write through NULL inside the guard's shim, SIGSEGV,
+    /// kmodlike's handler records it and `siglongjmp`s back, the shim returns "crashed". No
+    /// registry, no report, no unload. Returns `true` when the crash came back as expected.
+    pub fn fault(&mut self) -> bool {
+        // SAFETY: kmlb_fault is C and owns nothing: the jump skips only its frame. `buf` is at
+        // least kml_raw_crash_size() bytes, 8-aligned, as the shim's out parameter needs.
+        unsafe {
+            ffi::kml_guard_call(
+                ffi::kmlb_fault,
+                std::ptr::null_mut(),
+                u64::MAX - 1,
+                self.buf.as_mut_ptr().cast(),
+            ) == 1
+        }
+    }
+}
+
+impl Default for SignalPath {
+    fn default() -> Self {
+        SignalPath::new()
+    }
+}
