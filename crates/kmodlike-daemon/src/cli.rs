@@ -39,12 +39,13 @@ pub struct DaemonArgs {
     #[arg(long = "module-path", value_name = "DIR")]
     pub module_path: Vec<PathBuf>,
 
-    /// Do not probe modules in a child process before loading them (a crash in a constructor
-    /// or module_init can then leave the dynamic linker's lock held).
+    /// Do not load each module in a child process first (then a module that crashes in its
+    /// constructor takes the daemon down with it).
     #[arg(long)]
     pub no_probe: bool,
 
-    /// The probe helper program (default: the loader's own choice).
+    /// The probe helper program (default: $KMODLIKE_PROBE, else kmodlike-probe next to this
+    /// program, else ../libexec/kmodlike/kmodlike-probe relative to it).
     #[arg(long, value_name = "PATH")]
     pub probe_helper: Option<PathBuf>,
 
@@ -83,7 +84,8 @@ fn parse_mode_arg(s: &str) -> Result<u32, String> {
     name = "kmodctl",
     version,
     about = "Control a running kmodlike daemon: list, load, unload and call its modules",
-    after_help = "Exit status: 0 ok, 1 the operation failed, 2 usage error, 3 daemon unreachable.\n\
+    after_help = "Exit status: 0 ok, 1 the operation failed, 2 usage error, 3 the daemon cannot be \
+used (not running, served by another uid, or it refused the connection).\n\
 Socket: --socket, else $KMODLIKE_SOCKET, else /var/run/kmodlike.sock if it exists, else \
 /tmp/kmodlike.sock. With --json, the output is the reply's parameters as defined in the \
 interface io.kmodlike.Loader (see `kmodctl describe`), one JSON document per reply."

@@ -30,6 +30,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_target(false)
         .with_ansi(ansi)
         .try_init();
 }
@@ -237,10 +238,10 @@ fn load_at_start(service: &LoaderService, spec: &str) {
 /// Module log lines, tagged with the module's name.
 fn log_module_message(module: &str, level: i32, msg: &str) {
     match level {
-        i32::MIN..=-1 => tracing::debug!(target: "module", module, "{msg}"),
-        0 => tracing::info!(target: "module", module, "{msg}"),
-        1 => tracing::warn!(target: "module", module, "{msg}"),
-        _ => tracing::error!(target: "module", module, "{msg}"),
+        i32::MIN..=-1 => tracing::debug!(target: "module", module = %module, "{msg}"),
+        0 => tracing::info!(target: "module", module = %module, "{msg}"),
+        1 => tracing::warn!(target: "module", module = %module, "{msg}"),
+        _ => tracing::error!(target: "module", module = %module, "{msg}"),
     }
 }
 

@@ -67,6 +67,14 @@ fn load_list_call_info_unload_reload() {
         .map(|e| e["tag"].as_str().unwrap())
         .collect();
     assert!(tags.contains(&"description"), "{file_info}");
+    let by_spec = d.ctl(&["info", "misc/dep_base"]);
+    assert!(
+        by_spec.ok().contains("filename:") && by_spec.stdout.contains("dep_base.so"),
+        "{by_spec:?}"
+    );
+    let out = d.ctl(&["info", "no_such_thing"]);
+    assert_eq!(out.code(), 1);
+    assert!(out.stderr.contains("no_such_thing") && out.stderr.contains("not found"), "{out:?}");
     assert!(!d.log().contains("init dep_base"), "info FILE must not load the module");
     assert!(!d.ctl(&["list"]).ok().contains("dep_base"));
 
@@ -103,6 +111,7 @@ fn exit_codes_usage_unreachable_version() {
     assert_eq!(d.ctl(&["frobnicate"]).code(), 2);
     assert_eq!(d.ctl(&["call", "m", "f", "--arg", "1", "--returns", "void"]).code(), 2);
     assert_eq!(d.ctl(&["load"]).code(), 2);
+    assert!(d.ctl(&["describe"]).ok().contains("interface io.kmodlike.Loader\n"));
 
     let mut cmd = Command::new(kmodctl_bin());
     cmd.args(["--socket", "/nonexistent/kmodlike.sock", "list"]);

@@ -234,9 +234,15 @@ fn socat_exchange(socat: &Path, socket: &Path, input: &[u8]) -> Vec<Value> {
     cmd.args(["-t", "3", "STDIO"]).arg(format!("UNIX-CONNECT:{}", socket.display()));
     cmd.stdin(std::fs::File::open(&input_file).unwrap());
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let mut out = Vec::new();
-    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-    assert!(wait_deadline(&mut child, Duration::from_secs(30)).unwrap().success());
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let status = wait_deadline(&mut child, Duration::from_secs(30)).expect("socat finishes");
+    assert!(status.success());
+    let out = reader.join().unwrap();
     out.split(|b| *b == 0)
         .filter(|m| !m.is_empty())
         .map(|m| serde_json::from_slice(m).expect("a JSON reply"))
