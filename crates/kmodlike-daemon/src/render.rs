@@ -339,6 +339,19 @@ mod tests {
     }
 
     #[test]
+    fn events_are_one_line_each_and_started_is_silent() {
+        let mut e = Event::started();
+        assert_eq!(event_line(&e), None);
+        e.kind = "unloaded".into();
+        e.name = Some("hello".into());
+        e.time = 12.5;
+        assert_eq!(event_line(&e).as_deref(), Some("12.500 unloaded hello"));
+        e.kind = "loaded".into();
+        e.module = Some(module("hello", 1, 1, &[], "live"));
+        assert_eq!(event_line(&e).as_deref(), Some("12.500 loaded   hello from /m/hello.so"));
+    }
+
+    #[test]
     fn error_messages_name_the_subject() {
         let e = VarlinkError::loader(
             "ModuleNotFound",
