@@ -38,7 +38,7 @@ fn write_man_pages(cmd: clap::Command, dir: &Path, written: &mut Vec<PathBuf>) -
     std::fs::write(&file, buf)?;
     written.push(file);
     // One page per subcommand, as git and cargo do (`man kmodctl-call`).
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
         let sub_name = format!("{name}-{}", sub.get_name());
         let sub = sub.clone().name(sub_name.clone()).bin_name(format!("{name} {}", sub.get_name()));
         let file = dir.join(format!("{sub_name}.1"));
@@ -91,6 +91,7 @@ mod tests {
             assert!(files.contains(&dir.path().join(rel)), "{rel} not written: {files:?}");
         }
         assert!(!dir.path().join("man/man1/kmodctl-generate.1").exists(), "hidden stays hidden");
+        assert!(!dir.path().join("man/man1/kmodctl-help.1").exists(), "no page for clap's help");
         let man = std::fs::read_to_string(dir.path().join("man/man1/kmodctl.1")).unwrap();
         assert!(man.contains(".TH kmodctl"), "{man}");
         assert!(man.contains("unload"), "subcommands are listed");
