@@ -120,10 +120,11 @@ impl fmt::Display for CrashReport {
             self.signal_name, self.signal, self.code, self.code_name
         )?;
         write!(f, "  pc:      {:#x}", self.pc)?;
-        match (self.module_offset, &self.pc_object) {
-            (Some(off), _) => write!(f, " = {}+{:#x} (in the module)", self.module, off)?,
-            (None, Some(obj)) => write!(f, " in {obj} (outside the module)")?,
-            (None, None) => write!(f, " (outside the module)")?,
+        match (self.pc_in_module, self.module_offset, &self.pc_object) {
+            (true, Some(off), _) => write!(f, " = {}+{:#x} (in the module)", self.module, off)?,
+            (true, None, _) => write!(f, " (in the module)")?,
+            (false, _, Some(obj)) => write!(f, " in {obj} (outside the module)")?,
+            (false, _, None) => write!(f, " (outside the module)")?,
         }
         if let Some(sym) = &self.symbol {
             write!(f, ", {sym}")?;
@@ -273,6 +274,8 @@ const RTLD_DL_SYMENT: libc::c_int = 1;
 
 pub(crate) struct Located {
     pub object: Option<String>,
+    /// Where the object is mapped (`dli_fbase`).
+    pub base: Option<u64>,
     pub symbol: Option<(String, u64, u64)>,
 }
 
@@ -291,7 +294,7 @@ pub(crate) fn locate(addr: u64) -> Located {
         )
     } != 0;
     if !ok {
-        return Located { object: None, symbol: None };
+        return Located { object: None, base: None, symbol: None };
     }
     // SAFETY: filled by dladdr1, which returned non-zero.
     let info = unsafe { info.assume_init() };
@@ -307,7 +310,8 @@ pub(crate) fn locate(addr: u64) -> Located {
         let size = if sym.is_null() { 0 } else { unsafe { (*sym).st_size } };
         (name.into_owned(), info.dli_saddr as u64, size)
     });
-    Located { object, symbol }
+    let base = (!info.dli_fbase.is_null()).then_some(info.dli_fbase as u64);
+    Located { object, base, symbol }
 }
 
 /// Build the report for a crash of `module` from what the handler recorded: name the signal,

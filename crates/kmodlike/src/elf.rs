@@ -82,6 +82,79 @@ fn u64_at(b: &[u8], off: usize, le: bool) -> u64 {
     }
 }
 
+/// Where the file is shorter than its own headers say: the program header table, a segment, or
+/// the section header table running past the end. `None` when everything lies within it.
+fn truncation(data: &[u8], class: u8, le: bool) -> Option<String> {
+    let (phoff, phentsize, phnum, shoff, shentsize, shnum) = if class == ELFCLASS64 {
+        (
+            u64_at(data, 32, le),
+            u16_at(data, 54, le) as u64,
+            u16_at(data, 56, le) as u64,
+            u64_at(data, 40, le),
+            u16_at(data, 58, le) as u64,
+            u16_at(data, 60, le) as u64,
+        )
+    } else {
+        (
+            u32_at(data, 28, le) as u64,
+            u16_at(data, 42, le) as u64,
+            u16_at(data, 44, le) as u64,
+            u32_at(data, 32, le) as u64,
+            u16_at(data, 46, le) as u64,
+            u16_at(data, 48, le) as u64,
+        )
+    };
+    let len = data.len() as u64;
+    let ph_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
+    if ph_end > len {
+        return Some(format!("program headers end at byte {ph_end} but the file has {len} bytes"));
+    }
+    if class == ELFCLASS64 && phentsize >= 56 {
+        for i in 0..phnum {
+            let off = (phoff + i * phentsize) as usize;
+            let p_type = u32_at(data, off, le);
+            let p_offset = u64_at(data, off + 8, le);
+            let p_filesz = u64_at(data, off + 32, le);
+            let end = p_offset.saturating_add(p_filesz);
+            if end > len {
+                let what = match p_type {
+                    1 => "loadable segment",
+                    2 => "dynamic segment",
+                    _ => "segment",
+                };
+                return Some(format!("{what} {i} ends at byte {end} but the file has {len} bytes"));
+            }
+        }
+    }
+    let sh_end = shoff.saturating_add(shentsize.saturating_mul(shnum));
+    if shnum > 0 && sh_end > len {
+        return Some(format!("section headers end at byte {sh_end} but the file has {len} bytes"));
+    }
+    None
+}
+
+/// Refuse, before `dlopen`, an ELF file for this machine that is shorter than its headers say.
+/// `dlopen` would map such a file and fault (SIGBUS) reading past its end, inside ld.so, where
+/// nothing can recover it.
+pub(crate) fn check_before_dlopen(path: &Path, data: &[u8]) -> crate::error::Result<()> {
+    if data.len() < 64 || &data[..4] != b"\x7fELF" {
+        return Ok(()); // dlopen refuses these cleanly; classify_dlopen_failure says why
+    }
+    let (class, le) = (data[EI_CLASS], data[EI_DATA] != 2);
+    if (u16_at(data, 18, le), class) != HOST {
+        return Ok(());
+    }
+    match truncation(data, class, le) {
+        None => Ok(()),
+        Some(detail) => Err(Error::Truncated {
+            path: path.to_owned(),
+            detail,
+            dlerror: "not passed to dlopen, which would fault reading past the end of the file"
+                .to_owned(),
+        }),
+    }
+}
+
 /// Turn a `dlopen` failure into the most precise error the file's header supports.
 pub(crate) fn classify_dlopen_failure(path: &Path, dlerror: String) -> Error {
     let path_buf = path.to_path_buf();
@@ -125,51 +198,8 @@ pub(crate) fn classify_dlopen_failure(path: &Path, dlerror: String) -> Error {
         };
         return Error::NotSharedObject { path: path_buf, detail, dlerror };
     }
-    // Program and section header tables must lie within the file.
-    let (phoff, phentsize, phnum, shoff, shentsize, shnum) = if class == ELFCLASS64 {
-        (
-            u64_at(&data, 32, le),
-            u16_at(&data, 54, le) as u64,
-            u16_at(&data, 56, le) as u64,
-            u64_at(&data, 40, le),
-            u16_at(&data, 58, le) as u64,
-            u16_at(&data, 60, le) as u64,
-        )
-    } else {
-        (
-            u32_at(&data, 28, le) as u64,
-            u16_at(&data, 42, le) as u64,
-            u16_at(&data, 44, le) as u64,
-            u32_at(&data, 32, le) as u64,
-            u16_at(&data, 46, le) as u64,
-            u16_at(&data, 48, le) as u64,
-        )
-    };
-    let len = data.len() as u64;
-    let ph_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
-    if ph_end > len {
-        let detail = format!("program headers end at byte {ph_end} but the file has {len} bytes");
+    if let Some(detail) = truncation(&data, class, le) {
         return Error::Truncated { path: path_buf, detail, dlerror };
-    }
-    let sh_end = shoff.saturating_add(shentsize.saturating_mul(shnum));
-    if shnum > 0 && sh_end > len {
-        let detail = format!("section headers end at byte {sh_end} but the file has {len} bytes");
-        return Error::Truncated { path: path_buf, detail, dlerror };
-    }
-    // Segments must lie within the file too.
-    if class == ELFCLASS64 {
-        for i in 0..phnum {
-            let off = (phoff + i * phentsize) as usize;
-            let p_offset = u64_at(&data, off + 8, le);
-            let p_filesz = u64_at(&data, off + 32, le);
-            if p_offset.saturating_add(p_filesz) > len {
-                let detail = format!(
-                    "segment {i} ends at byte {} but the file has {len} bytes",
-                    p_offset + p_filesz
-                );
-                return Error::Truncated { path: path_buf, detail, dlerror };
-            }
-        }
     }
     Error::LoadFailed { path: path_buf, dlerror }
 }
@@ -214,6 +244,16 @@ mod tests {
         let exe = own_exe_header();
         let e = classify(&exe[..exe.len() / 2]);
         assert!(matches!(e, Error::Truncated { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_truncated_library_is_refused_before_dlopen() {
+        let exe = own_exe_header();
+        let cut = &exe[..exe.len() / 3];
+        let e = check_before_dlopen(Path::new("cut.so"), cut).unwrap_err();
+        assert!(matches!(e, Error::Truncated { .. }), "{e}");
+        assert!(e.to_string().contains("but the file has"), "{e}");
+        assert!(check_before_dlopen(Path::new("whole"), &exe).is_ok());
     }
 
     #[test]

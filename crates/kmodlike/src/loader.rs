@@ -661,6 +661,7 @@ impl LoaderShared {
             }
         }
         let _ = spec;
+        crate::elf::check_before_dlopen(&path, data)?;
         let flags = RTLD_NOW | if as_dep { RTLD_GLOBAL } else { RTLD_LOCAL };
         let fresh_copy = lock(&CRASHED_FILES).as_ref().map(|s| s.contains(&key)).unwrap_or(false);
         let lib = self.dlopen(&path, data, flags, fresh_copy)?;
@@ -835,8 +836,9 @@ impl LoaderShared {
     }
 
     /// Drop one user reference. The last one, while other loaded modules depend on this one,
-    /// is `Busy` naming them (as rmmod's "in use by"); otherwise the module is unloaded.
-    fn close_ref_locked(&self, reg: &mut Registry, id: u64) -> Result<()> {
+    /// is `Busy` naming them (as rmmod's "in use by"); otherwise the module is unloaded, asking
+    /// `module_can_unload` first unless `force`.
+    fn close_ref_locked(&self, reg: &mut Registry, id: u64, force: bool) -> Result<()> {
         let Some(e) = reg.entries.get_mut(&id) else { return Ok(()) };
         if e.refs > 1 {
             e.refs -= 1;
@@ -851,7 +853,7 @@ impl LoaderShared {
         if inflight > 0 {
             return Err(Error::Busy { module: name, reason: BusyReason::InFlight(inflight) });
         }
-        self.unload_locked(reg, id, true)
+        self.unload_locked(reg, id, !force)
     }
 
     /// A dependent let go of `id`: unload it when nothing else uses it. A veto keeps it
@@ -1250,10 +1252,20 @@ impl Handle {
     /// the module loaded: `Busy`, and the handle comes back for a retry), runs `module_fini`,
     /// unloads the module and releases its dependencies. A module others depend on is `Busy`
     /// naming them. Closing a handle to a crashed or unloaded module just releases it.
-    pub fn close(mut self) -> std::result::Result<(), CloseError> {
+    pub fn close(self) -> std::result::Result<(), CloseError> {
+        self.close_with(false)
+    }
+
+    /// [`close`](Self::close), but the last close does not ask `module_can_unload` (like
+    /// `rmmod -f`). Modules that others depend on, or with calls in flight, are still `Busy`.
+    pub fn close_forced(self) -> std::result::Result<(), CloseError> {
+        self.close_with(true)
+    }
+
+    fn close_with(mut self, force: bool) -> std::result::Result<(), CloseError> {
         let loader = self.loader.clone();
         let id = self.module.id;
-        match loader.locked(|reg| loader.close_ref_locked(reg, id)) {
+        match loader.locked(|reg| loader.close_ref_locked(reg, id, force)) {
             Ok(()) => {
                 self.released = true;
                 Ok(())
@@ -1276,7 +1288,7 @@ impl Drop for Handle {
             let loader = self.loader.clone();
             let id = self.module.id;
             loader.locked(|reg| {
-                if let Err(Error::Busy { .. }) = loader.close_ref_locked(reg, id) {
+                if let Err(Error::Busy { .. }) = loader.close_ref_locked(reg, id, false) {
                     // The module stays loaded (its dependents or its veto keep it); this
                     // handle's reference goes, and the module is unloaded with its last
                     // dependent or at shutdown.

@@ -210,8 +210,12 @@ pub(crate) fn guarded_dlopen(path: &Path, flags: i32) -> std::result::Result<Lib
             let file = path.file_name().map(|f| f.to_string_lossy().into_owned());
             let in_module = here.object.is_some() && here.object == file;
             let symbol = here.symbol.as_ref().map(|(n, s, _)| format!("{n}+{:#x}", raw.pc - s));
+            let offset = match (in_module, here.base) {
+                (true, Some(base)) => format!("{:#x}", raw.pc - base),
+                _ => "-".to_owned(),
+            };
             println!(
-                "crash\t{}\t{}\t{:#x}\t{:#x}\t{}\t-\t{}\t{}\t{}",
+                "crash\t{}\t{}\t{:#x}\t{:#x}\t{}\t{offset}\t{}\t{}\t{}",
                 raw.signo,
                 raw.code,
                 raw.addr,

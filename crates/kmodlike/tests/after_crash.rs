@@ -185,6 +185,8 @@ fn the_probe_keeps_a_constructor_crash_out_of_the_host() {
     assert_eq!(report.signal_name, "SIGSEGV");
     assert_eq!(report.phase, Phase::Probe);
     assert!(report.pc_in_module, "{report}");
+    assert!(report.module_offset.is_some(), "{report}");
+    assert!(report.to_string().contains("(in the module)"), "{report}");
     assert!(loader.list().is_empty());
     assert_eq!(loader.crashes().len(), 1);
     // The host is alive and can still load modules.
