@@ -317,3 +317,16 @@ fn module_can_unload_veto_keeps_the_module_until_it_agrees() {
     d.ctl(&["unload", "veto"]).ok();
     d.wait_log("fini veto", LOG_WAIT);
 }
+
+#[test]
+fn unload_force_overrides_a_veto_and_runs_fini() {
+    let veto = test_module("veto");
+    let mut d = Daemon::start(&[(&veto, "veto.so")], &[]);
+    d.ctl(&["load", "veto"]).ok();
+    d.ctl(&["call", "veto", "keep_loaded", "--arg", "1"]).ok();
+    let out = d.ctl(&["unload", "veto"]);
+    assert_eq!(out.code(), 1, "a plain unload is refused: {out:?}");
+    d.ctl(&["unload", "--force", "veto"]).ok();
+    d.wait_log("fini veto", LOG_WAIT);
+    assert!(!d.ctl(&["list"]).ok().contains("veto"), "gone after a forced unload");
+}

@@ -204,7 +204,8 @@ impl LoaderService {
                     continue;
                 }
             };
-            match handle.close() {
+            let closed = if force { handle.close_forced() } else { handle.close() };
+            match closed {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     let in_flight =
@@ -216,22 +217,6 @@ impl LoaderService {
                         }
                         Some(h) => {
                             self.held().insert(name.to_owned(), Arc::new(h));
-                            let vetoed =
-                                matches!(e.error, Error::Busy { reason: BusyReason::Veto(_), .. });
-                            if force && vetoed {
-                                // kmodlike::Handle offers no close that skips
-                                // module_can_unload() yet; say so rather than pretend.
-                                return Err(busy(
-                                    name,
-                                    "veto",
-                                    &[],
-                                    &format!(
-                                        "{}; force cannot override it with this version of the \
-                                         kmodlike library",
-                                        e.error
-                                    ),
-                                ));
-                            }
                             return Err(map_error(&e.error, name));
                         }
                         None => return Err(map_error(&e.error, name)),
