@@ -96,6 +96,10 @@ install: all lib
 	install -m 0644 $(INCLUDE)/module_loader.h $(INCLUDE)/module_interface.h $(DESTDIR)$(PREFIX)/include/kmodlike/
 	install -m 0755 $(MODDIR)/hello.so $(MODDIR)/dltest.so $(MODDIR)/hello-rs.so $(DESTDIR)$(PREFIX)/lib/kmodlike/modules/misc/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' contrib/module.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/module.pc
+	$(RELEASE)/kmodctl generate --out $(DESTDIR)$(PREFIX)/share
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0644 contrib/kmodlike.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	sed -e 's|/usr/local|$(PREFIX)|g' contrib/kmodlike.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/kmodlike.service
 
 lint:
 	$(CARGO) fmt --all -- --check
