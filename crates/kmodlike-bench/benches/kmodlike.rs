@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion};
 use kmodlike::{CrashPolicy, Error, Handle, Loader};
-use kmodlike_bench::baselines::{self, SignalPath};
+use kmodlike_bench::baselines::{self, GuardShim};
 use kmodlike_bench::daemon::{self, DaemonProcess, InProcessDaemon, PING};
 use kmodlike_bench::echo::{ConcurrentClients, EchoServer, RawClient};
 use kmodlike_bench::fixtures;
@@ -96,12 +96,15 @@ impl Run {
         }
     }
 
-    /// Whether any of `ids` can match the filter (a plain substring test; criterion's own
-    /// regex decides what actually runs, this only skips expensive set-up).
+    /// Whether any of `ids` can match the filter (substring tests of its `|` alternatives;
+    /// criterion's own regex decides what actually runs, this only skips set-up).
     fn wants(&self, ids: &[&str]) -> bool {
         match &self.filter {
             None => true,
-            Some(f) => ids.iter().any(|id| id.contains(f.as_str()) || f.contains(id)),
+            Some(f) => f.split('|').any(|alt| {
+                let alt = alt.trim_matches(|c| c == '^' || c == '$' || c == '(' || c == ')');
+                ids.iter().any(|id| id.contains(alt) || alt.contains(id))
+            }),
         }
     }
 }
@@ -128,6 +131,22 @@ fn raw_load_cycle(path: &Path) {
         black_box(sym.into_raw());
     }
     lib.close().expect("dlclose");
+}
+
+/// `/dev/shm` when it is a writable tmpfs that allows mapping code (not mounted `noexec`).
+fn tmpfs_dir() -> Option<PathBuf> {
+    let shm = Path::new("/dev/shm");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    let ok = mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 4
+            && f[1] == "/dev/shm"
+            && f[2] == "tmpfs"
+            && !f[3].split(',').any(|o| o == "noexec")
+    });
+    // SAFETY: access(2) with a NUL-terminated path.
+    let writable = unsafe { libc::access(c"/dev/shm".as_ptr(), libc::W_OK) } == 0;
+    (ok && writable).then(|| shm.to_owned())
 }
 
 fn open(loader: &Loader, path: &Path) -> Handle {
@@ -187,6 +206,7 @@ fn guarded_call(c: &mut Criterion, run: &Run) {
         "guarded_call/direct",
         "guarded_call/kmodlike_call0",
         "guarded_call/naive_sigsetjmp",
+        "guarded_call/guard_shim",
     ]) {
         return;
     }
@@ -194,9 +214,13 @@ fn guarded_call(c: &mut Criterion, run: &Run) {
     let loader = plain_loader();
     let h = open(&loader, &module);
     let empty = void_fn(&h, "bench_empty");
+    h.call0(empty).expect("call0"); // this thread now has its alternate signal stack
+    let mut shim = GuardShim::new();
     let mut g = c.benchmark_group("guarded_call");
     g.bench_function("direct", |b| b.iter(|| black_box(empty)()));
     g.bench_function("kmodlike_call0", |b| b.iter(|| h.call0(black_box(empty)).expect("call0")));
+    // The shim alone: what the guard costs before any bookkeeping.
+    g.bench_function("guard_shim", |b| b.iter(|| assert!(shim.call(black_box(empty)))));
     g.bench_function("naive_sigsetjmp", |b| {
         b.iter(|| assert!(baselines::naive_guard_call(black_box(empty))))
     });
@@ -212,6 +236,7 @@ fn crash(c: &mut Criterion, run: &Run) {
     if !run.wants(&[
         "crash/clean_cycle",
         "crash/crash_and_reload",
+        "crash/crash_and_reload_tmpfs",
         "crash/crash_to_error",
         "crash/signal_path",
         "crash/raise_usr1",
@@ -250,6 +275,26 @@ fn crash(c: &mut Criterion, run: &Run) {
         })
     });
 
+    // The same with the private copies on tmpfs (TMPDIR=/dev/shm): on this kind of machine
+    // /tmp is ext4 mounted with `discard`, where creating the copy's directory and file and
+    // freeing the deleted copy at unmap take milliseconds. Informational.
+    if let Some(shm) = tmpfs_dir() {
+        let saved = std::env::var_os("TMPDIR");
+        std::env::set_var("TMPDIR", &shm);
+        g.bench_function("crash_and_reload_tmpfs", |b| {
+            b.iter(|| {
+                let h = open(&loader, &module);
+                let r = h.call0(int_fn(&h, "bench_crash"));
+                assert!(matches!(r, Err(Error::Crashed(_))), "bench_crash did not crash");
+                drop(h);
+            })
+        });
+        match saved {
+            Some(v) => std::env::set_var("TMPDIR", v),
+            None => std::env::remove_var("TMPDIR"),
+        }
+    }
+
     // Through the public API, only the crashing call timed: signal, handler, jump, crash
     // report, logical unload (and unmapping, under Reclaim).
     g.bench_function("crash_to_error", |b| {
@@ -274,8 +319,8 @@ fn crash(c: &mut Criterion, run: &Run) {
         let warm = open(&loader, &module);
         warm.call0(void_fn(&warm, "bench_empty")).expect("call0");
         close(warm);
-        let mut path = SignalPath::new();
-        g.bench_function("signal_path", |b| b.iter(|| assert!(path.fault())));
+        let mut shim = GuardShim::new();
+        g.bench_function("signal_path", |b| b.iter(|| assert!(shim.fault())));
     }
 
     baselines::install_usr1_handler().expect("install the SIGUSR1 handler");
@@ -494,6 +539,14 @@ fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
         .values(m("guarded_call/kmodlike_call0"), m("guarded_call/naive_sigsetjmp"))
         .speedup(),
         Figure::cost(
+            "guard_shim",
+            "the guard's C shim alone, no bookkeeping (kml_guard_call)",
+            "direct call through a function pointer",
+            Target::None,
+        )
+        .values(m("guarded_call/guard_shim"), m("guarded_call/direct"))
+        .note("the floor of any sigsetjmp-based guard: Handle::call0 minus this is bookkeeping"),
+        Figure::cost(
             "crash_and_reload",
             "crash and recover: SIGSEGV in a call, error return, module reloaded",
             "clean load cycle with a call",
@@ -503,6 +556,13 @@ fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
         .note(
             "the reload maps a fresh private copy of the file (a crashed instance is never reused)",
         ),
+        Figure::cost(
+            "crash_and_reload_tmpfs",
+            "crash and recover, private copies on tmpfs (TMPDIR=/dev/shm)",
+            "clean load cycle with a call",
+            Target::None,
+        )
+        .values(m("crash/crash_and_reload_tmpfs"), m("crash/clean_cycle")),
         Figure::cost(
             "crash_signal_path",
             "crash, signal part alone (fault, handler, siglongjmp)",

@@ -60,25 +60,46 @@ pub fn raise_usr1() -> c_int {
     unsafe { ffi::kmlb_raise_usr1() }
 }
 
-/// Buffer for the guard's `struct kml_raw_crash`, sized at run time by the shim itself.
-pub struct SignalPath {
+/// kmodlike's guard shim on its own (`kml_guard_call` in `guard.c`), below the public API: no
+/// registry, no in-flight count, no crash report. Holds the buffer for the shim's
+/// `struct kml_raw_crash`, sized at run time by the shim itself.
+///
+/// kmodlike's handlers must be installed (build any [`kmodlike::Loader`] first), and the calling
+/// thread should have made one guarded call through a [`kmodlike::Handle`] (which gives it its
+/// alternate signal stack), so the path timed is exactly the one a module's call takes.
+pub struct GuardShim {
     buf: Vec<u64>,
 }
 
-impl SignalPath {
-    /// Prepare for [`fault`](Self::fault). kmodlike's handlers must be installed (build any
-    /// [`kmodlike::Loader`] first), and the calling thread should have made one guarded call
-    /// through a [`kmodlike::Handle`] (which gives it its alternate signal stack), so the path
-    /// timed is exactly the one a module's crash takes.
-    pub fn new() -> SignalPath {
+/// The module id the shim attributes faults to: not a real module's.
+const NO_MODULE: u64 = u64::MAX - 1;
+
+impl GuardShim {
+    /// Prepare the out buffer.
+    pub fn new() -> GuardShim {
         // SAFETY: returns a constant.
         let size = unsafe { ffi::kml_raw_crash_size() };
-        SignalPath { buf: vec![0u64; size.div_ceil(8)] }
+        GuardShim { buf: vec![0u64; size.div_ceil(8)] }
     }
 
-    /// The guard's signal path alone: a write through NULL inside the guard's shim, SIGSEGV,
-    /// kmodlike's handler records it and `siglongjmp`s back, the shim returns "crashed". No
-    /// registry, no report, no unload. Returns `true` when the crash came back as expected.
+    /// Call `f` through the shim (sigsetjmp(env, 0), the thread's guard record, the call).
+    /// Returns `true` when `f` returned normally.
+    pub fn call(&mut self, f: extern "C" fn()) -> bool {
+        // SAFETY: kmlb_call_void calls `f` (a safe `void (*)(void)`); both are C frames that
+        // own nothing. `buf` is at least kml_raw_crash_size() bytes, 8-aligned.
+        unsafe {
+            ffi::kml_guard_call(
+                ffi::kmlb_call_void,
+                f as *mut c_void,
+                NO_MODULE,
+                self.buf.as_mut_ptr().cast(),
+            ) == 0
+        }
+    }
+
+    /// The guard's signal path alone: a write through NULL inside the shim, SIGSEGV, kmodlike's
+    /// handler records it and `siglongjmp`s back, the shim returns "crashed". Returns `true`
+    /// when the crash came back as expected.
     pub fn fault(&mut self) -> bool {
         // SAFETY: kmlb_fault is C and owns nothing: the jump skips only its frame. `buf` is at
         // least kml_raw_crash_size() bytes, 8-aligned, as the shim's out parameter needs.
@@ -86,15 +107,15 @@ impl SignalPath {
             ffi::kml_guard_call(
                 ffi::kmlb_fault,
                 std::ptr::null_mut(),
-                u64::MAX - 1,
+                NO_MODULE,
                 self.buf.as_mut_ptr().cast(),
             ) == 1
         }
     }
 }
 
-impl Default for SignalPath {
+impl Default for GuardShim {
     fn default() -> Self {
-        SignalPath::new()
+        GuardShim::new()
     }
 }
