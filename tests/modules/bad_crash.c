@@ -38,8 +38,10 @@ void crash_segv(void *ctx)
 void crash_fpe(void *ctx);
 void crash_fpe(void *ctx)
 {
+    /* Both operands volatile: GCC turns 1 / x into a compare, which does not trap. */
+    volatile int numerator = 100;
     volatile int zero = 0;
-    *(volatile int *)ctx = 1 / zero;
+    *(volatile int *)ctx = numerator / zero;
 }
 
 void crash_abort(void *ctx);

@@ -78,9 +78,14 @@ pub(crate) fn forget_if_dead(l: &module_loader_t, h: &Arc<Handle>, e: &kmodlike:
     let mut slot = lock(&l.slot);
     if matches!(&*slot, Slot::Loaded(cur) if Arc::ptr_eq(cur, h)) {
         let why = match e.crash_report() {
-            Some(r) => {
-                format!("module {} was unloaded after it crashed: {}", h.name(), r.summary())
-            }
+            Some(r) => format!(
+                "module {} was unloaded after it crashed ({} {} at address {:#x}, in {})",
+                h.name(),
+                r.signal_name,
+                r.code_name,
+                r.fault_addr,
+                r.phase.name()
+            ),
             None => format!("module {} was unloaded: {e}", h.name()),
         };
         *slot = Slot::Gone(why);
