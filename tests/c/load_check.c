@@ -4,6 +4,7 @@
  *
  * MODE: load      module_loader_load(PATH) on a default loader
  *       strict    the same on a MODULE_LOADER_STRICT loader
+ *       probe     the same on a MODULE_LOADER_PROBE loader
  *       null      module_loader_load(NULL)          (PATH ignored)
  *       twice     load PATH, then load it again on the same loader: reports the second
  *       unload    module_loader_unload() with nothing loaded (PATH ignored)
@@ -39,14 +40,19 @@ static void report(module_loader_t *loader, module_error_t err)
 int main(int argc, char **argv)
 {
     if (argc != 3) {
-        fprintf(stderr, "usage: load_check load|strict|null|twice|unload PATH\n");
+        fprintf(stderr, "usage: load_check load|strict|probe|null|twice|unload PATH\n");
         return 2;
     }
     const char *mode = argv[1];
     const char *path = argv[2];
-    module_loader_t *loader = strcmp(mode, "strict") == 0
-                                  ? module_loader_create_with_flags(MODULE_LOADER_STRICT)
-                                  : module_loader_create();
+    module_loader_t *loader;
+    if (strcmp(mode, "strict") == 0) {
+        loader = module_loader_create_with_flags(MODULE_LOADER_STRICT);
+    } else if (strcmp(mode, "probe") == 0) {
+        loader = module_loader_create_with_flags(MODULE_LOADER_PROBE);
+    } else {
+        loader = module_loader_create();
+    }
     if (loader == NULL) {
         printf("create failed: %s\n", module_loader_last_error(NULL));
         return 1;
@@ -73,5 +79,6 @@ int main(int argc, char **argv)
         printf("unload=%d\n", (int)module_loader_unload(loader));
     }
     module_loader_destroy(loader);
+    printf("survived=1\n");
     return 0;
 }

@@ -195,6 +195,15 @@ typedef enum {
      * of keeping it mapped. Only for modules known to start no threads of their own.
      */
     MODULE_LOADER_RECLAIM = 2,
+    /**
+     * Load every module first in a short-lived child process (the `kmodlike-probe` helper),
+     * so that a crash in a constructor or in `module_init()`, which no guard can contain
+     * safely, kills only the child: the load then fails with `MODULE_ERR_CRASHED` and the
+     * child's crash report. The helper is `$KMODLIKE_PROBE`, else `kmodlike-probe` next to
+     * the program, else `<program dir>/../libexec/kmodlike/kmodlike-probe` (where
+     * `make install` puts it); without it, loads fail with `MODULE_ERR_LOAD_FAILED`.
+     */
+    MODULE_LOADER_PROBE = 4,
 } module_loader_flags_t;
 
 /**

@@ -19,8 +19,9 @@ pub const MODULE_INTERFACE_VERSION_MINOR: u32 = 1;
 pub const MODULE_INIT_ARGS_VERSION_CURRENT: u32 = 1;
 
 /// Log level for debugging detail.
-// Written as a subtraction so that cbindgen emits `(0 - 1)`: a bare `-1` macro would turn
-// `x-MODULE_LOG_DEBUG` into `x--1`.
+// Written as a subtraction so that cbindgen emits the parenthesised `(0 - 1)`: a negative
+// macro should expand to one parenthesised operand (the hand-written header had `(-1)`), and
+// cbindgen prints a bare `-1` for a negative literal.
 pub const MODULE_LOG_DEBUG: c_int = 0 - 1;
 /// Log level for normal operation (the seed's example module logs at 0).
 pub const MODULE_LOG_INFO: c_int = 0;

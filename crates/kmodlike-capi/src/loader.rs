@@ -59,11 +59,19 @@ pub enum module_loader_flags_t {
     /// After a crash, unmap the crashed module's code once calls into it have drained, instead
     /// of keeping it mapped. Only for modules known to start no threads of their own.
     MODULE_LOADER_RECLAIM = 2,
+    /// Load every module first in a short-lived child process (the `kmodlike-probe` helper),
+    /// so that a crash in a constructor or in `module_init()`, which no guard can contain
+    /// safely, kills only the child: the load then fails with `MODULE_ERR_CRASHED` and the
+    /// child's crash report. The helper is `$KMODLIKE_PROBE`, else `kmodlike-probe` next to
+    /// the program, else `<program dir>/../libexec/kmodlike/kmodlike-probe` (where
+    /// `make install` puts it); without it, loads fail with `MODULE_ERR_LOAD_FAILED`.
+    MODULE_LOADER_PROBE = 4,
 }
 
 /// Every flag bit this library knows.
 const KNOWN_LOADER_FLAGS: u32 = module_loader_flags_t::MODULE_LOADER_STRICT as u32
-    | module_loader_flags_t::MODULE_LOADER_RECLAIM as u32;
+    | module_loader_flags_t::MODULE_LOADER_RECLAIM as u32
+    | module_loader_flags_t::MODULE_LOADER_PROBE as u32;
 
 /// `module_loader_flags_t` bits as received from C (any `|` of flags, read as a plain integer).
 ///
@@ -124,7 +132,8 @@ pub extern "C" fn module_loader_create_with_flags(flags: LoaderFlagsArg) -> *mut
         } else {
             CrashPolicy::Retain
         };
-        let loader = Loader::builder().strict(strict).crash_policy(policy).build();
+        let probe = flags & module_loader_flags_t::MODULE_LOADER_PROBE as u32 != 0;
+        let loader = Loader::builder().strict(strict).crash_policy(policy).probe(probe).build();
         Ok(Box::into_raw(Box::new(module_loader_t::new(loader))))
     });
     r.unwrap_or(std::ptr::null_mut())

@@ -5,26 +5,23 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{support, Prefix, Run};
 use module::module_error_t::{self, *};
 
-/// One installed prefix and one compiled host per test process.
-fn host() -> &'static (Prefix, PathBuf) {
-    static HOST: OnceLock<(Prefix, PathBuf)> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let prefix = Prefix::install();
-        let exe = prefix.compile_host("load_check", &[&common::c_dir().join("load_check.c")], &[]);
-        (prefix, exe)
-    })
+/// An installed prefix and the host compiled against it (each test has its own: statics are
+/// never dropped, so a shared one would never be cleaned up).
+fn host() -> (Prefix, PathBuf) {
+    let prefix = Prefix::install();
+    let exe = prefix.compile_host("load_check", &[&common::c_dir().join("load_check.c")], &[]);
+    (prefix, exe)
 }
 
 /// Run the host: `load_check MODE PATH`.
 fn load_check(mode: &str, path: &Path) -> Run {
     let (prefix, exe) = host();
-    let run = prefix.run(exe, &[mode, path.to_str().unwrap()], None, Duration::from_secs(60));
+    let run = prefix.run(&exe, &[mode, path.to_str().unwrap()], None, Duration::from_secs(60));
     run.assert_ok();
     run
 }
@@ -32,7 +29,7 @@ fn load_check(mode: &str, path: &Path) -> Run {
 /// Assert the call's code and that the error text contains every one of `needles`.
 fn assert_failure(run: &Run, code: module_error_t, needles: &[&str]) {
     assert_eq!(run.value("code"), (code as i32).to_string(), "expected {code:?}\n{run}");
-    let error = run.value("error");
+    let error = run.block("error");
     for n in needles {
         assert!(error.contains(n), "the error text lacks {n:?}: {error:?}\n{run}");
     }
@@ -227,4 +224,30 @@ fn a_strict_loader_refuses_a_legacy_module() {
         &[path.to_str().unwrap(), "mod_hello()", "strict", "refuses legacy modules"],
     );
     assert!(!run.stdout.contains("hello from a legacy module"), "no module code ran\n{run}");
+}
+
+#[test]
+fn a_constructor_crash_kills_a_host_without_the_probe() {
+    use std::os::unix::process::ExitStatusExt;
+    let path = support::test_module("bad_ctor", "capi_bad_ctor", &[]);
+    let (prefix, exe) = host();
+    let run = prefix.run(&exe, &["load", path.to_str().unwrap()], None, Duration::from_secs(60));
+    assert_eq!(run.output.status.signal(), Some(11), "killed by SIGSEGV\n{run}");
+}
+
+#[test]
+fn a_constructor_crash_under_the_probe_is_crashed_and_the_host_survives() {
+    let path = support::test_module("bad_ctor", "capi_bad_ctor", &[]);
+    let helper = common::probe_helper();
+    let (prefix, exe) = host();
+    let run = prefix.run_env(
+        &exe,
+        &["probe", path.to_str().unwrap()],
+        None,
+        &[("KMODLIKE_PROBE", &helper)],
+        Duration::from_secs(60),
+    );
+    run.assert_ok();
+    assert_failure(&run, MODULE_ERR_CRASHED, &[path.to_str().unwrap(), "SIGSEGV", "probe"]);
+    assert_eq!(run.value("survived"), "1");
 }

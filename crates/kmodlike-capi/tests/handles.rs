@@ -5,25 +5,22 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{support, Prefix, Run};
 use module::module_error_t::*;
 
-/// One installed prefix and one compiled host per test process.
-fn host() -> &'static (Prefix, PathBuf) {
-    static HOST: OnceLock<(Prefix, PathBuf)> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let prefix = Prefix::install();
-        let exe = prefix.compile_host("handle_api", &[&common::c_dir().join("handle_api.c")], &[]);
-        (prefix, exe)
-    })
+/// An installed prefix and the host compiled against it (each test has its own: statics are
+/// never dropped, so a shared one would never be cleaned up).
+fn host() -> (Prefix, PathBuf) {
+    let prefix = Prefix::install();
+    let exe = prefix.compile_host("handle_api", &[&common::c_dir().join("handle_api.c")], &[]);
+    (prefix, exe)
 }
 
 fn handle_api(args: &[&str]) -> Run {
     let (prefix, exe) = host();
-    let run = prefix.run(exe, args, None, Duration::from_secs(60));
+    let run = prefix.run(&exe, args, None, Duration::from_secs(60));
     run.assert_ok();
     run
 }

@@ -173,3 +173,42 @@ fn header_documents_every_exported_call() {
         assert!(flat.contains(sig), "module_loader.h lacks {sig:?}");
     }
 }
+
+#[test]
+fn module_interface_h_keeps_every_name_modules_already_use() {
+    // Every macro and type of the provisional hand-written header that C modules were written
+    // against must stay defined.
+    let macros = [
+        "MODULE_INTERFACE_H",
+        "MODULE_INTERFACE_VERSION",
+        "MODULE_INTERFACE_VERSION_CURRENT",
+        "MODULE_INIT_ARGS_VERSION_CURRENT",
+        "MODULE_LOG_DEBUG",
+        "MODULE_LOG_INFO",
+        "MODULE_LOG_WARNING",
+        "MODULE_LOG_ERROR",
+        "MODULE_INFO__CAT2",
+        "MODULE_INFO__CAT",
+        "MODULE_INFO",
+        "MODULE_VERSION",
+        "MODULE_DESCRIPTION",
+        "MODULE_LICENSE",
+        "MODULE_AUTHOR",
+        "MODULE_DEPENDS",
+    ];
+    let mut src = String::from("#include \"module_interface.h\"\n");
+    for m in macros {
+        src.push_str(&format!("#ifndef {m}\n#error \"{m} is not defined\"\n#endif\n"));
+    }
+    src.push_str(
+        "_Static_assert(MODULE_INTERFACE_VERSION_CURRENT == MODULE_INTERFACE_VERSION(1, 1), \"v\");\n\
+         _Static_assert(MODULE_LOG_DEBUG == -1 && MODULE_LOG_INFO == 0, \"levels\");\n\
+         _Static_assert(MODULE_LOG_WARNING == 1 && MODULE_LOG_ERROR == 2, \"levels\");\n\
+         _Static_assert(sizeof(struct module_init_args) == sizeof(module_init_args_t), \"t\");\n\
+         _Static_assert(sizeof(module_init_args_t) == 32, \"four fields\");\n\
+         static int x = 3 - MODULE_LOG_DEBUG;\n\
+         static void *null_is_defined = NULL;\n\
+         int main(void) { return x + (null_is_defined != 0); }\n",
+    );
+    compile_c("provisional names", "cc", &["-x", "c", "-std=c11"], &src);
+}

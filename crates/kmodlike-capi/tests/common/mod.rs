@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 pub use kmodlike_testsupport as support;
 
-/// The freshly built `libmodule.so` (cargo builds the cdylib next to the test binaries).
+/// The freshly built `libmodule.so`. Cargo builds the cdylib into `target/<profile>/deps/`, next
+/// to the test binaries; it copies it up to `target/<profile>/` only when the library itself is
+/// a build target, so the copy up there may be stale during `cargo test`.
 pub fn cdylib() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/libmodule.so
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
-    let lib = profile_dir.join("libmodule.so");
+    let deps = exe.parent().expect("target/<profile>/deps");
+    let lib = deps.join("libmodule.so");
     assert!(lib.is_file(), "{} is missing: cargo should have built the cdylib", lib.display());
     lib
 }
@@ -110,13 +111,45 @@ impl Prefix {
 
     /// Run a host with the installed library on `LD_LIBRARY_PATH`, killed after `timeout`.
     pub fn run(&self, exe: &Path, args: &[&str], cwd: Option<&Path>, timeout: Duration) -> Run {
+        self.run_env(exe, args, cwd, &[], timeout)
+    }
+
+    /// [`Prefix::run`] with extra environment variables.
+    pub fn run_env(
+        &self,
+        exe: &Path,
+        args: &[&str],
+        cwd: Option<&Path>,
+        env: &[(&str, &Path)],
+        timeout: Duration,
+    ) -> Run {
         let mut cmd = Command::new(exe);
         cmd.args(args).env("LD_LIBRARY_PATH", self.lib_dir());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
         }
         run_with_timeout(cmd, timeout)
     }
+}
+
+/// The probe helper binary (`kmodlike-probe`), built by cargo when this test binary's build did
+/// not build it.
+pub fn probe_helper() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let helper = exe.parent().and_then(Path::parent).unwrap().join("kmodlike-probe");
+    if !helper.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "kmodlike", "--bin", "kmodlike-probe"])
+            .status()
+            .expect("run cargo build for kmodlike-probe");
+        assert!(status.success(), "building kmodlike-probe failed");
+    }
+    assert!(helper.is_file(), "{} is missing", helper.display());
+    helper
 }
 
 /// What a host printed and how it ended.
@@ -135,6 +168,20 @@ impl Run {
             .lines()
             .find_map(|l| l.strip_prefix(&prefix))
             .unwrap_or_else(|| panic!("no {key}= line in the output:\n{self}"))
+    }
+
+    /// The value of the first `key=value` line with its continuation lines (those that start
+    /// with whitespace, as a multi-line crash report's do), joined with newlines.
+    pub fn block(&self, key: &str) -> String {
+        let prefix = format!("{key}=");
+        let mut lines = self.stdout.lines().skip_while(|l| !l.starts_with(&prefix));
+        let first = lines.next().unwrap_or_else(|| panic!("no {key}= line in the output:\n{self}"));
+        let mut out = first[prefix.len()..].to_owned();
+        for l in lines.take_while(|l| l.starts_with([' ', '\t'])) {
+            out.push('\n');
+            out.push_str(l);
+        }
+        out
     }
 
     /// Assert that the process exited with status 0.
