@@ -80,7 +80,6 @@ fn an_empty_file_is_refused_as_empty() {
 }
 
 #[test]
-#[ignore = "core bug: dlopen of this truncated file SIGBUSes the host (target/notes/capi.md)"]
 fn a_truncated_elf_is_refused_as_truncated() {
     let dir = scratch();
     let path = dir.path().join("truncated.so");
