@@ -26,6 +26,22 @@ pub(crate) enum Slot {
     Loaded(Arc<Handle>),
 }
 
+/// Puts the slot back to a known state if a load or unload is interrupted by a panic (caught
+/// at the C boundary), so the loader does not stay "changing" forever.
+struct ChangingGuard<'a> {
+    l: &'a module_loader_t,
+    armed: bool,
+}
+
+impl Drop for ChangingGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            *lock(&self.l.slot) =
+                Slot::Gone("an internal error interrupted a load or unload of it".to_owned());
+        }
+    }
+}
+
 /// The call to pass `module_init()` for the C `init_args` pointer (NULL allowed).
 ///
 /// # Safety
@@ -253,8 +269,10 @@ pub unsafe extern "C" fn module_loader_unload(loader: *mut module_loader_t) -> m
             }
         };
         // The count was 1 under the lock and nobody can clone it from a Changing slot.
+        let mut guard = ChangingGuard { l, armed: true };
         let handle = Arc::into_inner(h).expect("the only reference to the loader's module");
         let closed = handle.close();
+        guard.armed = false;
         let mut slot = lock(&l.slot);
         match closed {
             Ok(()) => {
