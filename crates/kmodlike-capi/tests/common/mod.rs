@@ -28,7 +28,9 @@ pub fn c_dir() -> PathBuf {
 /// committed headers: `lib/libmodule.so.1`, the `lib/libmodule.so` link, and
 /// `include/kmodlike/{module_loader,module_interface}.h`. Removed when dropped.
 pub struct Prefix {
-    dir: tempfile::TempDir,
+    path: PathBuf,
+    /// Set when the prefix is this test's own, removed on drop.
+    _owned: Option<tempfile::TempDir>,
 }
 
 impl Prefix {
@@ -51,16 +53,16 @@ impl Prefix {
         for h in ["module_loader.h", "module_interface.h"] {
             std::fs::copy(support::include_dir().join(h), inc.join(h)).expect("copy header");
         }
-        Prefix { dir }
+        Prefix { path: dir.path().to_owned(), _owned: Some(dir) }
     }
 
-    /// Use an existing prefix (from a real `make install`).
-    pub fn existing(dir: tempfile::TempDir) -> Prefix {
-        Prefix { dir }
+    /// A prefix filled by a real `make install`, removed on drop when `owned` is given.
+    pub fn existing(path: PathBuf, owned: Option<tempfile::TempDir>) -> Prefix {
+        Prefix { path, _owned: owned }
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     pub fn lib_dir(&self) -> PathBuf {
