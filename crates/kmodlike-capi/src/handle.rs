@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_uint, c_void, CString};
 use std::path::Path;
 use std::sync::Arc;
 
-use kmodlike::{Handle, OpenMode, OpenOptions};
+use kmodlike::{Handle, InitArgs, OpenMode, OpenOptions};
 
 use crate::crash::module_call_fn_t;
 use crate::entry::{run_code, run_ptr, str_arg};
@@ -102,8 +102,12 @@ pub unsafe extern "C" fn module_loader_open(
                 )))
             }
         };
-        // SAFETY: the caller's contract on init_args.
-        let init_args = unsafe { init_args_from(CALL, init_args) }?;
+        let init_args = match mode {
+            // Nothing of a data object runs, so its init_args are not even looked at.
+            OpenMode::Data => InitArgs::Null,
+            // SAFETY: the caller's contract on init_args.
+            _ => unsafe { init_args_from(CALL, init_args) }?,
+        };
         let handle = l
             .loader
             .open_with(spec, &OpenOptions { mode, init_args })
