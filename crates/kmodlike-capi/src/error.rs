@@ -307,8 +307,28 @@ mod tests {
         });
         a.record("second failure on a");
         assert_eq!(text(a.last()), "second failure on a");
-        drop(a);
-        b.record("again on b");
-        LAST_ERRORS.with(|slots| assert_eq!(slots.borrow().len(), 1, "dead sink pruned"));
+
+        // A thread's text for a sink dropped by another thread is pruned at its next record.
+        let c = ErrorSink::new();
+        let (to_worker, worker_rx) = std::sync::mpsc::channel::<()>();
+        let (to_main, main_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let c = &c;
+            let b = &b;
+            s.spawn(move || {
+                c.record("on c, from the worker");
+                to_main.send(()).unwrap();
+                worker_rx.recv().unwrap(); // c has been dropped by now
+                b.record("on b, from the worker");
+                LAST_ERRORS.with(|slots| {
+                    let ids: Vec<u64> = slots.borrow().iter().map(|(id, _)| *id).collect();
+                    assert_eq!(ids, [b.id], "the dropped sink's text was freed");
+                });
+            });
+            main_rx.recv().unwrap();
+            // Simulate the drop of `c` while the worker still holds its text.
+            LIVE_SINKS.lock().unwrap().as_mut().unwrap().remove(&c.id);
+            to_worker.send(()).unwrap();
+        });
     }
 }
