@@ -47,6 +47,7 @@ pub fn build_module(out_name: &str, sources: &[&Path], flags: &[&str]) -> PathBu
         "-Wall".into(),
         "-Wl,-z,noexecstack".into(),
         format!("-I{}", include_dir().display()),
+        format!("-I{}", test_modules_dir().display()),
     ];
     args.extend(flags.iter().map(|s| s.to_string()));
     compile(out_name, sources, &args)
@@ -63,9 +64,12 @@ pub fn build_program(out_name: &str, sources: &[&Path], flags: &[&str]) -> PathB
 
 fn compile(out_name: &str, sources: &[&Path], args: &[String]) -> PathBuf {
     let out = artifacts_dir().join(out_name);
+    let headers =
+        [include_dir().join("module_interface.h"), test_modules_dir().join("real_fault.h")];
     let newest_input = sources
         .iter()
-        .chain([include_dir().join("module_interface.h").as_path()].iter())
+        .copied()
+        .chain(headers.iter().map(PathBuf::as_path))
         .filter_map(|s| std::fs::metadata(s).and_then(|m| m.modified()).ok())
         .max();
     if let (Ok(meta), Some(newest)) = (std::fs::metadata(&out), newest_input) {

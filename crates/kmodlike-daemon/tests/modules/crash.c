@@ -13,16 +13,13 @@
  */
 #define _GNU_SOURCE
 #include "module_interface.h"
+#include "real_fault.h"
 
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -61,70 +58,9 @@ int module_init(const void *init_args) {
 
 void module_fini(void) { say("fini"); }
 
-/* A system call number no kernel implements, trapped by a filter of this thread's own. */
-#define TRAPPED_SYSCALL 1023
-
-static void sys_fault(void) {
-    static __thread int filtered;
-    if (!filtered) {
-        struct sock_filter filter[] = {
-            BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-            BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TRAPPED_SYSCALL, 0, 1),
-            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_TRAP),
-            BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        };
-        struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
-        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-            prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
-            raise(SIGSYS);
-            return;
-        }
-        filtered = 1;
-    }
-    syscall(TRAPPED_SYSCALL);
-}
-
-static void bus_fault(void) {
-    long page = sysconf(_SC_PAGESIZE);
-    int fd = memfd_create("kmodlike-daemon-bus", MFD_CLOEXEC);
-    if (fd < 0 || ftruncate(fd, page) != 0) {
-        raise(SIGBUS);
-        return;
-    }
-    volatile char *p = mmap(NULL, (size_t)page, PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED || ftruncate(fd, 0) != 0) {
-        raise(SIGBUS);
-        return;
-    }
-    close(fd);
-    (void)p[0];
-}
-
 int crash(void) {
 #ifdef SIG
-    switch (SIG) {
-    case SIGSEGV: {
-        volatile int *volatile p = 0;
-        *p = 1;
-        break;
-    }
-    case SIGBUS:
-        bus_fault();
-        break;
-    case SIGFPE: {
-        volatile int num = 42, zero = 0;
-        volatile int r = num / zero;
-        (void)r;
-        break;
-    }
-    case SIGILL:
-        __builtin_trap();
-    case SIGABRT:
-        abort();
-    case SIGSYS:
-        sys_fault();
-        break;
-    }
+    real_fault(SIG);
 #endif
     return -1; /* not reached when SIG is set */
 }
