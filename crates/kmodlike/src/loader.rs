@@ -2,7 +2,7 @@
 //! dependencies, runs every entry into module code under the crash guard, and unloads a module
 //! that crashes while the host keeps running.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{c_char, c_void, CStr};
 use std::mem::MaybeUninit;
 use std::os::unix::fs::MetadataExt;
@@ -229,16 +229,20 @@ impl LoaderBuilder {
 
 struct Entry {
     module: Arc<Module>,
+    /// User references (handles); dependents are counted in `holders`.
     refs: usize,
+    /// Modules this one depends on, in the order they were opened.
     deps: Vec<u64>,
+    /// Loaded modules that depend on this one.
+    holders: Vec<u64>,
 }
 
 #[derive(Default)]
 struct Registry {
-    entries: HashMap<u64, Entry>,
+    /// Keyed by instance id; ids grow with every load, so this is also load order.
+    entries: BTreeMap<u64, Entry>,
     by_key: HashMap<FileKey, u64>,
     by_name: HashMap<String, u64>,
-    order: Vec<u64>,
     crashes: VecDeque<CrashReport>,
     crash_times: HashMap<String, VecDeque<Instant>>,
     quarantined: HashMap<String, usize>,
@@ -250,14 +254,28 @@ const CRASH_HISTORY: usize = 256;
 
 impl Registry {
     fn holders(&self, id: u64) -> Vec<String> {
-        let mut h: Vec<String> = self
-            .entries
-            .values()
-            .filter(|e| e.deps.contains(&id))
-            .map(|e| e.module.name.clone())
-            .collect();
+        let mut h: Vec<String> = self.entries.get(&id).map_or_else(Vec::new, |e| {
+            e.holders
+                .iter()
+                .filter_map(|h| self.entries.get(h).map(|e| e.module.name.clone()))
+                .collect()
+        });
         h.sort();
         h
+    }
+
+    fn is_held(&self, id: u64) -> bool {
+        self.entries.get(&id).is_some_and(|e| !e.holders.is_empty())
+    }
+
+    /// Record that `id` depends on `deps`.
+    fn link(&mut self, id: u64, deps: Vec<u64>) {
+        for d in &deps {
+            if let Some(dep) = self.entries.get_mut(d) {
+                dep.holders.push(id);
+            }
+        }
+        self.entries.get_mut(&id).expect("linking a registered module").deps = deps;
     }
 
     fn info(&self, id: u64) -> Option<ModuleInfo> {
@@ -268,7 +286,7 @@ impl Registry {
             name: m.name.clone(),
             path: m.path.clone(),
             state: m.state(),
-            refcount: e.refs + self.holders(id).len(),
+            refcount: e.refs + e.holders.len(),
             interface_version: m.version,
             legacy: m.legacy,
             mode: m.mode,
@@ -290,7 +308,11 @@ impl Registry {
         let e = self.entries.remove(&id)?;
         self.by_key.remove(&e.module.key);
         self.by_name.remove(&e.module.name);
-        self.order.retain(|&o| o != id);
+        for d in &e.deps {
+            if let Some(dep) = self.entries.get_mut(d) {
+                dep.holders.retain(|&h| h != id);
+            }
+        }
         Some(e)
     }
 }
@@ -305,10 +327,10 @@ pub(crate) struct LoaderShared {
 
 /// Every module instance in the process, for the guard's callbacks (host `log` calls and
 /// crashes on module threads), which know only a module id.
-static MODULES: Mutex<Vec<ModuleLink>> = Mutex::new(Vec::new());
+static MODULES: Mutex<BTreeMap<u64, ModuleLink>> = Mutex::new(BTreeMap::new());
 
-/// A module instance's id, and weak links to it and to its loader.
-type ModuleLink = (u64, Weak<Module>, Weak<LoaderShared>);
+/// Weak links to a module instance and to its loader.
+type ModuleLink = (Weak<Module>, Weak<LoaderShared>);
 /// Files whose code stays mapped after a crash: loading them again must map a fresh copy.
 static CRASHED_FILES: Mutex<Option<HashSet<FileKey>>> = Mutex::new(None);
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -319,7 +341,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn lookup_module(id: u64) -> Option<(Arc<Module>, Option<Arc<LoaderShared>>)> {
     let table = lock(&MODULES);
-    let (_, m, l) = table.iter().find(|(i, _, _)| *i == id)?;
+    let (m, l) = table.get(&id)?;
     Some((m.upgrade()?, l.upgrade()))
 }
 
@@ -453,7 +475,7 @@ impl Loader {
     /// Every loaded module, as one consistent snapshot, in load order.
     pub fn list(&self) -> Vec<ModuleInfo> {
         let reg = lock(&self.shared.reg);
-        reg.order.iter().filter_map(|&id| reg.info(id)).collect()
+        reg.entries.keys().filter_map(|&id| reg.info(id)).collect()
     }
 
     /// A new handle (a new reference) to the loaded module named `name`.
@@ -502,9 +524,7 @@ impl Loader {
     pub fn shutdown(&self) {
         let s = &self.shared;
         s.locked(|reg| {
-            while let Some(id) =
-                reg.order.iter().rev().copied().find(|&id| reg.holders(id).is_empty())
-            {
+            while let Some(id) = reg.entries.keys().rev().copied().find(|&id| !reg.is_held(id)) {
                 if s.unload_locked(reg, id, false).is_err() {
                     // A crash in fini already removed it; anything else must not loop.
                     reg.remove(id);
@@ -614,7 +634,7 @@ impl LoaderShared {
         chain.pop();
         match self.load_new(reg, spec, path, key, name, &data, info, opts, as_dep) {
             Ok(id) => {
-                reg.entries.get_mut(&id).expect("just inserted").deps = deps;
+                reg.link(id, deps);
                 Ok(id)
             }
             Err(e) => {
@@ -716,7 +736,7 @@ impl LoaderShared {
             })),
         };
         let module = Arc::new(module);
-        lock(&MODULES).push((id, Arc::downgrade(&module), self.me.clone()));
+        lock(&MODULES).insert(id, (Arc::downgrade(&module), self.me.clone()));
         if let Some(init) = module.entry.init {
             let args: *const c_void = module
                 .init_args
@@ -746,10 +766,12 @@ impl LoaderShared {
         }
         module.set_state(ModuleState::Live);
         // A dependency's only users are its holders: it starts with no user reference.
-        reg.entries.insert(id, Entry { module, refs: usize::from(!as_dep), deps: Vec::new() });
+        reg.entries.insert(
+            id,
+            Entry { module, refs: usize::from(!as_dep), deps: Vec::new(), holders: Vec::new() },
+        );
         reg.by_key.insert(key, id);
         reg.by_name.insert(name, id);
-        reg.order.push(id);
         if let Some(info) = reg.info(id) {
             reg.events.push(Event::Loaded(info));
         }
@@ -860,7 +882,7 @@ impl LoaderShared {
     /// loaded, owned by the loader until [`Loader::shutdown`].
     fn release_dep_locked(&self, reg: &mut Registry, id: u64) {
         let Some(e) = reg.entries.get(&id) else { return };
-        if e.refs == 0 && reg.holders(id).is_empty() {
+        if e.refs == 0 && e.holders.is_empty() {
             let _ = self.unload_locked(reg, id, true);
         }
     }
@@ -914,7 +936,7 @@ impl LoaderShared {
     /// `dlclose` a module that is no longer used and forget it.
     fn unmap(&self, module: &Module) {
         guard::unregister_module(module.id);
-        lock(&MODULES).retain(|(i, _, _)| *i != module.id);
+        lock(&MODULES).remove(&module.id);
         drop(lock(&module.global_ref).take());
         drop(lock(&module.lib).take());
     }

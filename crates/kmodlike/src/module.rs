@@ -219,22 +219,26 @@ impl Module {
         if addr.is_null() {
             return Err(not_found("the symbol's value is NULL".into()));
         }
+        // Ours when it lies in one of our segments; otherwise `dladdr` names the object that
+        // defines it (a dependency, libc), for the error.
+        if self.contains(addr as u64) {
+            return Ok(addr);
+        }
         let mut info = MaybeUninit::<libc::Dl_info>::zeroed();
         // SAFETY: dladdr only reads the loader's tables and fills `info`.
         let found = unsafe { libc::dladdr(addr, info.as_mut_ptr()) } != 0;
         // SAFETY: zero-initialised, and filled by dladdr when it returned non-zero.
         let info = unsafe { info.assume_init() };
-        let in_module = (found && info.dli_fbase as u64 == self.base) || self.contains(addr as u64);
-        if !in_module {
-            let owner = if found && !info.dli_fname.is_null() {
-                // SAFETY: dladdr returned a NUL-terminated file name owned by the loader.
-                unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned()
-            } else {
-                "another object".to_owned()
-            };
-            return Err(not_found(format!("it is defined in {owner}, not in the module itself")));
+        if found && info.dli_fbase as u64 == self.base {
+            return Ok(addr);
         }
-        Ok(addr)
+        let owner = if found && !info.dli_fname.is_null() {
+            // SAFETY: dladdr returned a NUL-terminated file name owned by the loader.
+            unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned()
+        } else {
+            "another object".to_owned()
+        };
+        Err(not_found(format!("it is defined in {owner}, not in the module itself")))
     }
 
     /// [`lookup_own`](Self::lookup_own) with the state check and a cache.
