@@ -298,7 +298,7 @@ impl Registry {
             holders: self.holders(id),
             modinfo: m.modinfo.entries.clone(),
             loaded_at: m.loaded_at,
-            calls: m.calls.load(Ordering::Relaxed),
+            calls: m.calls(),
             crashes: m.crashes.load(Ordering::Relaxed),
             size: m.size,
         })
@@ -871,7 +871,7 @@ impl LoaderShared {
         if !holders.is_empty() {
             return Err(Error::Busy { module: name, reason: BusyReason::Holders(holders) });
         }
-        let inflight = reg.entries[&id].module.inflight.load(Ordering::Acquire);
+        let inflight = reg.entries[&id].module.inflight();
         if inflight > 0 {
             return Err(Error::Busy { module: name, reason: BusyReason::InFlight(inflight) });
         }
@@ -996,7 +996,7 @@ impl LoaderShared {
     fn reclaim_if_drained(&self, module: &Module) {
         if self.cfg.crash_policy == CrashPolicy::Reclaim
             && module.state() == ModuleState::Crashed
-            && module.inflight.load(Ordering::Acquire) == 0
+            && module.inflight() == 0
         {
             self.unmap(module);
         }
@@ -1145,7 +1145,7 @@ impl Handle {
             holders: Vec::new(),
             modinfo: self.module.modinfo.entries.clone(),
             loaded_at: self.module.loaded_at,
-            calls: self.module.calls.load(Ordering::Relaxed),
+            calls: self.module.calls(),
             crashes: self.module.crashes.load(Ordering::Relaxed),
             size: self.module.size,
         })
@@ -1229,16 +1229,15 @@ impl Handle {
     /// The guarded entry: refuse dead modules, count the call in flight, recover a crash.
     unsafe fn enter(&self, f: unsafe extern "C" fn(*mut c_void), ctx: *mut c_void) -> Result<()> {
         let m = &self.module;
-        m.inflight.fetch_add(1, Ordering::AcqRel);
+        m.enter_call();
         if m.state() != ModuleState::Live {
-            m.inflight.fetch_sub(1, Ordering::AcqRel);
+            m.leave_call();
             self.loader.reclaim_if_drained(m);
             return Err(m.not_live_error());
         }
         // SAFETY: forwarded contract.
         let r = unsafe { m.guarded(f, ctx) };
-        m.calls.fetch_add(1, Ordering::Relaxed);
-        m.inflight.fetch_sub(1, Ordering::AcqRel);
+        m.leave_call();
         match r {
             Ok(()) => {
                 if m.state() == ModuleState::Crashed {

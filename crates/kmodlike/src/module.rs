@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ffi::{c_void, CStr, CString};
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::SystemTime;
 
@@ -119,8 +119,11 @@ pub(crate) struct Module {
     /// The extra reference that made the module's symbols global (it is a dependency).
     pub global_ref: Mutex<Option<Library>>,
     state: AtomicU8,
-    pub inflight: AtomicUsize,
-    pub calls: AtomicU64,
+    /// Guarded calls entered and left: their difference is the calls in flight, `left` the
+    /// calls made. Two counters rather than an in-flight count plus a call count: one locked
+    /// instruction fewer per call.
+    entered: AtomicU64,
+    left: AtomicU64,
     pub crashes: AtomicU64,
     symbols: RwLock<HashMap<Box<str>, usize>>,
     /// Why the module is dead, for errors on later calls.
@@ -167,20 +170,47 @@ impl Module {
             lib: Mutex::new(Some(lib)),
             global_ref: Mutex::new(None),
             state: AtomicU8::new(ModuleState::Loading as u8),
-            inflight: AtomicUsize::new(0),
-            calls: AtomicU64::new(0),
+            entered: AtomicU64::new(0),
+            left: AtomicU64::new(0),
             crashes: AtomicU64::new(0),
             symbols: RwLock::new(HashMap::new()),
             death: Mutex::new(None),
         }
     }
 
+    // The state and the call counters form a Dekker pair (a caller bumps `entered` then reads
+    // the state; a crash or unload writes the state then reads the counters), so every access
+    // is SeqCst. On x86-64 that costs nothing over AcqRel: the counter bump is a locked
+    // instruction either way.
     pub(crate) fn state(&self) -> ModuleState {
-        ModuleState::from_u8(self.state.load(Ordering::Acquire))
+        ModuleState::from_u8(self.state.load(Ordering::SeqCst))
     }
 
     pub(crate) fn set_state(&self, s: ModuleState) {
-        self.state.store(s as u8, Ordering::Release);
+        self.state.store(s as u8, Ordering::SeqCst);
+    }
+
+    /// Count a guarded call entering.
+    pub(crate) fn enter_call(&self) {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Count a guarded call leaving (or refused after it entered).
+    pub(crate) fn leave_call(&self) {
+        self.left.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Guarded calls running in the module now.
+    pub(crate) fn inflight(&self) -> usize {
+        // `left` first: it never passes `entered`, so equal readings mean none was running
+        // when `entered` was read.
+        let left = self.left.load(Ordering::SeqCst);
+        self.entered.load(Ordering::SeqCst).saturating_sub(left) as usize
+    }
+
+    /// Guarded calls made into the module.
+    pub(crate) fn calls(&self) -> u64 {
+        self.left.load(Ordering::Relaxed)
     }
 
     pub(crate) fn contains(&self, addr: u64) -> bool {
