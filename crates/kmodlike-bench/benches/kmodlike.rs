@@ -29,6 +29,7 @@ use kmodlike_bench::baselines::{self, GuardShim};
 use kmodlike_bench::daemon::{self, DaemonProcess, InProcessDaemon, PING};
 use kmodlike_bench::echo::{ConcurrentClients, EchoServer, RawClient};
 use kmodlike_bench::fixtures;
+use kmodlike_bench::paired::{paired, Side};
 use kmodlike_bench::summary::{self, Estimates, Figure, Target, Unit};
 use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
 
@@ -180,8 +181,10 @@ fn load_cycle(c: &mut Criterion, run: &Run) {
     let hello = fixtures::hello_module();
     let loader = plain_loader();
     let mut g = c.benchmark_group("load_cycle");
-    g.bench_function("libloading", |b| b.iter(|| raw_load_cycle(&hello)));
-    g.bench_function("kmodlike", |b| b.iter(|| close(open(&loader, &hello))));
+    let ours = |n: u64| (0..n).for_each(|_| close(open(&loader, &hello)));
+    let raw = |n: u64| (0..n).for_each(|_| raw_load_cycle(&hello));
+    g.bench_function("libloading", |b| b.iter_custom(|n| paired(n, 1, Side::Baseline, ours, raw)));
+    g.bench_function("kmodlike", |b| b.iter_custom(|n| paired(n, 1, Side::Ours, ours, raw)));
     match fixtures::probe_helper(option_env!("CARGO_BIN_EXE_kmodlike-bench-probe")) {
         Some(helper) => {
             let probing =
@@ -245,6 +248,7 @@ fn crash(c: &mut Criterion, run: &Run) {
     }
     // Its own file: once it has crashed, every later load of it maps a fresh private copy.
     let module = fixtures::bench_module("bench_crash");
+    let clean = fixtures::bench_module("bench_clean");
     // Reclaim: the module starts no threads, so its code is unmapped after each crash instead
     // of staying mapped for good (thousands of crashes would otherwise keep thousands of
     // copies mapped, and slow every later dlopen).
@@ -252,27 +256,32 @@ fn crash(c: &mut Criterion, run: &Run) {
         Loader::builder().module_path(Vec::new()).crash_policy(CrashPolicy::Reclaim).build();
     let mut g = c.benchmark_group("crash");
 
-    // One load cycle with a call that returns: the reference for the recovery.
-    g.bench_function("clean_cycle", |b| {
-        b.iter(|| {
-            let h = open(&loader, &module);
+    // One load cycle with a call that returns, on a file that never crashes: the reference for
+    // the recovery. And the same cycle with a call that raises SIGSEGV: back to the error
+    // return, module gone, loaded again by the next iteration (from a private copy: the crashed
+    // instance may never be handed out again). Paired.
+    let clean_cycle = |n: u64| {
+        for _ in 0..n {
+            let h = open(&loader, &clean);
             h.call0(void_fn(&h, "bench_empty")).expect("call0");
             close(h);
-        })
-    });
-
-    // The same cycle with a call that raises SIGSEGV: back to the error return, module gone,
-    // and loaded again by the next iteration (from a private copy: the crashed instance may
-    // never be handed out again).
-    g.bench_function("crash_and_reload", |b| {
-        b.iter(|| {
+        }
+    };
+    let crash_cycle = |n: u64| {
+        for _ in 0..n {
             let h = open(&loader, &module);
             match h.call0(int_fn(&h, "bench_crash")) {
                 Err(Error::Crashed(report)) => assert_eq!(report.signal, libc::SIGSEGV),
                 other => panic!("bench_crash did not crash: {other:?}"),
             }
             drop(h);
-        })
+        }
+    };
+    g.bench_function("clean_cycle", |b| {
+        b.iter_custom(|n| paired(n, 1, Side::Baseline, crash_cycle, clean_cycle))
+    });
+    g.bench_function("crash_and_reload", |b| {
+        b.iter_custom(|n| paired(n, 1, Side::Ours, crash_cycle, clean_cycle))
     });
 
     // The same with the private copies on tmpfs (TMPDIR=/dev/shm): on this kind of machine
@@ -281,14 +290,7 @@ fn crash(c: &mut Criterion, run: &Run) {
     if let Some(shm) = tmpfs_dir() {
         let saved = std::env::var_os("TMPDIR");
         std::env::set_var("TMPDIR", &shm);
-        g.bench_function("crash_and_reload_tmpfs", |b| {
-            b.iter(|| {
-                let h = open(&loader, &module);
-                let r = h.call0(int_fn(&h, "bench_crash"));
-                assert!(matches!(r, Err(Error::Crashed(_))), "bench_crash did not crash");
-                drop(h);
-            })
-        });
+        g.bench_function("crash_and_reload_tmpfs", |b| b.iter(|| crash_cycle(1)));
         match saved {
             Some(v) => std::env::set_var("TMPDIR", v),
             None => std::env::remove_var("TMPDIR"),
@@ -313,18 +315,28 @@ fn crash(c: &mut Criterion, run: &Run) {
         })
     });
 
-    // The signal path alone, in the guard's shim: fault, handler, siglongjmp, "crashed".
+    // The signal path alone, in the guard's shim: fault, handler, siglongjmp, "crashed";
+    // paired with a bare raise(SIGUSR1) round trip.
     {
         // A guarded call through a handle first: this thread gets its alternate signal stack.
-        let warm = open(&loader, &module);
+        let warm = open(&loader, &clean);
         warm.call0(void_fn(&warm, "bench_empty")).expect("call0");
         close(warm);
+        baselines::install_usr1_handler().expect("install the SIGUSR1 handler");
         let mut shim = GuardShim::new();
-        g.bench_function("signal_path", |b| b.iter(|| assert!(shim.fault())));
+        let mut fault = |n: u64| (0..n).for_each(|_| assert!(shim.fault()));
+        let raise = |n: u64| {
+            (0..n).for_each(|_| {
+                black_box(baselines::raise_usr1());
+            })
+        };
+        g.bench_function("signal_path", |b| {
+            b.iter_custom(|n| paired(n, 16, Side::Ours, &mut fault, raise))
+        });
+        g.bench_function("raise_usr1", |b| {
+            b.iter_custom(|n| paired(n, 16, Side::Baseline, &mut fault, raise))
+        });
     }
-
-    baselines::install_usr1_handler().expect("install the SIGUSR1 handler");
-    g.bench_function("raise_usr1", |b| b.iter(baselines::raise_usr1));
     g.finish();
 }
 
@@ -383,11 +395,13 @@ fn scale(c: &mut Criterion, run: &Run) {
             held.push(open(&loader, &modules[held.len()]));
         }
         assert_eq!(loader.list().len(), n);
+        let ours = |k: u64| (0..k).for_each(|_| close(open(&loader, &extra)));
+        let raw = |k: u64| (0..k).for_each(|_| raw_load_cycle(&extra));
         g.bench_with_input(BenchmarkId::new("kmodlike_load", n), &n, |b, _| {
-            b.iter(|| close(open(&loader, &extra)))
+            b.iter_custom(|k| paired(k, 1, Side::Ours, ours, raw))
         });
         g.bench_with_input(BenchmarkId::new("libloading_load", n), &n, |b, _| {
-            b.iter(|| raw_load_cycle(&extra))
+            b.iter_custom(|k| paired(k, 1, Side::Baseline, ours, raw))
         });
         g.bench_with_input(BenchmarkId::new("list", n), &n, |b, _| {
             b.iter(|| assert_eq!(loader.list().len(), n))
@@ -415,19 +429,34 @@ fn daemon_round_trips(c: &mut Criterion, run: &Run) {
     let echo = EchoServer::start(&echo_sock).expect("start the echo server");
 
     let mut g = c.benchmark_group("daemon");
-    for (id, sock) in [("ping", &daemon_sock), ("raw_echo", &echo_sock)] {
-        let mut client = RawClient::connect(sock).expect("connect");
-        assert!(client.call_ok(PING).is_ok());
-        g.bench_with_input(BenchmarkId::new(id, 1), &1, |b, _| {
-            b.iter(|| client.round_trip(PING).expect("round trip").len())
-        });
-    }
-    for (id, sock) in [("ping", &daemon_sock), ("raw_echo", &echo_sock)] {
-        let clients = ConcurrentClients::connect(sock, 8, PING).expect("connect 8 clients");
-        g.bench_with_input(BenchmarkId::new(id, 8), &8, |b, _| {
-            b.iter_custom(|iters| clients.run(iters).expect("8 concurrent clients"))
-        });
-    }
+    // Paired: every sample alternates daemon and echo round trips (see `paired`).
+    let mut ping = RawClient::connect(&daemon_sock).expect("connect to the daemon");
+    assert!(ping.call_ok(PING).is_ok(), "the daemon answers Ping");
+    let mut echo1 = RawClient::connect(&echo_sock).expect("connect to the echo server");
+    let mut ours =
+        |n: u64| (0..n).for_each(|_| assert!(!ping.round_trip(PING).expect("Ping").is_empty()));
+    let mut raw =
+        |n: u64| (0..n).for_each(|_| assert!(!echo1.round_trip(PING).expect("echo").is_empty()));
+    g.bench_with_input(BenchmarkId::new("ping", 1), &1, |b, _| {
+        b.iter_custom(|n| paired(n, 1, Side::Ours, &mut ours, &mut raw))
+    });
+    g.bench_with_input(BenchmarkId::new("raw_echo", 1), &1, |b, _| {
+        b.iter_custom(|n| paired(n, 1, Side::Baseline, &mut ours, &mut raw))
+    });
+    let daemon8 = ConcurrentClients::connect(&daemon_sock, 8, PING).expect("8 daemon clients");
+    let echo8 = ConcurrentClients::connect(&echo_sock, 8, PING).expect("8 echo clients");
+    let ours8 = |n: u64| {
+        daemon8.run(n).expect("8 concurrent daemon clients");
+    };
+    let raw8 = |n: u64| {
+        echo8.run(n).expect("8 concurrent echo clients");
+    };
+    g.bench_with_input(BenchmarkId::new("ping", 8), &8, |b, _| {
+        b.iter_custom(|n| paired(n, 4, Side::Ours, ours8, raw8))
+    });
+    g.bench_with_input(BenchmarkId::new("raw_echo", 8), &8, |b, _| {
+        b.iter_custom(|n| paired(n, 4, Side::Baseline, ours8, raw8))
+    });
     g.finish();
     drop(echo);
     drop(server);
@@ -688,9 +717,20 @@ fn main() {
     let mem = memory(&run);
 
     let figures = figures(&Estimates::new(&criterion_dir, started), &run, mem.as_ref());
-    println!("\nkmodlike benchmark summary (criterion medians; ratios from this run)\n");
-    print!("{}", summary::render(&figures));
+    let table = format!(
+        "kmodlike benchmark summary (criterion medians; ratios from this run)\n\n{}",
+        summary::render(&figures)
+    );
+    println!("\n{table}");
     if run.bench_mode {
+        // The table as text too, for `make bench` to print last (cargo runs other packages'
+        // bench harnesses after this one).
+        let text = kmodlike_bench::bench_dir().join("summary.txt");
+        if let Err(e) = std::fs::create_dir_all(kmodlike_bench::bench_dir())
+            .and_then(|()| std::fs::write(&text, &table))
+        {
+            eprintln!("kmodlike-bench: cannot write {}: {e}", text.display());
+        }
         let out = kmodlike_bench::bench_dir().join("summary.json");
         let context = serde_json::json!({
             "command": std::env::args().collect::<Vec<_>>(),

@@ -3,6 +3,7 @@
 //! and the raw client both are driven with.
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 /// A NUL-framed echo server on a Unix socket, serving in this process until dropped.
 pub struct EchoServer {
     path: PathBuf,
+    /// A second handle on the listening socket, to shut it down (which wakes `accept`).
+    listener: UnixListener,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
@@ -23,6 +26,7 @@ impl EchoServer {
     pub fn start(path: &Path) -> io::Result<EchoServer> {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)?;
+        let handle = listener.try_clone()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let accept = std::thread::Builder::new().name("echo-accept".into()).spawn(move || {
@@ -30,13 +34,13 @@ impl EchoServer {
                 if stop2.load(Ordering::Acquire) {
                     break;
                 }
-                let Ok(stream) = stream else { continue };
+                let Ok(stream) = stream else { break };
                 let _ = std::thread::Builder::new()
                     .name("echo-conn".into())
                     .spawn(move || serve_echo(stream));
             }
         })?;
-        Ok(EchoServer { path: path.to_owned(), stop, accept: Some(accept) })
+        Ok(EchoServer { path: path.to_owned(), listener: handle, stop, accept: Some(accept) })
     }
 
     /// The socket.
@@ -47,10 +51,12 @@ impl EchoServer {
 
 impl Drop for EchoServer {
     fn drop(&mut self) {
-        // Wake the accept loop with one last connection after raising the flag; connection
-        // threads end by themselves when their clients hang up.
+        // Raise the flag, then shut the listening socket down: on Linux that makes a blocked
+        // accept(2) fail, and the loop ends. Connection threads end by themselves when their
+        // clients hang up.
         self.stop.store(true, Ordering::Release);
-        let _ = UnixStream::connect(&self.path);
+        // SAFETY: shutdown(2) on a descriptor we own (kept open by `self.listener`).
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }

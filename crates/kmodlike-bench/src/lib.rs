@@ -12,6 +12,7 @@
 //! - [`daemon`]: the daemon's server in this process (round trips) and the real program in a
 //!   child process (resident memory);
 //! - [`echo`]: the raw Unix-socket echo server and client, the daemon's baseline;
+//! - [`paired`]: ours and the baseline run alternately, so load on the machine hits both alike;
 //! - [`summary`]: reading criterion's estimates back and printing and writing the one summary
 //!   table (`target/bench/summary.json`).
 //!
@@ -22,6 +23,7 @@ pub mod baselines;
 pub mod daemon;
 pub mod echo;
 pub mod fixtures;
+pub mod paired;
 pub mod summary;
 
 use std::path::PathBuf;
