@@ -41,8 +41,9 @@ const INTERFACE: [&[u8]; 3] =
 
 /// How this run was invoked.
 struct Run {
-    /// `cargo bench` passes `--bench`; without it (`cargo test --benches`) criterion runs each
-    /// benchmark once as a smoke test, and this run uses small sizes and writes no summary.
+    /// A measuring run: `cargo bench` passes `--bench`. Without it (`cargo test --benches`), or
+    /// with `--test`, criterion runs each benchmark once as a smoke test: this run then uses
+    /// small sizes. Only a measuring run (not `--list`, not `--profile-time`) writes the summary.
     bench_mode: bool,
     /// The benchmark filter, when one was given.
     filter: Option<String>,
@@ -52,32 +53,48 @@ struct Run {
     memory_cycles: usize,
     /// A private directory for sockets.
     tmp: PathBuf,
+    /// `--list`: criterion only lists the benchmarks.
+    listing: bool,
 }
 
 impl Run {
     fn from_args() -> Run {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let bench_mode = args.iter().any(|a| a == "--bench");
+        let has = |flag: &str| args.iter().any(|a| a == flag);
+        // `--test` (run each once) and `--list` make criterion measure nothing; `--profile-time`
+        // measures without analysis (no estimates, so no table).
+        let measuring = !has("--test") && !has("--list") && !has("--profile-time");
+        // Full sizes whenever cargo bench runs this (profiling included), small ones for a test.
+        let full = has("--bench") && !has("--test");
+        let bench_mode = full && measuring;
+        let listing = has("--list");
         // Criterion's options that take a value, so their values are not taken for a filter.
-        const WITH_VALUE: [&str; 12] = [
+        const WITH_VALUE: [&str; 19] = [
+            "-c",
+            "--color",
+            "-s",
             "--save-baseline",
+            "-b",
             "--baseline",
             "--baseline-lenient",
             "--load-baseline",
-            "--color",
             "--format",
+            "--profile-time",
             "--sample-size",
             "--warm-up-time",
             "--measurement-time",
             "--nresamples",
             "--noise-threshold",
             "--confidence-level",
+            "--significance-level",
+            "--plotting-backend",
+            "--output-format",
         ];
         let mut filter = None;
         let mut i = 0;
         while i < args.len() {
             let a = &args[i];
-            if WITH_VALUE.contains(&a.as_str()) {
+            if WITH_VALUE.contains(&a.as_str()) && !a.contains('=') {
                 i += 2;
                 continue;
             }
@@ -91,9 +108,10 @@ impl Run {
         Run {
             bench_mode,
             filter,
-            scale: if bench_mode { vec![1, 100, 1000] } else { vec![1, 3] },
-            memory_cycles: if bench_mode { 10_000 } else { 100 },
+            scale: if full { vec![1, 100, 1000] } else { vec![1, 3] },
+            memory_cycles: if full { 10_000 } else { 100 },
             tmp,
+            listing,
         }
     }
 
@@ -476,7 +494,7 @@ struct Memory {
 }
 
 fn memory(run: &Run) -> Option<Memory> {
-    if !run.wants(&["memory/daemon_rss"]) {
+    if run.listing || !run.wants(&["memory/daemon_rss"]) {
         return None;
     }
     let Some(program) = option_env!("CARGO_BIN_EXE_kmodlike-bench-daemon") else {
