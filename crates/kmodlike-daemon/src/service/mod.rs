@@ -37,6 +37,9 @@ pub const UNLOAD_WAIT: Duration = Duration::from_secs(30);
 /// Events buffered per Monitor client before it counts as too slow and is disconnected.
 const MONITOR_BACKLOG: usize = 1024;
 
+/// This process's id, read once (`Ping` and `Status` report it on every call).
+static PID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::process::id);
+
 /// What `Status` reports about the daemon's configuration.
 #[derive(Debug, Clone)]
 pub struct DaemonFacts {
@@ -304,7 +307,7 @@ impl LoaderService {
     fn status(&self) -> StatusReply {
         StatusReply {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            pid: std::process::id(),
+            pid: *PID,
             socket: self.facts.socket.display().to_string(),
             uptime_secs: self.started.elapsed().as_secs_f64(),
             modules: self.loader.list().len() as u64,
@@ -342,10 +345,7 @@ impl LoaderService {
     fn dispatch(&self, method: &str, mut p: Params, ctx: &CallContext) -> Outcome {
         let r = match method {
             "Ping" => p.finish().and_then(|()| {
-                reply(PingReply {
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    pid: std::process::id(),
-                })
+                reply(PingReply { version: env!("CARGO_PKG_VERSION").into(), pid: *PID })
             }),
             "List" => p.finish().and_then(|()| {
                 let modules = self.loader.list().iter().map(types::Module::from).collect();
