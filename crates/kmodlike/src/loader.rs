@@ -17,13 +17,13 @@ use crate::crash::{self, CrashReport, Phase};
 use crate::error::{BusyReason, Error, Result};
 use crate::guard::{self, RawCrash};
 use crate::interface::{symbols, ModuleInitArgs, Version, MODULE_INIT_ARGS_VERSION_CURRENT};
-use crate::modinfo::{self, ModInfo};
+use crate::modinfo::FileFacts;
 use crate::module::{
     mapping_of, trampoline, trampoline0, Call0Ctx, CallCtx, EntryPoints, FileKey, HostCallbacks,
     Module, ModuleState, OpenMode,
 };
 use crate::probe;
-use crate::resolve::{module_name_for, resolve_spec, search_path};
+use crate::resolve::{module_name_for, resolve_spec, resolve_spec_with, search_path};
 
 /// The loader's log sink: `(module name, level, message)`.
 pub type LogSink = Arc<dyn Fn(&str, i32, &str) + Send + Sync>;
@@ -561,7 +561,9 @@ impl LoaderShared {
         chain: &mut Vec<(FileKey, String)>,
         as_dep: bool,
     ) -> Result<u64> {
-        let path = resolve_spec(spec, &search_path(&self.path.read().unwrap()))?;
+        let path = resolve_spec_with(spec, || {
+            search_path(&self.path.read().unwrap_or_else(|e| e.into_inner()))
+        })?;
         let meta = std::fs::metadata(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
                 Error::NotFound { spec: spec.to_owned(), tried: vec![path.clone()] }
@@ -603,15 +605,11 @@ impl LoaderShared {
         }
         let data = std::fs::read(&path)
             .map_err(|source| Error::Unreadable { path: path.clone(), source })?;
-        let info = if data.starts_with(b"\x7fELF") {
-            modinfo::parse_file(&path, &data).unwrap_or_default()
-        } else {
-            ModInfo::default()
-        };
+        let facts = FileFacts::read(&data).unwrap_or_default();
 
         chain.push((key, name.clone()));
         let mut deps: Vec<u64> = Vec::new();
-        for dep in info.depends() {
+        for dep in facts.modinfo.depends() {
             let dep_opts = OpenOptions { mode: OpenMode::Module, init_args: opts.init_args };
             match self.open_locked(reg, &dep, &dep_opts, chain, true) {
                 Ok(id) => deps.push(id),
@@ -632,7 +630,7 @@ impl LoaderShared {
             }
         }
         chain.pop();
-        match self.load_new(reg, spec, path, key, name, &data, info, opts, as_dep) {
+        match self.load_new(reg, path, key, name, &data, facts, opts, as_dep) {
             Ok(id) => {
                 reg.link(id, deps);
                 Ok(id)
@@ -655,12 +653,11 @@ impl LoaderShared {
     fn load_new(
         &self,
         reg: &mut Registry,
-        spec: &str,
         path: PathBuf,
         key: FileKey,
         name: String,
         data: &[u8],
-        info: ModInfo,
+        facts: FileFacts,
         opts: &OpenOptions,
         as_dep: bool,
     ) -> Result<u64> {
@@ -680,13 +677,12 @@ impl LoaderShared {
                 return Err(e);
             }
         }
-        let _ = spec;
         crate::elf::check_before_dlopen(&path, data)?;
         let flags = RTLD_NOW | if as_dep { RTLD_GLOBAL } else { RTLD_LOCAL };
         let fresh_copy = lock(&CRASHED_FILES).as_ref().map(|s| s.contains(&key)).unwrap_or(false);
         let lib = self.dlopen(&path, data, flags, fresh_copy)?;
         let raw = lib.into_raw();
-        let (segments, text, base) = mapping_of(raw);
+        let (segments, text, base) = mapping_of(raw, &facts.loads);
         // SAFETY: `raw` came from `into_raw` just above and is still open.
         let lib = unsafe { Library::from_raw(raw) };
         let size = segments.iter().map(|(s, e)| e - s).sum();
@@ -702,7 +698,7 @@ impl LoaderShared {
             path.clone(),
             key,
             opts.mode,
-            info,
+            facts.modinfo.clone(),
             size,
             lib,
             segments,
@@ -715,7 +711,7 @@ impl LoaderShared {
             drop(m);
         };
         if opts.mode == OpenMode::Module {
-            if let Err(e) = self.validate(&mut module) {
+            if let Err(e) = self.validate(&mut module, &facts) {
                 unregister(module);
                 return Err(e);
             }
@@ -772,8 +768,10 @@ impl LoaderShared {
         );
         reg.by_key.insert(key, id);
         reg.by_name.insert(name, id);
-        if let Some(info) = reg.info(id) {
-            reg.events.push(Event::Loaded(info));
+        if !self.subscribers.read().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            if let Some(info) = reg.info(id) {
+                reg.events.push(Event::Loaded(info));
+            }
         }
         Ok(id)
     }
@@ -798,10 +796,17 @@ impl LoaderShared {
     }
 
     /// Check the interface: the required exports, then the version.
-    fn validate(&self, m: &mut Module) -> Result<()> {
+    fn validate(&self, m: &mut Module, facts: &FileFacts) -> Result<()> {
+        let lookup = |name: &str| {
+            if facts.may_export(name) {
+                m.lookup_own(name).ok()
+            } else {
+                None
+            }
+        };
         let present: Vec<Option<*mut c_void>> =
-            symbols::REQUIRED.iter().map(|s| m.lookup_own(s).ok()).collect();
-        let hello = m.lookup_own(symbols::HELLO).is_ok();
+            symbols::REQUIRED.iter().map(|s| lookup(s)).collect();
+        let hello = lookup(symbols::HELLO).is_some();
         if present.iter().all(Option::is_none) {
             if hello && !self.cfg.strict {
                 m.legacy = true;
@@ -829,7 +834,7 @@ impl LoaderShared {
                 std::mem::transmute::<*mut c_void, unsafe extern "C" fn()>(present[2].unwrap()),
             )
         };
-        let can_unload = m.lookup_own(symbols::CAN_UNLOAD).ok().map(|p| {
+        let can_unload = lookup(symbols::CAN_UNLOAD).map(|p| {
             // SAFETY: `int module_can_unload(void)` per the interface.
             unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> i32>(p) }
         });

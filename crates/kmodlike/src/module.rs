@@ -335,8 +335,13 @@ pub(crate) unsafe extern "C" fn trampoline0<R: Copy>(ctx: *mut c_void) {
 
 /// Find where a freshly opened library is mapped: its `PT_LOAD` segments and base address.
 ///
-/// Returns `(segments, executable segments, base)`. `handle` is a live `dlopen` handle.
-pub(crate) fn mapping_of(handle: *mut c_void) -> (Vec<Range>, Vec<Range>, u64) {
+/// Returns `(segments, executable segments, base)`. `handle` is a live `dlopen` handle;
+/// `loads` are the file's `PT_LOAD` headers `(p_vaddr, p_memsz, executable)` when known, which
+/// spares a walk over every loaded object (`dl_iterate_phdr`).
+pub(crate) fn mapping_of(
+    handle: *mut c_void,
+    loads: &[(u64, u64, bool)],
+) -> (Vec<Range>, Vec<Range>, u64) {
     #[repr(C)]
     struct LinkMap {
         l_addr: usize,
@@ -352,6 +357,19 @@ pub(crate) fn mapping_of(handle: *mut c_void) -> (Vec<Range>, Vec<Range>, u64) {
     }
     // SAFETY: glibc's link_map starts with l_addr and l_name.
     let (l_addr, l_name) = unsafe { ((*lm).l_addr as u64, (*lm).l_name) };
+    // SAFETY: sysconf is always safe to call.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    if !loads.is_empty() {
+        let segments: Vec<Range> =
+            loads.iter().map(|&(va, sz, _)| (l_addr + va, l_addr + va + sz)).collect();
+        let text = loads
+            .iter()
+            .filter(|l| l.2)
+            .map(|&(va, sz, _)| (l_addr + va, l_addr + va + sz))
+            .collect();
+        let base = segments.iter().map(|r| r.0).min().map_or(l_addr, |b| b & !(page - 1));
+        return (segments, text, base);
+    }
 
     struct Search {
         l_addr: u64,
@@ -394,8 +412,6 @@ pub(crate) fn mapping_of(handle: *mut c_void) -> (Vec<Range>, Vec<Range>, u64) {
     let mut s = Search { l_addr, l_name, segments: Vec::new(), text: Vec::new() };
     // SAFETY: `each` only reads the headers dl_iterate_phdr hands it.
     unsafe { libc::dl_iterate_phdr(Some(each), &mut s as *mut Search as *mut c_void) };
-    // SAFETY: sysconf is always safe to call.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     let base = s.segments.iter().map(|r| r.0).min().map(|b| b & !(page - 1)).unwrap_or(l_addr);
     (s.segments, s.text, base)
 }

@@ -107,6 +107,15 @@ impl NameSpec {
 
 /// Resolve `spec` to a file, searching `dirs` for names.
 pub fn resolve_spec(spec: &str, dirs: &[PathBuf]) -> Result<PathBuf> {
+    resolve_spec_with(spec, || dirs.to_vec())
+}
+
+/// [`resolve_spec`], computing the search directories only when `spec` is a name (the module
+/// path reads the environment and the running program's location).
+pub(crate) fn resolve_spec_with(
+    spec: &str,
+    dirs: impl FnOnce() -> Vec<PathBuf>,
+) -> Result<PathBuf> {
     if spec.is_empty() {
         return Err(Error::InvalidArgument("empty module spec or path".into()));
     }
@@ -118,8 +127,9 @@ pub fn resolve_spec(spec: &str, dirs: &[PathBuf]) -> Result<PathBuf> {
     }
     let name = NameSpec::parse(spec)?;
     let rel = name.relative_file();
+    let dirs = dirs();
     let mut tried = Vec::with_capacity(dirs.len());
-    for dir in dirs {
+    for dir in &dirs {
         let candidate = dir.join(&rel);
         if candidate.is_file() {
             return Ok(candidate);
