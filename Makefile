@@ -89,7 +89,8 @@ test-integration: test-deps mod
 	KMODLIKE_TEST_PREFIX=$(TEST_PREFIX) $(CARGO) test --workspace --test '*'
 
 bench: mod
-	$(CARGO) bench --workspace
+	$(CARGO) bench --workspace --bench '*'
+	@cat target/bench/summary.txt
 
 install: all lib
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \

@@ -587,7 +587,7 @@ fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
         .speedup(),
         Figure::cost(
             "guard_shim",
-            "the guard's C shim alone, no bookkeeping (kml_guard_call)",
+            "the guard's C shim alone, no bookkeeping (kmodlike::__bench_guard_call)",
             "direct call through a function pointer",
             Target::None,
         )
@@ -617,7 +617,7 @@ fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
             Target::RatioAtMost(3.0),
         )
         .values(m("crash/signal_path"), m("crash/raise_usr1"))
-        .note("timed in the guard's C shim (kml_guard_call), below the public API"),
+        .note("timed in the guard's C shim (kmodlike::__bench_guard_call), below the public API"),
         Figure::cost(
             "crash_to_error",
             "crash to error return through Handle::call0",

@@ -15,20 +15,6 @@ mod ffi {
         pub fn kmlb_raise_usr1() -> c_int;
         pub fn kmlb_fault(ctx: *mut c_void);
     }
-
-    // kmodlike's guard shim (crates/kmodlike/src/guard/guard.c), which is crate-private. It is
-    // linked into this binary as part of the kmodlike rlib; hidden visibility only keeps it out
-    // of shared objects' dynamic symbol tables. Used for one figure, the signal path alone,
-    // until kmodlike offers a hook for it (see docs/performance.md).
-    extern "C" {
-        pub fn kml_raw_crash_size() -> usize;
-        pub fn kml_guard_call(
-            f: unsafe extern "C" fn(*mut c_void),
-            ctx: *mut c_void,
-            module_id: u64,
-            out: *mut c_void,
-        ) -> c_int;
-    }
 }
 
 /// Call the `void (*)(void)` function `f` under a guard built the naive way, with
@@ -60,57 +46,34 @@ pub fn raise_usr1() -> c_int {
     unsafe { ffi::kmlb_raise_usr1() }
 }
 
-/// kmodlike's guard shim on its own (`kml_guard_call` in `guard.c`), below the public API: no
-/// registry, no in-flight count, no crash report. Holds the buffer for the shim's
-/// `struct kml_raw_crash`, sized at run time by the shim itself.
+/// kmodlike's guard on its own (`kmodlike::__bench_guard_call`: the C shim's
+/// `sigsetjmp(env, 0)`, the thread's guard record, the call), below the public API: no
+/// registry, no in-flight count, no crash report.
 ///
 /// kmodlike's handlers must be installed (build any [`kmodlike::Loader`] first), and the calling
 /// thread should have made one guarded call through a [`kmodlike::Handle`] (which gives it its
 /// alternate signal stack), so the path timed is exactly the one a module's call takes.
-pub struct GuardShim {
-    buf: Vec<u64>,
-}
-
-/// The module id the shim attributes faults to: not a real module's.
-const NO_MODULE: u64 = u64::MAX - 1;
+pub struct GuardShim;
 
 impl GuardShim {
-    /// Prepare the out buffer.
+    /// The shim.
     pub fn new() -> GuardShim {
-        // SAFETY: returns a constant.
-        let size = unsafe { ffi::kml_raw_crash_size() };
-        GuardShim { buf: vec![0u64; size.div_ceil(8)] }
+        GuardShim
     }
 
-    /// Call `f` through the shim (sigsetjmp(env, 0), the thread's guard record, the call).
-    /// Returns `true` when `f` returned normally.
+    /// Call `f` through the guard. Returns `true` when `f` returned normally.
     pub fn call(&mut self, f: extern "C" fn()) -> bool {
         // SAFETY: kmlb_call_void calls `f` (a safe `void (*)(void)`); both are C frames that
-        // own nothing. `buf` is at least kml_raw_crash_size() bytes, 8-aligned.
-        unsafe {
-            ffi::kml_guard_call(
-                ffi::kmlb_call_void,
-                f as *mut c_void,
-                NO_MODULE,
-                self.buf.as_mut_ptr().cast(),
-            ) == 0
-        }
+        // own nothing.
+        !unsafe { kmodlike::__bench_guard_call(ffi::kmlb_call_void, f as *mut c_void) }
     }
 
-    /// The guard's signal path alone: a write through NULL inside the shim, SIGSEGV, kmodlike's
-    /// handler records it and `siglongjmp`s back, the shim returns "crashed". Returns `true`
-    /// when the crash came back as expected.
+    /// The guard's signal path alone: a write through NULL under the guard, SIGSEGV,
+    /// kmodlike's handler records it and `siglongjmp`s back. Returns `true` when the crash came
+    /// back as expected.
     pub fn fault(&mut self) -> bool {
-        // SAFETY: kmlb_fault is C and owns nothing: the jump skips only its frame. `buf` is at
-        // least kml_raw_crash_size() bytes, 8-aligned, as the shim's out parameter needs.
-        unsafe {
-            ffi::kml_guard_call(
-                ffi::kmlb_fault,
-                std::ptr::null_mut(),
-                NO_MODULE,
-                self.buf.as_mut_ptr().cast(),
-            ) == 1
-        }
+        // SAFETY: kmlb_fault is C and owns nothing: the jump skips only its frame.
+        unsafe { kmodlike::__bench_guard_call(ffi::kmlb_fault, std::ptr::null_mut()) }
     }
 }
 

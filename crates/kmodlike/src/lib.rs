@@ -55,3 +55,19 @@ pub use resolve::{
     default_module_path, module_name_for, resolve_spec, search_path, NameSpec, DEFAULT_NAMESPACE,
     MODULE_PATH_ENV,
 };
+
+/// Benchmark hook, not API: run `f(ctx)` under the crash guard with no module attached, as a
+/// guarded call does below its bookkeeping. Returns `true` when `f` raised a fatal signal (the
+/// crash is recorded nowhere). Used by `make bench` to time the guard alone.
+///
+/// # Safety
+/// As [`Handle::call_raw`]: `f` must be safe to call with `ctx` and own nothing with a
+/// destructor where it can fault.
+#[doc(hidden)]
+pub unsafe fn __bench_guard_call(
+    f: unsafe extern "C" fn(*mut std::ffi::c_void),
+    ctx: *mut std::ffi::c_void,
+) -> bool {
+    // SAFETY: forwarded contract; u64::MAX - 1 is no module's id.
+    unsafe { guard::call(u64::MAX - 1, f, ctx) }.is_err()
+}
