@@ -44,6 +44,7 @@ extern "C" {
     pub(super) fn kml_unregister_module(module_id: u64);
     pub(super) fn kml_module_at(addr: u64, module_id: *mut u64) -> c_int;
     pub(super) fn kml_refresh_code_ranges();
+    pub(super) fn kml_code_ranges_after_load(ranges: *const u64, n: u32);
     pub(super) fn kml_set_crash_pipe(fd: c_int);
     pub(super) fn kml_take_thread_crash(index: u32, out: *mut CRawCrash) -> c_int;
     pub(super) fn kml_thread_crashes_dropped_count() -> c_uint;

@@ -32,6 +32,7 @@
 #include <link.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -230,14 +231,62 @@ static int kml_collect_code(struct dl_phdr_info *info, size_t size, void *data) 
     return 0;
 }
 
-void kml_refresh_code_ranges(void) {
-    pthread_mutex_lock(&kml_table_lock);
+/* dl_iterate_phdr's object counters: every entry carries the same dlpi_adds/dlpi_subs, so
+ * reading the first entry and stopping is enough (O(1), whatever is loaded). */
+static int kml_read_adds(struct dl_phdr_info *info, size_t size, void *data) {
+    if (size >= offsetof(struct dl_phdr_info, dlpi_adds) + sizeof info->dlpi_adds)
+        *(unsigned long long *)data = info->dlpi_adds;
+    return 1;
+}
+
+/* dlpi_adds when the table was last brought up to date; under kml_table_lock. */
+static unsigned long long kml_code_adds;
+
+/* Rebuild the table from every loaded object. Caller holds kml_table_lock. */
+static void kml_refresh_locked(void) {
     atomic_fetch_add_explicit(&kml_code_seq, 1, memory_order_relaxed); /* odd: writing */
     atomic_thread_fence(memory_order_release);
     uint32_t n = 0;
     dl_iterate_phdr(kml_collect_code, &n);
     atomic_store_explicit(&kml_code_count, n, memory_order_relaxed);
     atomic_fetch_add_explicit(&kml_code_seq, 1, memory_order_release); /* even: stable */
+    kml_code_adds = 0;
+    dl_iterate_phdr(kml_read_adds, &kml_code_adds);
+}
+
+void kml_refresh_code_ranges(void) {
+    pthread_mutex_lock(&kml_table_lock);
+    kml_refresh_locked();
+    pthread_mutex_unlock(&kml_table_lock);
+}
+
+/*
+ * A module was loaded whose executable segments are `ranges` (n start/end pairs). When it is
+ * the only object added since the table was last brought up to date (it needed no library that
+ * was not already loaded), append its ranges: O(1). Otherwise, or when the table is full,
+ * rebuild it from every loaded object: O(loaded objects). Ranges of objects unloaded since stay
+ * until the next rebuild; the handler only uses the table to tell whether a stack word looks
+ * like a return address, so a stale range costs at most a wasted dladdr after the jump.
+ */
+void kml_code_ranges_after_load(const uint64_t *ranges, uint32_t n) {
+    pthread_mutex_lock(&kml_table_lock);
+    unsigned long long adds = 0;
+    dl_iterate_phdr(kml_read_adds, &adds);
+    uint32_t count = atomic_load_explicit(&kml_code_count, memory_order_relaxed);
+    if (kml_code_adds != 0 && adds == kml_code_adds + 1 && count + n <= KML_CODE_RANGES) {
+        atomic_fetch_add_explicit(&kml_code_seq, 1, memory_order_relaxed); /* odd: writing */
+        atomic_thread_fence(memory_order_release);
+        for (uint32_t i = 0; i < n; i++) {
+            atomic_store_explicit(&kml_code_start[count + i], ranges[2 * i], memory_order_relaxed);
+            atomic_store_explicit(&kml_code_end[count + i], ranges[2 * i + 1],
+                                  memory_order_relaxed);
+        }
+        atomic_store_explicit(&kml_code_count, count + n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&kml_code_seq, 1, memory_order_release); /* even: stable */
+        kml_code_adds = adds;
+    } else {
+        kml_refresh_locked();
+    }
     pthread_mutex_unlock(&kml_table_lock);
 }
 

@@ -191,10 +191,11 @@ pub(crate) fn register_module(module_id: u64, text: &[(u64, u64)]) {
             );
         }
     }
-    // A new module may have brought new libraries: refresh the code ranges the handler uses to
-    // recognise return addresses.
-    // SAFETY: normal context.
-    unsafe { ffi::kml_refresh_code_ranges() };
+    // Record the new code for the handler's return-address test; a module that brought new
+    // libraries with it makes the shim rebuild its table from every loaded object.
+    let flat: Vec<u64> = text.iter().flat_map(|&(s, e)| [s, e]).collect();
+    // SAFETY: normal context; `flat` holds `text.len()` start/end pairs.
+    unsafe { ffi::kml_code_ranges_after_load(flat.as_ptr(), text.len() as u32) };
 }
 
 /// Forget a module's text ranges (after it is unloaded and unmapped).
