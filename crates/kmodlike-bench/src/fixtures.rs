@@ -1,11 +1,10 @@
 //! The modules the benchmarks load, built from real C sources with the system compiler.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use kmodlike_testsupport::{build_module, cc, include_dir, workspace_root};
+use kmodlike_testsupport::{build_module, build_module_at, include_dir, workspace_root};
 
 /// `crates/kmodlike-bench/c/`.
 pub fn c_dir() -> PathBuf {
@@ -90,24 +89,7 @@ pub fn scale_modules(count: usize, jobs: usize) -> Vec<PathBuf> {
 }
 
 fn compile_scale_module(src: &Path, name: &str, out: &Path) {
-    let tmp = out.with_extension(format!("so.{}.tmp", std::process::id()));
-    let output = Command::new(cc())
-        .arg(src)
-        .args(["-shared", "-fPIC", "-O1", "-Wall", "-Wl,-z,noexecstack"])
-        .arg(format!("-I{}", include_dir().display()))
-        .arg(format!("-DNAME={name}"))
-        .arg("-o")
-        .arg(&tmp)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the C compiler {}: {e}", cc()));
-    assert!(
-        output.status.success(),
-        "compiling scale module {name} from {} failed:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::fs::rename(&tmp, out)
-        .unwrap_or_else(|e| panic!("cannot rename {} to {}: {e}", tmp.display(), out.display()));
+    build_module_at(out, &[src], &[&format!("-DNAME={name}")]);
 }
 
 /// The probe helper for [`kmodlike::LoaderBuilder::probe_helper`]: `$KMODLIKE_PROBE` when set,

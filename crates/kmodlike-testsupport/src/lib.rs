@@ -39,6 +39,11 @@ pub fn cc() -> String {
 /// than a source. Builds into a temporary name and renames, so concurrent tests never see a
 /// half-written file.
 pub fn build_module(out_name: &str, sources: &[&Path], flags: &[&str]) -> PathBuf {
+    build_module_at(&artifacts_dir().join(out_name), sources, flags)
+}
+
+/// [`build_module`] into the file `out` (its directory must exist).
+pub fn build_module_at(out: &Path, sources: &[&Path], flags: &[&str]) -> PathBuf {
     let mut args: Vec<String> = vec![
         "-shared".into(),
         "-fPIC".into(),
@@ -50,7 +55,7 @@ pub fn build_module(out_name: &str, sources: &[&Path], flags: &[&str]) -> PathBu
         format!("-I{}", test_modules_dir().display()),
     ];
     args.extend(flags.iter().map(|s| s.to_string()));
-    compile(out_name, sources, &args)
+    compile(out, sources, &args)
 }
 
 /// Compile C `sources` into an executable `out_name` with extra `flags` (placed after the
@@ -59,11 +64,12 @@ pub fn build_program(out_name: &str, sources: &[&Path], flags: &[&str]) -> PathB
     let mut args: Vec<String> =
         vec!["-O1".into(), "-g".into(), "-Wall".into(), format!("-I{}", include_dir().display())];
     args.extend(flags.iter().map(|s| s.to_string()));
-    compile(out_name, sources, &args)
+    compile(&artifacts_dir().join(out_name), sources, &args)
 }
 
-fn compile(out_name: &str, sources: &[&Path], args: &[String]) -> PathBuf {
-    let out = artifacts_dir().join(out_name);
+fn compile(out: &Path, sources: &[&Path], args: &[String]) -> PathBuf {
+    let out = out.to_path_buf();
+    let out_name = out.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
     let headers =
         [include_dir().join("module_interface.h"), test_modules_dir().join("real_fault.h")];
     let newest_input = sources
@@ -79,7 +85,7 @@ fn compile(out_name: &str, sources: &[&Path], args: &[String]) -> PathBuf {
     }
     static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = artifacts_dir().join(format!(".{out_name}.{}.{seq}.tmp", std::process::id()));
+    let tmp = out.with_file_name(format!(".{out_name}.{}.{seq}.tmp", std::process::id()));
     let output = Command::new(cc())
         .args(sources)
         .args(args)
