@@ -782,17 +782,44 @@ impl LoaderShared {
         // used before is a new object to ld.so, so it maps a fresh instance. (A memfd is not
         // enough: ld.so first matches objects by the name passed to dlopen, and
         // `/proc/self/fd/N` names repeat as descriptor numbers are reused.)
-        let copy = if fresh_copy { Some(PrivateCopy::new(path, data)?) } else { None };
-        let open_path = copy.as_ref().map_or(path, |c| c.file.as_path());
-        let result = if self.cfg.guard_dlopen {
-            probe::guarded_dlopen(open_path, flags)
+        if !fresh_copy {
+            return self
+                .dlopen_file(path, flags)
+                .map_err(|dlerror| crate::elf::classify_dlopen_failure(path, dlerror));
+        }
+        // The copy goes to memory (tmpfs) when it can: on a disk file system creating and
+        // freeing it cost more than the rest of a crash and reload. A tmpfs mounted noexec
+        // refuses the mapping; the copy is then made again in the temporary directory.
+        let mut failure = None;
+        for base in PrivateCopy::bases() {
+            let copy = match PrivateCopy::new(&base, path, data) {
+                Ok(copy) => copy,
+                Err(e) => {
+                    failure = Some(e);
+                    continue;
+                }
+            };
+            match self.dlopen_file(&copy.file, flags) {
+                Ok(lib) => return Ok(lib),
+                Err(dlerror) => {
+                    failure = Some(crate::elf::classify_dlopen_failure(path, dlerror));
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| Error::LoadFailed {
+            path: path.to_owned(),
+            dlerror: "no directory to copy the module into".to_owned(),
+        }))
+    }
+
+    fn dlopen_file(&self, file: &Path, flags: i32) -> std::result::Result<Library, String> {
+        if self.cfg.guard_dlopen {
+            probe::guarded_dlopen(file, flags)
         } else {
             // SAFETY: loading a module runs its constructors; that is what the caller asked
             // for. The probe option exists for modules whose constructors cannot be trusted.
-            unsafe { Library::open(Some(open_path), flags) }.map_err(|e| e.to_string())
-        };
-        drop(copy);
-        result.map_err(|dlerror| crate::elf::classify_dlopen_failure(path, dlerror))
+            unsafe { Library::open(Some(file), flags) }.map_err(|e| e.to_string())
+        }
     }
 
     /// Check the interface: the required exports, then the version.
@@ -1008,25 +1035,45 @@ impl LoaderShared {
     }
 }
 
-/// A module file copied under a unique name in a private directory (mode 0700) of the
-/// temporary directory. Removed again as soon as `dlopen` has mapped it.
+/// A module file copied under a unique name in a private directory (mode 0700), on tmpfs when
+/// possible. Removed again as soon as `dlopen` has mapped it.
 struct PrivateCopy {
     dir: PathBuf,
     file: PathBuf,
 }
 
 impl PrivateCopy {
-    fn new(path: &Path, data: &[u8]) -> Result<PrivateCopy> {
+    /// Where copies may go, in order: `$KMODLIKE_COPY_DIR` when set; else `/dev/shm` (memory)
+    /// when it is a directory, then the temporary directory.
+    fn bases() -> Vec<PathBuf> {
+        if let Some(dir) = std::env::var_os("KMODLIKE_COPY_DIR") {
+            return vec![PathBuf::from(dir)];
+        }
+        let shm = PathBuf::from("/dev/shm");
+        let mut bases = Vec::with_capacity(2);
+        if shm.is_dir() {
+            bases.push(shm);
+        }
+        bases.push(std::env::temp_dir());
+        bases
+    }
+
+    fn new(base: &Path, path: &Path, data: &[u8]) -> Result<PrivateCopy> {
         use std::os::unix::fs::DirBuilderExt;
         static GENERATION: AtomicU64 = AtomicU64::new(0);
-        let err = |source| Error::Unreadable { path: path.to_owned(), source };
+        let err = |e: std::io::Error| Error::LoadFailed {
+            path: path.to_owned(),
+            dlerror: format!(
+                "cannot make the private copy a reload after a crash needs in {}: {e}",
+                base.display()
+            ),
+        };
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let dir = std::env::temp_dir()
-            .join(format!("kmodlike-{}-{generation}-{nanos:08x}", std::process::id()));
+        let dir = base.join(format!("kmodlike-{}-{generation}-{nanos:08x}", std::process::id()));
         std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(err)?;
         let file = dir.join(path.file_name().unwrap_or_else(|| "module.so".as_ref()));
         let copy = PrivateCopy { dir, file };
