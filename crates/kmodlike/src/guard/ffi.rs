@@ -39,9 +39,11 @@ extern "C" {
         module_id: u64,
         out: *mut CRawCrash,
     ) -> c_int;
+    #[cfg(test)]
     pub(super) fn kml_guard_active() -> c_int;
     pub(super) fn kml_register_text(module_id: u64, start: u64, end: u64) -> c_int;
     pub(super) fn kml_unregister_module(module_id: u64);
+    #[cfg(test)]
     pub(super) fn kml_module_at(addr: u64, module_id: *mut u64) -> c_int;
     pub(super) fn kml_refresh_code_ranges();
     pub(super) fn kml_code_ranges_after_load(ranges: *const u64, n: u32);

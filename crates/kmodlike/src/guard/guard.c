@@ -328,6 +328,9 @@ static struct {
     struct kml_raw_crash crash;
 } kml_thread_slots[KML_THREAD_SLOTS];
 static atomic_uint kml_thread_crashes_dropped;
+/* The byte written to the service pipe when a report found no free slot. */
+#define KML_LOST_REPORT 0xFF
+_Static_assert(KML_THREAD_SLOTS < KML_LOST_REPORT, "a slot index must never read as a lost report");
 
 void kml_set_crash_pipe(int fd) { atomic_store_explicit(&kml_pipe_fd, fd, memory_order_release); }
 
@@ -525,6 +528,15 @@ __attribute__((noreturn)) static void kml_park(const struct kml_raw_crash *c) {
         }
     } else {
         atomic_fetch_add_explicit(&kml_thread_crashes_dropped, 1, memory_order_relaxed);
+        /* Tell the service thread a report was lost, so the loss is said rather than silent.
+         * KML_LOST_REPORT is no slot index. write(2) is async-signal-safe; if the
+         * non-blocking pipe is full the byte is dropped and the counter still holds the loss. */
+        int fd = atomic_load_explicit(&kml_pipe_fd, memory_order_acquire);
+        unsigned char byte = KML_LOST_REPORT;
+        if (fd >= 0) {
+            ssize_t r = write(fd, &byte, 1);
+            (void)r;
+        }
     }
     sigset_t all;
     sigfillset(&all);

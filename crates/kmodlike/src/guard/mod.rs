@@ -168,7 +168,7 @@ pub(crate) unsafe fn call(
 }
 
 /// Whether a guard is active (and not suspended by a host callback) on this thread.
-#[allow(dead_code)]
+#[cfg(test)]
 pub(crate) fn is_guarded() -> bool {
     // SAFETY: reads this thread's guard pointer.
     unsafe { ffi::kml_guard_active() != 0 }
@@ -205,7 +205,7 @@ pub(crate) fn unregister_module(module_id: u64) {
 }
 
 /// The module whose registered text holds `addr`.
-#[allow(dead_code)]
+#[cfg(test)]
 pub(crate) fn module_at(addr: u64) -> Option<u64> {
     let mut id = 0u64;
     // SAFETY: `id` is a valid out pointer.
@@ -288,6 +288,14 @@ fn service_loop(read_fd: c_int) {
             eprintln!("kmodlike: crash guard service thread: pipe closed, stopping");
             return;
         }
+        if byte == LOST_REPORT {
+            eprintln!(
+                "kmodlike: a module thread crashed and was parked, but no report slot was free: \
+                 {} such report(s) lost so far; the module that crashed is not known",
+                thread_crashes_dropped()
+            );
+            continue;
+        }
         let mut out = MaybeUninit::<ffi::CRawCrash>::uninit();
         // SAFETY: `out` is writable; the shim checks the index and the slot's state.
         if unsafe { ffi::kml_take_thread_crash(u32::from(byte), out.as_mut_ptr()) } == 0 {
@@ -310,9 +318,12 @@ fn service_loop(read_fd: c_int) {
     }
 }
 
+/// The byte guard.c writes to the service pipe when a report found no free slot
+/// (`KML_LOST_REPORT`).
+const LOST_REPORT: u8 = 0xFF;
+
 /// How many crashes on module threads found no free report slot (the threads were still
 /// parked, but their reports were lost).
-#[allow(dead_code)]
 pub(crate) fn thread_crashes_dropped() -> u32 {
     // SAFETY: reads an atomic counter.
     unsafe { ffi::kml_thread_crashes_dropped_count() }
