@@ -47,7 +47,8 @@ impl From<Phase> for module_crash_phase_t {
     fn from(p: Phase) -> Self {
         use module_crash_phase_t::*;
         match p {
-            Phase::Init => MODULE_CRASH_IN_INIT,
+            // The version check runs while the module loads, before module_init.
+            Phase::Init | Phase::Version => MODULE_CRASH_IN_INIT,
             Phase::Fini => MODULE_CRASH_IN_FINI,
             Phase::CanUnload => MODULE_CRASH_IN_CAN_UNLOAD,
             Phase::Hello => MODULE_CRASH_IN_HELLO,

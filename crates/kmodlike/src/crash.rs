@@ -16,6 +16,8 @@ use std::time::SystemTime;
 pub enum Phase {
     /// In `module_init`.
     Init,
+    /// In `module_get_interface_version`, while the module was being loaded.
+    Version,
     /// In `module_fini`.
     Fini,
     /// In `module_can_unload`.
@@ -35,6 +37,7 @@ impl Phase {
     pub fn name(self) -> &'static str {
         match self {
             Phase::Init => "init",
+            Phase::Version => "get_interface_version",
             Phase::Fini => "fini",
             Phase::CanUnload => "can_unload",
             Phase::Hello => "mod_hello",
@@ -301,7 +304,9 @@ pub(crate) fn locate(addr: u64) -> Located {
     let object = (!info.dli_fname.is_null()).then(|| {
         // SAFETY: a NUL-terminated name owned by ld.so.
         let full = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }.to_string_lossy();
-        full.rsplit('/').next().unwrap_or(&full).to_owned()
+        // A module is known to ld.so by its image's `/proc/self/fd/<n>` name.
+        crate::loader::file_of_object(&full)
+            .unwrap_or_else(|| full.rsplit('/').next().unwrap_or(&full).to_owned())
     });
     let symbol = (!info.dli_sname.is_null()).then(|| {
         // SAFETY: as above.

@@ -157,16 +157,23 @@ pub(crate) fn check_before_dlopen(path: &Path, data: &[u8]) -> crate::error::Res
 
 /// Turn a `dlopen` failure into the most precise error the file's header supports.
 pub(crate) fn classify_dlopen_failure(path: &Path, dlerror: String) -> Error {
-    let path_buf = path.to_path_buf();
-    let data = match std::fs::read(path) {
+    let data = match crate::image::ModuleFile::open(path, &path.to_string_lossy())
+        .and_then(|f| f.read_all())
+    {
         Ok(d) => d,
-        Err(source) => return Error::Unreadable { path: path_buf, source },
+        Err(e) => return e,
     };
+    classify_bytes(path, &data, dlerror)
+}
+
+/// [`classify_dlopen_failure`] of bytes already read.
+pub(crate) fn classify_bytes(path: &Path, data: &[u8], dlerror: String) -> Error {
+    let path_buf = path.to_path_buf();
     if data.is_empty() {
         return Error::EmptyFile { path: path_buf, dlerror };
     }
     if data.len() < 4 || &data[..4] != b"\x7fELF" {
-        if data.len() < 4 && b"\x7fELF".starts_with(&data) {
+        if data.len() < 4 && b"\x7fELF".starts_with(data) {
             let detail = format!("{} bytes, shorter than the ELF magic", data.len());
             return Error::Truncated { path: path_buf, detail, dlerror };
         }
@@ -179,7 +186,7 @@ pub(crate) fn classify_dlopen_failure(path: &Path, dlerror: String) -> Error {
         let detail = format!("{} bytes, shorter than the {ehdr_size}-byte ELF header", data.len());
         return Error::Truncated { path: path_buf, detail, dlerror };
     }
-    let machine = u16_at(&data, 18, le);
+    let machine = u16_at(data, 18, le);
     if (machine, class) != HOST {
         return Error::WrongArchitecture {
             path: path_buf,
@@ -188,7 +195,7 @@ pub(crate) fn classify_dlopen_failure(path: &Path, dlerror: String) -> Error {
             dlerror,
         };
     }
-    let e_type = u16_at(&data, 16, le);
+    let e_type = u16_at(data, 16, le);
     if e_type != ET_DYN {
         let detail = match e_type {
             1 => "ET_REL (a relocatable object: link it with -shared)".to_owned(),
@@ -198,7 +205,7 @@ pub(crate) fn classify_dlopen_failure(path: &Path, dlerror: String) -> Error {
         };
         return Error::NotSharedObject { path: path_buf, detail, dlerror };
     }
-    if let Some(detail) = truncation(&data, class, le) {
+    if let Some(detail) = truncation(data, class, le) {
         return Error::Truncated { path: path_buf, detail, dlerror };
     }
     Error::LoadFailed { path: path_buf, dlerror }

@@ -58,6 +58,27 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The path names something other than a regular file: a FIFO, a device, a directory, a
+    /// socket. Refused without reading it (a FIFO would block, a device never ends).
+    #[error("{}: not a regular file but {kind}; a module must be a regular file", path.display())]
+    NotRegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is (`"a FIFO (named pipe)"`, `"a character device"`, ...).
+        kind: &'static str,
+    },
+
+    /// The file is larger than any module the loader accepts.
+    #[error("{}: {size} bytes, larger than the {limit}-byte limit for a module file", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+
     /// The file is empty.
     #[error("{}: empty file, not an ELF shared object (dlopen: {dlerror})", path.display())]
     EmptyFile {
@@ -198,6 +219,16 @@ pub enum Error {
         reason: BusyReason,
     },
 
+    /// An open or close made from inside the very load or unload it would wait for: from a
+    /// module's own constructor, `module_init` or `module_fini`, or a host callback they made.
+    #[error("module {module} cannot be opened or closed from here: {detail}")]
+    Reentrant {
+        /// The module.
+        module: String,
+        /// What the thread is doing with it already.
+        detail: String,
+    },
+
     /// A dependency problem: a cycle, or a dependency that cannot be opened.
     #[error("module {module}: {detail}")]
     Dependency {
@@ -252,6 +283,8 @@ impl Error {
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Unreadable { .. }
+            | Error::NotRegularFile { .. }
+            | Error::TooLarge { .. }
             | Error::EmptyFile { .. }
             | Error::NotElf { .. }
             | Error::Truncated { .. }
@@ -265,7 +298,7 @@ impl Error {
             Error::InitFailed { .. } => ErrorKind::InitFailed,
             Error::NotLoaded { .. } => ErrorKind::NotLoaded,
             Error::AlreadyLoaded { .. } => ErrorKind::AlreadyLoaded,
-            Error::Busy { .. } => ErrorKind::Busy,
+            Error::Busy { .. } | Error::Reentrant { .. } => ErrorKind::Busy,
             Error::Dependency { .. } => ErrorKind::Dependency,
             Error::Crashed(_) => ErrorKind::Crashed,
             Error::Quarantined { .. } => ErrorKind::Quarantined,

@@ -35,8 +35,10 @@ mod elf;
 mod error;
 mod guard;
 pub mod interface;
+mod image;
 mod loader;
 mod modinfo;
+mod options;
 mod module;
 #[doc(hidden)]
 pub mod probe;

@@ -11,7 +11,7 @@ use std::path::Path;
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 use object::{elf, Endianness};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The `.modinfo` entries of a module file, in file order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,16 +66,14 @@ impl ModInfo {
 ///
 /// A file with no `.modinfo` section gives an empty [`ModInfo`]. A file that is not ELF gives
 /// the same precise error a load would (`NotElf`, `EmptyFile`, `Truncated`, ...).
+///
+/// The file is opened without blocking and must be a regular file (a FIFO or a device is
+/// refused at once, naming what it is); only its own size is read.
 pub fn modinfo(path: &Path) -> Result<ModInfo> {
-    let data =
-        std::fs::read(path).map_err(|source| Error::Unreadable { path: path.into(), source })?;
-    parse_file(path, &data)
-}
-
-pub(crate) fn parse_file(path: &Path, data: &[u8]) -> Result<ModInfo> {
-    match FileFacts::read(data) {
+    let data = crate::image::ModuleFile::open(path, &path.to_string_lossy())?.read_all()?;
+    match FileFacts::read(&data) {
         Some(facts) => Ok(facts.modinfo),
-        None => Err(crate::elf::classify_dlopen_failure(path, "not a readable ELF file".into())),
+        None => Err(crate::elf::classify_bytes(path, &data, "not a readable ELF file".into())),
     }
 }
 

@@ -6,15 +6,16 @@ use std::ffi::{c_void, CStr, CString};
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
 use libloading::os::unix::Library;
 
 use crate::error::{Error, Result};
 use crate::guard;
-use crate::interface::{ModuleInitArgs, Version};
-use crate::modinfo::ModInfo;
+use crate::interface::{ModuleInitArgs, Version, MODULE_INIT_ARGS_VERSION_CURRENT};
+use crate::image::Image;
+use crate::modinfo::{FileFacts, ModInfo};
 
 /// The life of a module instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,21 +74,30 @@ pub enum OpenMode {
 /// `[start, end)` of a mapped segment.
 pub(crate) type Range = (u64, u64);
 
-/// A device and inode: what makes two paths the same module file.
-pub(crate) type FileKey = (u64, u64);
+pub(crate) use crate::image::FileKey;
 
 /// The interface entry points of a module.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 pub(crate) struct EntryPoints {
     pub init: Option<unsafe extern "C" fn(*const c_void) -> i32>,
     pub fini: Option<unsafe extern "C" fn()>,
     pub can_unload: Option<unsafe extern "C" fn() -> i32>,
 }
 
+/// What the interface check found: set once, after `dlopen`, before any entry point runs.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Interface {
+    /// A legacy `mod_hello`-only module.
+    pub legacy: bool,
+    /// The version it reported.
+    pub version: Option<Version>,
+    pub entry: EntryPoints,
+}
+
 /// Who receives a module's `log` and `get_time` calls.
 pub(crate) enum HostCallbacks {
     /// The loader's own log sink (module name, level, message).
-    Loader(Option<crate::loader::LogSink>),
+    Loader(Option<crate::options::LogSink>),
     /// A C host's own callbacks, called with the guard suspended.
     Raw(ModuleInitArgs),
     /// The module got NULL init args.
@@ -100,22 +110,24 @@ pub(crate) struct Module {
     pub path: PathBuf,
     pub key: FileKey,
     pub mode: OpenMode,
-    pub legacy: bool,
-    pub version: Option<Version>,
+    interface: OnceLock<Interface>,
     pub modinfo: ModInfo,
+    /// What validation learnt from the file.
+    pub facts: Arc<FileFacts>,
     pub size: u64,
     pub loaded_at: SystemTime,
     /// `[start, end)` of every `PT_LOAD` segment.
     pub segments: Vec<(u64, u64)>,
     /// Where the first segment is mapped (`dladdr`'s `dli_fbase` for our symbols).
     pub base: u64,
-    pub entry: EntryPoints,
     pub host: HostCallbacks,
     /// The init args handed to the module. Kept at a stable address for the module's life
-    /// (the module may keep the pointer); leaked when the module's code stays mapped after a
-    /// crash, since its threads may still read it.
+    /// (the module may keep the pointer); a crashed instance whose code stays mapped is never
+    /// freed, since its threads may still read them.
     pub init_args: Option<Box<ModuleInitArgs>>,
     pub lib: Mutex<Option<Library>>,
+    /// The bytes ld.so mapped, held open (and leased) while the module is loaded.
+    pub image: Mutex<Option<Image>>,
     /// The extra reference that made the module's symbols global (it is a dependency).
     pub global_ref: Mutex<Option<Library>>,
     state: AtomicU8,
@@ -144,9 +156,10 @@ impl Module {
         path: PathBuf,
         key: FileKey,
         mode: OpenMode,
-        modinfo: ModInfo,
+        facts: Arc<FileFacts>,
         size: u64,
         lib: Library,
+        image: Image,
         segments: Vec<(u64, u64)>,
         base: u64,
         host: HostCallbacks,
@@ -157,17 +170,17 @@ impl Module {
             path,
             key,
             mode,
-            legacy: false,
-            version: None,
-            modinfo,
+            interface: OnceLock::new(),
+            modinfo: facts.modinfo.clone(),
+            facts,
             size,
             loaded_at: SystemTime::now(),
             segments,
             base,
-            entry: EntryPoints { init: None, fini: None, can_unload: None },
+            init_args: init_args_for(&host, mode),
             host,
-            init_args: None,
             lib: Mutex::new(Some(lib)),
+            image: Mutex::new(Some(image)),
             global_ref: Mutex::new(None),
             state: AtomicU8::new(ModuleState::Loading as u8),
             entered: AtomicU64::new(0),
@@ -188,6 +201,37 @@ impl Module {
 
     pub(crate) fn set_state(&self, s: ModuleState) {
         self.state.store(s as u8, Ordering::SeqCst);
+    }
+
+    /// Move from `from` to `to`; false (and no change) when the state was not `from`.
+    pub(crate) fn compare_set_state(&self, from: ModuleState, to: ModuleState) -> bool {
+        self.state
+            .compare_exchange(from as u8, to as u8, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Record what the interface check found (once).
+    pub(crate) fn set_interface(&self, interface: Interface) {
+        let _ = self.interface.set(interface);
+    }
+
+    fn interface(&self) -> Interface {
+        self.interface.get().copied().unwrap_or_default()
+    }
+
+    /// A legacy `mod_hello`-only module.
+    pub(crate) fn legacy(&self) -> bool {
+        self.interface().legacy
+    }
+
+    /// The interface version it reported.
+    pub(crate) fn version(&self) -> Option<Version> {
+        self.interface().version
+    }
+
+    /// Its interface entry points (none before the check, and for data objects).
+    pub(crate) fn entry(&self) -> EntryPoints {
+        self.interface().entry
     }
 
     /// Count a guarded call entering.
@@ -296,6 +340,25 @@ impl Module {
     ) -> std::result::Result<(), guard::RawCrash> {
         // SAFETY: forwarded contract.
         unsafe { guard::call(self.id, f, ctx) }
+    }
+}
+
+/// The init args a module receives, kept at a stable address by the module.
+fn init_args_for(host: &HostCallbacks, mode: OpenMode) -> Option<Box<ModuleInitArgs>> {
+    match (host, mode) {
+        (_, OpenMode::Data) | (HostCallbacks::Null, _) => None,
+        (HostCallbacks::Loader(sink), _) => Some(Box::new(ModuleInitArgs {
+            version: MODULE_INIT_ARGS_VERSION_CURRENT,
+            log: sink.as_ref().map(|_| guard::log_trampoline()),
+            get_time: Some(guard::get_time_trampoline()),
+            user_data: std::ptr::null_mut(),
+        })),
+        (HostCallbacks::Raw(a), _) => Some(Box::new(ModuleInitArgs {
+            version: a.version,
+            log: a.log.map(|_| guard::log_trampoline()),
+            get_time: a.get_time.map(|_| guard::get_time_trampoline()),
+            user_data: a.user_data,
+        })),
     }
 }
 

@@ -210,32 +210,3 @@ fn the_probe_passes_a_good_module_through() {
     assert_eq!(h.call0(bump).unwrap(), 1, "the probe's init ran in the child, not here");
     h.close().unwrap();
 }
-
-#[test]
-fn private_copies_go_where_kmodlike_copy_dir_says_and_are_removed_after_loading() {
-    if !ts::in_own_process(
-        "private_copies_go_where_kmodlike_copy_dir_says_and_are_removed_after_loading",
-        Duration::from_secs(60),
-    ) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    // Alone in this process: no other thread reads the environment.
-    std::env::set_var("KMODLIKE_COPY_DIR", dir.path());
-    let path = counter();
-    let loader = Loader::new();
-    crash_once(&loader, path.to_str().unwrap());
-    let h = loader.open(path.to_str().unwrap()).unwrap();
-    let (bump, _) = fns(&h);
-    assert_eq!(h.call0(bump).unwrap(), 1, "a fresh instance from the private copy");
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert!(left.is_empty(), "the copy and its directory are removed once mapped: {left:?}");
-    std::env::set_var("KMODLIKE_COPY_DIR", "/nonexistent/kmodlike-copies");
-    let e = loader.open(path.to_str().unwrap());
-    assert!(e.is_ok(), "an already loaded module needs no copy");
-    drop(e);
-    h.close().unwrap();
-    // Unloaded now; loading again needs a new copy, and the error says where it failed.
-    let e = loader.open(path.to_str().unwrap()).unwrap_err();
-    assert!(e.to_string().contains("/nonexistent/kmodlike-copies"), "{e}");
-}

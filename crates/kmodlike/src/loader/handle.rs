@@ -1,0 +1,268 @@
+//! Handles: one counted reference to a loaded module, its symbols, and guarded calls into it.
+
+use std::ffi::c_void;
+use std::mem::MaybeUninit;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::crash::Phase;
+use crate::error::{Error, Result};
+use crate::module::{trampoline, trampoline0, Call0Ctx, CallCtx, Module, ModuleState};
+
+use super::instances::lock;
+use super::registry::ModuleInfo;
+use super::LoaderShared;
+
+/// One reference to a loaded module. Dropping it closes it (see [`Handle::close`]).
+pub struct Handle {
+    module: Arc<Module>,
+    loader: Arc<LoaderShared>,
+    released: bool,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("module", &self.module.name)
+            .field("state", &self.module.state())
+            .finish()
+    }
+}
+
+/// A failed [`Handle::close`]: the error, and the handle back when the module stayed loaded
+/// (`Busy`), so the caller can retry.
+#[derive(Debug)]
+pub struct CloseError {
+    /// Why the close failed.
+    pub error: Error,
+    /// The still-valid handle, when the module stayed loaded.
+    pub handle: Option<Handle>,
+}
+
+impl std::fmt::Display for CloseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for CloseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// A symbol of a module, borrowed from its handle so it cannot outlive it.
+pub struct Symbol<'h, T> {
+    value: T,
+    _handle: std::marker::PhantomData<&'h Handle>,
+}
+
+impl<T: Copy> Symbol<'_, T> {
+    /// The symbol's value (a function pointer or a data pointer).
+    pub fn get(&self) -> T {
+        self.value
+    }
+}
+
+impl<T> std::ops::Deref for Symbol<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl Handle {
+    pub(super) fn new(module: Arc<Module>, loader: Arc<LoaderShared>) -> Handle {
+        Handle { module, loader, released: false }
+    }
+
+    /// The module's name.
+    pub fn name(&self) -> &str {
+        &self.module.name
+    }
+    /// The module's file.
+    pub fn path(&self) -> &Path {
+        &self.module.path
+    }
+    /// The instance id.
+    pub fn id(&self) -> u64 {
+        self.module.id
+    }
+    /// Whether the module is loaded and callable (not crashed or unloaded).
+    pub fn is_live(&self) -> bool {
+        self.module.state() == ModuleState::Live
+    }
+    /// The module's state.
+    pub fn state(&self) -> ModuleState {
+        self.module.state()
+    }
+    /// A snapshot of the module.
+    pub fn info(&self) -> ModuleInfo {
+        let reg = lock(&self.loader.reg);
+        reg.info(self.module.id).unwrap_or_else(|| ModuleInfo::detached(&self.module))
+    }
+
+    /// The address of `name`, which must be defined in this module itself: a symbol that
+    /// `dlsym` finds in a dependency or in libc is `SymbolNotFound`. Cached after the first
+    /// look-up.
+    pub fn symbol_ptr(&self, name: &str) -> Result<*mut c_void> {
+        self.module.symbol(name)
+    }
+
+    /// The symbol `name` as a `T` (a function pointer type or a data pointer).
+    ///
+    /// # Safety
+    /// `T` must be pointer-sized and match the symbol's real type. Calling a function through
+    /// the result outside [`call`](Self::call) runs module code unguarded: a crash there is not
+    /// recovered. After the module crashes or is unloaded, the value must not be used.
+    pub unsafe fn symbol<T: Copy>(&self, name: &str) -> Result<Symbol<'_, T>> {
+        assert_eq!(std::mem::size_of::<T>(), std::mem::size_of::<*mut c_void>());
+        let p = self.module.symbol(name)?;
+        // SAFETY: sizes checked above; the type is the caller's promise.
+        let value = unsafe { std::mem::transmute_copy::<*mut c_void, T>(&p) };
+        Ok(Symbol { value, _handle: std::marker::PhantomData })
+    }
+
+    /// Call `f(arg)` under the crash guard, on behalf of this module.
+    ///
+    /// A fatal signal in `f` unloads the module (logically: its code stays mapped unless the
+    /// loader reclaims it) and returns `Err(Error::Crashed(report))`; the host keeps running.
+    ///
+    /// The rule that makes this sound: a crash jumps over every frame between the guard and
+    /// the fault without running destructors. `f` is an `extern "C"` function and `A`/`R` are
+    /// `Copy`, so the only Rust frame in between is a trampoline that owns nothing droppable.
+    /// If `f` is a Rust function, it must not own values with destructors at the point it
+    /// can fault.
+    pub fn call<A: Copy, R: Copy>(&self, f: extern "C" fn(A) -> R, arg: A) -> Result<R> {
+        let mut ctx = CallCtx {
+            // SAFETY: a safe `extern "C" fn` is also a valid `unsafe extern "C" fn`.
+            f: unsafe {
+                std::mem::transmute::<extern "C" fn(A) -> R, unsafe extern "C" fn(A) -> R>(f)
+            },
+            arg,
+            ret: MaybeUninit::uninit(),
+        };
+        // SAFETY: the trampoline calls `f(arg)`; both are the caller's, and safe to call.
+        unsafe { self.enter(trampoline::<A, R>, &mut ctx as *mut _ as *mut c_void)? };
+        // SAFETY: the trampoline wrote the result before returning normally.
+        Ok(unsafe { ctx.ret.assume_init() })
+    }
+
+    /// Call `f()` under the crash guard (see [`call`](Self::call)).
+    pub fn call0<R: Copy>(&self, f: extern "C" fn() -> R) -> Result<R> {
+        let mut ctx = Call0Ctx {
+            // SAFETY: a safe `extern "C" fn` is also a valid `unsafe extern "C" fn`.
+            f: unsafe {
+                std::mem::transmute::<extern "C" fn() -> R, unsafe extern "C" fn() -> R>(f)
+            },
+            ret: MaybeUninit::uninit(),
+        };
+        // SAFETY: the trampoline calls `f()`, which is safe to call.
+        unsafe { self.enter(trampoline0::<R>, &mut ctx as *mut _ as *mut c_void)? };
+        // SAFETY: the trampoline wrote the result before returning normally.
+        Ok(unsafe { ctx.ret.assume_init() })
+    }
+
+    /// Call `f(ctx)` under the crash guard (see [`call`](Self::call)); the C API's form.
+    ///
+    /// # Safety
+    /// `f` must be safe to call with `ctx`, and own nothing with a destructor where it can
+    /// fault.
+    pub unsafe fn call_raw(
+        &self,
+        f: unsafe extern "C" fn(*mut c_void),
+        ctx: *mut c_void,
+    ) -> Result<()> {
+        // SAFETY: forwarded contract.
+        unsafe { self.enter(f, ctx) }
+    }
+
+    /// The guarded entry: refuse dead modules, count the call in flight, recover a crash.
+    unsafe fn enter(&self, f: unsafe extern "C" fn(*mut c_void), ctx: *mut c_void) -> Result<()> {
+        let m = &self.module;
+        m.enter_call();
+        if m.state() != ModuleState::Live {
+            m.leave_call();
+            self.loader.reclaim_if_drained(m);
+            return Err(m.not_live_error());
+        }
+        // SAFETY: forwarded contract.
+        let r = unsafe { m.guarded(f, ctx) };
+        m.leave_call();
+        match r {
+            Ok(()) => {
+                if m.state() == ModuleState::Crashed {
+                    self.loader.reclaim_if_drained(m);
+                }
+                Ok(())
+            }
+            Err(raw) => {
+                let report = self.loader.record_crash(m, &raw, Phase::Call);
+                Err(Error::Crashed(Box::new(report)))
+            }
+        }
+    }
+
+    /// Another reference to the same module.
+    pub fn try_clone(&self) -> Result<Handle> {
+        let mut reg = lock(&self.loader.reg);
+        match reg.entries.get_mut(&self.module.id) {
+            Some(e) if e.unloading_by.is_none() => {
+                e.refs += 1;
+                Ok(Handle {
+                    module: self.module.clone(),
+                    loader: self.loader.clone(),
+                    released: false,
+                })
+            }
+            _ => Err(self.module.not_live_error()),
+        }
+    }
+
+    /// Close this reference. The last close asks `module_can_unload` (a non-zero answer keeps
+    /// the module loaded: `Busy`, and the handle comes back for a retry), runs `module_fini`,
+    /// unloads the module and releases its dependencies. A module others depend on is `Busy`
+    /// naming them. Closing a handle to a crashed or unloaded module just releases it.
+    pub fn close(self) -> std::result::Result<(), CloseError> {
+        self.close_with(false)
+    }
+
+    /// [`close`](Self::close), but the last close does not ask `module_can_unload` (like
+    /// `rmmod -f`). Modules that others depend on, or with calls in flight, are still `Busy`.
+    pub fn close_forced(self) -> std::result::Result<(), CloseError> {
+        self.close_with(true)
+    }
+
+    fn close_with(mut self, force: bool) -> std::result::Result<(), CloseError> {
+        match self.loader.close_ref(self.module.id, force) {
+            Ok(()) => {
+                self.released = true;
+                Ok(())
+            }
+            Err(error @ Error::Busy { .. }) => Err(CloseError { error, handle: Some(self) }),
+            Err(error) => {
+                self.released = true;
+                Err(CloseError { error, handle: None })
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    /// Closes the reference. If the module refuses (`Busy`), it stays loaded, owned by the
+    /// loader until [`Loader::shutdown`].
+    fn drop(&mut self) {
+        if !self.released {
+            self.released = true;
+            let id = self.module.id;
+            if let Err(Error::Busy { .. }) = self.loader.close_ref(id, false) {
+                // The module stays loaded (its dependents, its veto or a call in flight keep
+                // it); this handle's reference goes, and the module is unloaded with its last
+                // dependent or at shutdown.
+                if let Some(e) = lock(&self.loader.reg).entries.get_mut(&id) {
+                    e.refs = e.refs.saturating_sub(1);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Every module instance in the process, for the guard's callbacks (host `log` and `get_time`
+//! calls, crashes on module threads), which know only a module id; and the files whose crashed
+//! code stays mapped.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::{c_char, CStr};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use crate::crash::Phase;
+use crate::guard::RawCrash;
+use crate::interface::ModuleInitArgs;
+use crate::module::{FileKey, HostCallbacks, Module};
+
+use super::LoaderShared;
+
+/// Weak links to a module instance and to its loader.
+type ModuleLink = (Weak<Module>, Weak<LoaderShared>);
+
+static MODULES: Mutex<BTreeMap<u64, ModuleLink>> = Mutex::new(BTreeMap::new());
+
+/// Files whose code stays mapped after a crash: ld.so matches a file it holds by inode, so
+/// loading one again must map a private image.
+static CRASHED_FILES: Mutex<Option<HashSet<FileKey>>> = Mutex::new(None);
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn insert(module: &Arc<Module>, loader: Weak<LoaderShared>) {
+    lock(&MODULES).insert(module.id, (Arc::downgrade(module), loader));
+}
+
+pub(crate) fn remove(id: u64) {
+    lock(&MODULES).remove(&id);
+}
+
+pub(crate) fn lookup(id: u64) -> Option<(Arc<Module>, Option<Arc<LoaderShared>>)> {
+    let table = lock(&MODULES);
+    let (m, l) = table.get(&id)?;
+    Some((m.upgrade()?, l.upgrade()))
+}
+
+/// The file name of the module ld.so knows as `object` (its `/proc/self/fd/<n>` image name),
+/// for crash reports that name the object a PC lies in.
+pub(crate) fn file_of_object(object: &str) -> Option<String> {
+    let table = lock(&MODULES);
+    table.values().filter_map(|(m, _)| m.upgrade()).find_map(|m| {
+        let image = lock(&m.image);
+        let name = image.as_ref()?.name().to_str().ok()?;
+        (name == object).then(|| m.path.file_name().map(|f| f.to_string_lossy().into_owned()))?
+    })
+}
+
+pub(crate) fn mark_crashed(key: FileKey) {
+    lock(&CRASHED_FILES).get_or_insert_with(HashSet::new).insert(key);
+}
+
+pub(crate) fn has_crashed(key: FileKey) -> bool {
+    lock(&CRASHED_FILES).as_ref().is_some_and(|s| s.contains(&key))
+}
+
+pub(crate) fn host_log(id: Option<u64>, level: i32, msg: *const c_char) {
+    if msg.is_null() {
+        return;
+    }
+    // SAFETY: the module passed a NUL-terminated string, as the interface requires.
+    let text = unsafe { CStr::from_ptr(msg) };
+    match id.and_then(lookup) {
+        Some((m, _)) => match &m.host {
+            HostCallbacks::Loader(Some(sink)) => sink(&m.name, level, &text.to_string_lossy()),
+            HostCallbacks::Raw(ModuleInitArgs { log: Some(log), .. }) => {
+                // SAFETY: the host gave us this callback for exactly this use.
+                unsafe { log(level, msg) }
+            }
+            _ => {}
+        },
+        None => eprintln!("kmodlike: log from an unidentified module: {}", text.to_string_lossy()),
+    }
+}
+
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub(crate) fn host_get_time(id: Option<u64>) -> u64 {
+    if let Some((m, _)) = id.and_then(lookup) {
+        if let HostCallbacks::Raw(ModuleInitArgs { get_time: Some(get_time), .. }) = &m.host {
+            // SAFETY: the host gave us this callback for exactly this use.
+            return unsafe { get_time() };
+        }
+    }
+    monotonic_ns()
+}
+
+/// The guard's service thread reports a crash on a thread the module started.
+pub(crate) fn on_thread_crash(raw: RawCrash) {
+    let Some((module, Some(loader))) = lookup(raw.module_id) else {
+        eprintln!("kmodlike: a module thread crashed with signal {} (module unknown)", raw.signo);
+        return;
+    };
+    loader.record_crash(&module, &raw, Phase::Thread);
+}

@@ -1,0 +1,304 @@
+//! The loader: opens modules by spec, shares them by reference count, resolves their
+//! dependencies, runs every entry into module code under the crash guard, and unloads a module
+//! that crashes while the host keeps running.
+//!
+//! It works in phases so that no lock is held across file I/O, the probe, `dlopen` or module
+//! code: [`registry`] (who has what, under the lock), [`open`] (reserve, load unlocked,
+//! publish), [`unload`] (mark, run `module_fini` unlocked, remove), [`recovery`] (what a crash
+//! does to the registry) and [`handle`] (references and guarded calls). The process-wide table
+//! of instances the guard's callbacks use is [`instances`].
+
+mod handle;
+mod instances;
+mod open;
+mod recovery;
+mod registry;
+mod unload;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Duration;
+
+use crate::crash::CrashReport;
+use crate::error::{Error, Result};
+use crate::guard;
+pub use crate::options::{CrashLoop, CrashPolicy, InitArgs, LogSink, OpenOptions};
+use crate::resolve::{resolve_spec, search_path};
+
+pub use handle::{CloseError, Handle, Symbol};
+pub(crate) use instances::file_of_object;
+use instances::lock;
+pub use registry::{Event, ModuleInfo};
+use registry::Registry;
+
+type Subscriber = Arc<dyn Fn(&Event) + Send + Sync>;
+
+struct Config {
+    strict: bool,
+    probe: bool,
+    probe_helper: Option<PathBuf>,
+    probe_timeout: Duration,
+    crash_policy: CrashPolicy,
+    crash_loop: Option<CrashLoop>,
+    log: Option<LogSink>,
+    guard_dlopen: bool,
+}
+
+/// Builds a [`Loader`].
+pub struct LoaderBuilder {
+    cfg: Config,
+    path: Vec<PathBuf>,
+}
+
+impl LoaderBuilder {
+    /// Directories searched for module names, before `KMODLIKE_MODULE_PATH` and the defaults.
+    pub fn module_path(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.path = dirs;
+        self
+    }
+    /// Refuse legacy `mod_hello`-only modules.
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.cfg.strict = strict;
+        self
+    }
+    /// Load every module first in a short-lived child process (the `kmodlike-probe` helper),
+    /// so a crash in a constructor or in `module_init` never reaches this process.
+    pub fn probe(mut self, probe: bool) -> Self {
+        self.cfg.probe = probe;
+        self
+    }
+    /// The probe helper binary. Default: `$KMODLIKE_PROBE`, else `kmodlike-probe` next to the
+    /// running executable, else `<exe dir>/../libexec/kmodlike/kmodlike-probe`.
+    pub fn probe_helper(mut self, path: PathBuf) -> Self {
+        self.cfg.probe_helper = Some(path);
+        self
+    }
+    /// How long the probe may take before it is killed (default 10 s).
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.probe_timeout = timeout;
+        self
+    }
+    /// What happens to a crashed module's code (default [`CrashPolicy::Retain`]).
+    pub fn crash_policy(mut self, policy: CrashPolicy) -> Self {
+        self.cfg.crash_policy = policy;
+        self
+    }
+    /// The crash-loop policy (default off).
+    pub fn crash_loop(mut self, policy: Option<CrashLoop>) -> Self {
+        self.cfg.crash_loop = policy;
+        self
+    }
+    /// Where modules' log messages go: `(module name, level, message)`. Without it, modules
+    /// opened with [`InitArgs::Loader`] get a NULL `log`.
+    ///
+    /// The sink runs on the module's thread, with the guard suspended (a fault in it is the
+    /// host's and stays fatal). It may call any function of this loader, also from inside a
+    /// module's `module_init` or `module_fini`: the loader holds no lock while module code
+    /// runs. Opening the very module that is being loaded (or closing one being unloaded) from
+    /// there is refused with [`Error::Reentrant`].
+    pub fn log(mut self, sink: impl Fn(&str, i32, &str) + Send + Sync + 'static) -> Self {
+        self.cfg.log = Some(Arc::new(sink));
+        self
+    }
+    /// Run `dlopen` itself under the guard. Only the probe child does this: a jump out of a
+    /// constructor leaves ld.so's lock held, which only a process about to exit can afford.
+    #[doc(hidden)]
+    pub fn guard_dlopen_in_probe_child(mut self, on: bool) -> Self {
+        self.cfg.guard_dlopen = on;
+        self
+    }
+    /// Build the loader.
+    pub fn build(self) -> Loader {
+        guard::install();
+        guard::set_host_sinks(instances::host_log, instances::host_get_time);
+        guard::set_thread_crash_sink(instances::on_thread_crash);
+        Loader {
+            shared: Arc::new_cyclic(|me| LoaderShared {
+                me: me.clone(),
+                cfg: self.cfg,
+                path: RwLock::new(self.path),
+                reg: Mutex::new(Registry::default()),
+                changed: Condvar::new(),
+                subscribers: RwLock::new(Vec::new()),
+            }),
+        }
+    }
+}
+
+pub(crate) struct LoaderShared {
+    me: Weak<LoaderShared>,
+    cfg: Config,
+    path: RwLock<Vec<PathBuf>>,
+    reg: Mutex<Registry>,
+    /// Signalled when a pending load is published or given up, or an unload ends, for the
+    /// threads waiting in [`Registry::waiting`].
+    changed: Condvar,
+    subscribers: RwLock<Vec<Subscriber>>,
+}
+
+/// The module loader. Cheap to clone: clones share one registry.
+#[derive(Clone)]
+pub struct Loader {
+    shared: Arc<LoaderShared>,
+}
+
+impl Default for Loader {
+    fn default() -> Self {
+        Loader::new()
+    }
+}
+
+impl std::fmt::Debug for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader").field("modules", &self.list().len()).finish()
+    }
+}
+
+impl Loader {
+    /// A loader with the defaults: module path from `KMODLIKE_MODULE_PATH` and the built-in
+    /// directories, legacy modules accepted, no probe, crashed code retained, no crash-loop
+    /// policy, no log sink.
+    pub fn new() -> Loader {
+        Loader::builder().build()
+    }
+
+    /// Configure a loader.
+    pub fn builder() -> LoaderBuilder {
+        LoaderBuilder {
+            cfg: Config {
+                strict: false,
+                probe: false,
+                probe_helper: None,
+                probe_timeout: Duration::from_secs(10),
+                crash_policy: CrashPolicy::Retain,
+                crash_loop: None,
+                log: None,
+                guard_dlopen: false,
+            },
+            path: Vec::new(),
+        }
+    }
+
+    /// Open a module with the default options (interface required, the loader's init args).
+    pub fn open(&self, spec: &str) -> Result<Handle> {
+        self.open_with(spec, &OpenOptions::default())
+    }
+
+    /// Open a module: a path, or `[namespace/[dirspace/]]name` searched along the module path.
+    ///
+    /// The first open of a file loads it (dependencies first, then `dlopen`, validation and
+    /// `module_init` under the guard); later opens of the same file share that instance and
+    /// count a reference.
+    ///
+    /// No lock is held while the file is read, the probe runs, `dlopen` maps the module or its
+    /// code runs: other threads may list, open and close modules meanwhile. A second open of a
+    /// file that is being loaded waits for that load and shares its result.
+    pub fn open_with(&self, spec: &str, opts: &OpenOptions) -> Result<Handle> {
+        let module = self.shared.open_node(spec, opts, &mut Vec::new(), false)?;
+        Ok(Handle::new(module, self.shared.clone()))
+    }
+
+    /// Replace the configured module directories.
+    pub fn set_module_path(&self, dirs: Vec<PathBuf>) {
+        *self.shared.path.write().unwrap_or_else(|e| e.into_inner()) = dirs;
+    }
+
+    /// The full search list: configured, `KMODLIKE_MODULE_PATH`, built-in defaults.
+    pub fn module_path(&self) -> Vec<PathBuf> {
+        search_path(&self.shared.path.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Which file `spec` names.
+    pub fn resolve(&self, spec: &str) -> Result<PathBuf> {
+        resolve_spec(spec, &self.module_path())
+    }
+
+    /// Every loaded module, as one consistent snapshot, in load order.
+    pub fn list(&self) -> Vec<ModuleInfo> {
+        let reg = lock(&self.shared.reg);
+        reg.entries.keys().filter_map(|&id| reg.info(id)).collect()
+    }
+
+    /// A new handle (a new reference) to the loaded module named `name`.
+    pub fn get(&self, name: &str) -> Result<Handle> {
+        let s = &self.shared;
+        let mut reg = lock(&s.reg);
+        let id = *reg
+            .by_name
+            .get(name)
+            .ok_or_else(|| Error::NotLoaded { module: name.to_owned(), reason: String::new() })?;
+        let e = reg.entries.get_mut(&id).expect("by_name points at an entry");
+        if e.unloading_by.is_some() {
+            return Err(e.module.not_live_error());
+        }
+        e.refs += 1;
+        Ok(Handle::new(e.module.clone(), s.clone()))
+    }
+
+    /// Crash reports of this loader's modules, newest first.
+    pub fn crashes(&self) -> Vec<CrashReport> {
+        lock(&self.shared.reg).crashes.iter().cloned().collect()
+    }
+
+    /// Names of the quarantined modules and their crash counts.
+    pub fn quarantined(&self) -> Vec<(String, usize)> {
+        let mut q: Vec<_> =
+            lock(&self.shared.reg).quarantined.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        q.sort();
+        q
+    }
+
+    /// Lift the crash-loop quarantine of `name` (and forget its crash count).
+    pub fn clear_quarantine(&self, name: &str) -> Result<()> {
+        let mut reg = lock(&self.shared.reg);
+        reg.crash_times.remove(name);
+        match reg.quarantined.remove(name) {
+            Some(_) => Ok(()),
+            None => Err(Error::InvalidArgument(format!("module {name} is not quarantined"))),
+        }
+    }
+
+    /// Call `f` for every load, unload and crash, after the loader's lock is released.
+    pub fn subscribe(&self, f: impl Fn(&Event) + Send + Sync + 'static) {
+        self.shared.subscribers.write().unwrap_or_else(|e| e.into_inner()).push(Arc::new(f));
+    }
+
+    /// Unload every module, dependents before their dependencies, newest first. `module_fini`
+    /// runs for each; `module_can_unload` is not asked. Handles still held become dead.
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+}
+
+impl LoaderShared {
+    /// Run `f` with the registry locked; then wake the threads waiting for a load or an
+    /// unload, and deliver the events `f` queued, with the lock released.
+    fn with_reg<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        let (out, events, wake) = {
+            let mut reg = lock(&self.reg);
+            let out = f(&mut reg);
+            (out, std::mem::take(&mut reg.events), !reg.waiting.is_empty())
+        };
+        if wake {
+            self.changed.notify_all();
+        }
+        if !events.is_empty() {
+            let subs = self.subscribers.read().unwrap_or_else(|e| e.into_inner()).clone();
+            for ev in &events {
+                for s in &subs {
+                    s(ev);
+                }
+            }
+        }
+        out
+    }
+
+    fn has_subscribers(&self) -> bool {
+        !self.subscribers.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// Wait for the registry to change (a load published or given up, an unload ended).
+    fn wait<'a>(&self, reg: MutexGuard<'a, Registry>) -> MutexGuard<'a, Registry> {
+        self.changed.wait(reg).unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,88 @@
+//! What a crash does to the loader: the report, the logical unload, the crash history and the
+//! crash-loop quarantine, and what becomes of the crashed code (kept mapped, or reclaimed).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::crash::{self, CrashReport, Phase};
+use crate::guard::RawCrash;
+use crate::module::{Module, ModuleState};
+use crate::options::CrashPolicy;
+
+use super::instances::{self, lock};
+use super::registry::{Event, Registry, CRASH_HISTORY};
+use super::LoaderShared;
+
+impl LoaderShared {
+    /// Everything a crash does: report, taint, logical unload, history, crash-loop, event.
+    /// Takes the registry lock briefly; never called with it held.
+    pub(crate) fn record_crash(
+        &self,
+        module: &Arc<Module>,
+        raw: &RawCrash,
+        phase: Phase,
+    ) -> CrashReport {
+        let report = crash::build_report(module, raw, phase);
+        module.crashes.fetch_add(1, Ordering::Relaxed);
+        *lock(&module.death) =
+            Some(format!("unloaded after a crash: {} in {}", report.signal_name, phase.name()));
+        module.set_state(ModuleState::Crashed);
+        instances::mark_crashed(module.key);
+        let deps = self.with_reg(|reg| {
+            let deps = reg.remove(module.id).map(|e| e.deps).unwrap_or_default();
+            self.record_crash_history(reg, &report);
+            deps
+        });
+        match self.cfg.crash_policy {
+            CrashPolicy::Reclaim => self.reclaim_if_drained(module),
+            CrashPolicy::Retain => retain_forever(module),
+        }
+        self.release_deps(&deps, false);
+        report
+    }
+
+    pub(super) fn record_crash_history(&self, reg: &mut Registry, report: &CrashReport) {
+        reg.crashes.push_front(report.clone());
+        reg.crashes.truncate(CRASH_HISTORY);
+        if let Some(policy) = self.cfg.crash_loop {
+            let now = Instant::now();
+            let times = reg.crash_times.entry(report.module.clone()).or_default();
+            times.push_back(now);
+            while times.front().is_some_and(|t| now.duration_since(*t) > policy.window) {
+                times.pop_front();
+            }
+            if times.len() >= policy.max_crashes {
+                let n = times.len();
+                reg.quarantined.insert(report.module.clone(), n);
+            }
+        }
+        reg.events.push(Event::Crashed(Box::new(report.clone())));
+    }
+
+    /// Under [`CrashPolicy::Reclaim`], unmap a crashed module once no call is in it.
+    pub(super) fn reclaim_if_drained(&self, module: &Module) {
+        if self.cfg.crash_policy == CrashPolicy::Reclaim
+            && module.state() == ModuleState::Crashed
+            && module.inflight() == 0
+        {
+            self.unmap(module);
+        }
+    }
+}
+
+/// Keep a crashed module's code mapped for good: threads it started may still run in it, and
+/// `dlclose` under them kills the host. The instance itself (its init args, which those
+/// threads may read) is never freed either, and its image name stays reserved.
+fn retain_forever(module: &Arc<Module>) {
+    if let Some(lib) = lock(&module.lib).take() {
+        std::mem::forget(lib);
+    }
+    if let Some(lib) = lock(&module.global_ref).take() {
+        std::mem::forget(lib);
+    }
+    if let Some(image) = lock(&module.image).take() {
+        image.retain_forever();
+    }
+    std::mem::forget(module.clone());
+}

@@ -1,0 +1,71 @@
+//! How a loader behaves and how one module is opened: the plain option types shared by the
+//! loader, the module instances and the C API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::interface::ModuleInitArgs;
+use crate::module::OpenMode;
+
+/// The loader's log sink: `(module name, level, message)`.
+pub type LogSink = Arc<dyn Fn(&str, i32, &str) + Send + Sync>;
+
+/// What happens to a crashed module's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CrashPolicy {
+    /// The default: the code stays mapped forever (no `dlclose`), because a thread the module
+    /// started may still run in it; unloading under such a thread kills the host. The module
+    /// is gone logically, and loading it again maps a fresh private copy.
+    #[default]
+    Retain,
+    /// Unmap the module once the calls in flight in it have drained. Only for modules known to
+    /// start no threads.
+    Reclaim,
+}
+
+/// Refuse a module after `max_crashes` crashes within `window`, until cleared with
+/// [`Loader::clear_quarantine`](crate::Loader::clear_quarantine). Off by default in the
+/// library; the daemon turns it on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashLoop {
+    /// Crashes that trigger the quarantine.
+    pub max_crashes: usize,
+    /// The window they are counted in.
+    pub window: Duration,
+}
+
+impl Default for CrashLoop {
+    /// 5 crashes within 60 seconds.
+    fn default() -> Self {
+        CrashLoop { max_crashes: 5, window: Duration::from_secs(60) }
+    }
+}
+
+/// The `module_init_args_t` a module receives.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum InitArgs {
+    /// The loader's own: its log sink (or NULL `log` when it has none) and a monotonic clock.
+    #[default]
+    Loader,
+    /// `module_init(NULL)`.
+    Null,
+    /// A C host's own struct. Its `log` and `get_time` are wrapped so they run with the guard
+    /// suspended: a fault in host code stays fatal, as it must.
+    Raw(ModuleInitArgs),
+}
+
+/// How to open one module.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenOptions {
+    /// Module (interface required) or data (symbols only).
+    pub mode: OpenMode,
+    /// What `module_init` receives.
+    pub init_args: InitArgs,
+}
+
+impl OpenOptions {
+    /// Options for a data object: no interface, no init or fini.
+    pub fn data() -> Self {
+        OpenOptions { mode: OpenMode::Data, init_args: InitArgs::Null }
+    }
+}
