@@ -179,7 +179,8 @@ impl LoaderBuilder {
         self.cfg.probe_helper = Some(path);
         self
     }
-    /// How long the probe may take before it is killed (default 10 s).
+    /// How long the probe may take (default 10 s). After it the helper is killed and reaped,
+    /// and the module refused as hung ([`Error::Probe`], naming the deadline).
     pub fn probe_timeout(mut self, timeout: Duration) -> Self {
         self.cfg.probe_timeout = timeout;
         self
@@ -670,7 +671,8 @@ impl LoaderShared {
                 strict: self.cfg.strict,
                 timeout: self.cfg.probe_timeout,
             };
-            if let Err(e) = probe::run(&probe_cfg, &name, &path) {
+            // TODO(fd): pass the descriptor of the validated bytes once load_new has one.
+            if let Err(e) = probe::run(&probe_cfg, &name, &path, None) {
                 if let Error::Crashed(report) = &e {
                     self.record_crash_history(reg, report);
                 }
