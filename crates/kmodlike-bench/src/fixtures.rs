@@ -93,7 +93,7 @@ fn compile_scale_module(src: &Path, name: &str, out: &Path) {
 }
 
 /// The probe helper for [`kmodlike::LoaderBuilder::probe_helper`]: `$KMODLIKE_PROBE` when set,
-/// else this crate's `kmodlike-bench-probe` (the same `probe_child_main` as `kmodlike-probe`,
+/// else this crate's `kmodlike-bench-probe` (`kmodlike-probe`'s own source file,
 /// built by the same cargo invocation as the benches), else `target/release/kmodlike-probe`.
 pub fn probe_helper(bench_bin: Option<&str>) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("KMODLIKE_PROBE") {

@@ -318,6 +318,7 @@ impl Image {
     }
 
     /// How the bytes are kept stable.
+    #[cfg(test)]
     pub(crate) fn kind(&self) -> ImageKind {
         self.kind
     }

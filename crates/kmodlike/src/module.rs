@@ -112,8 +112,6 @@ pub(crate) struct Module {
     pub mode: OpenMode,
     interface: OnceLock<Interface>,
     pub modinfo: ModInfo,
-    /// What validation learnt from the file.
-    pub facts: Arc<FileFacts>,
     pub size: u64,
     pub loaded_at: SystemTime,
     /// `[start, end)` of every `PT_LOAD` segment.
@@ -172,7 +170,6 @@ impl Module {
             mode,
             interface: OnceLock::new(),
             modinfo: facts.modinfo.clone(),
-            facts,
             size,
             loaded_at: SystemTime::now(),
             segments,

@@ -1,6 +1,33 @@
 //! `kmodlike-probe`: loads one module in a throw-away process and reports whether it survived.
 //! Run by the loader when its probe option is on; not meant to be run by hand.
+//!
+//! `kmodlike-probe [--strict] [--module-path DIR]... --answer-fd N [--module-fd N] -- FILE`
+//!
+//! The command line and the answer are `kmodlike::probe::{ChildArgs, Answer}`, shared with the
+//! parent's side; the rest is the public loader, with `dlopen` itself guarded. The benchmark
+//! crate builds this same file as `kmodlike-bench-probe`.
+
+use kmodlike::probe::{Answer, ChildArgs};
+use kmodlike::Loader;
 
 fn main() {
-    kmodlike::probe::probe_child_main()
+    let args = ChildArgs::from_env().unwrap_or_else(|usage| {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    });
+    let loader = Loader::builder()
+        .strict(args.strict)
+        .module_path(args.dirs.clone())
+        .guard_dlopen_in_probe_child(true)
+        .build();
+    let file = args.file_to_load();
+    let answer = match loader.open(&file.to_string_lossy()) {
+        Ok(handle) => {
+            // No module_fini: the probe only proves the load survives; `send` ends the process.
+            std::mem::forget(handle);
+            Answer::Ok
+        }
+        Err(e) => Answer::from_error(&e),
+    };
+    answer.send()
 }

@@ -73,7 +73,8 @@ impl LoaderBuilder {
         self.cfg.probe_helper = Some(path);
         self
     }
-    /// How long the probe may take before it is killed (default 10 s).
+    /// How long the probe may take (default 10 s). After it the helper is killed and reaped,
+    /// and the module refused as hung ([`Error::Probe`], naming the deadline).
     pub fn probe_timeout(mut self, timeout: Duration) -> Self {
         self.cfg.probe_timeout = timeout;
         self

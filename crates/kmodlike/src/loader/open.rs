@@ -231,7 +231,8 @@ impl LoaderShared {
                 strict: self.cfg.strict,
                 timeout: self.cfg.probe_timeout,
             };
-            if let Err(e) = probe::run(&probe_cfg, name, &path) {
+            // The child maps the very bytes that were validated, through their descriptor.
+            if let Err(e) = probe::run(&probe_cfg, name, &path, Some(image.fd())) {
                 if let Error::Crashed(report) = &e {
                     self.with_reg(|reg| self.record_crash_history(reg, report));
                 }
