@@ -34,12 +34,13 @@ pub mod crash;
 mod elf;
 mod error;
 mod guard;
-pub mod interface;
 mod image;
+pub mod interface;
+mod linkmap;
 mod loader;
 mod modinfo;
-mod options;
 mod module;
+mod options;
 #[doc(hidden)]
 pub mod probe;
 mod resolve;

@@ -13,8 +13,8 @@ use libloading::os::unix::Library;
 
 use crate::error::{Error, Result};
 use crate::guard;
-use crate::interface::{ModuleInitArgs, Version, MODULE_INIT_ARGS_VERSION_CURRENT};
 use crate::image::Image;
+use crate::interface::{ModuleInitArgs, Version, MODULE_INIT_ARGS_VERSION_CURRENT};
 use crate::modinfo::{FileFacts, ModInfo};
 
 /// The life of a module instance.
@@ -116,6 +116,8 @@ pub(crate) struct Module {
     pub loaded_at: SystemTime,
     /// `[start, end)` of every `PT_LOAD` segment.
     pub segments: Vec<(u64, u64)>,
+    /// `[start, end)` of the executable ones.
+    pub text: Vec<(u64, u64)>,
     /// Where the first segment is mapped (`dladdr`'s `dli_fbase` for our symbols).
     pub base: u64,
     pub host: HostCallbacks,
@@ -159,6 +161,7 @@ impl Module {
         lib: Library,
         image: Image,
         segments: Vec<(u64, u64)>,
+        text: Vec<(u64, u64)>,
         base: u64,
         host: HostCallbacks,
     ) -> Module {
@@ -173,6 +176,7 @@ impl Module {
             size,
             loaded_at: SystemTime::now(),
             segments,
+            text,
             base,
             init_args: init_args_for(&host, mode),
             host,

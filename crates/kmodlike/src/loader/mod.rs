@@ -28,8 +28,8 @@ use crate::resolve::{resolve_spec, search_path};
 pub use handle::{CloseError, Handle, Symbol};
 pub(crate) use instances::file_of_object;
 use instances::lock;
-pub use registry::{Event, ModuleInfo};
 use registry::Registry;
+pub use registry::{Event, ModuleInfo};
 
 type Subscriber = Arc<dyn Fn(&Event) + Send + Sync>;
 

@@ -162,7 +162,8 @@ impl LoaderShared {
         if let Some(p) = reg.pending.values().find(|p| p.name == name) {
             return Err(Error::AlreadyLoaded { module: name.to_owned(), existing: p.path.clone() });
         }
-        reg.pending.insert(key, Pending { name: name.to_owned(), path: path.to_owned(), thread: me });
+        reg.pending
+            .insert(key, Pending { name: name.to_owned(), path: path.to_owned(), thread: me });
         Ok(Claim::Reserved)
     }
 
@@ -265,10 +266,11 @@ impl LoaderShared {
             lib,
             image,
             segments,
+            text,
             base,
             host,
         ));
-        guard::register_module(id, &text);
+        guard::register_module(id, &module.text);
         instances::insert(&module, self.me.clone());
         if opts.mode == OpenMode::Module {
             if let Err(e) = self.check_interface(&module) {

@@ -76,7 +76,18 @@ impl LoaderShared {
 /// threads may read) is never freed either, and its image name stays reserved.
 fn retain_forever(module: &Arc<Module>) {
     if let Some(lib) = lock(&module.lib).take() {
-        std::mem::forget(lib);
+        let handle = lib.into_raw();
+        let segments: Vec<(u64, u64, bool)> =
+            module.segments.iter().map(|&(s, e)| (s, e, module.text.contains(&(s, e)))).collect();
+        // SAFETY: a live handle (never closed: it is leaked right here) of a crashed module.
+        if !unsafe { crate::linkmap::hide_symbols(handle, &segments) } {
+            eprintln!(
+                "kmodlike: cannot hide the symbols of crashed module {} ({}): a module loaded \
+                 later that depends on it may bind to the crashed copy",
+                module.name,
+                module.path.display()
+            );
+        }
     }
     if let Some(lib) = lock(&module.global_ref).take() {
         std::mem::forget(lib);

@@ -1,0 +1,169 @@
+//! The registry in phases: no lock is held while a module's code runs, so the loader answers
+//! during a slow `module_init`, a host callback may use the loader from inside one, and every
+//! entry into module code (the version check included) is guarded and booked.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use kmodlike::{CrashLoop, Error, Event, Loader, Phase};
+use kmodlike_testsupport as ts;
+
+/// Run `f` on another thread and wait for it, failing (not hanging) if it blocks.
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("{what} blocked"))
+}
+
+fn call_i32(h: &kmodlike::Handle, name: &str) -> i32 {
+    // SAFETY: every symbol asked for here is `int f(void)`.
+    let f: extern "C" fn() -> i32 = unsafe { std::mem::transmute(h.symbol_ptr(name).unwrap()) };
+    h.call0(f).unwrap()
+}
+
+fn gated_module(dir: &Path, gate: &Path) -> PathBuf {
+    let src = ts::test_modules_dir().join("gated_init.c");
+    let flag = format!("-DGATE=\"{}\"", gate.display());
+    ts::build_module_at(&dir.join("gated.so"), &[&src], &[&flag])
+}
+
+#[test]
+fn the_loader_answers_while_a_module_init_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(gate.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+    let gated = gated_module(dir.path(), &gate);
+    let counter = ts::test_module("counter", "counter", &[]);
+    let loader = Loader::new();
+    let l = loader.clone();
+    let load = std::thread::spawn(move || {
+        let h = l.open(gated.to_str().unwrap()).unwrap();
+        call_i32(&h, "ready")
+    });
+    // Opening the FIFO for writing returns once module_init has opened it: init is running.
+    let g = gate.clone();
+    let mut writer =
+        within("module_init reaching its gate", move || std::fs::File::create(g).unwrap());
+    // With module_init held, the loader answers and loads other modules.
+    let l = loader.clone();
+    let listed = within("list during a slow module_init", move || l.list());
+    assert!(listed.iter().all(|m| m.name != "gated"), "not published before init returns");
+    let l = loader.clone();
+    let bumped = within("another load during a slow module_init", move || {
+        let h = l.open(counter.to_str().unwrap()).unwrap();
+        call_i32(&h, "bump")
+    });
+    assert_eq!(bumped, 1);
+    writer.write_all(b"go").unwrap();
+    assert_eq!(load.join().unwrap(), 7, "module_init finished and the module is live");
+}
+
+#[test]
+fn a_log_callback_may_open_another_module_from_inside_module_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = ts::test_modules_dir().join("gated_init.c");
+    let talker =
+        ts::build_module_at(&dir.path().join("talker.so"), &[&src], &["-DLOG_FROM_INIT=\"open\""]);
+    let counter = ts::test_module("counter", "counter", &[]);
+    let me: Arc<OnceLock<Loader>> = Arc::default();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (me2, seen2, talker2) = (me.clone(), seen.clone(), talker.clone());
+    let loader = Loader::builder()
+        .log(move |_module, _level, msg| {
+            if msg != "open" {
+                return;
+            }
+            let loader = me2.get().expect("set before the open");
+            let other = loader.open(counter.to_str().unwrap()).map(|h| call_i32(&h, "bump"));
+            seen2.lock().unwrap().push(format!("other: {other:?}"));
+            let itself = loader.open(talker2.to_str().unwrap()).map(|_| ()).unwrap_err();
+            seen2.lock().unwrap().push(format!("itself: {itself}"));
+        })
+        .build();
+    me.set(loader.clone()).ok().unwrap();
+    let l = loader.clone();
+    let ready = within("an open from inside module_init", move || {
+        call_i32(&l.open(talker.to_str().unwrap()).unwrap(), "ready")
+    });
+    assert_eq!(ready, 7);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[0], "other: Ok(1)", "the other module loaded from inside module_init");
+    assert!(
+        seen[1].contains("itself") && seen[1].contains("this thread is loading it"),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_crash_in_module_get_interface_version_is_booked_and_its_code_stays_mapped() {
+    let so = ts::test_module("version_crash", "version_crash", &[]);
+    let loader = Loader::builder()
+        .crash_loop(Some(CrashLoop { max_crashes: 1, window: Duration::from_secs(3600) }))
+        .build();
+    let events: Arc<Mutex<Vec<String>>> = Arc::default();
+    let ev = events.clone();
+    loader.subscribe(move |e| {
+        if let Event::Crashed(r) = e {
+            ev.lock().unwrap().push(r.summary());
+        }
+    });
+    let e = loader.open(so.to_str().unwrap()).unwrap_err();
+    let r = e.crash_report().unwrap_or_else(|| panic!("a crash report: {e}")).clone();
+    assert_eq!(r.phase, Phase::Version, "{r}");
+    assert_eq!(r.signal_name, "SIGSEGV");
+    assert!(r.pc_in_module, "{r}");
+    assert!(r.to_string().contains("get_interface_version"), "{r}");
+    assert_eq!(loader.crashes().len(), 1, "in the crash history");
+    assert_eq!(events.lock().unwrap().len(), 1, "a Crashed event");
+    assert_eq!(loader.quarantined(), vec![("version_crash".to_owned(), 1)], "counted");
+    assert!(loader.list().is_empty());
+    // Crashed code stays mapped (the default policy): the faulting PC is still in a mapping.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mapped = maps.lines().any(|l| {
+        let range = l.split_whitespace().next().unwrap();
+        let (a, b) = range.split_once('-').unwrap();
+        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        (a..b).contains(&r.pc)
+    });
+    assert!(mapped, "the crashed code is still mapped");
+    // And quarantined, as a crash-loop would be.
+    let e = loader.open(so.to_str().unwrap()).unwrap_err();
+    assert!(matches!(e, Error::Quarantined { .. }), "{e}");
+}
+
+#[test]
+fn a_dependent_loaded_after_its_dependencys_crash_binds_to_the_live_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let misc = dir.path().join("misc");
+    std::fs::create_dir_all(&misc).unwrap();
+    let src = ts::test_modules_dir().join("dep_counter.c");
+    ts::build_module_at(&misc.join("dep.so"), &[&src], &[]);
+    let dep_flag = "-DDEP=\"misc/dep\"";
+    ts::build_module_at(&misc.join("user1.so"), &[&src], &["-DUSER", dep_flag]);
+    ts::build_module_at(&misc.join("user2.so"), &[&src], &["-DUSER", dep_flag]);
+    let loader = Loader::builder().module_path(vec![dir.path().to_owned()]).build();
+    // The dependency is loaded for user1 (and so made global), counts to 2, then crashes.
+    let user1 = loader.open("misc/user1").unwrap();
+    assert_eq!(call_i32(&user1, "user_bump"), 1);
+    assert_eq!(call_i32(&user1, "user_bump"), 2);
+    let dep = loader.get("dep").unwrap();
+    // SAFETY: `void shared_crash(void)`.
+    let crash: extern "C" fn() =
+        unsafe { std::mem::transmute(dep.symbol_ptr("shared_crash").unwrap()) };
+    assert!(matches!(dep.call0(crash), Err(Error::Crashed(_))));
+    drop(user1);
+    // A new dependent loads a fresh dependency and must bind to it, not to the crashed copy.
+    let user2 = loader.open("misc/user2").unwrap();
+    assert_eq!(call_i32(&user2, "user_bump"), 1, "the live dependency's counter, from zero");
+    let dep = loader.get("dep").unwrap();
+    assert_eq!(call_i32(&dep, "shared_bump"), 2, "the dependent and the host share one instance");
+}
