@@ -825,7 +825,7 @@ impl LoaderShared {
     /// Check the interface: the required exports, then the version.
     fn validate(&self, m: &mut Module, facts: &FileFacts) -> Result<()> {
         let lookup = |name: &str| {
-            if facts.may_export(name) {
+            if facts.exports(name) {
                 m.lookup_own(name).ok()
             } else {
                 None
