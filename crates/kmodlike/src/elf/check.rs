@@ -243,10 +243,157 @@ fn copy_type(machine: u16) -> u32 {
     }
 }
 
+/// What relocations must respect beyond their own bounds: the init/fini arrays, whose entries
+/// ld.so calls once relocated (each must be relocated to code), and the dynamic section, which
+/// no relocation may write.
+struct Guarded {
+    /// `(tag, start, entries)` of `DT_INIT_ARRAY` and `DT_FINI_ARRAY`.
+    arrays: Vec<(u32, u64, u64)>,
+    /// Whether each array entry has been relocated, arrays one after the other.
+    covered: Vec<bool>,
+    dynamic: (u64, u64),
+}
+
+impl Guarded {
+    fn new(img: &Image<'_>) -> Guarded {
+        let d = &img.dynamic;
+        let mut arrays = Vec::new();
+        for (t, a, s) in [
+            (DT_INIT_ARRAY, d.init_array, d.init_arraysz),
+            (DT_FINI_ARRAY, d.fini_array, d.fini_arraysz),
+        ] {
+            if let (Some(a), Some(s)) = (a, s) {
+                arrays.push((t, a, s / 8));
+            }
+        }
+        let total = arrays.iter().map(|a| a.2 as usize).sum();
+        let dynamic = img
+            .phdrs
+            .iter()
+            .find(|p| p.p_type == PT_DYNAMIC)
+            .map_or((0, 0), |p| (p.vaddr, p.file_end()));
+        Guarded { arrays, covered: vec![false; total], dynamic }
+    }
+
+    /// Check a write of `width` bytes at `off` that stores `target` (a code address, when
+    /// known) and record which array entry it relocates.
+    fn write(
+        &mut self,
+        img: &Image<'_>,
+        off: u64,
+        width: u64,
+        target: Option<u64>,
+        at: &dyn Fn() -> String,
+    ) -> Result<(), String> {
+        let end = off.saturating_add(width);
+        if off < self.dynamic.1 && self.dynamic.0 < end {
+            return Err(format!("{}: it writes into the dynamic section", at()));
+        }
+        let mut base = 0usize;
+        for &(t, start, n) in &self.arrays {
+            let arr_end = start.saturating_add(n * 8);
+            if off < arr_end && start < end {
+                if width != 8 || (off - start.min(off)) % 8 != 0 || off < start {
+                    return Err(format!(
+                        "{}: it writes across the entries of {}",
+                        at(),
+                        super::image::tag(t)
+                    ));
+                }
+                match target {
+                    Some(v) if img.load_at(v).is_some_and(Phdr::executable) => {
+                        if let Some((fs, fe)) = inside_function(img, v) {
+                            return Err(format!(
+                                "{}: it points an entry of {} at {v:#x}, inside the function at \
+                                 [{fs:#x}, {fe:#x}) (from .eh_frame_hdr) rather than at its start",
+                                at(),
+                                super::image::tag(t)
+                            ));
+                        }
+                    }
+                    Some(v) => {
+                        return Err(format!(
+                            "{}: it points an entry of {} at {v:#x}, which is not inside an \
+                             executable PT_LOAD segment (ld.so would call it)",
+                            at(),
+                            super::image::tag(t)
+                        ))
+                    }
+                    None => {
+                        return Err(format!(
+                            "{}: an entry of {} must be a relative relocation or one against a \
+                             defined function",
+                            at(),
+                            super::image::tag(t)
+                        ))
+                    }
+                }
+                if let Some(c) = self.covered.get_mut(base + ((off - start) / 8) as usize) {
+                    *c = true;
+                }
+            }
+            base += n as usize;
+        }
+        Ok(())
+    }
+
+    /// Every init/fini array entry must have been relocated: ld.so calls each one.
+    fn all_covered(&self) -> Result<(), String> {
+        let mut base = 0usize;
+        for &(t, start, n) in &self.arrays {
+            for j in 0..n as usize {
+                if !self.covered.get(base + j).copied().unwrap_or(true) {
+                    return Err(format!(
+                        "entry {j} of {} (at {:#x}) is not relocated: ld.so would call its \
+                         link-time value",
+                        super::image::tag(t),
+                        start + 8 * j as u64
+                    ));
+                }
+            }
+            base += n as usize;
+        }
+        Ok(())
+    }
+}
+
+/// The function, known from the unwind table (`PT_GNU_EH_FRAME`), that `addr` lies strictly
+/// inside of: a code pointer there (an init/fini entry) is not a function's entry point. Only
+/// the layout GNU ld and lld write is read (table `datarel|sdata4`, FDEs `pcrel|sdata4`, each
+/// FDE's start matching its table entry); anything else, or code without unwind information,
+/// gives `None`.
+fn inside_function(img: &Image<'_>, addr: u64) -> Option<(u64, u64)> {
+    let ph = img.phdrs.iter().find(|p| p.p_type == PT_GNU_EH_FRAME)?;
+    let hdr = img.mapped(ph.vaddr, ph.filesz)?;
+    if hdr.get(..4)? != [1, 0x1b, 0x03, 0x3b] {
+        return None;
+    }
+    let count = u32_at(hdr, 8)?;
+    let rel = |base: u64, at: u64| -> Option<u64> {
+        let v = u32_at(hdr, at)? as i32;
+        Some(base.wrapping_add(v as i64 as u64))
+    };
+    for i in 0..u64::from(count).min(1 << 16) {
+        let start = rel(ph.vaddr, 12 + i * 8)?;
+        if start >= addr {
+            break; // the table is sorted
+        }
+        let fde = rel(ph.vaddr, 16 + i * 8)?;
+        let Some(f) = img.mapped(fde, 16) else { continue };
+        let pc_begin = fde.wrapping_add(8).wrapping_add(u32_at(f, 8)? as i32 as i64 as u64);
+        let range = u64::from(u32_at(f, 12)?);
+        if pc_begin == start && addr < start.saturating_add(range) {
+            return Some((start, start + range));
+        }
+    }
+    None
+}
+
 fn relocations(img: &Image<'_>) -> Result<(), String> {
     let d = &img.dynamic;
     let m = img.machine;
     let relacount = d.relacount.unwrap_or(0);
+    let mut guarded = Guarded::new(img);
     for (what, addr, size) in [("DT_RELA", d.rela, d.relasz), ("DT_JMPREL", d.jmprel, d.pltrelsz)] {
         let Some(addr) = addr else { continue };
         let table = img.mapped(addr, size.unwrap_or(0)).unwrap_or(&[]);
@@ -279,6 +426,18 @@ fn relocations(img: &Image<'_>) -> Result<(), String> {
                     img.nsyms
                 ));
             }
+            let binds_symbol = matches!(
+                (m, r_type),
+                (EM_X86_64, R_X86_64_GLOB_DAT | R_X86_64_JUMP_SLOT)
+                    | (EM_AARCH64, R_AARCH64_GLOB_DAT | R_AARCH64_JUMP_SLOT)
+            );
+            if binds_symbol && sym == 0 {
+                return Err(format!(
+                    "{}: binds symbol 0 (STN_UNDEF), which ld.so would resolve to the module's \
+                     own load address",
+                    at()
+                ));
+            }
             if width > 0 && !writable(img, off, width) {
                 return Err(format!(
                     "{}: the {width} bytes it writes are not inside a writable PT_LOAD segment",
@@ -292,6 +451,18 @@ fn relocations(img: &Image<'_>) -> Result<(), String> {
                     at()
                 ));
             }
+            if width > 0 {
+                let target = if r_type == relative_type(m) {
+                    Some(addend)
+                } else if matches!(r_type, R_X86_64_64 | R_AARCH64_ABS64) {
+                    img.sym(sym)
+                        .filter(|s| s.defined() && s.kind() == STT_FUNC)
+                        .map(|s| s.value.wrapping_add(addend))
+                } else {
+                    None
+                };
+                guarded.write(img, off, width, target, &at)?;
+            }
         }
     }
     if let Some(addr) = d.relr {
@@ -299,31 +470,31 @@ fn relocations(img: &Image<'_>) -> Result<(), String> {
         let mut base = 0u64;
         for k in 0..table.len() as u64 / 8 {
             let e = u64_at(table, k * 8).unwrap_or(0);
-            let bad = |where_: u64| {
-                format!(
-                    "DT_RELR entry {k} relocates {where_:#x}, which is not inside a writable \
-                     PT_LOAD segment"
-                )
+            let mut relocate = |w: u64| -> Result<(), String> {
+                let at = || format!("DT_RELR entry {k} (relocating {w:#x})");
+                if !writable(img, w, 8) {
+                    return Err(format!(
+                        "{}: the 8 bytes it writes are not inside a writable PT_LOAD segment",
+                        at()
+                    ));
+                }
+                let target = img.mapped(w, 8).and_then(|b| u64_at(b, 0));
+                guarded.write(img, w, 8, target, &at)
             };
             if e & 1 == 0 {
-                if !writable(img, e, 8) {
-                    return Err(bad(e));
-                }
+                relocate(e)?;
                 base = e.wrapping_add(8);
             } else {
                 for bit in 1..64u64 {
                     if (e >> bit) & 1 == 1 {
-                        let w = base.wrapping_add((bit - 1) * 8);
-                        if !writable(img, w, 8) {
-                            return Err(bad(w));
-                        }
+                        relocate(base.wrapping_add((bit - 1) * 8))?;
                     }
                 }
                 base = base.wrapping_add(63 * 8);
             }
         }
     }
-    Ok(())
+    guarded.all_covered()
 }
 
 /// Whether `name` is a library `ld.so` will have in this object's search list for a

@@ -377,6 +377,15 @@ impl<'a> Image<'a> {
                                 p.vaddr, q.vaddr
                             ));
                         }
+                        if p.offset < q.offset.saturating_add(q.filesz) && p.filesz > 0 {
+                            return Err(format!(
+                                "program header {i}: PT_LOAD file bytes [{:#x}, {:#x}) overlap \
+                                 those of program header {} or come before them",
+                                p.offset,
+                                p.offset.saturating_add(p.filesz),
+                                q.index
+                            ));
+                        }
                         if p.vaddr < q.end() {
                             return Err(format!(
                                 "program header {i}: PT_LOAD segment at {:#x} overlaps the one of \

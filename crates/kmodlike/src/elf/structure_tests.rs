@@ -118,6 +118,13 @@ fn program_headers() {
     assert_refused(&d, "address/offset not page-aligned");
 
     let mut d = good.clone();
+    put(&mut d, first + 56 + 8, &0u64.to_le_bytes()); // the code segment maps the headers
+    assert_refused(
+        &d,
+        "program header 1: PT_LOAD file bytes [0x0, 0x135) overlap those of program header 0",
+    );
+
+    let mut d = good.clone();
     put(&mut d, first + 40, &0x2000u64.to_le_bytes()); // first segment now overlaps the second
     assert_refused(&d, "overlaps the one of program header 0");
 
@@ -293,6 +300,28 @@ fn symbols_and_relocations() {
     let mut d = good.clone();
     put(&mut d, rela + 3 * 24 + 8, &((1000u64 << 32) | 6).to_le_bytes());
     assert_refused(&d, "symbol index 1000 is not below the number of dynamic symbols (10)");
+
+    let mut d = good.clone();
+    put(&mut d, rela + 3 * 24 + 8, &u64::from(R_X86_64_GLOB_DAT).to_le_bytes());
+    assert_refused(&d, "type 6): binds symbol 0 (STN_UNDEF)");
+
+    // The relative relocation that fills .init_array, pointed at data.
+    let mut d = good.clone();
+    put(&mut d, rela + 16, &0x4000u64.to_le_bytes());
+    assert_refused(
+        &d,
+        "it points an entry of DT_INIT_ARRAY at 0x4000, which is not inside an executable",
+    );
+
+    // ... or moved away, leaving the entry unrelocated.
+    let mut d = good.clone();
+    put(&mut d, rela, &0x4000u64.to_le_bytes());
+    assert_refused(&d, "entry 0 of DT_INIT_ARRAY (at 0x3e68) is not relocated");
+
+    // A function the unwind table knows, entered in its middle.
+    let mut d = good.clone();
+    put(&mut d, rela + 16, &0x1108u64.to_le_bytes());
+    assert_refused(&d, "at 0x1108, inside the function at [0x1106, 0x1116) (from .eh_frame_hdr)");
 
     let mut d = good;
     put(&mut d, rela + 3 * 24 + 8, &u64::from(R_X86_64_IRELATIVE).to_le_bytes());
