@@ -132,6 +132,17 @@ pub enum Error {
         dlerror: String,
     },
 
+    /// The ELF file's structure is malformed in a way `ld.so` trusts (a table past the end of
+    /// its segment, a bad relocation, a broken hash chain...): it was refused before `dlopen`,
+    /// which could have crashed the whole process on it.
+    #[error("{}: malformed ELF file, not passed to dlopen: {detail}", path.display())]
+    MalformedElf {
+        /// The file.
+        path: PathBuf,
+        /// Exactly what is wrong.
+        detail: String,
+    },
+
     /// `dlopen` failed for another reason (a missing library it needs, a relocation error).
     #[error("{}: dlopen failed: {dlerror}", path.display())]
     LoadFailed {
@@ -290,6 +301,7 @@ impl Error {
             | Error::Truncated { .. }
             | Error::WrongArchitecture { .. }
             | Error::NotSharedObject { .. }
+            | Error::MalformedElf { .. }
             | Error::LoadFailed { .. }
             | Error::NoInterface { .. }
             | Error::Probe { .. } => ErrorKind::LoadFailed,

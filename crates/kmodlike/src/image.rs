@@ -42,7 +42,8 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::{FileType, Mode, OFlags, SealFlags};
 
 use crate::error::{Error, Result};
-use crate::modinfo::FileFacts;
+use crate::interface::symbols;
+use crate::modinfo::{FileFacts, ModInfo};
 
 /// A device and inode: what makes two paths the same module file.
 pub(crate) type FileKey = (u64, u64);
@@ -126,7 +127,7 @@ impl ModuleFile {
 
     /// Make the bytes stable (a lease, or a sealed private image when `fresh` or when no lease
     /// can be had), validate them, and return the image ld.so will map with their facts.
-    pub(crate) fn into_image(self, fresh: bool) -> Result<(Image, Arc<FileFacts>)> {
+    pub(crate) fn into_image(self, fresh: bool) -> Result<(Image, Arc<Checked>)> {
         if !fresh && take_lease(self.fd.as_fd()) {
             let facts = match cached(&self.stat) {
                 Some(facts) => facts,
@@ -167,11 +168,46 @@ impl ModuleFile {
 }
 
 /// Check the bytes: the structure ld.so will trust, then the facts the loader needs.
-fn validate(path: &Path, data: &[u8]) -> Result<Arc<FileFacts>> {
+fn validate(path: &Path, data: &[u8]) -> Result<Arc<Checked>> {
     crate::elf::check_before_dlopen(path, data)?;
     match FileFacts::read(data) {
-        Some(facts) => Ok(Arc::new(facts)),
+        Some(facts) => Ok(Arc::new(Checked::from(&facts))),
         None => Err(crate::elf::classify_bytes(path, data, "not a readable ELF file".into())),
+    }
+}
+
+/// What the loader keeps of a validated file: its facts, with the exports it asks about
+/// answered (so the bytes need not be kept, and a cached verdict needs no read).
+#[derive(Debug)]
+pub(crate) struct Checked {
+    pub modinfo: ModInfo,
+    /// `(p_vaddr, p_memsz, executable)` of every `PT_LOAD` segment.
+    pub loads: Vec<(u64, u64, bool)>,
+    /// `dlclose` will not unmap it.
+    pub nodelete: bool,
+    /// It may start threads (see [`FileFacts::may_start_threads`]).
+    pub may_start_threads: bool,
+    /// The interface names (required exports, `mod_hello`, `module_can_unload`) it exports.
+    exported: Vec<&'static str>,
+}
+
+impl Checked {
+    /// Whether the file exports `name`, one of the interface's names.
+    pub(crate) fn exports(&self, name: &str) -> bool {
+        self.exported.contains(&name)
+    }
+}
+
+impl From<&FileFacts<'_>> for Checked {
+    fn from(f: &FileFacts<'_>) -> Checked {
+        let names = symbols::REQUIRED.iter().chain([&symbols::HELLO, &symbols::CAN_UNLOAD]);
+        Checked {
+            modinfo: f.modinfo.clone(),
+            loads: f.loads.clone(),
+            nodelete: f.nodelete,
+            may_start_threads: f.may_start_threads,
+            exported: names.copied().filter(|n| f.exports(n)).collect(),
+        }
     }
 }
 
@@ -236,13 +272,13 @@ fn cache_key(st: &rustix::fs::Stat) -> CacheKey {
     )
 }
 
-static CACHE: Mutex<Option<HashMap<CacheKey, Arc<FileFacts>>>> = Mutex::new(None);
+static CACHE: Mutex<Option<HashMap<CacheKey, Arc<Checked>>>> = Mutex::new(None);
 
-fn cached(st: &rustix::fs::Stat) -> Option<Arc<FileFacts>> {
+fn cached(st: &rustix::fs::Stat) -> Option<Arc<Checked>> {
     CACHE.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.get(&cache_key(st)).cloned()
 }
 
-fn remember(st: &rustix::fs::Stat, facts: &Arc<FileFacts>) {
+fn remember(st: &rustix::fs::Stat, facts: &Arc<Checked>) {
     let changed = SystemTime::UNIX_EPOCH
         + Duration::new(st.st_ctime.max(0) as u64, (st.st_ctime_nsec as u32).min(999_999_999));
     let settled = SystemTime::now().duration_since(changed).is_ok_and(|age| age > RACY);

@@ -33,6 +33,7 @@
 pub mod crash;
 mod elf;
 mod error;
+mod facts;
 mod guard;
 mod image;
 pub mod interface;

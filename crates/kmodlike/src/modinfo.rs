@@ -8,10 +8,8 @@
 
 use std::path::Path;
 
-use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
-use object::{elf, Endianness};
-
 use crate::error::Result;
+pub(crate) use crate::facts::FileFacts;
 
 /// The `.modinfo` entries of a module file, in file order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,54 +72,6 @@ pub fn modinfo(path: &Path) -> Result<ModInfo> {
     match FileFacts::read(&data) {
         Some(facts) => Ok(facts.modinfo),
         None => Err(crate::elf::classify_bytes(path, &data, "not a readable ELF file".into())),
-    }
-}
-
-/// What the loader learns from a module file before `dlopen`: its metadata, the names it
-/// exports, and where its segments go. Only the ELF header, the program headers and the
-/// section headers are parsed (no symbol tables), so this is cheap.
-#[derive(Debug, Default)]
-pub(crate) struct FileFacts {
-    pub modinfo: ModInfo,
-    /// The `.dynstr` section: every dynamic symbol name, NUL-separated.
-    dynstr: Option<Vec<u8>>,
-    /// `(p_vaddr, p_memsz, executable)` of every `PT_LOAD` segment.
-    pub loads: Vec<(u64, u64, bool)>,
-}
-
-impl FileFacts {
-    /// Parse a 64-bit ELF file; `None` when it is not one (dlopen then says why).
-    pub fn read(data: &[u8]) -> Option<FileFacts> {
-        let header = elf::FileHeader64::<Endianness>::parse(data).ok()?;
-        let endian = header.endian().ok()?;
-        let loads = header
-            .program_headers(endian, data)
-            .ok()?
-            .iter()
-            .filter(|ph| ph.p_type(endian) == elf::PT_LOAD)
-            .map(|ph| (ph.p_vaddr(endian), ph.p_memsz(endian), ph.p_flags(endian) & elf::PF_X != 0))
-            .collect();
-        let sections = header.sections(endian, data).ok()?;
-        let modinfo = sections
-            .section_by_name(endian, b".modinfo")
-            .and_then(|(_, s)| s.data(endian, data).ok())
-            .map(ModInfo::parse)
-            .unwrap_or_default();
-        let dynstr = sections
-            .section_by_name(endian, b".dynstr")
-            .and_then(|(_, s)| s.data(endian, data).ok())
-            .map(<[u8]>::to_vec);
-        Some(FileFacts { modinfo, dynstr, loads })
-    }
-
-    /// Whether the file may export `name`: false only when its dynamic string table is known
-    /// and lacks the name, so a `dlsym` that must fail (slowly) can be skipped. Linkers merge
-    /// string-table tails, so the name may end a longer string: any `name\0` counts.
-    pub fn may_export(&self, name: &str) -> bool {
-        let Some(dynstr) = &self.dynstr else { return true };
-        let mut needle = name.as_bytes().to_vec();
-        needle.push(0);
-        dynstr.windows(needle.len()).any(|w| w == needle.as_slice())
     }
 }
 

@@ -13,9 +13,10 @@ use libloading::os::unix::Library;
 
 use crate::error::{Error, Result};
 use crate::guard;
+use crate::image::Checked;
 use crate::image::Image;
 use crate::interface::{ModuleInitArgs, Version, MODULE_INIT_ARGS_VERSION_CURRENT};
-use crate::modinfo::{FileFacts, ModInfo};
+use crate::modinfo::ModInfo;
 
 /// The life of a module instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,6 +113,8 @@ pub(crate) struct Module {
     pub mode: OpenMode,
     interface: OnceLock<Interface>,
     pub modinfo: ModInfo,
+    /// What validation found in its file.
+    pub checked: Arc<Checked>,
     pub size: u64,
     pub loaded_at: SystemTime,
     /// `[start, end)` of every `PT_LOAD` segment.
@@ -156,7 +159,7 @@ impl Module {
         path: PathBuf,
         key: FileKey,
         mode: OpenMode,
-        facts: Arc<FileFacts>,
+        facts: Arc<Checked>,
         size: u64,
         lib: Library,
         image: Image,
@@ -173,6 +176,7 @@ impl Module {
             mode,
             interface: OnceLock::new(),
             modinfo: facts.modinfo.clone(),
+            checked: facts,
             size,
             loaded_at: SystemTime::now(),
             segments,

@@ -24,6 +24,9 @@ pub(crate) fn busy(name: &str, reason: &str, holders: &[String], message: &str) 
 fn error_path(e: &Error) -> Option<&Path> {
     match e {
         Error::Unreadable { path, .. }
+        | Error::NotRegularFile { path, .. }
+        | Error::TooLarge { path, .. }
+        | Error::MalformedElf { path, .. }
         | Error::EmptyFile { path, .. }
         | Error::NotElf { path, .. }
         | Error::Truncated { path, .. }

@@ -14,9 +14,9 @@ use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_LOCAL, RTLD_NOW};
 use crate::crash::Phase;
 use crate::error::{Error, Result};
 use crate::guard;
+use crate::image::Checked;
 use crate::image::{Image, ModuleFile};
 use crate::interface::{symbols, ModuleInitArgs, Version};
-use crate::modinfo::FileFacts;
 use crate::module::{
     mapping_of, trampoline, trampoline0, Call0Ctx, CallCtx, EntryPoints, FileKey, HostCallbacks,
     Interface, Module, ModuleState, OpenMode,
@@ -218,7 +218,7 @@ impl LoaderShared {
     fn load_image(
         &self,
         image: Image,
-        facts: Arc<FileFacts>,
+        facts: Arc<Checked>,
         path: PathBuf,
         key: FileKey,
         name: &str,
@@ -402,9 +402,9 @@ impl LoaderShared {
 
 /// Refuse, before any of its code runs (constructors included), a file that does not export
 /// the module interface: the answer comes from its dynamic symbol table.
-fn check_exports(path: &Path, facts: &FileFacts, strict: bool) -> Result<()> {
-    let present: Vec<bool> = symbols::REQUIRED.iter().map(|s| facts.may_export(s)).collect();
-    let hello = facts.may_export(symbols::HELLO);
+fn check_exports(path: &Path, facts: &Checked, strict: bool) -> Result<()> {
+    let present: Vec<bool> = symbols::REQUIRED.iter().map(|s| facts.exports(s)).collect();
+    let hello = facts.exports(symbols::HELLO);
     if !present.iter().any(|&p| p) {
         if hello && !strict {
             return Ok(());

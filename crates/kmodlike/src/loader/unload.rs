@@ -143,7 +143,11 @@ impl LoaderShared {
         drop(lock(&module.global_ref).take());
         drop(lock(&module.lib).take());
         if let Some(image) = lock(&module.image).take() {
-            image.release_after_dlclose(module.base);
+            if module.checked.nodelete {
+                image.retain_forever();
+            } else {
+                image.release_after_dlclose(module.base);
+            }
         }
     }
 

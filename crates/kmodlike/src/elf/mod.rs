@@ -1,10 +1,17 @@
 //! Classifies a file that `dlopen` refused, so the error says *why* in our words (empty, not
 //! ELF, truncated, wrong architecture, not a shared object) while keeping the `dlerror` text.
 //!
-//! Only the ELF header and the program/section header tables' extents are read; nothing is
-//! mapped or executed.
+//! Before `dlopen`, [`check_before_dlopen`] also checks the structure `ld.so` trusts (program
+//! headers, dynamic section, hash, symbol, relocation and version tables: see [`image`] and
+//! [`check`]), so a malformed file is refused with a precise error instead of crashing the
+//! process inside the dynamic linker.
+//!
+//! Nothing is mapped or executed.
 
 use std::path::Path;
+
+mod check;
+pub(crate) mod image;
 
 use crate::error::Error;
 
@@ -133,9 +140,11 @@ fn truncation(data: &[u8], class: u8, le: bool) -> Option<String> {
     None
 }
 
-/// Refuse, before `dlopen`, an ELF file for this machine that is shorter than its headers say.
-/// `dlopen` would map such a file and fault (SIGBUS) reading past its end, inside ld.so, where
-/// nothing can recover it.
+/// Refuse, before `dlopen`, an ELF file for this machine that is shorter than its headers say
+/// (`dlopen` would map it and fault, SIGBUS, reading past its end inside ld.so) or whose
+/// structure ld.so would trust and crash on (see [`check`]). Other files (not ELF, another
+/// machine, not a shared object) are left to `dlopen`, which refuses them cleanly, and to
+/// [`classify_dlopen_failure`].
 pub(crate) fn check_before_dlopen(path: &Path, data: &[u8]) -> crate::error::Result<()> {
     if data.len() < 64 || &data[..4] != b"\x7fELF" {
         return Ok(()); // dlopen refuses these cleanly; classify_dlopen_failure says why
@@ -144,15 +153,23 @@ pub(crate) fn check_before_dlopen(path: &Path, data: &[u8]) -> crate::error::Res
     if (u16_at(data, 18, le), class) != HOST {
         return Ok(());
     }
-    match truncation(data, class, le) {
-        None => Ok(()),
-        Some(detail) => Err(Error::Truncated {
+    let is_dyn64 = class == ELFCLASS64 && le && u16_at(data, 16, le) == ET_DYN;
+    let malformed = |detail| Error::MalformedElf { path: path.to_owned(), detail };
+    if is_dyn64 {
+        image::check_header(data).map_err(malformed)?;
+    }
+    if let Some(detail) = truncation(data, class, le) {
+        return Err(Error::Truncated {
             path: path.to_owned(),
             detail,
             dlerror: "not passed to dlopen, which would fault reading past the end of the file"
                 .to_owned(),
-        }),
+        });
     }
+    if !is_dyn64 {
+        return Ok(());
+    }
+    image::Image::parse(data).and_then(|img| check::validate(&img)).map_err(malformed)
 }
 
 /// Turn a `dlopen` failure into the most precise error the file's header supports.
@@ -273,3 +290,6 @@ mod tests {
         assert!(e.to_string().contains(&host_description()));
     }
 }
+
+#[cfg(test)]
+mod structure_tests;
