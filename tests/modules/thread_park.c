@@ -7,17 +7,20 @@
  *   start_reader     blocks in read() on a pipe, called from here             (read)
  *   start_waiter     blocks in pthread_cond_wait, called from here            (futex)
  *   start_spinner    spins in spin() here; with block_signals, blocks every signal first
+ *   start_crasher    writes through a null pointer here (SIGSEGV): with the text registered
+ *                    with the crash guard, the guard parks it for good (never stop_thread it)
  *
  * Not a kmodlike module: a plain shared object loaded with dlopen by the tests.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <unistd.h>
 
 #define MAXT 64
-enum { SLEEPER, READER, WAITER, SPINNER };
+enum { SLEEPER, READER, WAITER, SPINNER, CRASHER };
 
 struct slot {
     pthread_t thread;
@@ -66,6 +69,12 @@ static void *run(void *arg) {
     case SPINNER:
         spin(s);
         break;
+    case CRASHER: {
+        /* Volatile both ways: the compiler can neither see the null nor drop the store. */
+        volatile int *volatile p = NULL;
+        *p = 1;
+        break;
+    }
     }
     return NULL;
 }
@@ -93,6 +102,7 @@ int start_sleeper(int *tid) { return start(SLEEPER, 0, tid); }
 int start_reader(int *tid) { return start(READER, 0, tid); }
 int start_waiter(int *tid) { return start(WAITER, 0, tid); }
 int start_spinner(int block_signals, int *tid) { return start(SPINNER, block_signals, tid); }
+int start_crasher(int *tid) { return start(CRASHER, 0, tid); }
 
 /* Stop the thread `handle` and join it. */
 void stop_thread(int handle) {

@@ -60,8 +60,15 @@
 //!
 //! One `/proc/self/task` listing, two small `/proc` reads per thread, one `/proc/self/maps`
 //! read, one `process_vm_readv` per thread (up to 256 KiB), and for running threads one signal
-//! each, sampled together. Measured on a loaded 2-core machine (test
-//! `threads_in_code_cost_with_ten_threads`, debug build): see the test's output.
+//! each, sampled together. Measured by `threads_in_code_cost_with_ten_threads` (debug build,
+//! shared 2-core machine): 12 threads in the process, 5 blocked in the module, 2 spinning in
+//! it, 4 elsewhere: about 1 to 1.5 ms per call (2 ms with other tests running alongside). A
+//! running thread that blocks the signal adds [`SAMPLE_TIMEOUT`] (200 ms) once per call, not
+//! per thread (all running threads are sampled at once, up to 64 per batch).
+//!
+//! Words are compared with the ranges as they are: module text lies at mmap addresses, where
+//! small integers never fall. (A range at a low address would make every stack holding, say,
+//! 4096 "point into" it.)
 
 use std::ffi::c_int;
 use std::fmt;

@@ -20,6 +20,7 @@ struct Parker {
     reader: Start,
     waiter: Start,
     spinner: StartSpinner,
+    crasher: Start,
     stop: Stop,
     text: Vec<(u64, u64)>,
 }
@@ -47,6 +48,7 @@ fn parker() -> &'static Parker {
                 reader: std::mem::transmute::<*mut c_void, Start>(sym("start_reader")),
                 waiter: std::mem::transmute::<*mut c_void, Start>(sym("start_waiter")),
                 spinner: std::mem::transmute::<*mut c_void, StartSpinner>(sym("start_spinner")),
+                crasher: std::mem::transmute::<*mut c_void, Start>(sym("start_crasher")),
                 stop: std::mem::transmute::<*mut c_void, Stop>(sym("stop_thread")),
                 text: exec_segments_of(sleeper as usize as u64),
             }
@@ -310,4 +312,32 @@ fn threads_in_code_cost_with_ten_threads() {
         o.join().unwrap();
     }
     assert!(found >= 7, "expected the 7 module threads, found {found}");
+}
+
+/// A module thread that crashed and was parked by the guard never runs again: it is left out,
+/// although its stack (and the signal frame on it) points into the module.
+#[test]
+fn a_thread_parked_after_a_crash_is_left_out() {
+    let p = parker();
+    install();
+    // An id no other test uses; the object stays loaded, so its text stays registered.
+    register_module(u64::MAX - 77, &p.text);
+    let mut tid = 0;
+    // SAFETY: `tid` is a valid out pointer. The thread faults in thread_park's registered text
+    // and is parked by the guard (never stopped: it is not ours to join any more).
+    assert!(unsafe { (p.crasher)(&mut tid) } >= 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // SAFETY: reads atomics.
+    while unsafe { ffi::kml_is_parked(tid) } == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the crashing thread {tid} was not parked: state {}, syscall {:?}",
+            state(tid),
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall"))
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    wait_blocked(tid);
+    let found = threads_in_code(&p.text);
+    assert!(find(&found, tid).is_none(), "a parked thread is reported: {found:#?}");
 }
