@@ -25,6 +25,13 @@ pub(super) struct CRawCrash {
     pub stack_words: [u64; STACK_WORDS],
 }
 
+/// Most threads `kml_sample_threads` samples at once (`KML_SAMPLE_SLOTS`).
+pub(super) const SAMPLE_SLOTS: usize = 64;
+/// `kml_sample_threads` statuses (`KML_SAMPLE_*`).
+pub(super) const SAMPLE_OK: i32 = 1;
+pub(super) const SAMPLE_NO_ANSWER: i32 = 0;
+pub(super) const SAMPLE_GONE: i32 = -1;
+
 /// `void (*)(int has_module, uint64_t module_id, int level, const char *msg)`.
 pub(super) type CLogSink = extern "C" fn(c_int, u64, c_int, *const c_char);
 /// `uint64_t (*)(int has_module, uint64_t module_id)`.
@@ -47,7 +54,21 @@ extern "C" {
     pub(super) fn kml_module_at(addr: u64, module_id: *mut u64) -> c_int;
     pub(super) fn kml_refresh_code_ranges();
     pub(super) fn kml_code_ranges_after_load(ranges: *const u64, n: u32);
-    pub(super) fn kml_set_crash_pipe(fd: c_int);
+    pub(super) fn kml_set_crash_pipe(read_fd: c_int, write_fd: c_int);
+    pub(super) fn kml_is_parked(tid: i32) -> c_int;
+    pub(super) fn kml_sample_install(signo: c_int) -> c_int;
+    pub(super) fn kml_sample_threads(
+        tids: *const i32,
+        n: u32,
+        timeout_ms: c_int,
+        pcs: *mut u64,
+        sps: *mut u64,
+        status: *mut i32,
+    ) -> c_int;
+    pub(super) fn kml_looks_like_return(w: u64) -> c_int;
+    pub(super) fn kml_atfork_prepare();
+    pub(super) fn kml_atfork_parent();
+    pub(super) fn kml_atfork_child();
     pub(super) fn kml_take_thread_crash(index: u32, out: *mut CRawCrash) -> c_int;
     pub(super) fn kml_thread_crashes_dropped_count() -> c_uint;
     pub(super) fn kml_set_host_sinks(log: CLogSink, get_time: CTimeSink);

@@ -11,7 +11,9 @@
  *     attribute faults on threads that have no guard (threads a module started);
  *   - the parking of such threads and the pipe that wakes the Rust service thread;
  *   - the host-callback trampolines (log, get_time) that suspend the guard while host code
- *     runs, so that a fault in host code stays fatal.
+ *     runs, so that a fault in host code stays fatal;
+ *   - the sampling handler that reads another thread's PC and SP for threads.rs (unload-time
+ *     check that no thread runs in a module's code), and the fork-child reset of the shim.
  *
  * Why C: sigsetjmp() "returns twice", which Rust cannot express. The frame that calls it must
  * stay live until the jump, and the jump skips every frame between this shim and the fault.
@@ -29,8 +31,11 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <link.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stddef.h>
 #include <signal.h>
@@ -116,6 +121,8 @@ static struct sigaction kml_prev[KML_NSIGNALS];
 static sigset_t kml_fatal_set;
 /* Write end of the pipe that wakes the service thread (non-blocking), or -1. */
 static atomic_int kml_pipe_fd = -1;
+/* Its read end (the service thread's), or -1: kept so a fork child can close its copy. */
+static atomic_int kml_pipe_read_fd = -1;
 
 /* --- module text ranges ------------------------------------------------------------------- */
 
@@ -332,7 +339,42 @@ static atomic_uint kml_thread_crashes_dropped;
 #define KML_LOST_REPORT 0xFF
 _Static_assert(KML_THREAD_SLOTS < KML_LOST_REPORT, "a slot index must never read as a lost report");
 
-void kml_set_crash_pipe(int fd) { atomic_store_explicit(&kml_pipe_fd, fd, memory_order_release); }
+/*
+ * Threads parked by kml_park(), by thread id (0: free entry), so the unload-time thread check
+ * (threads.rs) can leave them out: a parked thread never runs again (every signal blocked, a
+ * pause() loop), so unmapping the code its stack points into cannot hurt it. A parked thread
+ * that finds no free entry is simply not recorded (and is then reported as in the code: the
+ * safe side).
+ */
+static _Atomic int32_t kml_parked[KML_THREAD_SLOTS];
+
+int kml_is_parked(int32_t tid) {
+    if (tid == 0)
+        return 0;
+    for (int i = 0; i < KML_THREAD_SLOTS; i++)
+        if (atomic_load_explicit(&kml_parked[i], memory_order_acquire) == tid)
+            return 1;
+    return 0;
+}
+
+/*
+ * Publish a new service pipe (normal context). Crashes that were published while there was no
+ * pipe (a fork child before its service thread was restarted) sit in READY slots with no byte
+ * written for them: write one now. A byte is only a hint (kml_take_thread_crash checks the
+ * slot's state), so a duplicate is harmless.
+ */
+void kml_set_crash_pipe(int read_fd, int write_fd) {
+    atomic_store_explicit(&kml_pipe_read_fd, read_fd, memory_order_release);
+    atomic_store_explicit(&kml_pipe_fd, write_fd, memory_order_release);
+    for (int i = 0; i < KML_THREAD_SLOTS; i++) {
+        if (atomic_load_explicit(&kml_thread_slots[i].state, memory_order_acquire) ==
+            KML_SLOT_READY) {
+            unsigned char byte = (unsigned char)i;
+            ssize_t r = write(write_fd, &byte, 1);
+            (void)r;
+        }
+    }
+}
 
 /* Service thread: copy slot `index` out and free it. 1 if it held a crash. */
 int kml_take_thread_crash(uint32_t index, struct kml_raw_crash *out) {
@@ -505,6 +547,13 @@ static void kml_record(struct kml_raw_crash *c, int signo, const siginfo_t *si, 
  * pthread_sigmask, sigfillset and pause are all listed in signal-safety(7).
  */
 __attribute__((noreturn)) static void kml_park(const struct kml_raw_crash *c) {
+    /* Record the thread as parked first (atomics only), for threads.rs. */
+    for (int i = 0; i < KML_THREAD_SLOTS; i++) {
+        int32_t expected = 0;
+        if (atomic_compare_exchange_strong_explicit(&kml_parked[i], &expected, c->tid,
+                                                    memory_order_release, memory_order_relaxed))
+            break;
+    }
     int slot = -1;
     for (int i = 0; i < KML_THREAD_SLOTS; i++) {
         int expected = KML_SLOT_FREE;
@@ -767,4 +816,271 @@ uint64_t kml_get_time_trampoline(void) {
     }
     kml_resume(&susp);
     return now;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Sampling another thread's PC and SP (threads.rs: is any thread running in a module?).       */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * For a thread that /proc/self/task/<tid>/syscall reports as "running" (on a CPU or runnable:
+ * the kernel cannot show the registers of a task that is not stopped in the kernel), the
+ * requester queues the sampling signal to it with rt_tgsigqueueinfo(SI_QUEUE), carrying a
+ * token in si_value. The handler, on the sampled thread, copies the interrupted PC and SP from
+ * its ucontext into the slot the token names and wakes the requester through a futex; it does
+ * nothing else, so the thread continues exactly where it was.
+ *
+ * Tokens: bits 48..62 hold KML_SAMPLE_MAGIC (so a foreign SI_QUEUE signal is told apart and
+ * chained), bits 8..47 a batch generation, bits 0..7 the slot index. A slot's req holds the
+ * open token, token | KML_SAMPLE_CLAIMED once a handler has claimed it (CAS), or 0 when closed.
+ * A late handler (the thread had the signal blocked, and unblocked it after the requester gave
+ * up) carries an old token: its CAS fails and it does nothing. A handler that claimed a slot
+ * but did not finish (stopped mid-handler) leaves the slot poisoned: never reused.
+ */
+#define KML_SAMPLE_SLOTS 64
+#define KML_SAMPLE_MAGIC 0x6B6Dull /* "km" */
+#define KML_SAMPLE_CLAIMED (1ull << 63)
+struct kml_sample_slot {
+    _Atomic uint64_t req;
+    _Atomic uint64_t pc;
+    _Atomic uint64_t sp;
+    _Atomic uint32_t done; /* 1 once pc and sp are written (release) */
+};
+static struct kml_sample_slot kml_samples[KML_SAMPLE_SLOTS];
+/* Requester-only state (threads.rs serialises requesters). */
+static unsigned char kml_sample_poisoned[KML_SAMPLE_SLOTS];
+static uint64_t kml_sample_gen;
+/* Futex word: bumped by every handler that answered. */
+static _Atomic uint32_t kml_sample_acks;
+/* The sampling signal and the action it replaced: written once, before our handler is
+ * installed, never again (the handler reads them without synchronisation). */
+static int kml_sample_signo;
+static struct sigaction kml_sample_prev;
+
+enum {
+    KML_SAMPLE_OK = 1,        /* pcs/sps filled */
+    KML_SAMPLE_NO_ANSWER = 0, /* the thread did not run the handler in time (signal blocked?) */
+    KML_SAMPLE_GONE = -1,     /* the thread no longer exists */
+    KML_SAMPLE_ERROR = -2,    /* could not send (or no free slot) */
+};
+
+/*
+ * The sampling handler. Async-signal-safe throughout: errno saved and restored; getpid() (a
+ * system call); reading the ucontext the kernel gave us; C11 atomics on static storage (lock
+ * free for 32- and 64-bit words on x86_64 and aarch64); syscall(SYS_futex, FUTEX_WAKE), a raw
+ * system call whose wrapper only sets errno; and, for a signal that is not ours, the previous
+ * handler (which was already entitled to run in signal context), sigaction() and raise().
+ */
+static void kml_sample_handler(int signo, siginfo_t *si, void *uc) {
+    int saved_errno = errno;
+    uint64_t tok = (uint64_t)(uintptr_t)si->si_value.sival_ptr;
+    if (si->si_code == SI_QUEUE && si->si_pid == getpid() && (tok >> 48) == KML_SAMPLE_MAGIC) {
+        uint32_t idx = (uint32_t)(tok & 0xFF);
+        if (idx < KML_SAMPLE_SLOTS) {
+            struct kml_sample_slot *s = &kml_samples[idx];
+            uint64_t expected = tok;
+            if (atomic_compare_exchange_strong_explicit(&s->req, &expected,
+                                                        tok | KML_SAMPLE_CLAIMED,
+                                                        memory_order_acq_rel,
+                                                        memory_order_relaxed)) {
+                uint64_t pc = 0, sp = 0;
+                kml_context_regs(uc, &pc, &sp);
+                atomic_store_explicit(&s->pc, pc, memory_order_relaxed);
+                atomic_store_explicit(&s->sp, sp, memory_order_relaxed);
+                atomic_store_explicit(&s->done, 1, memory_order_release);
+                atomic_fetch_add_explicit(&kml_sample_acks, 1, memory_order_release);
+                syscall(SYS_futex, &kml_sample_acks, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+            }
+        }
+        /* Ours, current or stale: nothing more to do. */
+        errno = saved_errno;
+        return;
+    }
+    /* Not ours: what would have happened without us. */
+    const struct sigaction *prev = &kml_sample_prev;
+    if (prev->sa_flags & SA_SIGINFO) {
+        errno = saved_errno;
+        prev->sa_sigaction(signo, si, uc);
+    } else if (prev->sa_handler == SIG_IGN) {
+        /* ignored, as before */
+    } else if (prev->sa_handler == SIG_DFL) {
+        /* The default action of a real-time signal terminates the process: do that. */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        sigaction(signo, &dfl, NULL);
+        raise(signo);
+    } else {
+        errno = saved_errno;
+        prev->sa_handler(signo);
+    }
+    errno = saved_errno;
+}
+
+/* Install the sampling handler for signo (normal context, once: threads.rs serialises it).
+ * 0, or the errno of the sigaction that failed. A handler the host had installed for signo is
+ * chained to for every signal that is not a sampling request. */
+int kml_sample_install(int signo) {
+    if (sigaction(signo, NULL, &kml_sample_prev) != 0)
+        return errno;
+    kml_sample_signo = signo;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = kml_sample_handler;
+    /* SA_RESTART: a thread that entered a restartable system call just as the signal came
+     * resumes it. SA_ONSTACK: a thread near the end of its stack still has room (when it has
+     * an alternate stack). The handler blocks nothing: it runs a few instructions. */
+    sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(signo, &sa, NULL) != 0)
+        return errno;
+    return 0;
+}
+
+static int64_t kml_now_ns(void) {
+    struct timespec ts = {0, 0};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * Sample the PC and SP of the n threads tids[] (n <= KML_SAMPLE_SLOTS) at once, waiting at
+ * most timeout_ms for all of them. status[i] is one of KML_SAMPLE_*; pcs[i]/sps[i] are set
+ * when it is KML_SAMPLE_OK. Normal context; the caller serialises calls (and installed the
+ * handler). Returns 0, or -1 when the handler is not installed.
+ */
+int kml_sample_threads(const int32_t *tids, uint32_t n, int timeout_ms, uint64_t *pcs,
+                       uint64_t *sps, int32_t *status) {
+    if (kml_sample_signo == 0)
+        return -1;
+    int slot_of[KML_SAMPLE_SLOTS];
+    uint64_t tok_of[KML_SAMPLE_SLOTS];
+    if (n > KML_SAMPLE_SLOTS)
+        n = KML_SAMPLE_SLOTS;
+    kml_sample_gen = (kml_sample_gen + 1) & 0xFFFFFFFFFFull;
+    if (kml_sample_gen == 0)
+        kml_sample_gen = 1;
+    pid_t pid = getpid();
+    uid_t uid = getuid();
+    int next = 0;
+    uint32_t pending = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        slot_of[i] = -1;
+        status[i] = KML_SAMPLE_ERROR;
+        while (next < KML_SAMPLE_SLOTS && kml_sample_poisoned[next])
+            next++;
+        if (next >= KML_SAMPLE_SLOTS)
+            continue;
+        int j = next++;
+        uint64_t tok = KML_SAMPLE_MAGIC << 48 | kml_sample_gen << 8 | (uint64_t)j;
+        struct kml_sample_slot *s = &kml_samples[j];
+        atomic_store_explicit(&s->done, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->pc, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->sp, 0, memory_order_relaxed);
+        atomic_store_explicit(&s->req, tok, memory_order_release);
+        siginfo_t info;
+        memset(&info, 0, sizeof info);
+        info.si_signo = kml_sample_signo;
+        info.si_code = SI_QUEUE;
+        info.si_pid = pid;
+        info.si_uid = uid;
+        info.si_value.sival_ptr = (void *)(uintptr_t)tok;
+        if (syscall(SYS_rt_tgsigqueueinfo, pid, tids[i], kml_sample_signo, &info) != 0) {
+            status[i] = errno == ESRCH ? KML_SAMPLE_GONE : KML_SAMPLE_ERROR;
+            atomic_store_explicit(&s->req, 0, memory_order_release);
+            continue;
+        }
+        slot_of[i] = j;
+        tok_of[i] = tok;
+        pending++;
+    }
+
+    /* Wait until every sent request is answered, or the deadline. */
+    int64_t deadline = kml_now_ns() + (int64_t)timeout_ms * 1000000;
+    for (;;) {
+        uint32_t acks = atomic_load_explicit(&kml_sample_acks, memory_order_acquire);
+        uint32_t answered = 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (slot_of[i] >= 0 &&
+                atomic_load_explicit(&kml_samples[slot_of[i]].done, memory_order_acquire))
+                answered++;
+        if (answered == pending)
+            break;
+        int64_t left = deadline - kml_now_ns();
+        if (left <= 0)
+            break;
+        struct timespec ts = {(time_t)(left / 1000000000), (long)(left % 1000000000)};
+        syscall(SYS_futex, &kml_sample_acks, FUTEX_WAIT_PRIVATE, acks, &ts, NULL, 0);
+    }
+
+    /* Close every request. */
+    for (uint32_t i = 0; i < n; i++) {
+        if (slot_of[i] < 0)
+            continue;
+        struct kml_sample_slot *s = &kml_samples[slot_of[i]];
+        uint64_t expected = tok_of[i];
+        if (atomic_compare_exchange_strong_explicit(&s->req, &expected, 0, memory_order_acq_rel,
+                                                    memory_order_acquire)) {
+            status[i] = KML_SAMPLE_NO_ANSWER; /* no handler claimed it: closed for good */
+            continue;
+        }
+        /* A handler claimed it: it is a few stores from done. Give it 50 ms. */
+        int64_t until = kml_now_ns() + 50000000;
+        while (!atomic_load_explicit(&s->done, memory_order_acquire) && kml_now_ns() < until)
+            sched_yield();
+        if (atomic_load_explicit(&s->done, memory_order_acquire)) {
+            pcs[i] = atomic_load_explicit(&s->pc, memory_order_relaxed);
+            sps[i] = atomic_load_explicit(&s->sp, memory_order_relaxed);
+            status[i] = KML_SAMPLE_OK;
+            atomic_store_explicit(&s->req, 0, memory_order_release);
+        } else {
+            /* Stopped inside the handler: it may still write here; never reuse the slot. */
+            kml_sample_poisoned[slot_of[i]] = 1;
+            status[i] = KML_SAMPLE_NO_ANSWER;
+        }
+    }
+    return 0;
+}
+
+/* Does w look like a return address (the instruction before it is a call)? Normal context. */
+int kml_looks_like_return(uint64_t w) { return kml_follows_call(w); }
+
+/* ------------------------------------------------------------------------------------------ */
+/* fork()                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* pthread_atfork prepare/parent: hold the text-table lock across fork(), so the child's copy
+ * is never locked by a thread that does not exist there. */
+void kml_atfork_prepare(void) { pthread_mutex_lock(&kml_table_lock); }
+void kml_atfork_parent(void) { pthread_mutex_unlock(&kml_table_lock); }
+
+/*
+ * pthread_atfork child handler (the shim's part; mod.rs's handler calls it). In the child only
+ * the forking thread exists and the service thread does not: forget the parent's pipe (so a
+ * crash in the child never wakes the parent's service thread) and every piece of per-thread
+ * state that belonged to the parent's other threads. The next guard entry point restarts the
+ * pipe and the service thread (mod.rs). Async-signal-safe: close(2) and atomic stores.
+ */
+void kml_atfork_child(void) {
+    pthread_mutex_unlock(&kml_table_lock); /* locked by this very thread in prepare */
+    int w = atomic_exchange_explicit(&kml_pipe_fd, -1, memory_order_acq_rel);
+    int r = atomic_exchange_explicit(&kml_pipe_read_fd, -1, memory_order_acq_rel);
+    if (w >= 0)
+        close(w);
+    if (r >= 0)
+        close(r);
+    /* Reports in flight in the parent are the parent's; its parked threads are not here. */
+    for (int i = 0; i < KML_THREAD_SLOTS; i++) {
+        atomic_store_explicit(&kml_thread_slots[i].state, KML_SLOT_FREE, memory_order_relaxed);
+        atomic_store_explicit(&kml_parked[i], 0, memory_order_relaxed);
+    }
+    atomic_store_explicit(&kml_thread_crashes_dropped, 0, memory_order_relaxed);
+    /* Sampling requests of the parent's threads: none of their targets exist here. */
+    for (int i = 0; i < KML_SAMPLE_SLOTS; i++) {
+        atomic_store_explicit(&kml_samples[i].req, 0, memory_order_relaxed);
+        atomic_store_explicit(&kml_samples[i].done, 0, memory_order_relaxed);
+        kml_sample_poisoned[i] = 0;
+    }
+    atomic_thread_fence(memory_order_release);
 }

@@ -48,6 +48,24 @@
 //! process dies exactly as it would have without kmodlike. A host callback (`log`,
 //! `get_time`) suspends the guard, so a fault in host code called by a module is fatal too.
 //!
+//! # fork
+//!
+//! Only the forking thread exists in a child: the service thread does not, and the crash pipe
+//! would be the parent's. A `pthread_atfork` child handler (registered by [`install`]) makes
+//! the shim forget the parent's pipe, report slots, parked threads and sampling requests, and
+//! sets a flag; the next [`install`], [`call`] or [`register_module`] in the child sees the
+//! flag (one relaxed load: no system call on the guarded-call path) and starts a fresh pipe
+//! and service thread. A crash on a module thread before that (there can be none: a module
+//! thread in the child is started by a call into the module) waits in its slot and is
+//! delivered when the service thread starts. Guarded calls need nothing: the jump buffer, the
+//! thread-local guard pointer and the alternate stack are the forking thread's own.
+//!
+//! # Threads in a module's code
+//!
+//! [`threads_in_code`] (in `threads.rs`) tells the unload path whether another thread runs in,
+//! or will return into, a module's code; it samples running threads with a signal whose
+//! handler is in `guard.c` too. See that module for the mechanism.
+//!
 //! # Alternate signal stack
 //!
 //! Every thread that enters a guard gets an alternate signal stack of at least 64 KiB (reused
@@ -58,9 +76,18 @@ mod altstack;
 mod ffi;
 #[cfg(test)]
 mod tests;
+// For the unload path (issue 10, item 10); until loader.rs calls it, only tests do.
+#[cfg_attr(not(test), allow(dead_code))]
+mod threads;
+#[cfg(test)]
+mod threads_tests;
+
+#[cfg_attr(not(test), allow(unused_imports))]
+pub(crate) use threads::{threads_in_code, Evidence, ThreadInCode};
 
 use std::ffi::{c_char, c_int, c_void};
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -115,6 +142,7 @@ impl RawCrash {
 /// after anything else that installs handlers for these signals (Rust's std does so before
 /// `main`), so that those handlers stay behind ours and are chained to.
 pub(crate) fn install() {
+    restart_after_fork_if_needed();
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // SAFETY: normal context; dl_iterate_phdr under the shim's own lock.
@@ -136,7 +164,56 @@ pub(crate) fn install() {
             "kmodlike: cannot install the crash guard's signal handlers: {}",
             std::io::Error::from_raw_os_error(rc)
         );
+        // SAFETY: three `extern "C" fn()` handlers valid for the life of the process; the
+        // child handler only closes descriptors and stores atomics (see `after_fork_child`).
+        let rc = unsafe {
+            libc::pthread_atfork(
+                Some(ffi::kml_atfork_prepare),
+                Some(ffi::kml_atfork_parent),
+                Some(after_fork_child),
+            )
+        };
+        if rc != 0 {
+            eprintln!(
+                "kmodlike: crash guard cannot register its fork handler ({}): in a child \
+                 process, crashes on module threads will park the thread but not be reported",
+                std::io::Error::from_raw_os_error(rc)
+            );
+        }
     });
+}
+
+/// Set in a fork child (by [`after_fork_child`]) until the service thread is restarted there.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// The `pthread_atfork` child handler. Runs in the child right after `fork`, where only
+/// async-signal-safe work is allowed when the parent had other threads: the shim closes its
+/// copies of the parent's pipe and resets atomics; we store two atomics. No thread is started
+/// here: the next guard entry point does that ([`restart_after_fork_if_needed`]).
+extern "C" fn after_fork_child() {
+    // SAFETY: async-signal-safe C (close, atomic stores, unlocking a mutex this thread
+    // locked in the prepare handler).
+    unsafe { ffi::kml_atfork_child() };
+    threads::after_fork_child();
+    FORKED.store(true, Ordering::Release);
+}
+
+/// In a fork child, the first guard entry point starts a fresh pipe and service thread. One
+/// relaxed load otherwise.
+#[inline]
+fn restart_after_fork_if_needed() {
+    if FORKED.load(Ordering::Relaxed) {
+        restart_after_fork();
+    }
+}
+
+#[cold]
+fn restart_after_fork() {
+    // One thread wins; a crash on another thread before the new pipe is published waits in
+    // its slot and is announced by `kml_set_crash_pipe`.
+    if FORKED.swap(false, Ordering::AcqRel) {
+        start_service_thread();
+    }
 }
 
 /// Run `f(ctx)` under the guard, attributing a fatal signal to `module_id`.
@@ -180,6 +257,7 @@ pub(crate) fn is_guarded() -> bool {
 /// Module ids are any `u64` except `u64::MAX`. The table holds 8192 ranges in all; ranges that
 /// do not fit (or are empty) are left out, and a fault in them on a module thread is then fatal.
 pub(crate) fn register_module(module_id: u64, text: &[(u64, u64)]) {
+    restart_after_fork_if_needed();
     for &(start, end) in text {
         // SAFETY: plain values; the shim serialises writers and publishes with atomics.
         let rc = unsafe { ffi::kml_register_text(module_id, start, end) };
@@ -260,8 +338,9 @@ fn start_service_thread() {
         .stack_size(256 * 1024)
         .spawn(move || service_loop(read_fd));
     match spawned {
-        // SAFETY: publishes a descriptor that stays open for the life of the process.
-        Ok(_) => unsafe { ffi::kml_set_crash_pipe(write_fd) },
+        // SAFETY: publishes descriptors that stay open for the life of the process (in a
+        // fork child, the child handler closes its copies).
+        Ok(_) => unsafe { ffi::kml_set_crash_pipe(read_fd, write_fd) },
         Err(e) => {
             eprintln!(
                 "kmodlike: crash guard cannot start its service thread ({e}): crashes on module \
