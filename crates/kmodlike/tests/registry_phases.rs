@@ -167,3 +167,43 @@ fn a_dependent_loaded_after_its_dependencys_crash_binds_to_the_live_instance() {
     let dep = loader.get("dep").unwrap();
     assert_eq!(call_i32(&dep, "shared_bump"), 2, "the dependent and the host share one instance");
 }
+
+#[test]
+fn unloading_a_module_whose_thread_still_runs_keeps_its_code_mapped_and_says_so() {
+    let so = ts::test_module("thread_leak", "thread_leak", &[]);
+    let warnings: Arc<Mutex<Vec<String>>> = Arc::default();
+    let w = warnings.clone();
+    let loader = Loader::builder()
+        .log(move |m, level, msg| {
+            if level == kmodlike::interface::log_level::WARNING {
+                w.lock().unwrap().push(format!("{m}: {msg}"));
+            }
+        })
+        .build();
+    let h = loader.open(so.to_str().unwrap()).unwrap();
+    let rounds = h.symbol_ptr("rounds").unwrap() as usize;
+    assert!(call_i32(&h, "rounds") > 0, "the module's thread runs");
+    h.close().unwrap();
+    assert!(loader.list().is_empty(), "the module is unloaded");
+    let warnings = warnings.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("thread_leak") && warnings[0].contains("stays mapped"),
+        "{warnings:?}"
+    );
+    assert!(warnings[0].contains("thread "), "names the thread: {warnings:?}");
+    // The thread still runs in the module's code, which is still mapped: its counter moves.
+    // SAFETY: `int rounds(void)` of the module whose code was kept mapped.
+    let rounds: extern "C" fn() -> i32 = unsafe { std::mem::transmute(rounds) };
+    let before = rounds();
+    let moved = within("the module's thread to keep running", move || loop {
+        if rounds() > before {
+            break true;
+        }
+        std::thread::yield_now();
+    });
+    assert!(moved);
+    // The loader still works, and a new instance of the file loads fresh.
+    let again = loader.open(so.to_str().unwrap()).unwrap();
+    again.close().unwrap();
+}

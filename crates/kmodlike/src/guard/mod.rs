@@ -76,14 +76,13 @@ mod altstack;
 mod ffi;
 #[cfg(test)]
 mod tests;
-// For the unload path (issue 10, item 10); until loader.rs calls it, only tests do.
-#[cfg_attr(not(test), allow(dead_code))]
 mod threads;
 #[cfg(test)]
 mod threads_tests;
 
-#[cfg_attr(not(test), allow(unused_imports))]
-pub(crate) use threads::{threads_in_code, Evidence, ThreadInCode};
+#[cfg(test)]
+pub(crate) use threads::Evidence;
+pub(crate) use threads::{threads_in_code, ThreadInCode};
 
 use std::ffi::{c_char, c_int, c_void};
 use std::mem::MaybeUninit;

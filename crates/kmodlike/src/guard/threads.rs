@@ -133,6 +133,7 @@ pub(crate) struct ThreadInCode {
 }
 
 impl ThreadInCode {
+    #[cfg(test)]
     /// Whether it is known to be in the code (as opposed to: could not tell).
     pub(crate) fn is_certain(&self) -> bool {
         !matches!(self.evidence, Evidence::Unknown(_))

@@ -18,9 +18,10 @@ type ModuleLink = (Weak<Module>, Weak<LoaderShared>);
 
 static MODULES: Mutex<BTreeMap<u64, ModuleLink>> = Mutex::new(BTreeMap::new());
 
-/// Files whose code stays mapped after a crash: ld.so matches a file it holds by inode, so
-/// loading one again must map a private image.
-static CRASHED_FILES: Mutex<Option<HashSet<FileKey>>> = Mutex::new(None);
+/// Files with an instance whose code stays mapped for good (after a crash, or under a thread
+/// that outlived its module): ld.so matches a file it holds by inode, so loading one again
+/// must map a private image.
+static KEPT_MAPPED: Mutex<Option<HashSet<FileKey>>> = Mutex::new(None);
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -51,12 +52,12 @@ pub(crate) fn file_of_object(object: &str) -> Option<String> {
     })
 }
 
-pub(crate) fn mark_crashed(key: FileKey) {
-    lock(&CRASHED_FILES).get_or_insert_with(HashSet::new).insert(key);
+pub(crate) fn mark_kept_mapped(key: FileKey) {
+    lock(&KEPT_MAPPED).get_or_insert_with(HashSet::new).insert(key);
 }
 
-pub(crate) fn has_crashed(key: FileKey) -> bool {
-    lock(&CRASHED_FILES).as_ref().is_some_and(|s| s.contains(&key))
+pub(crate) fn is_kept_mapped(key: FileKey) -> bool {
+    lock(&KEPT_MAPPED).as_ref().is_some_and(|s| s.contains(&key))
 }
 
 pub(crate) fn host_log(id: Option<u64>, level: i32, msg: *const c_char) {

@@ -102,8 +102,10 @@ impl LoaderShared {
         loop {
             if let Some(&id) = reg.by_key.get(&key) {
                 let e = reg.entries.get_mut(&id).expect("by_key points at an entry");
+                // A crashed module's entry is about to go (its crash is being recorded).
+                let crashed = e.module.state() == ModuleState::Crashed;
                 match e.unloading_by {
-                    None => {
+                    None if !crashed => {
                         if as_dep {
                             e.pins += 1;
                         } else {
@@ -124,7 +126,7 @@ impl LoaderShared {
                                 .into(),
                         })
                     }
-                    Some(_) => {}
+                    _ => {}
                 }
             } else if let Some(p) = reg.pending.get(&key) {
                 if p.thread == me {
@@ -179,7 +181,7 @@ impl LoaderShared {
         as_dep: bool,
     ) -> Loaded {
         let path = file.path().to_owned();
-        let fresh = instances::has_crashed(key);
+        let fresh = instances::is_kept_mapped(key);
         let (image, facts) = file.into_image(fresh).map_err(|e| (e, Vec::new()))?;
         if opts.mode == OpenMode::Module {
             check_exports(&path, &facts, self.cfg.strict).map_err(|e| (e, Vec::new()))?;

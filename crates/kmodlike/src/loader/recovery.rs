@@ -28,16 +28,20 @@ impl LoaderShared {
         *lock(&module.death) =
             Some(format!("unloaded after a crash: {} in {}", report.signal_name, phase.name()));
         module.set_state(ModuleState::Crashed);
-        instances::mark_crashed(module.key);
+        // Before the registry lets go of it: a new open of the file must not find the crashed
+        // object in ld.so.
+        instances::mark_kept_mapped(module.key);
+        match self.cfg.crash_policy {
+            CrashPolicy::Reclaim => self.reclaim_if_drained(module),
+            CrashPolicy::Retain => retain_forever(module),
+        }
+        // The Crashed event goes out last but for the dependencies: a subscriber that acts on
+        // it (forks, say) finds the crash's own work done and no lock of it held.
         let deps = self.with_reg(|reg| {
             let deps = reg.remove(module.id).map(|e| e.deps).unwrap_or_default();
             self.record_crash_history(reg, &report);
             deps
         });
-        match self.cfg.crash_policy {
-            CrashPolicy::Reclaim => self.reclaim_if_drained(module),
-            CrashPolicy::Retain => retain_forever(module),
-        }
         self.release_deps(&deps, false);
         report
     }
@@ -61,7 +65,7 @@ impl LoaderShared {
     }
 
     /// Under [`CrashPolicy::Reclaim`], unmap a crashed module once no call is in it.
-    pub(super) fn reclaim_if_drained(&self, module: &Module) {
+    pub(super) fn reclaim_if_drained(&self, module: &Arc<Module>) {
         if self.cfg.crash_policy == CrashPolicy::Reclaim
             && module.state() == ModuleState::Crashed
             && module.inflight() == 0
@@ -74,7 +78,8 @@ impl LoaderShared {
 /// Keep a crashed module's code mapped for good: threads it started may still run in it, and
 /// `dlclose` under them kills the host. The instance itself (its init args, which those
 /// threads may read) is never freed either, and its image name stays reserved.
-fn retain_forever(module: &Arc<Module>) {
+pub(super) fn retain_forever(module: &Arc<Module>) {
+    instances::mark_kept_mapped(module.key);
     if let Some(lib) = lock(&module.lib).take() {
         let handle = lib.into_raw();
         let segments: Vec<(u64, u64, bool)> =

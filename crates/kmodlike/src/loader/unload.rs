@@ -136,8 +136,18 @@ impl LoaderShared {
         Ok(())
     }
 
-    /// `dlclose` a module that is no longer used and forget it.
-    pub(super) fn unmap(&self, module: &Module) {
+    /// `dlclose` a module that is no longer used and forget it; unless a thread (one the
+    /// module started and did not stop) still runs in its code or will return into it: then
+    /// the code stays mapped for good, and the loader says so, naming the threads.
+    pub(super) fn unmap(&self, module: &Arc<Module>) {
+        if module.checked.may_start_threads {
+            let threads = guard::threads_in_code(&module.text);
+            if !threads.is_empty() {
+                self.warn_kept_mapped(module, &threads);
+                super::recovery::retain_forever(module);
+                return;
+            }
+        }
         guard::unregister_module(module.id);
         instances::remove(module.id);
         drop(lock(&module.global_ref).take());
@@ -148,6 +158,22 @@ impl LoaderShared {
             } else {
                 image.release_after_dlclose(module.base);
             }
+        }
+    }
+
+    fn warn_kept_mapped(&self, module: &Module, threads: &[guard::ThreadInCode]) {
+        let list: Vec<String> = threads.iter().map(ToString::to_string).collect();
+        let msg = format!(
+            "module {} ({}) is unloaded but its code stays mapped: {} thread(s) still in it \
+             after module_fini: {}; its module_fini must stop the threads it started",
+            module.name,
+            module.path.display(),
+            threads.len(),
+            list.join("; ")
+        );
+        match &self.cfg.log {
+            Some(sink) => sink(&module.name, crate::interface::log_level::WARNING, &msg),
+            None => eprintln!("kmodlike: {msg}"),
         }
     }
 
