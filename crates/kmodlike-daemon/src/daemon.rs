@@ -62,12 +62,30 @@ pub fn run(args: DaemonArgs) -> ExitCode {
     }
 }
 
+/// Every loaded module holds one descriptor (its leased file or its private image): raise the
+/// soft `RLIMIT_NOFILE` to the hard limit, as systemd recommends services do themselves.
+fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let from = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit.clone()) {
+            Ok(()) => {
+                tracing::debug!("descriptor limit raised from {from:?} to {:?}", limit.maximum)
+            }
+            Err(e) => tracing::warn!("cannot raise the descriptor limit from {from:?}: {e}"),
+        }
+    }
+}
+
 fn serve(args: DaemonArgs) -> Result<(), String> {
     let group = match &args.socket_group {
         Some(g) => Some(group_id(g).map_err(|e| format!("--socket-group {g}: {e}"))?),
         None => None,
     };
     let (socket, listener) = take_socket(&args, group)?;
+    raise_descriptor_limit();
 
     let crash_loop = (args.crash_loop_max > 0).then(|| CrashLoop {
         max_crashes: args.crash_loop_max as usize,
