@@ -70,7 +70,7 @@ fn raise_descriptor_limit() {
     if limit.current < limit.maximum {
         let from = limit.current;
         limit.current = limit.maximum;
-        match setrlimit(Resource::Nofile, limit.clone()) {
+        match setrlimit(Resource::Nofile, limit) {
             Ok(()) => {
                 tracing::debug!("descriptor limit raised from {from:?} to {:?}", limit.maximum)
             }
