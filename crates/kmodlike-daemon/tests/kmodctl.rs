@@ -330,3 +330,26 @@ fn unload_force_overrides_a_veto_and_runs_fini() {
     d.wait_log("fini veto", LOG_WAIT);
     assert!(!d.ctl(&["list"]).ok().contains("veto"), "gone after a forced unload");
 }
+
+/// A FIFO and a device named to the daemon are refused at once, naming what they are, and the
+/// daemon goes on answering (they used to block `Info` forever and `List`/`Load` behind it, or
+/// read `/dev/zero` until the OOM killer came).
+#[test]
+fn a_fifo_or_a_device_is_refused_at_once_and_the_daemon_keeps_answering() {
+    let hello = hello_module();
+    let d = Daemon::start(&[(&hello, "hello.so")], &[]);
+    let fifo = d.modules.join("misc/evil.so");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let fifo = fifo.to_str().unwrap();
+    for args in [["info", fifo], ["load", fifo], ["info", "/dev/zero"], ["load", "/dev/urandom"]] {
+        let out = d.ctl(&args);
+        assert_eq!(out.code(), 1, "{args:?}: {out:#?}");
+        let kind = if args[1] == fifo { "FIFO" } else { "character device" };
+        assert!(out.stderr.contains(kind) && out.stderr.contains(args[1]), "{args:?}: {out:#?}");
+    }
+    let list = d.ctl(&["list"]);
+    assert!(list.ok().starts_with("Module"), "{list:?}");
+    assert!(d.ctl(&["load", "hello"]).ok().contains("loaded module hello"));
+}
