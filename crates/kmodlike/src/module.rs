@@ -13,8 +13,8 @@ use libloading::os::unix::Library;
 
 use crate::error::{Error, Result};
 use crate::guard;
-use crate::interface::{ModuleInitArgs, Version, MODULE_INIT_ARGS_VERSION_CURRENT};
 use crate::image::Image;
+use crate::interface::{ModuleInitArgs, Version, MODULE_INIT_ARGS_VERSION_CURRENT};
 use crate::modinfo::{FileFacts, ModInfo};
 
 /// The life of a module instance.
