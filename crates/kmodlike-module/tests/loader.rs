@@ -97,8 +97,8 @@ fn init_and_later_exports_see_the_hosts_own_log_clock_and_user_data() {
         // SAFETY: both are `T f(void)` with the declared return types.
         let (user_data, now): (extern "C" fn() -> usize, extern "C" fn() -> u64) =
             unsafe { (export(&handle, "user_data_addr"), export(&handle, "now_ns")) };
-        // SAFETY: `user_data` is the test module's own export; a fault skips only its frames.
         assert_eq!(
+            // SAFETY: `user_data` is the test module's own export; a fault skips only its frames.
             unsafe { handle.call0(user_data) }.unwrap(),
             0xfeed,
             "user_data is kept after init"
@@ -175,8 +175,8 @@ fn a_panic_on_a_thread_the_module_started_ends_only_that_thread() {
         let handle = unsafe { loader.open(so.to_str().unwrap()) }.expect("open");
         // SAFETY: `bool thread_panics(void)`.
         let thread_panics: extern "C" fn() -> bool = unsafe { export(&handle, "thread_panics") };
-        // SAFETY: `thread_panics` is the test module's own export; a fault skips only its frames.
         assert!(
+            // SAFETY: `thread_panics` is the test module's own export; a fault skips only its frames.
             unsafe { handle.call0(thread_panics) }.unwrap(),
             "the worker thread panicked and was joined"
         );

@@ -361,8 +361,8 @@ fn the_same_signal_three_times_in_a_row_recovers_each_time_with_fresh_data() {
                 let name = format!("again_{}", sig_name.to_lowercase());
                 let h = p.open(&name);
                 let bump: extern "C" fn() -> c_int = function(&h, "bump");
-                // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
                 assert_eq!(
+                    // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
                     unsafe { h.call0(bump) }.unwrap(),
                     1,
                     "{sig_name} round {round}: fresh data"
@@ -550,8 +550,8 @@ fn reloading_after_a_crash_gives_fresh_static_data() {
         assert!(unsafe { h.call0(bump) }.is_err(), "a crashed module refuses new calls");
         let again = p.open("fresh");
         let bump2: extern "C" fn() -> c_int = function(&again, "bump");
-        // SAFETY: `bump2` is the fixture module's C code; a fault skips only its frames.
         assert_eq!(
+            // SAFETY: `bump2` is the fixture module's C code; a fault skips only its frames.
             unsafe { again.call0(bump2) }.unwrap(),
             1,
             "the reload shares the crashed instance's data"

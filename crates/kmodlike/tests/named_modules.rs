@@ -74,6 +74,7 @@ fn man_page_example_opens_dltest_by_name() {
     // SAFETY: a fixture module this test built from its C source for the interface.
     let h = unsafe { loader.open("dltest") }.expect("open dltest by name");
     let test: extern "C" fn(i32) -> i32 =
+        // SAFETY: the fixture defines `test` as `int test(int)`.
         unsafe { std::mem::transmute(h.symbol_ptr("test").unwrap()) };
     // SAFETY: `test` is the fixture module's C code; a fault skips only its frames.
     assert_eq!(unsafe { h.call(test, 0) }.unwrap(), 1);
@@ -250,6 +251,7 @@ fn eight_threads_open_and_close_the_same_module_concurrently() {
                     // SAFETY: a fixture module this test built from its C source for the interface.
                     let h = unsafe { loader.open("dltest") }.unwrap();
                     let test: extern "C" fn(i32) -> i32 =
+                        // SAFETY: the fixture defines `test` as `int test(int)`.
                         unsafe { std::mem::transmute(h.symbol_ptr("test").unwrap()) };
                     // SAFETY: `test` is the fixture module's C code; a fault skips only its frames.
                     assert_eq!(unsafe { h.call(test, 1) }.unwrap(), 2);
@@ -321,6 +323,7 @@ fn unload_veto_keeps_the_module_until_it_agrees() {
     // SAFETY: a fixture module this test built from its C source for the interface.
     let h = unsafe { loader.open("veto") }.unwrap();
     let set_busy: extern "C" fn(i32) =
+        // SAFETY: the fixture defines `set_busy` as `void set_busy(int)`.
         unsafe { std::mem::transmute(h.symbol_ptr("set_busy").unwrap()) };
     // SAFETY: `set_busy` is the fixture module's C code; a fault skips only its frames.
     unsafe { h.call(set_busy, 1) }.unwrap();
@@ -336,6 +339,7 @@ fn unload_veto_keeps_the_module_until_it_agrees() {
     let h = err.handle.expect("the handle comes back for a retry");
     assert!(h.is_live());
     let still: extern "C" fn() -> i32 =
+        // SAFETY: the fixture defines `still_here` as `int still_here(void)`.
         unsafe { std::mem::transmute(h.symbol_ptr("still_here").unwrap()) };
     // SAFETY: `still` is the fixture module's C code; a fault skips only its frames.
     assert_eq!(unsafe { h.call0(still) }.unwrap(), 42);
@@ -388,6 +392,8 @@ fn firmware_blob_opens_in_data_mode_and_is_refused_as_a_module() {
     let start = h.symbol_ptr("_binary_fw_bin_start").unwrap() as *const u8;
     let end = h.symbol_ptr("_binary_fw_bin_end").unwrap() as *const u8;
     let len = end as usize - start as usize;
+    // SAFETY: `_binary_fw_bin_start`..`_end` delimit the blob the fixture linked into its data,
+    // mapped for as long as `h` keeps the data object loaded.
     let bytes = unsafe { std::slice::from_raw_parts(start, len) };
     assert_eq!(bytes, &blob[..]);
     assert_eq!(h.state(), ModuleState::Live);

@@ -274,7 +274,7 @@ impl Handle {
 
 impl Drop for Handle {
     /// Closes the reference. If the module refuses (`Busy`), it stays loaded, owned by the
-    /// loader until [`Loader::shutdown`].
+    /// loader until [`Loader::shutdown`](super::Loader::shutdown).
     fn drop(&mut self) {
         if !self.released {
             self.released = true;
