@@ -168,8 +168,13 @@ fn tmpfs_dir() -> Option<PathBuf> {
     (ok && writable).then(|| shm.to_owned())
 }
 
+/// Open one of the bench's fixtures: modules this crate builds from its own C sources (the
+/// hello module and the `bench_*` modules of build.rs), and nothing else.
 fn open(loader: &Loader, path: &Path) -> Handle {
-    loader.open(&path.to_string_lossy()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    // SAFETY: `path` is always a fixture module of this workspace, built for the interface;
+    // its constructors and `module_init` are known and harmless.
+    unsafe { loader.open(&path.to_string_lossy()) }
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn close(h: Handle) {
@@ -235,11 +240,15 @@ fn guarded_call(c: &mut Criterion, run: &Run) {
     let loader = plain_loader();
     let h = open(&loader, &module);
     let empty = void_fn(&h, "bench_empty");
-    h.call0(empty).expect("call0"); // this thread now has its alternate signal stack
+    // SAFETY: `empty` is the bench module's own `bench_empty`, C code that owns nothing.
+    unsafe { h.call0(empty) }.expect("call0"); // this thread now has its alternate signal stack
     let mut shim = GuardShim::new();
     let mut g = c.benchmark_group("guarded_call");
     g.bench_function("direct", |b| b.iter(|| black_box(empty)()));
-    g.bench_function("kmodlike_call0", |b| b.iter(|| h.call0(black_box(empty)).expect("call0")));
+    g.bench_function("kmodlike_call0", |b| {
+        // SAFETY: `empty` is the bench module's own `bench_empty`, C code that owns nothing.
+        b.iter(|| unsafe { h.call0(black_box(empty)) }.expect("call0"))
+    });
     // The shim alone: what the guard costs before any bookkeeping.
     g.bench_function("guard_shim", |b| b.iter(|| assert!(shim.call(black_box(empty)))));
     g.bench_function("naive_sigsetjmp", |b| {
@@ -281,14 +290,17 @@ fn crash(c: &mut Criterion, run: &Run) {
     let clean_cycle = |n: u64| {
         for _ in 0..n {
             let h = open(&loader, &clean);
-            h.call0(void_fn(&h, "bench_empty")).expect("call0");
+            // SAFETY: the bench module's own `bench_empty`, C code that owns nothing.
+            unsafe { h.call0(void_fn(&h, "bench_empty")) }.expect("call0");
             close(h);
         }
     };
     let crash_cycle = |n: u64| {
         for _ in 0..n {
             let h = open(&loader, &module);
-            match h.call0(int_fn(&h, "bench_crash")) {
+            // SAFETY: the bench module's own `bench_crash`, C code that owns nothing: its
+            // SIGSEGV skips only its own frame.
+            match unsafe { h.call0(int_fn(&h, "bench_crash")) } {
                 Err(Error::Crashed(report)) => assert_eq!(report.signal, libc::SIGSEGV),
                 other => panic!("bench_crash did not crash: {other:?}"),
             }
@@ -324,7 +336,8 @@ fn crash(c: &mut Criterion, run: &Run) {
                 let h = open(&loader, &module);
                 let f = int_fn(&h, "bench_crash");
                 let start = Instant::now();
-                let r = h.call0(f);
+                // SAFETY: the bench module's own `bench_crash`, C code that owns nothing.
+                let r = unsafe { h.call0(f) };
                 total += start.elapsed();
                 assert!(matches!(r, Err(Error::Crashed(_))), "bench_crash did not crash");
                 drop(h);
@@ -338,7 +351,8 @@ fn crash(c: &mut Criterion, run: &Run) {
     {
         // A guarded call through a handle first: this thread gets its alternate signal stack.
         let warm = open(&loader, &clean);
-        warm.call0(void_fn(&warm, "bench_empty")).expect("call0");
+        // SAFETY: the bench module's own `bench_empty`, C code that owns nothing.
+        unsafe { warm.call0(void_fn(&warm, "bench_empty")) }.expect("call0");
         close(warm);
         baselines::install_usr1_handler().expect("install the SIGUSR1 handler");
         let mut shim = GuardShim::new();

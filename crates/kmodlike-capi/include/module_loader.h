@@ -425,7 +425,10 @@ const char *module_loader_last_error(const module_loader_t *loader);
  *
  * # Safety
  * `loader` is NULL or a live loader; `path` is NULL or a NUL-terminated string; `init_args` is
- * NULL or points to a `module_init_args_t`.
+ * NULL or points to a `module_init_args_t`. The file at `path`, and every module it depends
+ * on, is a module built for `module_interface.h`: loading it runs its constructors and
+ * `module_init()` in this process, as `dlopen()` would (the checks above come first;
+ * `MODULE_LOADER_PROBE` runs them in a child process first).
  */
 module_error_t module_loader_load(module_loader_t *loader,
                                   const char *path,
@@ -483,7 +486,9 @@ module_error_t module_loader_unload(module_loader_t *loader);
  * loaded, `MODULE_ERR_INVALID_ARGUMENT` for a NULL `func`.
  *
  * # Safety
- * `loader` is NULL or a live loader; `func` is NULL or a function safe to call with `ctx`.
+ * `loader` is NULL or a live loader; `func` is NULL or a function safe to call with `ctx`,
+ * whose frames (and those of what it calls) may be abandoned at a fault without any cleanup,
+ * as described above.
  */
 module_error_t module_loader_call(module_loader_t *loader, module_call_fn_t func, void *ctx);
 
@@ -537,7 +542,11 @@ bool module_loader_tainted(char *reason, size_t len);
  *
  * # Safety
  * `loader` is NULL or a live loader; `spec` is NULL or a NUL-terminated string; `init_args`
- * is NULL or points to a `module_init_args_t`; `errp` is NULL or valid for one write.
+ * is NULL or points to a `module_init_args_t`; `errp` is NULL or valid for one write. The
+ * file `spec` names, and every module it depends on, is a module built for
+ * `module_interface.h` (or a data object, with `MODULE_OPEN_DATA`): opening it runs its
+ * constructors and `module_init()` in this process, as `dlopen()` would (the loader checks its
+ * structure and exports first; `MODULE_LOADER_PROBE` runs them in a child process first).
  */
 module_handle_t *module_loader_open(module_loader_t *loader,
                                     const char *spec,
@@ -579,7 +588,9 @@ module_error_t module_loader_close(module_handle_t *handle);
  * `MODULE_ERR_NOT_LOADED`, and each handle must still be closed.
  *
  * # Safety
- * `handle` is NULL or a live handle; `func` is NULL or a function safe to call with `ctx`.
+ * `handle` is NULL or a live handle; `func` is NULL or a function safe to call with `ctx`,
+ * whose frames (and those of what it calls) may be abandoned at a fault without any cleanup,
+ * as `module_loader_call()` describes.
  */
 module_error_t module_loader_call_handle(module_handle_t *handle, module_call_fn_t func, void *ctx);
 

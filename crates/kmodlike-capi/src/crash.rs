@@ -165,7 +165,9 @@ pub type module_call_fn_t = Option<unsafe extern "C" fn(ctx: *mut c_void)>;
 /// loaded, `MODULE_ERR_INVALID_ARGUMENT` for a NULL `func`.
 ///
 /// # Safety
-/// `loader` is NULL or a live loader; `func` is NULL or a function safe to call with `ctx`.
+/// `loader` is NULL or a live loader; `func` is NULL or a function safe to call with `ctx`,
+/// whose frames (and those of what it calls) may be abandoned at a fault without any cleanup,
+/// as described above.
 #[no_mangle]
 pub unsafe extern "C" fn module_loader_call(
     loader: *mut module_loader_t,

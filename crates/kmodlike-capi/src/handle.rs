@@ -74,7 +74,11 @@ pub struct OpenFlagsArg(pub c_uint);
 ///
 /// # Safety
 /// `loader` is NULL or a live loader; `spec` is NULL or a NUL-terminated string; `init_args`
-/// is NULL or points to a `module_init_args_t`; `errp` is NULL or valid for one write.
+/// is NULL or points to a `module_init_args_t`; `errp` is NULL or valid for one write. The
+/// file `spec` names, and every module it depends on, is a module built for
+/// `module_interface.h` (or a data object, with `MODULE_OPEN_DATA`): opening it runs its
+/// constructors and `module_init()` in this process, as `dlopen()` would (the loader checks its
+/// structure and exports first; `MODULE_LOADER_PROBE` runs them in a child process first).
 #[no_mangle]
 pub unsafe extern "C" fn module_loader_open(
     loader: *mut module_loader_t,
@@ -108,10 +112,10 @@ pub unsafe extern "C" fn module_loader_open(
             // SAFETY: the caller's contract on init_args.
             _ => unsafe { init_args_from(CALL, init_args) }?,
         };
-        let handle = l
-            .loader
-            .open_with(spec, &OpenOptions { mode, init_args })
-            .map_err(|e| l.shared.fail(e))?;
+        // SAFETY: the C caller's promise (this function's `# Safety`): `spec` names a module
+        // built for the interface, whose constructors and module_init may run here.
+        let opened = unsafe { l.loader.open_with(spec, &OpenOptions { mode, init_args }) };
+        let handle = opened.map_err(|e| l.shared.fail(e))?;
         Ok(Box::into_raw(Box::new(module_handle_t {
             handle: Some(handle),
             shared: Arc::clone(&l.shared),
@@ -202,7 +206,9 @@ pub unsafe extern "C" fn module_loader_close(handle: *mut module_handle_t) -> mo
 /// `MODULE_ERR_NOT_LOADED`, and each handle must still be closed.
 ///
 /// # Safety
-/// `handle` is NULL or a live handle; `func` is NULL or a function safe to call with `ctx`.
+/// `handle` is NULL or a live handle; `func` is NULL or a function safe to call with `ctx`,
+/// whose frames (and those of what it calls) may be abandoned at a fault without any cleanup,
+/// as `module_loader_call()` describes.
 #[no_mangle]
 pub unsafe extern "C" fn module_loader_call_handle(
     handle: *mut module_handle_t,

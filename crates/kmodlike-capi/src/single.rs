@@ -130,7 +130,10 @@ pub(crate) fn forget_if_dead(l: &module_loader_t, h: &Arc<Handle>, e: &kmodlike:
 ///
 /// # Safety
 /// `loader` is NULL or a live loader; `path` is NULL or a NUL-terminated string; `init_args` is
-/// NULL or points to a `module_init_args_t`.
+/// NULL or points to a `module_init_args_t`. The file at `path`, and every module it depends
+/// on, is a module built for `module_interface.h`: loading it runs its constructors and
+/// `module_init()` in this process, as `dlopen()` would (the checks above come first;
+/// `MODULE_LOADER_PROBE` runs them in a child process first).
 #[no_mangle]
 pub unsafe extern "C" fn module_loader_load(
     loader: *mut module_loader_t,
@@ -171,9 +174,10 @@ pub unsafe extern "C" fn module_loader_load(
         }
         // The slot lock is not held while module code runs: module_init() may call back into
         // the host, and the host into this loader.
-        let opened = l
-            .loader
-            .open_with(&path.to_string_lossy(), &OpenOptions { mode: OpenMode::Module, init_args });
+        let opts = OpenOptions { mode: OpenMode::Module, init_args };
+        // SAFETY: the C caller's promise (this function's `# Safety`): `path` is a module built
+        // for the interface, whose constructors and module_init may run here.
+        let opened = unsafe { l.loader.open_with(&path.to_string_lossy(), &opts) };
         let mut slot = lock(&l.slot);
         match opened {
             Ok(h) => {

@@ -56,7 +56,7 @@ unsafe impl Sync for Loader {}
 
 #[test]
 fn null_arguments_are_refused_with_a_reason_and_never_crash() {
-    // SAFETY (whole test): NULL pointers are allowed by every call's contract.
+    // SAFETY: NULL pointers are allowed by every call's contract (this block is the whole test).
     unsafe {
         assert_eq!(
             module_loader_load(null_mut(), c"x.so".as_ptr(), null()),

@@ -17,11 +17,13 @@ fn a_panic_during_unwinding_aborts_inside_the_module_and_the_guard_contains_it()
         let so = install(&example_module("rs_lifecycle"), dir.path(), "rs_lifecycle.so");
         let logs = Logs::default();
         let loader = Loader::builder().log(logs.sink()).build();
-        let handle = loader.open(so.to_str().unwrap()).expect("open");
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let handle = unsafe { loader.open(so.to_str().unwrap()) }.expect("open");
         // SAFETY: `void double_panic(void)`.
         let double_panic: extern "C" fn() = unsafe { export(&handle, "double_panic") };
 
-        match handle.call0(double_panic) {
+        // SAFETY: `double_panic` is the test module's own export; a fault skips only its frames.
+        match unsafe { handle.call0(double_panic) } {
             Err(Error::Crashed(report)) => {
                 assert_eq!(report.signal, libc::SIGABRT, "{}", report.summary());
                 assert_eq!(report.module, "rs_lifecycle");
@@ -37,10 +39,12 @@ fn a_panic_during_unwinding_aborts_inside_the_module_and_the_guard_contains_it()
         drop(handle);
 
         // The host keeps running and can load the module again (a fresh instance).
-        let again = loader.open(so.to_str().unwrap()).expect("reopen after the crash");
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let again = unsafe { loader.open(so.to_str().unwrap()) }.expect("reopen after the crash");
         // SAFETY: `void mod_hello(void)`.
         let hello: extern "C" fn() = unsafe { export(&again, "mod_hello") };
-        again.call0(hello).expect("mod_hello on the fresh instance");
+        // SAFETY: `hello` is the test module's own export; a fault skips only its frames.
+        unsafe { again.call0(hello) }.expect("mod_hello on the fresh instance");
         assert!(logs.find("Hello from rs_lifecycle").is_some());
         again.close().map_err(|e| e.error).expect("close");
     });
@@ -70,10 +74,12 @@ fn a_panic_in_a_module_built_with_panic_abort_is_logged_then_contained_as_sigabr
         let so = install(&panic_abort_module(), dir.path(), "rs_panic_abort.so");
         let logs = Logs::default();
         let loader = Loader::builder().log(logs.sink()).build();
-        let handle = loader.open(so.to_str().unwrap()).expect("open");
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let handle = unsafe { loader.open(so.to_str().unwrap()) }.expect("open");
         // SAFETY: `void give_up(void)`.
         let give_up: extern "C" fn() = unsafe { export(&handle, "give_up") };
-        match handle.call0(give_up) {
+        // SAFETY: `give_up` is the test module's own export; a fault skips only its frames.
+        match unsafe { handle.call0(give_up) } {
             Err(Error::Crashed(report)) => assert_eq!(report.signal, libc::SIGABRT),
             other => panic!("expected a contained SIGABRT, got {other:?}"),
         }

@@ -33,7 +33,8 @@ fn the_c_dependency_is_initialised_before_and_finalised_after_the_rust_module() 
         let info = kmodlike::modinfo(&dir.path().join("misc/rs_needs_dltest.so")).expect("modinfo");
         assert_eq!(info.depends(), vec!["misc/dltest"], "the Rust macro wrote depends=");
 
-        let handle = loader.open("misc/rs_needs_dltest").expect("open the Rust module");
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let handle = unsafe { loader.open("misc/rs_needs_dltest") }.expect("open the Rust module");
         // Its init called dltest's test(41): 42 only if dltest's init had already run.
         let (module, _, msg) = logs.find("rs_needs_dltest init").expect("init logged");
         assert_eq!(module, "rs_needs_dltest");
@@ -44,7 +45,8 @@ fn the_c_dependency_is_initialised_before_and_finalised_after_the_rust_module() 
 
         // SAFETY: `int32_t via_dltest(int32_t)`.
         let via: extern "C" fn(i32) -> i32 = unsafe { export(&handle, "via_dltest") };
-        assert_eq!(handle.call(via, 5).unwrap(), 6);
+        // SAFETY: `via` is the test module's own export; a fault skips only its frames.
+        assert_eq!(unsafe { handle.call(via, 5) }.unwrap(), 6);
 
         handle.close().map_err(|e| e.error).expect("close");
         // Its fini called test(1): 2 only if dltest was still initialised.
@@ -62,7 +64,8 @@ fn without_its_dependency_the_rust_module_is_refused_before_any_of_its_code_runs
         let logs = Logs::default();
         let loader =
             Loader::builder().module_path(vec![dir.path().to_owned()]).log(logs.sink()).build();
-        match loader.open("misc/rs_needs_dltest") {
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        match unsafe { loader.open("misc/rs_needs_dltest") } {
             Err(err @ Error::Dependency { .. }) => {
                 assert!(err.to_string().contains("dltest"), "the error names the dependency: {err}")
             }

@@ -26,7 +26,8 @@ fn mod_hello_greets_through_the_hosts_log_and_fini_logs_on_close() {
         let logs = Logs::default();
         let loader = loader_with_logs(&logs);
 
-        let handle = loader.open(so.to_str().unwrap()).expect("open rs_lifecycle");
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let handle = unsafe { loader.open(so.to_str().unwrap()) }.expect("open rs_lifecycle");
         assert_eq!(handle.name(), "rs_lifecycle");
         let info = handle.info();
         assert_eq!(
@@ -46,7 +47,8 @@ fn mod_hello_greets_through_the_hosts_log_and_fini_logs_on_close() {
 
         // SAFETY: mod_hello is `void mod_hello(void)`.
         let hello: extern "C" fn() = unsafe { export(&handle, "mod_hello") };
-        handle.call0(hello).expect("mod_hello");
+        // SAFETY: `hello` is the test module's own export; a fault skips only its frames.
+        unsafe { handle.call0(hello) }.expect("mod_hello");
         let (module, level, _) =
             logs.find("Hello from rs_lifecycle").expect("mod_hello logged its greeting");
         assert_eq!((module.as_str(), level), ("rs_lifecycle", 0));
@@ -84,7 +86,8 @@ fn init_and_later_exports_see_the_hosts_own_log_clock_and_user_data() {
             user_data: 0xfeed as *mut c_void,
         };
         let opts = OpenOptions { init_args: InitArgs::Raw(args), ..OpenOptions::default() };
-        let handle = loader.open_with(so.to_str().unwrap(), &opts).expect("open");
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let handle = unsafe { loader.open_with(so.to_str().unwrap(), &opts) }.expect("open");
 
         let seen = RAW_LOG.lock().unwrap().clone();
         assert!(
@@ -94,8 +97,14 @@ fn init_and_later_exports_see_the_hosts_own_log_clock_and_user_data() {
         // SAFETY: both are `T f(void)` with the declared return types.
         let (user_data, now): (extern "C" fn() -> usize, extern "C" fn() -> u64) =
             unsafe { (export(&handle, "user_data_addr"), export(&handle, "now_ns")) };
-        assert_eq!(handle.call0(user_data).unwrap(), 0xfeed, "user_data is kept after init");
-        assert_eq!(handle.call0(now).unwrap(), 123_456_789, "the host's clock is used");
+        assert_eq!(
+            // SAFETY: `user_data` is the test module's own export; a fault skips only its frames.
+            unsafe { handle.call0(user_data) }.unwrap(),
+            0xfeed,
+            "user_data is kept after init"
+        );
+        // SAFETY: `now` is the test module's own export; a fault skips only its frames.
+        assert_eq!(unsafe { handle.call0(now) }.unwrap(), 123_456_789, "the host's clock is used");
         handle.close().map_err(|e| e.error).expect("close");
     });
 }
@@ -108,12 +117,16 @@ fn without_init_args_the_module_loads_logs_nothing_and_reads_the_monotonic_clock
         let logs = Logs::default();
         let loader = loader_with_logs(&logs);
         let opts = OpenOptions { init_args: InitArgs::Null, ..OpenOptions::default() };
-        let handle = loader.open_with(so.to_str().unwrap(), &opts).expect("open with NULL args");
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let handle =
+            unsafe { loader.open_with(so.to_str().unwrap(), &opts) }.expect("open with NULL args");
         // SAFETY: signatures as declared in rs_lifecycle.
         let (hello, now): (extern "C" fn(), extern "C" fn() -> u64) =
             unsafe { (export(&handle, "mod_hello"), export(&handle, "now_ns")) };
-        handle.call0(hello).unwrap();
-        let (a, b) = (handle.call0(now).unwrap(), handle.call0(now).unwrap());
+        // SAFETY: `hello` is the test module's own export; a fault skips only its frames.
+        unsafe { handle.call0(hello) }.unwrap();
+        // SAFETY: `now` is the test module's own export; a fault skips only its frames.
+        let (a, b) = (unsafe { handle.call0(now) }.unwrap(), unsafe { handle.call0(now) }.unwrap());
         assert!(a > 0 && b >= a, "CLOCK_MONOTONIC: {a} then {b}");
         handle.close().map_err(|e| e.error).unwrap();
         assert!(logs.all().is_empty(), "no log without a host log: {:?}", logs.all());
@@ -127,7 +140,8 @@ fn a_panic_in_an_export_returns_its_panic_value_logs_the_message_and_the_module_
         let so = install(&example_module("rs_lifecycle"), dir.path(), "rs_lifecycle.so");
         let logs = Logs::default();
         let loader = loader_with_logs(&logs);
-        let handle = loader.open(so.to_str().unwrap()).expect("open");
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let handle = unsafe { loader.open(so.to_str().unwrap()) }.expect("open");
         // SAFETY: signatures as declared in rs_lifecycle.
         let (add, any): (extern "C" fn(i32, i32) -> i32, extern "C" fn() -> u32) =
             unsafe { (export(&handle, "add"), export(&handle, "panic_any_payload")) };
@@ -139,7 +153,8 @@ fn a_panic_in_an_export_returns_its_panic_value_logs_the_message_and_the_module_
         assert!(msg.contains("add overflowed"), "the message: {msg}");
         assert!(msg.contains("rs_lifecycle.rs:"), "the location: {msg}");
 
-        assert_eq!(handle.call0(any).unwrap(), u32::MAX);
+        // SAFETY: `any` is the test module's own export; a fault skips only its frames.
+        assert_eq!(unsafe { handle.call0(any) }.unwrap(), u32::MAX);
         let (_, _, msg) = logs.find("panic in `panic_any_payload`").expect("logged");
         assert!(msg.contains("non-string panic payload"), "{msg}");
 
@@ -156,10 +171,15 @@ fn a_panic_on_a_thread_the_module_started_ends_only_that_thread() {
         let dir = temp_dir();
         let so = install(&example_module("rs_lifecycle"), dir.path(), "rs_lifecycle.so");
         let loader = Loader::new();
-        let handle = loader.open(so.to_str().unwrap()).expect("open");
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let handle = unsafe { loader.open(so.to_str().unwrap()) }.expect("open");
         // SAFETY: `bool thread_panics(void)`.
         let thread_panics: extern "C" fn() -> bool = unsafe { export(&handle, "thread_panics") };
-        assert!(handle.call0(thread_panics).unwrap(), "the worker thread panicked and was joined");
+        assert!(
+            // SAFETY: `thread_panics` is the test module's own export; a fault skips only its frames.
+            unsafe { handle.call0(thread_panics) }.unwrap(),
+            "the worker thread panicked and was joined"
+        );
         assert!(handle.is_live());
         handle.close().map_err(|e| e.error).expect("close");
     });
@@ -173,7 +193,8 @@ fn a_panic_in_init_fails_the_load_with_init_failed_and_logs_the_message() {
         let logs = Logs::default();
         let loader = loader_with_logs(&logs);
         for attempt in 0..2 {
-            match loader.open(so.to_str().unwrap()) {
+            // SAFETY: a test module of this workspace, built with kmodlike-module.
+            match unsafe { loader.open(so.to_str().unwrap()) } {
                 Err(Error::InitFailed { module, code, .. }) => {
                     assert_eq!(module, "rs_init_panics");
                     assert_eq!(code, kmodlike_module::INIT_PANICKED, "attempt {attempt}");
@@ -196,7 +217,8 @@ fn an_init_error_fails_the_load_with_its_code_and_its_message_in_the_log() {
         let so = install(&example_module("rs_init_fails"), dir.path(), "rs_init_fails.so");
         let logs = Logs::default();
         let loader = loader_with_logs(&logs);
-        match loader.open(so.to_str().unwrap()) {
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        match unsafe { loader.open(so.to_str().unwrap()) } {
             Err(Error::InitFailed { code, .. }) => assert_eq!(code, -7),
             other => panic!("expected InitFailed, got {other:?}"),
         }
@@ -213,11 +235,13 @@ fn can_unload_vetoes_the_close_until_the_module_allows_it() {
         let so = install(&example_module("rs_lifecycle"), dir.path(), "rs_lifecycle.so");
         let logs = Logs::default();
         let loader = loader_with_logs(&logs);
-        let handle = loader.open(so.to_str().unwrap()).expect("open");
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let handle = unsafe { loader.open(so.to_str().unwrap()) }.expect("open");
         // SAFETY: `void set_busy(bool)`.
         let set_busy: extern "C" fn(bool) = unsafe { export(&handle, "set_busy") };
 
-        handle.call(set_busy, true).unwrap();
+        // SAFETY: `set_busy` is the test module's own export; a fault skips only its frames.
+        unsafe { handle.call(set_busy, true) }.unwrap();
         let refused = handle.close().expect_err("can_unload said no");
         assert!(
             matches!(refused.error, Error::Busy { reason: BusyReason::Veto(1), .. }),
@@ -228,7 +252,8 @@ fn can_unload_vetoes_the_close_until_the_module_allows_it() {
         let handle = refused.handle.expect("the handle comes back for a retry");
         assert!(handle.is_live());
 
-        handle.call(set_busy, false).unwrap();
+        // SAFETY: `set_busy` is the test module's own export; a fault skips only its frames.
+        unsafe { handle.call(set_busy, false) }.unwrap();
         handle.close().map_err(|e| e.error).expect("now the close goes through");
         assert!(logs.find("rs_lifecycle fini").is_some());
     });
@@ -243,9 +268,11 @@ fn panic_messages_go_to_the_hosts_log_instead_of_stderr_and_to_stderr_without_on
         let logs = Logs::default();
         let logged = loader_with_logs(&logs);
         let so = install(&example_module("rs_init_panics"), dir.path(), "rs_init_panics.so");
-        assert!(logged.open(so.to_str().unwrap()).is_err());
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        assert!(unsafe { logged.open(so.to_str().unwrap()) }.is_err());
         let so = install(&example_module("rs_lifecycle"), dir.path(), "logged/rs_lifecycle.so");
-        let handle = logged.open(so.to_str().unwrap()).unwrap();
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let handle = unsafe { logged.open(so.to_str().unwrap()) }.unwrap();
         // SAFETY: `int32_t add(int32_t, int32_t)`.
         let add: extern "C" fn(i32, i32) -> i32 = unsafe { export(&handle, "add") };
         assert_eq!(call2(&handle, add, i32::MAX, 1).unwrap(), i32::MIN);
@@ -254,10 +281,12 @@ fn panic_messages_go_to_the_hosts_log_instead_of_stderr_and_to_stderr_without_on
 
         let silent = Loader::new();
         let so = install(&example_module("rs_lifecycle"), dir.path(), "silent/rs_lifecycle.so");
-        let handle = silent.open(so.to_str().unwrap()).unwrap();
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let handle = unsafe { silent.open(so.to_str().unwrap()) }.unwrap();
         // SAFETY: `uint32_t panic_any_payload(void)`.
         let any: extern "C" fn() -> u32 = unsafe { export(&handle, "panic_any_payload") };
-        assert_eq!(handle.call0(any).unwrap(), u32::MAX);
+        // SAFETY: `any` is the test module's own export; a fault skips only its frames.
+        assert_eq!(unsafe { handle.call0(any) }.unwrap(), u32::MAX);
         return;
     }
     let name = "panic_messages_go_to_the_hosts_log_instead_of_stderr_and_to_stderr_without_one";

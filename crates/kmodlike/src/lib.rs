@@ -12,11 +12,14 @@
 //! let loader = Loader::builder()
 //!     .log(|module, level, msg| eprintln!("[{module}] ({level}) {msg}"))
 //!     .build();
-//! let hello = loader.open("build/modules/misc/hello.so")?;       // path, or "misc/hello"
+//! // SAFETY: hello.so is the example module, built for the module interface: running its
+//! // constructors and `module_init` in this process is what we ask for.
+//! let hello = unsafe { loader.open("build/modules/misc/hello.so") }?; // path, or "misc/hello"
 //! let greet = hello.symbol_ptr("mod_hello")?;
 //! // SAFETY: mod_hello is `void mod_hello(void)`.
 //! let greet: extern "C" fn() = unsafe { std::mem::transmute(greet) };
-//! match hello.call0(greet) {
+//! // SAFETY: `greet` is the module's own C code: a crash in it skips only its frames.
+//! match unsafe { hello.call0(greet) } {
 //!     Ok(()) => {}
 //!     Err(Error::Crashed(report)) => eprintln!("{report}"),    // the module is gone, we are not
 //!     Err(e) => return Err(e),
@@ -24,6 +27,12 @@
 //! hello.close().map_err(|e| e.error)?;                         // module_fini, dlclose
 //! # Ok::<(), kmodlike::Error>(())
 //! ```
+//!
+//! Opening a module and calling into it are `unsafe`, as with libloading: [`Loader::open`]
+//! runs the file's native code on the caller's word that it is a module built for this
+//! interface, and [`Handle::call`] jumps over the frames of a crashed function without running
+//! their destructors, which module code tolerates and host code holding a `String` or a
+//! `std::thread::scope` does not. Their `# Safety` sections state the exact promise.
 //!
 //! Modules are opened by path or by `[namespace/[dirspace/]]name` along a module path, shared
 //! by reference count, and may depend on each other through `.modinfo` metadata (see

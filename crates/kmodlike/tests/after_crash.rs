@@ -27,9 +27,11 @@ fn fns(h: &kmodlike::Handle) -> (Bump, Crash) {
 }
 
 fn crash_once(loader: &Loader, path: &str) -> kmodlike::CrashReport {
-    let h = loader.open(path).unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h = unsafe { loader.open(path) }.unwrap();
     let (_, crash) = fns(&h);
-    match h.call0(crash) {
+    // SAFETY: `crash` is the fixture module's C code; a fault skips only its frames.
+    match unsafe { h.call0(crash) } {
         Err(Error::Crashed(r)) => *r,
         other => panic!("expected a crash, got {other:?}"),
     }
@@ -49,10 +51,13 @@ fn a_crashed_module_is_gone_and_its_handles_are_dead() {
         };
         ev.lock().unwrap().push(tag);
     });
-    let h = loader.open(path.to_str().unwrap()).unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h = unsafe { loader.open(path.to_str().unwrap()) }.unwrap();
     let (bump, crash) = fns(&h);
-    assert!(h.call0(bump).unwrap() >= 1, "calls work before the crash");
-    let report = match h.call0(crash) {
+    // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
+    assert!(unsafe { h.call0(bump) }.unwrap() >= 1, "calls work before the crash");
+    // SAFETY: `crash` is the fixture module's C code; a fault skips only its frames.
+    let report = match unsafe { h.call0(crash) } {
         Err(Error::Crashed(r)) => r,
         other => panic!("expected a crash, got {other:?}"),
     };
@@ -63,7 +68,8 @@ fn a_crashed_module_is_gone_and_its_handles_are_dead() {
     assert!(report.symbol.as_deref().unwrap_or("").starts_with("crash_now"), "{report}");
     assert!(loader.list().is_empty(), "the crashed module left the registry");
     assert!(!h.is_live());
-    let e = h.call0(bump).unwrap_err();
+    // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
+    let e = unsafe { h.call0(bump) }.unwrap_err();
     assert!(e.to_string().contains("SIGSEGV"), "later calls say why: {e}");
     assert!(matches!(h.symbol_ptr("bump"), Err(Error::NotLoaded { .. })));
     assert_eq!(loader.crashes()[0].module, "counter");
@@ -84,15 +90,21 @@ fn loading_again_after_a_crash_gives_fresh_static_data() {
     }
     let path = counter();
     let loader = Loader::new();
-    let h = loader.open(path.to_str().unwrap()).unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h = unsafe { loader.open(path.to_str().unwrap()) }.unwrap();
     let (bump, crash) = fns(&h);
-    assert_eq!(h.call0(bump).unwrap(), 1);
-    assert_eq!(h.call0(bump).unwrap(), 2);
-    assert!(matches!(h.call0(crash), Err(Error::Crashed(_))));
-    let h2 = loader.open(path.to_str().unwrap()).unwrap();
+    // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
+    assert_eq!(unsafe { h.call0(bump) }.unwrap(), 1);
+    // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
+    assert_eq!(unsafe { h.call0(bump) }.unwrap(), 2);
+    // SAFETY: `crash` is the fixture module's C code; a fault skips only its frames.
+    assert!(matches!(unsafe { h.call0(crash) }, Err(Error::Crashed(_))));
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h2 = unsafe { loader.open(path.to_str().unwrap()) }.unwrap();
     assert_ne!(h2.id(), h.id());
     let (bump2, _) = fns(&h2);
-    assert_eq!(h2.call0(bump2).unwrap(), 1, "a fresh instance, not the crashed mapping");
+    // SAFETY: `bump2` is the fixture module's C code; a fault skips only its frames.
+    assert_eq!(unsafe { h2.call0(bump2) }.unwrap(), 1, "a fresh instance, not the crashed mapping");
     assert_eq!(h2.path(), path.as_path(), "reported under its real path");
     h2.close().unwrap();
 }
@@ -107,12 +119,14 @@ fn the_crash_loop_policy_quarantines_until_cleared() {
     for _ in 0..3 {
         crash_once(&loader, spec);
     }
-    let e = loader.open(spec).unwrap_err();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let e = unsafe { loader.open(spec) }.unwrap_err();
     assert!(matches!(e, Error::Quarantined { crashes: 3, .. }), "{e}");
     assert!(e.to_string().contains("counter") && e.to_string().contains("clear"), "{e}");
     assert_eq!(loader.quarantined(), vec![("counter".to_owned(), 3)]);
     loader.clear_quarantine("counter").unwrap();
-    loader.open(spec).expect("loads again once cleared").close().unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    unsafe { loader.open(spec) }.expect("loads again once cleared").close().unwrap();
     assert!(loader.clear_quarantine("counter").is_err(), "nothing left to clear");
 }
 
@@ -123,7 +137,8 @@ fn the_library_has_no_crash_loop_policy_by_default() {
     for _ in 0..20 {
         crash_once(&loader, path.to_str().unwrap());
     }
-    loader.open(path.to_str().unwrap()).unwrap().close().unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    unsafe { loader.open(path.to_str().unwrap()) }.unwrap().close().unwrap();
 }
 
 fn soak(policy: CrashPolicy, cycles: usize) -> (usize, usize, u64, u64) {
@@ -135,10 +150,13 @@ fn soak(policy: CrashPolicy, cycles: usize) -> (usize, usize, u64, u64) {
     let (fds0, rss0) = (ts::open_fds(), ts::rss_bytes());
     for i in 0..cycles {
         // After the first crash every load is a fresh instance: its counter starts at 1.
-        let h = loader.open(spec).unwrap();
+        // SAFETY: a fixture module this test built from its C source for the interface.
+        let h = unsafe { loader.open(spec) }.unwrap();
         let (bump, crash) = fns(&h);
-        assert_eq!(h.call0(bump).unwrap(), 1, "cycle {i}: fresh static data");
-        match h.call0(crash) {
+        // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
+        assert_eq!(unsafe { h.call0(bump) }.unwrap(), 1, "cycle {i}: fresh static data");
+        // SAFETY: `crash` is the fixture module's C code; a fault skips only its frames.
+        match unsafe { h.call0(crash) } {
             Err(Error::Crashed(r)) => assert_eq!(r.signal_name, "SIGSEGV"),
             other => panic!("cycle {i}: expected a crash, got {other:?}"),
         }
@@ -186,7 +204,8 @@ fn the_probe_keeps_a_constructor_crash_out_of_the_host() {
         .probe(true)
         .probe_helper(PathBuf::from(env!("CARGO_BIN_EXE_kmodlike-probe")))
         .build();
-    let e = loader.open(m.to_str().unwrap()).unwrap_err();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let e = unsafe { loader.open(m.to_str().unwrap()) }.unwrap_err();
     let report = e.crash_report().unwrap_or_else(|| panic!("expected a crash report: {e}"));
     assert_eq!(report.signal_name, "SIGSEGV");
     assert_eq!(report.phase, Phase::Probe);
@@ -196,7 +215,8 @@ fn the_probe_keeps_a_constructor_crash_out_of_the_host() {
     assert!(loader.list().is_empty());
     assert_eq!(loader.crashes().len(), 1);
     // The host is alive and can still load modules.
-    loader.open(counter().to_str().unwrap()).unwrap().close().unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    unsafe { loader.open(counter().to_str().unwrap()) }.unwrap().close().unwrap();
 }
 
 #[test]
@@ -205,8 +225,10 @@ fn the_probe_passes_a_good_module_through() {
         .probe(true)
         .probe_helper(PathBuf::from(env!("CARGO_BIN_EXE_kmodlike-probe")))
         .build();
-    let h = loader.open(counter().to_str().unwrap()).unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h = unsafe { loader.open(counter().to_str().unwrap()) }.unwrap();
     let (bump, _) = fns(&h);
-    assert_eq!(h.call0(bump).unwrap(), 1, "the probe's init ran in the child, not here");
+    // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
+    assert_eq!(unsafe { h.call0(bump) }.unwrap(), 1, "the probe's init ran in the child, not here");
     h.close().unwrap();
 }

@@ -147,21 +147,25 @@ fn run_cell(place: Where, signo: c_int) -> Result<CrashReport, String> {
     let spec = path.to_str().unwrap();
 
     let (report, error_text) = match place {
-        Where::Init => match loader.open(spec) {
+        // SAFETY: a fixture module this test built from its C source for the interface.
+        Where::Init => match unsafe { loader.open(spec) } {
             Ok(_) => return Err("module_init returned instead of crashing".into()),
             Err(e) => (e.crash_report().cloned(), e.to_string()),
         },
         Where::Fini => {
-            let h = loader.open(spec).map_err(|e| format!("open: {e}"))?;
+            // SAFETY: a fixture module this test built from its C source for the interface.
+            let h = unsafe { loader.open(spec) }.map_err(|e| format!("open: {e}"))?;
             match h.close() {
                 Ok(()) => return Err("module_fini returned instead of crashing".into()),
                 Err(e) => (e.error.crash_report().cloned(), e.error.to_string()),
             }
         }
         Where::Call => {
-            let h = loader.open(spec).map_err(|e| format!("open: {e}"))?;
+            // SAFETY: a fixture module this test built from its C source for the interface.
+            let h = unsafe { loader.open(spec) }.map_err(|e| format!("open: {e}"))?;
             let fault: extern "C" fn(c_int) = function(&h, "fault");
-            match h.call(fault, signo) {
+            // SAFETY: `fault` is the fixture module's C code; a fault skips only its frames.
+            match unsafe { h.call(fault, signo) } {
                 Ok(()) => return Err("fault() returned instead of crashing".into()),
                 Err(e) => {
                     if h.is_live() {
@@ -172,9 +176,11 @@ fn run_cell(place: Where, signo: c_int) -> Result<CrashReport, String> {
             }
         }
         Where::Thread => {
-            let h = loader.open(spec).map_err(|e| format!("open: {e}"))?;
+            // SAFETY: a fixture module this test built from its C source for the interface.
+            let h = unsafe { loader.open(spec) }.map_err(|e| format!("open: {e}"))?;
             let start: extern "C" fn(c_int) -> c_int = function(&h, "start_fault_thread");
-            match h.call(start, signo) {
+            // SAFETY: `start` is the fixture module's C code; a fault skips only its frames.
+            match unsafe { h.call(start, signo) } {
                 Ok(0) => {}
                 other => return Err(format!("start_fault_thread: {other:?}")),
             }
@@ -209,9 +215,11 @@ fn run_cell(place: Where, signo: c_int) -> Result<CrashReport, String> {
     }
     // The host and the loader still work: a fresh module loads and runs.
     let fresh = private_copy(dir.path(), &plain_module(), &format!("{name}_after"));
-    let h = loader.open(fresh.to_str().unwrap()).map_err(|e| format!("reload: {e}"))?;
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h = unsafe { loader.open(fresh.to_str().unwrap()) }.map_err(|e| format!("reload: {e}"))?;
     let bump: extern "C" fn() -> c_int = function(&h, "bump");
-    match h.call0(bump) {
+    // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
+    match unsafe { h.call0(bump) } {
         Ok(1) => {}
         other => return Err(format!("a fresh module after the crash: bump() = {other:?}")),
     }
@@ -327,7 +335,9 @@ impl Plain {
         if !path.exists() {
             private_copy(self.dir.path(), &plain_module(), name);
         }
-        self.loader.open(path.to_str().unwrap()).unwrap_or_else(|e| panic!("open {name}: {e}"))
+        // SAFETY: a fixture module this test built from its C source for the interface.
+        unsafe { self.loader.open(path.to_str().unwrap()) }
+            .unwrap_or_else(|e| panic!("open {name}: {e}"))
     }
 
     fn listed(&self, name: &str) -> bool {
@@ -351,9 +361,15 @@ fn the_same_signal_three_times_in_a_row_recovers_each_time_with_fresh_data() {
                 let name = format!("again_{}", sig_name.to_lowercase());
                 let h = p.open(&name);
                 let bump: extern "C" fn() -> c_int = function(&h, "bump");
-                assert_eq!(h.call0(bump).unwrap(), 1, "{sig_name} round {round}: fresh data");
+                assert_eq!(
+                    // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
+                    unsafe { h.call0(bump) }.unwrap(),
+                    1,
+                    "{sig_name} round {round}: fresh data"
+                );
                 let fault: extern "C" fn(c_int) = function(&h, "fault");
-                let r = crash_of(h.call(fault, signo).expect_err("the fault returned"));
+                // SAFETY: `fault` is the fixture module's C code; a fault skips only its frames.
+                let r = crash_of(unsafe { h.call(fault, signo) }.expect_err("the fault returned"));
                 assert_eq!(
                     (r.signal_name.as_str(), r.code_name.as_str()),
                     (sig_name, code_name),
@@ -371,13 +387,15 @@ fn abort_and_raise_sigabrt_are_both_recovered_without_taint() {
         let p = Plain::new();
         let h = p.open("abort_one");
         let fault: extern "C" fn(c_int) = function(&h, "fault");
-        let r = crash_of(h.call(fault, libc::SIGABRT).unwrap_err());
+        // SAFETY: `fault` is the fixture module's C code; a fault skips only its frames.
+        let r = crash_of(unsafe { h.call(fault, libc::SIGABRT) }.unwrap_err());
         assert_eq!((r.signal_name.as_str(), r.code_name.as_str()), ("SIGABRT", "SI_TKILL"));
         assert_eq!(r.taint, None, "abort() outside malloc must not taint");
 
         let h = p.open("raise_one");
         let raise: extern "C" fn() = function(&h, "raise_abrt");
-        let r = crash_of(h.call0(raise).unwrap_err());
+        // SAFETY: `raise` is the fixture module's C code; a fault skips only its frames.
+        let r = crash_of(unsafe { h.call0(raise) }.unwrap_err());
         assert_eq!((r.signal_name.as_str(), r.code_name.as_str()), ("SIGABRT", "SI_TKILL"));
         assert_eq!(r.taint, None, "raise(SIGABRT) must not taint");
         assert!(!p.listed("abort_one") && !p.listed("raise_one"));
@@ -390,7 +408,8 @@ fn strlen_null_is_recovered_and_taints_the_process() {
         let p = Plain::new();
         let h = p.open("strlen_null");
         let f: extern "C" fn() -> usize = function(&h, "strlen_null");
-        let r = crash_of(h.call0(f).unwrap_err());
+        // SAFETY: `f` is the fixture module's C code; a fault skips only its frames.
+        let r = crash_of(unsafe { h.call0(f) }.unwrap_err());
         assert_eq!(r.signal_name, "SIGSEGV");
         assert!(!r.pc_in_module, "strlen faults inside libc");
         let taint = r.taint.expect("a fault with the PC in libc taints");
@@ -405,7 +424,8 @@ fn a_bad_free_is_recovered_and_taints_the_process() {
         let p = Plain::new();
         let h = p.open("bad_free");
         let f: extern "C" fn() = function(&h, "bad_free");
-        let r = crash_of(h.call0(f).unwrap_err());
+        // SAFETY: `f` is the fixture module's C code; a fault skips only its frames.
+        let r = crash_of(unsafe { h.call0(f) }.unwrap_err());
         assert_eq!(r.signal_name, "SIGABRT");
         let taint =
             r.taint.clone().unwrap_or_else(|| panic!("an abort from inside free() taints: {r}"));
@@ -431,7 +451,8 @@ fn a_double_free_with_a_second_thread_alive_is_recovered_tainted_and_does_not_ha
         });
         let h = p.open("double_free");
         let f: extern "C" fn() = function(&h, "double_free");
-        let r = crash_of(h.call0(f).unwrap_err());
+        // SAFETY: `f` is the fixture module's C code; a fault skips only its frames.
+        let r = crash_of(unsafe { h.call0(f) }.unwrap_err());
         assert_eq!(r.signal_name, "SIGABRT");
         let taint =
             r.taint.clone().unwrap_or_else(|| panic!("an abort from inside free() taints: {r}"));
@@ -447,7 +468,8 @@ fn a_crash_inside_printf_does_not_deadlock_printf_on_another_thread() {
         let p = Plain::new();
         let h = p.open("printf_crash");
         let f: extern "C" fn() -> c_int = function(&h, "crash_in_printf");
-        let r = crash_of(h.call0(f).unwrap_err());
+        // SAFETY: `f` is the fixture module's C code; a fault skips only its frames.
+        let r = crash_of(unsafe { h.call0(f) }.unwrap_err());
         assert_eq!(r.signal_name, "SIGSEGV");
         // stdout's lock must have been released by the jump (glibc's siglongjmp runs libc's
         // cleanup regions): printf on another thread, and on this one, completes.
@@ -474,7 +496,8 @@ fn a_stack_overflow_in_module_code_is_recovered() {
         for round in 1..=3 {
             let h = p.open("overflow");
             let f: extern "C" fn(c_int) -> c_int = function(&h, "recurse");
-            let r = crash_of(h.call(f, 0).unwrap_err());
+            // SAFETY: `f` is the fixture module's C code; a fault skips only its frames.
+            let r = crash_of(unsafe { h.call(f, 0) }.unwrap_err());
             assert_eq!(r.signal_name, "SIGSEGV", "round {round}");
             assert!(r.pc_in_module, "round {round}: the overflow happens in recurse()");
         }
@@ -487,10 +510,12 @@ fn a_crashed_module_whose_own_thread_keeps_running_leaves_the_host_alive() {
         let p = Plain::new();
         let h = p.open("ticker");
         let start: extern "C" fn() -> c_int = function(&h, "start_ticker");
-        assert_eq!(h.call0(start).unwrap(), 0);
+        // SAFETY: `start` is the fixture module's C code; a fault skips only its frames.
+        assert_eq!(unsafe { h.call0(start) }.unwrap(), 0);
         let ticks = h.symbol_ptr("fault_ticks").unwrap() as *const u64;
         let fault: extern "C" fn(c_int) = function(&h, "fault");
-        let r = crash_of(h.call(fault, libc::SIGSEGV).unwrap_err());
+        // SAFETY: `fault` is the fixture module's C code; a fault skips only its frames.
+        let r = crash_of(unsafe { h.call(fault, libc::SIGSEGV) }.unwrap_err());
         assert_eq!(r.signal_name, "SIGSEGV");
         assert!(!p.listed("ticker"));
         // The module's code stays mapped: its thread keeps running in it, and so do we.
@@ -505,7 +530,8 @@ fn a_crashed_module_whose_own_thread_keeps_running_leaves_the_host_alive() {
         // And other modules still load and run.
         let other = p.open("after_ticker");
         let bump: extern "C" fn() -> c_int = function(&other, "bump");
-        assert_eq!(other.call0(bump).unwrap(), 1);
+        // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
+        assert_eq!(unsafe { other.call0(bump) }.unwrap(), 1);
     });
 }
 
@@ -515,14 +541,23 @@ fn reloading_after_a_crash_gives_fresh_static_data() {
         let p = Plain::new();
         let h = p.open("fresh");
         let bump: extern "C" fn() -> c_int = function(&h, "bump");
-        assert_eq!((h.call0(bump).unwrap(), h.call0(bump).unwrap()), (1, 2));
+        // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
+        assert_eq!((unsafe { h.call0(bump) }.unwrap(), unsafe { h.call0(bump) }.unwrap()), (1, 2));
         let fault: extern "C" fn(c_int) = function(&h, "fault");
-        crash_of(h.call(fault, libc::SIGILL).unwrap_err());
-        assert!(h.call0(bump).is_err(), "a crashed module refuses new calls");
+        // SAFETY: `fault` is the fixture module's C code; a fault skips only its frames.
+        crash_of(unsafe { h.call(fault, libc::SIGILL) }.unwrap_err());
+        // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
+        assert!(unsafe { h.call0(bump) }.is_err(), "a crashed module refuses new calls");
         let again = p.open("fresh");
         let bump2: extern "C" fn() -> c_int = function(&again, "bump");
-        assert_eq!(again.call0(bump2).unwrap(), 1, "the reload shares the crashed instance's data");
-        assert_eq!(again.call0(bump2).unwrap(), 2);
+        assert_eq!(
+            // SAFETY: `bump2` is the fixture module's C code; a fault skips only its frames.
+            unsafe { again.call0(bump2) }.unwrap(),
+            1,
+            "the reload shares the crashed instance's data"
+        );
+        // SAFETY: `bump2` is the fixture module's C code; a fault skips only its frames.
+        assert_eq!(unsafe { again.call0(bump2) }.unwrap(), 2);
     });
 }
 
@@ -557,7 +592,8 @@ fn a_host_sigsegv_outside_any_guard_kills_the_process_and_the_previous_handler_r
         let p = Plain::new();
         let h = p.open("before_host_fault");
         let fault: extern "C" fn(c_int) = function(&h, "fault");
-        let r = crash_of(h.call(fault, libc::SIGSEGV).unwrap_err());
+        // SAFETY: `fault` is the fixture module's C code; a fault skips only its frames.
+        let r = crash_of(unsafe { h.call(fault, libc::SIGSEGV) }.unwrap_err());
         eprintln!("module crash recovered: {}", r.summary());
         // Host code, no guard: must be fatal.
         // SAFETY: none, deliberately: this is the host fault under test.

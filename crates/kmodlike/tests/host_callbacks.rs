@@ -16,7 +16,8 @@ fn a_log_call_from_a_module_thread_is_attributed_to_the_module() {
             sink.lock().unwrap().push((module.to_owned(), level, msg.to_owned()))
         })
         .build();
-    let h = loader.open(m.to_str().unwrap()).unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h = unsafe { loader.open(m.to_str().unwrap()) }.unwrap();
     h.close().unwrap(); // fini joins the thread
     let lines = lines.lock().unwrap().clone();
     assert_eq!(lines, vec![("thread_log".to_owned(), 0, "from my own thread".to_owned())]);

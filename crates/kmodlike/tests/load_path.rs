@@ -11,6 +11,13 @@ use std::time::Duration;
 use kmodlike::{Error, ErrorKind, Loader};
 use kmodlike_testsupport as ts;
 
+/// Open a module for a test.
+fn open(loader: &Loader, spec: &str) -> kmodlike::Result<kmodlike::Handle> {
+    // SAFETY: every file opened here is a test module built from tests/modules/*.c, or a file
+    // the loader must refuse before running any of it.
+    unsafe { loader.open(spec) }
+}
+
 /// Run `f` on another thread and wait for it, failing (not hanging) if it blocks.
 fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -38,14 +45,14 @@ fn a_fifo_is_refused_at_once_by_open_and_modinfo_naming_what_it_is() {
     mkfifo(&fifo);
     let loader = Loader::new();
     let (l, f) = (loader.clone(), fifo.clone());
-    let e = within("open of a FIFO", move || l.open(f.to_str().unwrap()).unwrap_err());
+    let e = within("open of a FIFO", move || open(&l, f.to_str().unwrap()).unwrap_err());
     assert!(matches!(e, Error::NotRegularFile { .. }), "{e}");
     assert!(e.to_string().contains("FIFO") && e.to_string().contains("evil.so"), "{e}");
     let f = fifo.clone();
     let e = within("modinfo of a FIFO", move || kmodlike::modinfo(&f).unwrap_err());
     assert!(e.to_string().contains("FIFO"), "{e}");
     // The loader is not wedged: a real module loads afterwards.
-    let h = loader.open(counter().to_str().unwrap()).unwrap();
+    let h = open(&loader, counter().to_str().unwrap()).unwrap();
     h.close().unwrap();
 }
 
@@ -59,7 +66,7 @@ fn devices_and_directories_are_refused_without_being_read() {
         ("/tmp", "directory"),
     ] {
         let l = loader.clone();
-        let e = within(path, move || l.open(path).unwrap_err());
+        let e = within(path, move || open(&l, path).unwrap_err());
         assert!(matches!(e, Error::NotRegularFile { .. }), "{path}: {e}");
         assert!(e.to_string().contains(kind), "{path}: {e}");
         let e = within(path, move || kmodlike::modinfo(Path::new(path)).unwrap_err());
@@ -73,7 +80,7 @@ fn a_file_larger_than_any_module_is_refused_without_being_read() {
     let big = dir.path().join("big.so");
     let f = std::fs::File::create(&big).unwrap();
     f.set_len(3 << 30).unwrap(); // sparse: costs nothing
-    let e = Loader::new().open(big.to_str().unwrap()).unwrap_err();
+    let e = open(&Loader::new(), big.to_str().unwrap()).unwrap_err();
     assert!(matches!(e, Error::TooLarge { .. }), "{e}");
     assert!(e.to_string().contains("limit"), "{e}");
 }
@@ -82,13 +89,13 @@ fn a_file_larger_than_any_module_is_refused_without_being_read() {
 fn a_shared_object_that_is_not_a_module_never_runs_its_constructor() {
     // Its constructor aborts: had it run, this test process would be dead.
     let so = ts::test_module("ctor_not_module", "ctor_not_module", &[]);
-    let e = Loader::new().open(so.to_str().unwrap()).unwrap_err();
+    let e = open(&Loader::new(), so.to_str().unwrap()).unwrap_err();
     assert!(matches!(e, Error::NoInterface { .. }), "{e}");
     let probing = Loader::builder()
         .probe(true)
         .probe_helper(PathBuf::from(env!("CARGO_BIN_EXE_kmodlike-probe")))
         .build();
-    let e = probing.open(so.to_str().unwrap()).unwrap_err();
+    let e = open(&probing, so.to_str().unwrap()).unwrap_err();
     assert!(matches!(e, Error::NoInterface { .. }), "refused before the probe runs it: {e}");
 }
 
@@ -121,13 +128,14 @@ fn a_module_rewritten_in_place_in_a_loop_while_it_loads_cannot_reach_the_host() 
     let loader = Loader::new();
     let (mut loaded, mut refused) = (0, 0);
     for _ in 0..100 {
-        match loader.open(path.to_str().unwrap()) {
+        match open(&loader, path.to_str().unwrap()) {
             Ok(h) => {
                 // Whichever module it is, its own code answers.
                 let f = h.symbol_ptr("bump").or_else(|_| h.symbol_ptr("ready")).unwrap();
                 // SAFETY: both are `int f(void)`.
                 let f: extern "C" fn() -> i32 = unsafe { std::mem::transmute(f) };
-                assert!(h.call0(f).unwrap() > 0);
+                // SAFETY: `f` is the module's own function.
+                assert!(unsafe { h.call0(f) }.unwrap() > 0);
                 h.close().unwrap();
                 loaded += 1;
             }
@@ -146,6 +154,6 @@ fn a_module_rewritten_in_place_in_a_loop_while_it_loads_cannot_reach_the_host() 
     println!("100 loads under {rewrites} rewrites: {loaded} loaded, {refused} refused");
     assert!(rewrites > 0, "the writer ran");
     // Once the writer is done, the file loads again.
-    let h = loader.open(path.to_str().unwrap()).unwrap();
+    let h = open(&loader, path.to_str().unwrap()).unwrap();
     h.close().unwrap();
 }

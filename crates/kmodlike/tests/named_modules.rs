@@ -71,10 +71,13 @@ fn man_page_example_opens_dltest_by_name() {
     let tree = Tree::new();
     tree.add("misc/dltest.so", &dltest());
     let loader = tree.loader();
-    let h = loader.open("dltest").expect("open dltest by name");
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h = unsafe { loader.open("dltest") }.expect("open dltest by name");
     let test: extern "C" fn(i32) -> i32 =
+        // SAFETY: the fixture defines `test` as `int test(int)`.
         unsafe { std::mem::transmute(h.symbol_ptr("test").unwrap()) };
-    assert_eq!(h.call(test, 0).unwrap(), 1);
+    // SAFETY: `test` is the fixture module's C code; a fault skips only its frames.
+    assert_eq!(unsafe { h.call(test, 0) }.unwrap(), 1);
     assert_eq!(h.path(), tree.dir.path().join("misc/dltest.so"));
     h.close().unwrap();
     assert!(loader.list().is_empty());
@@ -85,8 +88,10 @@ fn two_opens_share_one_instance_and_init_runs_once() {
     let tree = Tree::new();
     tree.add("misc/solo.so", &node("solo", None, None));
     let loader = tree.loader();
-    let h1 = loader.open("solo").unwrap();
-    let h2 = loader.open("misc/solo").unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h1 = unsafe { loader.open("solo") }.unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h2 = unsafe { loader.open("misc/solo") }.unwrap();
     assert_eq!(h1.id(), h2.id());
     assert_eq!(loader.list()[0].refcount, 2);
     assert_eq!(tree.count("init solo"), 1);
@@ -106,7 +111,8 @@ fn dependency_chain_opens_in_order_and_unloads_together() {
     tree.add("misc/b.so", &node("b", Some("misc/c"), Some("c")));
     tree.add("misc/a.so", &node("a", Some("misc/b"), Some("b")));
     let loader = tree.loader();
-    let a = loader.open("a").expect("open a with its dependencies");
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let a = unsafe { loader.open("a") }.expect("open a with its dependencies");
     let inits: Vec<String> = tree.lines().into_iter().filter(|l| l.contains(": init")).collect();
     assert_eq!(inits, vec!["c: init c", "b: init b sees 100", "a: init a sees 100"]);
     let list = loader.list();
@@ -128,8 +134,10 @@ fn closing_a_dependency_while_its_dependent_is_open_is_busy_naming_it() {
     tree.add("misc/b.so", &node("b", Some("misc/c"), Some("c")));
     tree.add("misc/a.so", &node("a", Some("misc/b"), Some("b")));
     let loader = tree.loader();
-    let a = loader.open("a").unwrap();
-    let b = loader.open("b").unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let a = unsafe { loader.open("a") }.unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let b = unsafe { loader.open("b") }.unwrap();
     let extra = b.try_clone().unwrap();
     extra.close().expect("closing a reference that is not the last succeeds");
     let err = b.close().unwrap_err();
@@ -159,7 +167,8 @@ fn a_dependency_cycle_is_refused_naming_it() {
     tree.add("misc/x.so", &node("x", Some("misc/y"), None));
     tree.add("misc/y.so", &node("y", Some("misc/x"), None));
     let loader = tree.loader();
-    let e = loader.open("x").unwrap_err();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let e = unsafe { loader.open("x") }.unwrap_err();
     assert!(matches!(e, Error::Dependency { .. }), "{e}");
     assert!(e.to_string().contains("x -> y -> x"), "{e}");
     assert!(loader.list().is_empty(), "nothing stays loaded after a refused cycle");
@@ -171,7 +180,8 @@ fn a_missing_dependency_is_named_with_who_needs_it() {
     let tree = Tree::new();
     tree.add("misc/needy.so", &node("needy", Some("misc/ghost"), None));
     let loader = tree.loader();
-    let e = loader.open("needy").unwrap_err();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let e = unsafe { loader.open("needy") }.unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::Dependency { .. }), "{msg}");
     assert!(msg.contains("misc/ghost") && msg.contains("needed by needy"), "{msg}");
@@ -184,13 +194,17 @@ fn specs_with_namespace_and_dirspace_resolve_and_escapes_are_refused() {
     tree.add("drv/net/deep.so", &node("deep", None, None));
     tree.add("drv/flat.so", &node("flat", None, None));
     let loader = tree.loader();
-    loader.open("drv/net/deep").unwrap().close().unwrap();
-    loader.open("drv/flat").unwrap().close().unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    unsafe { loader.open("drv/net/deep") }.unwrap().close().unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    unsafe { loader.open("drv/flat") }.unwrap().close().unwrap();
     for bad in ["../misc/x", "misc/../x", "drv//flat", "a/b/c/d"] {
-        let e = loader.open(bad).unwrap_err();
+        // SAFETY: a fixture module this test built from its C source for the interface.
+        let e = unsafe { loader.open(bad) }.unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e}");
     }
-    match loader.open("drv/none").unwrap_err() {
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    match unsafe { loader.open("drv/none") }.unwrap_err() {
         Error::NotFound { tried, .. } => {
             assert!(tried.contains(&tree.dir.path().join("drv/none.so")), "{tried:?}")
         }
@@ -207,11 +221,13 @@ fn symbols_of_dependencies_and_libc_are_not_the_modules() {
         ts::build_module("uses_libm.so", &[&ts::test_modules_dir().join("uses_libm.c")], &["-lm"]);
     tree.add("misc/uses_libm.so", &libm);
     let loader = tree.loader();
-    let b = loader.open("b").unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let b = unsafe { loader.open("b") }.unwrap();
     assert!(b.symbol_ptr("b_value").is_ok());
     let e = b.symbol_ptr("c_value").unwrap_err();
     assert!(matches!(e, Error::SymbolNotFound { .. }), "{e}");
-    let m = loader.open("uses_libm").unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let m = unsafe { loader.open("uses_libm") }.unwrap();
     assert!(m.symbol_ptr("own_cos").is_ok());
     for foreign in ["cos", "printf", "malloc"] {
         let e = m.symbol_ptr(foreign).unwrap_err();
@@ -232,10 +248,13 @@ fn eight_threads_open_and_close_the_same_module_concurrently() {
             let count = count.clone();
             std::thread::spawn(move || {
                 for _ in 0..10_000 {
-                    let h = loader.open("dltest").unwrap();
+                    // SAFETY: a fixture module this test built from its C source for the interface.
+                    let h = unsafe { loader.open("dltest") }.unwrap();
                     let test: extern "C" fn(i32) -> i32 =
+                        // SAFETY: the fixture defines `test` as `int test(int)`.
                         unsafe { std::mem::transmute(h.symbol_ptr("test").unwrap()) };
-                    assert_eq!(h.call(test, 1).unwrap(), 2);
+                    // SAFETY: `test` is the fixture module's C code; a fault skips only its frames.
+                    assert_eq!(unsafe { h.call(test, 1) }.unwrap(), 2);
                     h.close().unwrap();
                     count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -265,7 +284,8 @@ fn init_and_fini_run_equally_often_under_concurrency() {
             let loader = loader.clone();
             std::thread::spawn(move || {
                 for _ in 0..2_000 {
-                    loader.open("solo").unwrap().close().unwrap();
+                    // SAFETY: a fixture module this test built from its C source for the interface.
+                    unsafe { loader.open("solo") }.unwrap().close().unwrap();
                 }
             })
         })
@@ -300,10 +320,13 @@ fn unload_veto_keeps_the_module_until_it_agrees() {
     let tree = Tree::new();
     tree.add("misc/veto.so", &ts::test_module("veto", "veto", &[]));
     let loader = tree.loader();
-    let h = loader.open("veto").unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h = unsafe { loader.open("veto") }.unwrap();
     let set_busy: extern "C" fn(i32) =
+        // SAFETY: the fixture defines `set_busy` as `void set_busy(int)`.
         unsafe { std::mem::transmute(h.symbol_ptr("set_busy").unwrap()) };
-    h.call(set_busy, 1).unwrap();
+    // SAFETY: `set_busy` is the fixture module's C code; a fault skips only its frames.
+    unsafe { h.call(set_busy, 1) }.unwrap();
     let err = h.close().unwrap_err();
     match &err.error {
         Error::Busy { module, reason: BusyReason::Veto(code) } => {
@@ -316,10 +339,13 @@ fn unload_veto_keeps_the_module_until_it_agrees() {
     let h = err.handle.expect("the handle comes back for a retry");
     assert!(h.is_live());
     let still: extern "C" fn() -> i32 =
+        // SAFETY: the fixture defines `still_here` as `int still_here(void)`.
         unsafe { std::mem::transmute(h.symbol_ptr("still_here").unwrap()) };
-    assert_eq!(h.call0(still).unwrap(), 42);
+    // SAFETY: `still` is the fixture module's C code; a fault skips only its frames.
+    assert_eq!(unsafe { h.call0(still) }.unwrap(), 42);
     assert_eq!(tree.count("fini veto"), 0);
-    h.call(set_busy, 0).unwrap();
+    // SAFETY: `set_busy` is the fixture module's C code; a fault skips only its frames.
+    unsafe { h.call(set_busy, 0) }.unwrap();
     h.close().unwrap();
     assert_eq!(tree.count("fini veto"), 1);
     assert!(loader.list().is_empty());
@@ -358,12 +384,16 @@ fn firmware_blob_opens_in_data_mode_and_is_refused_as_a_module() {
     ]));
     let so = dir.path().join("fw.so");
     let loader = Loader::new();
-    let e = loader.open(so.to_str().unwrap()).unwrap_err();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let e = unsafe { loader.open(so.to_str().unwrap()) }.unwrap_err();
     assert!(matches!(e, Error::NoInterface { .. }), "{e}");
-    let h = loader.open_with(so.to_str().unwrap(), &OpenOptions::data()).unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h = unsafe { loader.open_with(so.to_str().unwrap(), &OpenOptions::data()) }.unwrap();
     let start = h.symbol_ptr("_binary_fw_bin_start").unwrap() as *const u8;
     let end = h.symbol_ptr("_binary_fw_bin_end").unwrap() as *const u8;
     let len = end as usize - start as usize;
+    // SAFETY: `_binary_fw_bin_start`..`_end` delimit the blob the fixture linked into its data,
+    // mapped for as long as `h` keeps the data object loaded.
     let bytes = unsafe { std::slice::from_raw_parts(start, len) };
     assert_eq!(bytes, &blob[..]);
     assert_eq!(h.state(), ModuleState::Live);

@@ -30,7 +30,9 @@ fn config(timeout: Duration) -> ProbeConfig {
 fn a_module_printing_a_mebibyte_on_stdout_and_stderr_loads_under_the_probe() {
     let m = misbehaving("probe_noisy", "-DNOISY");
     let loader = probing(Duration::from_secs(60));
-    let h = loader.open(m.to_str().unwrap()).expect("the output is no answer and blocks nothing");
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h = unsafe { loader.open(m.to_str().unwrap()) }
+        .expect("the output is no answer and blocks nothing");
     h.close().unwrap();
 }
 
@@ -45,7 +47,8 @@ fn a_hung_constructor_is_killed_at_the_deadline_and_reaped() {
     }
     let m = misbehaving("probe_hang_ctor", "-DHANG_CTOR");
     let loader = probing(Duration::from_millis(500));
-    let e = loader.open(m.to_str().unwrap()).unwrap_err();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let e = unsafe { loader.open(m.to_str().unwrap()) }.unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::Probe { .. }), "{e:?}");
     assert!(msg.contains("hangs"), "says it hangs: {msg}");
@@ -59,13 +62,15 @@ fn a_hung_constructor_is_killed_at_the_deadline_and_reaped() {
     assert!(loader.list().is_empty());
     // The host is alive and still loads modules through the probe.
     let good = ts::test_module("counter", "counter", &[]);
-    loader.open(good.to_str().unwrap()).unwrap().close().unwrap();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    unsafe { loader.open(good.to_str().unwrap()) }.unwrap().close().unwrap();
 }
 
 #[test]
 fn a_module_exiting_in_init_is_refused_with_what_it_said() {
     let m = misbehaving("probe_exit_init", "-DEXIT_INIT");
-    let e = probing(Duration::from_secs(60)).open(m.to_str().unwrap()).unwrap_err();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let e = unsafe { probing(Duration::from_secs(60)).open(m.to_str().unwrap()) }.unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::Probe { .. }), "{e:?}");
     assert!(msg.contains("exit status: 3"), "{msg}");
@@ -76,7 +81,8 @@ fn a_module_exiting_in_init_is_refused_with_what_it_said() {
 fn a_crash_in_module_init_under_the_probe_is_a_crash_report() {
     let m = ts::test_module("fault_signal", "fault_init_11", &["-DINIT_SIGNAL=11"]);
     let loader = probing(Duration::from_secs(60));
-    let e = loader.open(m.to_str().unwrap()).unwrap_err();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let e = unsafe { loader.open(m.to_str().unwrap()) }.unwrap_err();
     let r = e.crash_report().unwrap_or_else(|| panic!("expected a crash report: {e}"));
     assert_eq!(r.signal_name, "SIGSEGV");
     assert_eq!(r.phase, Phase::Probe);
@@ -178,8 +184,8 @@ fn a_grandchild_holding_the_output_open_does_not_hold_the_probe() {
     // them to their end, the 20 s deadline would pass and the module be refused as hung.
     let m = misbehaving("probe_fork_holder", "-DFORK_HOLDER");
     let loader = probing(Duration::from_secs(20));
-    loader
-        .open(m.to_str().unwrap())
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    unsafe { loader.open(m.to_str().unwrap()) }
         .expect("loads once the child has answered and exited")
         .close()
         .unwrap();

@@ -17,6 +17,13 @@ use std::time::Duration;
 use kmodlike::{CrashReport, Event, Handle, Loader, Phase};
 use kmodlike_testsupport as ts;
 
+/// Open a module for a test.
+fn open(loader: &Loader, spec: &str) -> kmodlike::Result<kmodlike::Handle> {
+    // SAFETY: every file opened here is a test module built from tests/modules/*.c, or a file
+    // the loader must refuse before running any of it.
+    unsafe { loader.open(spec) }
+}
+
 const CHILD_ENV: &str = "KMODLIKE_FORK_TEST_CHILD";
 
 /// Generous: a safety net on a loaded 2-core machine, not a wait.
@@ -93,7 +100,8 @@ fn crash_a_module_thread(
     name: &str,
 ) -> Result<(), i32> {
     let start: extern "C" fn(c_int) -> c_int = function(h, "start_fault_thread");
-    match h.call(start, libc::SIGSEGV) {
+    // SAFETY: the module's own function, which starts the thread that faults.
+    match unsafe { h.call(start, libc::SIGSEGV) } {
         Ok(0) => {}
         _ => return Err(START_FAILED),
     }
@@ -149,7 +157,7 @@ fn a_module_thread_crash_in_a_fork_child_is_reported_with_the_inherited_loader()
     let loader = Loader::new();
     let parent_events = crash_events(&loader);
     let name = "fork_inherited";
-    let h = loader.open(module_copy(dir.path(), name).to_str().unwrap()).expect("open");
+    let h = open(&loader, module_copy(dir.path(), name).to_str().unwrap()).expect("open");
     let code = fork_and_wait(|| {
         let events = crash_events(&loader);
         match crash_a_module_thread(&h, &events, name) {
@@ -177,12 +185,12 @@ fn a_module_thread_crash_in_a_fork_child_is_reported_with_a_new_loader() {
     // The parent has a loader (guard installed, service thread running) before the fork.
     let parent = Loader::new();
     let parent_events = crash_events(&parent);
-    let parent_h = parent.open(module_copy(dir.path(), "fork_parent").to_str().unwrap()).unwrap();
+    let parent_h = open(&parent, module_copy(dir.path(), "fork_parent").to_str().unwrap()).unwrap();
     let child_path = module_copy(dir.path(), "fork_child");
     let code = fork_and_wait(|| {
         let loader = Loader::new();
         let events = crash_events(&loader);
-        let Ok(h) = loader.open(child_path.to_str().unwrap()) else {
+        let Ok(h) = open(&loader, child_path.to_str().unwrap()) else {
             return OPEN_FAILED;
         };
         match crash_a_module_thread(&h, &events, "fork_child") {
@@ -205,8 +213,8 @@ fn a_grandchild_reports_its_module_thread_crash_too() {
     }
     let dir = tempfile::tempdir().unwrap();
     let loader = Loader::new();
-    let a = loader.open(module_copy(dir.path(), "fork_gen_a").to_str().unwrap()).unwrap();
-    let b = loader.open(module_copy(dir.path(), "fork_gen_b").to_str().unwrap()).unwrap();
+    let a = open(&loader, module_copy(dir.path(), "fork_gen_a").to_str().unwrap()).unwrap();
+    let b = open(&loader, module_copy(dir.path(), "fork_gen_b").to_str().unwrap()).unwrap();
     let code = fork_and_wait(|| {
         let events = crash_events(&loader);
         if let Err(code) = crash_a_module_thread(&a, &events, "fork_gen_a") {

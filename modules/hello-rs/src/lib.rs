@@ -7,6 +7,13 @@
 //! ```text
 //! $ kmodctl load misc/hello-rs && kmodctl call hello-rs mod_hello
 //! ```
+//!
+//! It is written without `unsafe`, and says so. What the SDK's macros generate in this crate
+//! (the `#[no_mangle]` exports, `module_init`'s `unsafe extern "C" fn` and its `unsafe` block,
+//! the `.modinfo` statics) is the SDK's responsibility, and rustc does not count code expanded
+//! from another crate's macro against `forbid(unsafe_code)`: the workspace build checks that a
+//! module using `module!` and `export!` can forbid `unsafe` outright.
+#![forbid(unsafe_code)]
 
 use kmodlike_module::{export, log_info, module, Context, InitError, Level};
 

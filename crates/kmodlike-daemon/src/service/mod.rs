@@ -117,7 +117,13 @@ impl LoaderService {
 
     /// Load `spec` and keep a reference; call `mod_hello` when asked and exported.
     pub fn load(&self, spec: &str, hello: bool) -> Result<LoadReply, VarlinkError> {
-        let handle = self.loader.open(spec).map_err(|e| map_error(&e, spec))?;
+        // SAFETY: `spec` is what an authorised operator named (the socket's AccessPolicy
+        // admits only root, the daemon's uid or its group): loading a module and running its
+        // init is the service this daemon exists to give them, and their request vouches that
+        // the file is a module built for the interface. The daemon adds no frames of its own
+        // below the guard.
+        let opened = unsafe { self.loader.open(spec) };
+        let handle = opened.map_err(|e| map_error(&e, spec))?;
         let name = handle.name().to_owned();
         let info = handle.info();
         let duplicate = {
@@ -149,7 +155,10 @@ impl LoaderService {
         // a non-null code address from the module itself.
         let f: extern "C" fn() =
             unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(ptr) };
-        handle.call0(f).map_err(|e| map_error(&e, name))?;
+        // SAFETY: `f` is the module's own code (`symbol_ptr` finds only symbols the module
+        // defines), loaded under the operator's promise; no daemon frame lies between the
+        // guard and it.
+        unsafe { handle.call0(f) }.map_err(|e| map_error(&e, name))?;
         Ok(true)
     }
 
@@ -254,26 +263,33 @@ impl LoaderService {
     ) -> Result<CallReply, VarlinkError> {
         let handle = self.handle_for(name)?;
         let ptr = handle.symbol_ptr(symbol).map_err(|e| map_error(&e, name))?;
-        // SAFETY (all three transmutes): `ptr` is the address of a function the module
-        // defines; the caller declared its C type through `signature`, which is the
-        // documented contract of Call (a wrong declaration is undefined behaviour of that
-        // module's code, which the guard contains if it faults).
+        // `ptr` is the address of a function the module itself defines (`symbol_ptr` refuses
+        // symbols of dependencies or libc); the caller declared its C type through `signature`,
+        // which is the documented contract of Call (a wrong declaration is undefined behaviour
+        // of that module's code, which the guard contains if it faults). The guarded calls
+        // below run only that module code: no daemon frame lies between the guard and it.
         let result = match signature {
             Signature::Void => {
+                // SAFETY: the module's `void f(void)`, as declared by the caller (above).
                 let f = unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(ptr) };
-                handle.call0(f).map(|()| None)
+                // SAFETY: module code, loaded under the operator's promise (above).
+                unsafe { handle.call0(f) }.map(|()| None)
             }
             Signature::Int => {
+                // SAFETY: the module's `int32_t f(void)`, as declared by the caller (above).
                 let f = unsafe {
                     std::mem::transmute::<*mut libc::c_void, extern "C" fn() -> i32>(ptr)
                 };
-                handle.call0(f).map(|r| Some(i64::from(r)))
+                // SAFETY: module code, loaded under the operator's promise (above).
+                unsafe { handle.call0(f) }.map(|r| Some(i64::from(r)))
             }
             Signature::IntInt => {
+                // SAFETY: the module's `int32_t f(int32_t)`, as declared by the caller (above).
                 let f = unsafe {
                     std::mem::transmute::<*mut libc::c_void, extern "C" fn(i32) -> i32>(ptr)
                 };
-                handle.call(f, arg.unwrap_or(0)).map(|r| Some(i64::from(r)))
+                // SAFETY: module code, loaded under the operator's promise (above).
+                unsafe { handle.call(f, arg.unwrap_or(0)) }.map(|r| Some(i64::from(r)))
             }
         };
         drop(handle);

@@ -21,7 +21,12 @@ fn main() {
         .guard_dlopen_in_probe_child(true)
         .build();
     let file = args.file_to_load();
-    let answer = match loader.open(&file.to_string_lossy()) {
+    // SAFETY: running this file's constructors and `module_init` is the probe's whole job: the
+    // parent loader, whose caller vouched for the file under `Loader::open`'s promise, spawned
+    // this throw-away process to do it first (with `dlopen` guarded too), and whatever the code
+    // does to this process dies with it and is reported in the answer.
+    let opened = unsafe { loader.open(&file.to_string_lossy()) };
+    let answer = match opened {
         Ok(handle) => {
             // No module_fini: the probe only proves the load survives; `send` ends the process.
             std::mem::forget(handle);

@@ -128,12 +128,24 @@ impl Handle {
     /// A fatal signal in `f` unloads the module (logically: its code stays mapped unless the
     /// loader reclaims it) and returns `Err(Error::Crashed(report))`; the host keeps running.
     ///
-    /// The rule that makes this sound: a crash jumps over every frame between the guard and
-    /// the fault without running destructors. `f` is an `extern "C"` function and `A`/`R` are
-    /// `Copy`, so the only Rust frame in between is a trampoline that owns nothing droppable.
-    /// If `f` is a Rust function, it must not own values with destructors at the point it
-    /// can fault.
-    pub fn call<A: Copy, R: Copy>(&self, f: extern "C" fn(A) -> R, arg: A) -> Result<R> {
+    /// A crash jumps over every frame between the guard and the fault (a `siglongjmp`)
+    /// without running their destructors or unwinding. The loader's own frame in between is a
+    /// trampoline that owns nothing droppable (`A` and `R` are `Copy`); the frames of `f` and
+    /// of everything it calls are the caller's concern, hence `unsafe`.
+    ///
+    /// # Safety
+    /// Every frame `f(arg)` can fault in may be abandoned without further ado. That holds when
+    /// `f` is this module's code (a C function, or a `kmodlike-module` export), which the
+    /// promise made to [`Loader::open`](super::Loader::open) covers, and it holds for any
+    /// function that, at every point where it (or what it calls) can raise a fatal signal,
+    /// owns no value with a destructor (`String`, `Vec`, a lock guard, ...) and has no
+    /// borrow outstanding that something else relies on ending (a `std::thread::scope`, a
+    /// pinned future, a value lent to another thread). A safe `extern "C" fn` of the host's
+    /// own is not enough: one that owns a `String` and calls `std::process::abort()` would
+    /// leak it at best, and a `thread::scope` jumped over leaves its threads borrowing a dead
+    /// stack frame. Callbacks the module calls back into through `arg` are under the same
+    /// rule.
+    pub unsafe fn call<A: Copy, R: Copy>(&self, f: extern "C" fn(A) -> R, arg: A) -> Result<R> {
         let mut ctx = CallCtx {
             // SAFETY: a safe `extern "C" fn` is also a valid `unsafe extern "C" fn`.
             f: unsafe {
@@ -142,14 +154,21 @@ impl Handle {
             arg,
             ret: MaybeUninit::uninit(),
         };
-        // SAFETY: the trampoline calls `f(arg)`; both are the caller's, and safe to call.
+        // SAFETY: the trampoline calls `f(arg)`, safe to call by its type; the frames a crash
+        // may skip are the trampoline's (it owns only `Copy` values) and `f`'s, which the
+        // caller vouched for.
         unsafe { self.enter(trampoline::<A, R>, &mut ctx as *mut _ as *mut c_void)? };
         // SAFETY: the trampoline wrote the result before returning normally.
         Ok(unsafe { ctx.ret.assume_init() })
     }
 
     /// Call `f()` under the crash guard (see [`call`](Self::call)).
-    pub fn call0<R: Copy>(&self, f: extern "C" fn() -> R) -> Result<R> {
+    ///
+    /// # Safety
+    /// As [`call`](Self::call): every frame `f()` can fault in may be abandoned without
+    /// running its destructors. True of this module's own functions; not of a host function
+    /// that owns a value with a destructor, or runs a `std::thread::scope`, where it can fault.
+    pub unsafe fn call0<R: Copy>(&self, f: extern "C" fn() -> R) -> Result<R> {
         let mut ctx = Call0Ctx {
             // SAFETY: a safe `extern "C" fn` is also a valid `unsafe extern "C" fn`.
             f: unsafe {
@@ -157,7 +176,9 @@ impl Handle {
             },
             ret: MaybeUninit::uninit(),
         };
-        // SAFETY: the trampoline calls `f()`, which is safe to call.
+        // SAFETY: the trampoline calls `f()`, safe to call by its type; the frames a crash
+        // may skip are the trampoline's (it owns only `Copy` values) and `f`'s, which the
+        // caller vouched for.
         unsafe { self.enter(trampoline0::<R>, &mut ctx as *mut _ as *mut c_void)? };
         // SAFETY: the trampoline wrote the result before returning normally.
         Ok(unsafe { ctx.ret.assume_init() })
@@ -166,8 +187,8 @@ impl Handle {
     /// Call `f(ctx)` under the crash guard (see [`call`](Self::call)); the C API's form.
     ///
     /// # Safety
-    /// `f` must be safe to call with `ctx`, and own nothing with a destructor where it can
-    /// fault.
+    /// `f` must be safe to call with `ctx`, and every frame it can fault in may be abandoned
+    /// without running destructors, as for [`call`](Self::call).
     pub unsafe fn call_raw(
         &self,
         f: unsafe extern "C" fn(*mut c_void),
@@ -178,6 +199,9 @@ impl Handle {
     }
 
     /// The guarded entry: refuse dead modules, count the call in flight, recover a crash.
+    ///
+    /// # Safety
+    /// As [`call_raw`](Self::call_raw).
     unsafe fn enter(&self, f: unsafe extern "C" fn(*mut c_void), ctx: *mut c_void) -> Result<()> {
         let m = &self.module;
         m.enter_call();
@@ -250,7 +274,7 @@ impl Handle {
 
 impl Drop for Handle {
     /// Closes the reference. If the module refuses (`Busy`), it stays loaded, owned by the
-    /// loader until [`Loader::shutdown`].
+    /// loader until [`Loader::shutdown`](super::Loader::shutdown).
     fn drop(&mut self) {
         if !self.released {
             self.released = true;

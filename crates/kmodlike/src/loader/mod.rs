@@ -181,8 +181,14 @@ impl Loader {
     }
 
     /// Open a module with the default options (interface required, the loader's init args).
-    pub fn open(&self, spec: &str) -> Result<Handle> {
-        self.open_with(spec, &OpenOptions::default())
+    ///
+    /// # Safety
+    /// As [`open_with`](Self::open_with): the file `spec` names must be a module built for
+    /// kmodlike's module interface, whose constructors and `module_init` are sound to run in
+    /// this process.
+    pub unsafe fn open(&self, spec: &str) -> Result<Handle> {
+        // SAFETY: the caller's promise, forwarded.
+        unsafe { self.open_with(spec, &OpenOptions::default()) }
     }
 
     /// Open a module: a path, or `[namespace/[dirspace/]]name` searched along the module path.
@@ -194,7 +200,28 @@ impl Loader {
     /// No lock is held while the file is read, the probe runs, `dlopen` maps the module or its
     /// code runs: other threads may list, open and close modules meanwhile. A second open of a
     /// file that is being loaded waits for that load and shares its result.
-    pub fn open_with(&self, spec: &str, opts: &OpenOptions) -> Result<Handle> {
+    ///
+    /// # Safety
+    /// Loading runs native code of the file's choosing in this process, as
+    /// `libloading::Library::new` does: the ELF constructors of the file and of its
+    /// dependencies, then (in [`OpenMode::Module`](crate::OpenMode::Module)) its `module_init`,
+    /// and later its `module_fini` and `module_can_unload`. The caller vouches that the file
+    /// `spec` resolves to (and every module it depends on) is a module built for this
+    /// interface (`module_interface.h`, or `kmodlike-module`), whose code is sound to run here:
+    /// its constructors and `module_init` do what a well-behaved module does, and its code may
+    /// be abandoned mid-way when it faults (the guard jumps over its frames without running
+    /// their destructors), which C code and `kmodlike-module` exports tolerate.
+    ///
+    /// The loader checks the rest itself, so the promise is no bigger than that: the file is
+    /// opened once, must be a regular file, and the bytes it maps are the ones it validated;
+    /// the required exports are found in the file's own symbol table before any of its code
+    /// runs (a file that is no ELF shared object for this machine, or lacks them, is refused);
+    /// the interface version is checked before `module_init` runs; a crash in
+    /// `module_init` is contained by the guard and fails the open; and with
+    /// [`LoaderBuilder::probe`] every load runs first in a short-lived child process, so a
+    /// crash, an exit or a hang in a constructor or in `module_init` of a file you do not
+    /// trust that far is reported instead of reaching this process.
+    pub unsafe fn open_with(&self, spec: &str, opts: &OpenOptions) -> Result<Handle> {
         let module = self.shared.open_node(spec, opts, &mut Vec::new(), false)?;
         Ok(Handle::new(module, self.shared.clone()))
     }
