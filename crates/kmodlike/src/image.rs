@@ -118,51 +118,97 @@ impl ModuleFile {
         &self.path
     }
 
-    /// Read the whole file: exactly the size `fstat` gave, no more (a file that grows is not
-    /// read past it; one that shrank gives what is there, and validation says it is short).
-    pub(crate) fn read_all(&self) -> Result<Vec<u8>> {
-        read_exact_size(self.fd.as_fd(), self.stat.st_size as u64)
-            .map_err(|source| Error::Unreadable { path: self.path.clone(), source })
-    }
-
     /// Make the bytes stable (a lease, or a sealed private image when `fresh` or when no lease
     /// can be had), validate them, and return the image ld.so will map with their facts.
+    ///
+    /// Validation reads the stable bytes through a read-only mapping: only the pages the checks
+    /// touch are read, and a large sparse file costs nothing.
     pub(crate) fn into_image(self, fresh: bool) -> Result<(Image, Arc<Checked>)> {
+        let unreadable =
+            |e: std::io::Error| Error::Unreadable { path: self.path.clone(), source: e };
         if !fresh && take_lease(self.fd.as_fd()) {
             let facts = match cached(&self.stat) {
                 Some(facts) => facts,
                 None => {
-                    let data = self.read_all()?;
-                    let facts = validate(&self.path, &data)?;
+                    // Writers wait while the lease is held: the mapping cannot shrink under us.
+                    let map = Mapping::of(self.fd.as_fd(), self.stat.st_size as u64)
+                        .map_err(unreadable)?;
+                    let facts = validate(&self.path, &map)?;
                     remember(&self.stat, &facts);
                     facts
                 }
             };
-            let image = Image::new(self.fd, ImageKind::Leased)
-                .map_err(|source| Error::Unreadable { path: self.path.clone(), source })?;
+            let image = Image::new(self.fd, ImageKind::Leased).map_err(unreadable)?;
             return Ok((image, facts));
         }
-        let mut tries = 0;
-        loop {
-            let data = self.read_all()?;
-            let again = rustix::fs::fstat(&self.fd)
-                .map_err(|e| Error::Unreadable { path: self.path.clone(), source: e.into() })?;
-            if same_version(&self.stat, &again) || tries == 2 {
-                if !same_version(&self.stat, &again) {
-                    return Err(Error::Unreadable {
-                        path: self.path.clone(),
-                        source: std::io::Error::other(
-                            "the file kept changing while it was read (it is being written); \
-                             try again once the writer is done, and replace module files by \
-                             rename (install, mv) rather than in place",
-                        ),
-                    });
-                }
-                let facts = validate(&self.path, &data)?;
-                let image = private_image(&self.path, &data)?;
-                return Ok((image, facts));
+        let mut seen = self.stat;
+        for _ in 0..3 {
+            let image = private_image(&self.path, self.fd.as_fd(), seen.st_size as u64)?;
+            let now = rustix::fs::fstat(&self.fd).map_err(|e| unreadable(e.into()))?;
+            if !same_version(&seen, &now) {
+                // Written to while it was copied: copy it again.
+                seen = now;
+                continue;
             }
-            tries += 1;
+            let map = Mapping::of(image.fd(), seen.st_size as u64).map_err(unreadable)?;
+            let facts = validate(&self.path, &map)?;
+            drop(map);
+            return Ok((image, facts));
+        }
+        Err(unreadable(std::io::Error::other(
+            "the file kept changing while it was read (it is being written); try again once the \
+             writer is done, and replace module files by rename (install, mv) rather than in place",
+        )))
+    }
+}
+
+/// A read-only private mapping of a file's first `len` bytes.
+struct Mapping {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+}
+
+impl Mapping {
+    /// Map `len` bytes of `fd`. The caller makes sure the file cannot shrink below `len` while
+    /// the mapping is read (a lease, or seals): reading past the end of a file faults.
+    fn of(fd: BorrowedFd<'_>, len: u64) -> std::io::Result<Mapping> {
+        use rustix::mm::{MapFlags, ProtFlags};
+        if len == 0 {
+            return Ok(Mapping { ptr: std::ptr::null_mut(), len: 0 });
+        }
+        // SAFETY: a fresh mapping chosen by the kernel (no fixed address): nothing of ours is
+        // replaced. It is only read, as a byte slice, while this value lives.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                ProtFlags::READ,
+                MapFlags::PRIVATE,
+                fd,
+                0,
+            )
+        }?;
+        Ok(Mapping { ptr, len: len as usize })
+    }
+}
+
+impl std::ops::Deref for Mapping {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `len` readable bytes are mapped at `ptr` for as long as `self` lives, and the
+        // file behind them cannot shrink meanwhile (see `of`).
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        if self.len != 0 {
+            // SAFETY: unmaps exactly the mapping made in `of`, which no slice outlives.
+            let _ = unsafe { rustix::mm::munmap(self.ptr, self.len) };
         }
     }
 }
@@ -211,6 +257,7 @@ impl From<&FileFacts<'_>> for Checked {
     }
 }
 
+#[cfg(test)]
 fn read_exact_size(fd: BorrowedFd<'_>, size: u64) -> std::io::Result<Vec<u8>> {
     let mut data = vec![0u8; size as usize];
     let mut done = 0;
@@ -348,6 +395,17 @@ impl Image {
         &self.name
     }
 
+    /// Why `dlopen` refused these bytes, in the most precise words their header supports.
+    pub(crate) fn classify_failure(&self, path: &Path, dlerror: String) -> Error {
+        let mapped = rustix::fs::fstat(&self.fd)
+            .map_err(std::io::Error::from)
+            .and_then(|st| Mapping::of(self.fd.as_fd(), st.st_size as u64));
+        match mapped {
+            Ok(map) => crate::elf::classify_bytes(path, &map, dlerror),
+            Err(_) => Error::LoadFailed { path: path.to_owned(), dlerror },
+        }
+    }
+
     /// The descriptor of the bytes (for the probe child).
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -392,9 +450,10 @@ fn still_loaded_as(addr: u64, name: &std::ffi::CStr) -> bool {
     !info.dli_fname.is_null() && unsafe { std::ffi::CStr::from_ptr(info.dli_fname) } == name
 }
 
-/// Copy `data` into a sealed memfd, or, where executable memfds are forbidden, an unnamed
-/// temporary file in `$KMODLIKE_COPY_DIR`, `/dev/shm` or the temporary directory.
-fn private_image(path: &Path, data: &[u8]) -> Result<Image> {
+/// Copy the first `len` bytes of `src` into a sealed memfd, or, where executable memfds are
+/// forbidden, an unnamed temporary file in `$KMODLIKE_COPY_DIR`, `/dev/shm` or the temporary
+/// directory.
+fn private_image(path: &Path, src: BorrowedFd<'_>, len: u64) -> Result<Image> {
     use rustix::fs::MemfdFlags;
     let label = path.file_name().map_or_else(|| "module".into(), |n| n.to_string_lossy());
     let label = format!("kmodlike:{label}");
@@ -406,7 +465,7 @@ fn private_image(path: &Path, data: &[u8]) -> Result<Image> {
         .or_else(|_| rustix::fs::memfd_create(&label, base));
     let mut failures = Vec::new();
     match memfd {
-        Ok(fd) => match write_all(fd.as_fd(), data).and_then(|()| {
+        Ok(fd) => match copy_into(src, fd.as_fd(), len).and_then(|()| {
             let seals = SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
             rustix::fs::fcntl_add_seals(&fd, seals).map_err(Into::into)
         }) {
@@ -422,7 +481,7 @@ fn private_image(path: &Path, data: &[u8]) -> Result<Image> {
         let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
         match rustix::fs::open(&dir, flags, Mode::from_raw_mode(0o700))
             .map_err(std::io::Error::from)
-            .and_then(|fd| write_all(fd.as_fd(), data).map(|()| fd))
+            .and_then(|fd| copy_into(src, fd.as_fd(), len).map(|()| fd))
             .and_then(|fd| Image::new(fd, ImageKind::TempFile))
         {
             Ok(image) => return Ok(image),
@@ -437,6 +496,35 @@ fn private_image(path: &Path, data: &[u8]) -> Result<Image> {
             failures.join("; ")
         ),
     })
+}
+
+/// Copy the first `len` bytes of `src` (from its start) to `dst` (at its current offset), in
+/// the kernel when it can. Fewer bytes when `src` is shorter (validation then says so).
+fn copy_into(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, len: u64) -> std::io::Result<()> {
+    let mut done = 0u64;
+    while done < len {
+        let mut at = done;
+        match rustix::fs::copy_file_range(src, Some(&mut at), dst, None, (len - done) as usize) {
+            Ok(0) => return Ok(()),
+            Ok(n) => done += n as u64,
+            Err(rustix::io::Errno::INTR) => continue,
+            // Not between these file systems (or not at all): copy through a buffer.
+            Err(_) => break,
+        }
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    while done < len {
+        let want = buf.len().min((len - done) as usize);
+        let n = match rustix::io::pread(src, &mut buf[..want], done) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        write_all(dst, &buf[..n])?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 fn temp_dirs() -> Vec<PathBuf> {
@@ -484,7 +572,9 @@ mod tests {
     #[test]
     fn a_private_image_is_sealed_and_holds_the_bytes() {
         let data = b"\x7fELF not really".to_vec();
-        let image = private_image(Path::new("x.so"), &data).unwrap();
+        let mut src = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut src, &data).unwrap();
+        let image = private_image(Path::new("x.so"), src.as_fd(), data.len() as u64).unwrap();
         assert_eq!(read_exact_size(image.fd(), data.len() as u64).unwrap(), data);
         if image.kind() == ImageKind::Sealed {
             assert!(rustix::io::write(image.fd(), b"x").is_err(), "sealed against writes");

@@ -66,13 +66,12 @@ impl ModInfo {
 /// the same precise error a load would (`NotElf`, `EmptyFile`, `Truncated`, ...).
 ///
 /// The file is opened without blocking and must be a regular file (a FIFO or a device is
-/// refused at once, naming what it is); only its own size is read.
+/// refused at once, naming what it is), and it is validated as a load would validate it (a
+/// malformed file is refused, naming the fault); nothing of it runs.
 pub fn modinfo(path: &Path) -> Result<ModInfo> {
-    let data = crate::image::ModuleFile::open(path, &path.to_string_lossy())?.read_all()?;
-    match FileFacts::read(&data) {
-        Some(facts) => Ok(facts.modinfo),
-        None => Err(crate::elf::classify_bytes(path, &data, "not a readable ELF file".into())),
-    }
+    let file = crate::image::ModuleFile::open(path, &path.to_string_lossy())?;
+    let (_image, checked) = file.into_image(false)?;
+    Ok(checked.modinfo.clone())
 }
 
 #[cfg(test)]

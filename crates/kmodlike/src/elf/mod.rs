@@ -144,10 +144,10 @@ fn truncation(data: &[u8], class: u8, le: bool) -> Option<String> {
 /// (`dlopen` would map it and fault, SIGBUS, reading past its end inside ld.so) or whose
 /// structure ld.so would trust and crash on (see [`check`]). Other files (not ELF, another
 /// machine, not a shared object) are left to `dlopen`, which refuses them cleanly, and to
-/// [`classify_dlopen_failure`].
+/// [`classify_bytes`].
 pub(crate) fn check_before_dlopen(path: &Path, data: &[u8]) -> crate::error::Result<()> {
     if data.len() < 64 || &data[..4] != b"\x7fELF" {
-        return Ok(()); // dlopen refuses these cleanly; classify_dlopen_failure says why
+        return Ok(()); // dlopen refuses these cleanly; classify_bytes says why
     }
     let (class, le) = (data[EI_CLASS], data[EI_DATA] != 2);
     if (u16_at(data, 18, le), class) != HOST {
@@ -172,18 +172,7 @@ pub(crate) fn check_before_dlopen(path: &Path, data: &[u8]) -> crate::error::Res
     image::Image::parse(data).and_then(|img| check::validate(&img)).map_err(malformed)
 }
 
-/// Turn a `dlopen` failure into the most precise error the file's header supports.
-pub(crate) fn classify_dlopen_failure(path: &Path, dlerror: String) -> Error {
-    let data = match crate::image::ModuleFile::open(path, &path.to_string_lossy())
-        .and_then(|f| f.read_all())
-    {
-        Ok(d) => d,
-        Err(e) => return e,
-    };
-    classify_bytes(path, &data, dlerror)
-}
-
-/// [`classify_dlopen_failure`] of bytes already read.
+/// Turn a `dlopen` failure of these bytes into the most precise error their header supports.
 pub(crate) fn classify_bytes(path: &Path, data: &[u8], dlerror: String) -> Error {
     let path_buf = path.to_path_buf();
     if data.is_empty() {
@@ -232,12 +221,9 @@ pub(crate) fn classify_bytes(path: &Path, data: &[u8], dlerror: String) -> Error
 mod tests {
     use super::*;
     use crate::ErrorKind;
-    use std::io::Write;
 
     fn classify(bytes: &[u8]) -> Error {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(bytes).unwrap();
-        classify_dlopen_failure(f.path(), "dlerror text".into())
+        classify_bytes(Path::new("test.so"), bytes, "dlerror text".into())
     }
 
     fn own_exe_header() -> Vec<u8> {

@@ -243,9 +243,8 @@ impl LoaderShared {
             }
         }
         let flags = RTLD_NOW | if as_dep { RTLD_GLOBAL } else { RTLD_LOCAL };
-        let lib = self
-            .dlopen(&image, flags)
-            .map_err(|dlerror| crate::elf::classify_dlopen_failure(&path, dlerror))?;
+        let lib =
+            self.dlopen(&image, flags).map_err(|dlerror| image.classify_failure(&path, dlerror))?;
         let raw = lib.into_raw();
         let (segments, text, base) = mapping_of(raw, &facts.loads);
         // SAFETY: `raw` came from `into_raw` just above and is still open.
