@@ -32,7 +32,7 @@
 //! time is within [`RACY`] of now is never cached: file system timestamps are coarse, and a
 //! rewrite within the same tick would keep its times.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -319,10 +319,10 @@ fn cache_key(st: &rustix::fs::Stat) -> CacheKey {
     )
 }
 
-static CACHE: Mutex<Option<HashMap<CacheKey, Arc<Checked>>>> = Mutex::new(None);
+static CACHE: Mutex<BTreeMap<CacheKey, Arc<Checked>>> = Mutex::new(BTreeMap::new());
 
 fn cached(st: &rustix::fs::Stat) -> Option<Arc<Checked>> {
-    CACHE.lock().unwrap_or_else(|e| e.into_inner()).as_ref()?.get(&cache_key(st)).cloned()
+    CACHE.lock().unwrap_or_else(|e| e.into_inner()).get(&cache_key(st)).cloned()
 }
 
 fn remember(st: &rustix::fs::Stat, facts: &Arc<Checked>) {
@@ -333,7 +333,6 @@ fn remember(st: &rustix::fs::Stat, facts: &Arc<Checked>) {
         return;
     }
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let cache = cache.get_or_insert_with(HashMap::new);
     if cache.len() >= CACHE_ENTRIES {
         cache.clear();
     }

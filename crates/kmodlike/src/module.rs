@@ -16,7 +16,6 @@ use crate::guard;
 use crate::image::Checked;
 use crate::image::Image;
 use crate::interface::{ModuleInitArgs, Version, MODULE_INIT_ARGS_VERSION_CURRENT};
-use crate::modinfo::ModInfo;
 
 /// The life of a module instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,7 +111,6 @@ pub(crate) struct Module {
     pub key: FileKey,
     pub mode: OpenMode,
     interface: OnceLock<Interface>,
-    pub modinfo: ModInfo,
     /// What validation found in its file.
     pub checked: Arc<Checked>,
     pub size: u64,
@@ -175,7 +173,6 @@ impl Module {
             key,
             mode,
             interface: OnceLock::new(),
-            modinfo: facts.modinfo.clone(),
             checked: facts,
             size,
             loaded_at: SystemTime::now(),

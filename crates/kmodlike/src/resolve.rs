@@ -107,11 +107,16 @@ impl NameSpec {
 
 /// Resolve `spec` to a file, searching `dirs` for names.
 pub fn resolve_spec(spec: &str, dirs: &[PathBuf]) -> Result<PathBuf> {
-    resolve_spec_with(spec, || dirs.to_vec())
+    let path = resolve_spec_with(spec, || dirs.to_vec())?;
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Err(Error::NotFound { spec: spec.to_owned(), tried: vec![path] });
+    }
+    Ok(path)
 }
 
 /// [`resolve_spec`], computing the search directories only when `spec` is a name (the module
-/// path reads the environment and the running program's location).
+/// path reads the environment and the running program's location). An absolute path is
+/// returned as it is, whether it exists or not: the loader's open says.
 pub(crate) fn resolve_spec_with(
     spec: &str,
     dirs: impl FnOnce() -> Vec<PathBuf>,
@@ -119,11 +124,11 @@ pub(crate) fn resolve_spec_with(
     if spec.is_empty() {
         return Err(Error::InvalidArgument("empty module spec or path".into()));
     }
-    if spec.contains('/') && std::fs::symlink_metadata(spec).is_ok() {
+    // An absolute path is only ever a path: opening it says whether it exists (no stat here,
+    // which would be a system call more per load). A relative one with a slash may be a path
+    // or a `namespace/name` spec: a file there wins.
+    if spec.starts_with('/') || (spec.contains('/') && std::fs::symlink_metadata(spec).is_ok()) {
         return Ok(PathBuf::from(spec));
-    }
-    if spec.starts_with('/') {
-        return Err(Error::NotFound { spec: spec.to_owned(), tried: vec![PathBuf::from(spec)] });
     }
     let name = NameSpec::parse(spec)?;
     let rel = name.relative_file();
@@ -141,10 +146,10 @@ pub(crate) fn resolve_spec_with(
 
 /// The module name a file is known by: its file name up to `.so` (`/x/misc/hello.so` -> `hello`).
 pub fn module_name_for(path: &Path) -> String {
-    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
     match file.find(".so") {
         Some(i) if i > 0 => file[..i].to_owned(),
-        _ => file,
+        _ => file.into_owned(),
     }
 }
 

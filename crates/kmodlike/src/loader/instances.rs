@@ -2,7 +2,7 @@
 //! calls, crashes on module threads), which know only a module id; and the files whose crashed
 //! code stays mapped.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{c_char, CStr};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -21,7 +21,7 @@ static MODULES: Mutex<BTreeMap<u64, ModuleLink>> = Mutex::new(BTreeMap::new());
 /// Files with an instance whose code stays mapped for good (after a crash, or under a thread
 /// that outlived its module): ld.so matches a file it holds by inode, so loading one again
 /// must map a private image.
-static KEPT_MAPPED: Mutex<Option<HashSet<FileKey>>> = Mutex::new(None);
+static KEPT_MAPPED: Mutex<BTreeSet<FileKey>> = Mutex::new(BTreeSet::new());
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -53,11 +53,11 @@ pub(crate) fn file_of_object(object: &str) -> Option<String> {
 }
 
 pub(crate) fn mark_kept_mapped(key: FileKey) {
-    lock(&KEPT_MAPPED).get_or_insert_with(HashSet::new).insert(key);
+    lock(&KEPT_MAPPED).insert(key);
 }
 
 pub(crate) fn is_kept_mapped(key: FileKey) -> bool {
-    lock(&KEPT_MAPPED).as_ref().is_some_and(|s| s.contains(&key))
+    lock(&KEPT_MAPPED).contains(&key)
 }
 
 pub(crate) fn host_log(id: Option<u64>, level: i32, msg: *const c_char) {

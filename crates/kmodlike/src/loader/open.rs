@@ -336,9 +336,11 @@ impl LoaderShared {
     /// Find the interface exports in the mapped module and check its version, under the guard
     /// and booked like any other entry into module code.
     fn check_interface(&self, m: &Arc<Module>) -> Result<()> {
-        let lookup = |name: &str| m.lookup_own(name).ok();
-        let present: Vec<Option<*mut c_void>> =
-            symbols::REQUIRED.iter().map(|s| lookup(s)).collect();
+        // Only names the file's own symbol table exports are looked up: a dlsym that fails
+        // costs ld.so an error message.
+        let lookup =
+            |name: &str| m.checked.exports(name).then(|| m.lookup_own(name).ok()).flatten();
+        let present: [Option<*mut c_void>; 3] = symbols::REQUIRED.map(lookup);
         if present.iter().all(Option::is_none) {
             if lookup(symbols::HELLO).is_some() && !self.cfg.strict {
                 m.set_interface(Interface { legacy: true, ..Interface::default() });

@@ -66,7 +66,7 @@ impl ModuleInfo {
             mode: m.mode,
             dependencies: Vec::new(),
             holders: Vec::new(),
-            modinfo: m.modinfo.entries.clone(),
+            modinfo: m.checked.modinfo.entries.clone(),
             loaded_at: m.loaded_at,
             calls: m.calls(),
             crashes: m.crashes.load(Ordering::Relaxed),
@@ -124,9 +124,11 @@ pub(crate) struct Pending {
 pub(crate) struct Registry {
     /// Keyed by instance id; ids grow with every load, so this is also load order.
     pub entries: BTreeMap<u64, Entry>,
-    pub by_key: HashMap<FileKey, u64>,
-    pub by_name: HashMap<String, u64>,
-    pub pending: HashMap<FileKey, Pending>,
+    // Ordered maps: their keys (device and inode pairs, short names) compare in a few
+    // instructions, where hashing them costs more than a lookup among a few hundred entries.
+    pub by_key: BTreeMap<FileKey, u64>,
+    pub by_name: BTreeMap<String, u64>,
+    pub pending: BTreeMap<FileKey, Pending>,
     /// Threads waiting for a pending load or an unload, and the file they wait for: followed
     /// to refuse a wait that would close a circle.
     pub waiting: HashMap<ThreadId, FileKey>,
