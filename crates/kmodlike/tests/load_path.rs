@@ -157,3 +157,53 @@ fn a_module_rewritten_in_place_in_a_loop_while_it_loads_cannot_reach_the_host() 
     let h = open(&loader, path.to_str().unwrap()).unwrap();
     h.close().unwrap();
 }
+
+/// The inode of `path`, as /proc/locks names it (`major:minor:inode` ends with it).
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn a_writer_waits_for_a_loaded_module_and_no_signal_reaches_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leased.so");
+    std::fs::copy(counter(), &path).unwrap();
+    let loader = Loader::new();
+    let h = open(&loader, path.to_str().unwrap()).unwrap();
+    let ino = inode(&path);
+    let lease_line = move || {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        locks
+            .lines()
+            .find(|l| l.contains("LEASE") && l.contains(&format!(":{ino} ")))
+            .map(str::to_owned)
+    };
+    if lease_line().is_none() {
+        println!("no lease on this file system or for this user: the module is a private image");
+        h.close().unwrap();
+        return;
+    }
+    // A writer (what `cp new.so leased.so` does first) blocks while the module is loaded...
+    let p = path.clone();
+    let writer = std::thread::spawn(move || {
+        let f = std::fs::OpenOptions::new().write(true).truncate(true).open(&p).unwrap();
+        drop(f);
+    });
+    // ...and the kernel breaks the lease: /proc/locks says BREAKING. The break is signalled to
+    // nobody: had it sent SIGIO (default action: terminate), this process would be dead.
+    let breaking = within("the lease break", move || loop {
+        if lease_line().is_some_and(|l| l.contains("BREAK")) {
+            break true;
+        }
+        std::thread::yield_now();
+    });
+    assert!(breaking);
+    // SAFETY: `bump` is the module's own `int bump(void)`.
+    let bump: extern "C" fn() -> i32 =
+        unsafe { std::mem::transmute(h.symbol_ptr("bump").unwrap()) };
+    // SAFETY: the module's own function.
+    assert_eq!(unsafe { h.call0(bump) }.unwrap(), 1, "the module's bytes are intact");
+    h.close().unwrap();
+    writer.join().unwrap();
+}

@@ -216,3 +216,39 @@ fn unloading_a_module_whose_thread_still_runs_keeps_its_code_mapped_and_says_so(
     let again = open(&loader, so.to_str().unwrap()).unwrap();
     again.close().unwrap();
 }
+
+#[test]
+fn a_second_open_of_a_module_that_is_loading_shares_its_one_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(gate.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    }
+    let gated = gated_module(dir.path(), &gate);
+    let loader = Loader::new();
+    let opener = |loader: Loader, so: PathBuf| {
+        std::thread::spawn(move || {
+            let h = open(&loader, so.to_str().unwrap()).unwrap();
+            (h.id(), call_i32(&h, "ready"), h)
+        })
+    };
+    let first = opener(loader.clone(), gated.clone());
+    let g = gate.clone();
+    let mut writer =
+        within("module_init reaching its gate", move || std::fs::File::create(g).unwrap());
+    // module_init is held: a second open of the same file waits for it, then shares it.
+    let second = opener(loader.clone(), gated.clone());
+    writer.write_all(b"x").unwrap();
+    drop(writer);
+    let (id1, ready1, h1) = first.join().unwrap();
+    let (id2, ready2, h2) = second.join().unwrap();
+    assert_eq!((ready1, ready2), (7, 7));
+    assert_eq!(id1, id2, "one instance: module_init ran once");
+    assert_eq!(loader.list()[0].refcount, 2);
+    h1.close().unwrap();
+    h2.close().unwrap();
+    assert!(loader.list().is_empty());
+}
