@@ -9,7 +9,9 @@ use object::elf::{
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 use object::{Endian, Endianness};
 
-use crate::elf::image::{u32_at, Hash, Image};
+use crate::elf::bytes::{u32_at, u64_at};
+use crate::elf::hash::{gnu_layout, Hash};
+use crate::elf::image::Image;
 use crate::modinfo::ModInfo;
 
 /// Imports that let a module start threads or processes, or load more code, behind the
@@ -103,7 +105,8 @@ impl<'a> FileFacts<'a> {
         let mut facts = FileFacts { modinfo, ..FileFacts::default() };
         match &image {
             Some(img) => {
-                facts.loads = img.loads().map(|p| (p.vaddr, p.memsz, p.executable())).collect();
+                facts.loads =
+                    img.segments.loads().map(|p| (p.vaddr, p.memsz, p.executable())).collect();
                 facts.learn(img);
             }
             None => facts.loads = loads_of(header, endian, data)?,
@@ -126,15 +129,16 @@ impl<'a> FileFacts<'a> {
             }
         }
         match img.hash {
-            Some(Hash::Gnu { vaddr, nbuckets, bloom_size, .. }) => self
-                .hash_tables
-                .push((vaddr + 16 + u64::from(bloom_size) * 8, u64::from(nbuckets) * 4)),
+            Some(Hash::Gnu { vaddr, nbuckets, bloom_size, .. }) => {
+                let (buckets_at, _) = gnu_layout(bloom_size, nbuckets);
+                self.hash_tables.push((vaddr + buckets_at, u64::from(nbuckets) * 4))
+            }
             Some(Hash::Sysv { .. }) | None => {}
         }
         if let Some(vaddr) = img.dynamic.hash {
-            let nbucket = img.mapped(vaddr, 8).and_then(|h| u32_at(h, 0)).unwrap_or(0);
+            let nbucket = img.segments.mapped(vaddr, 8).and_then(|h| u32_at(h, 0)).unwrap_or(0);
             let len = u64::from(nbucket) * 4;
-            if nbucket > 0 && img.mapped(vaddr + 8, len).is_some() {
+            if nbucket > 0 && img.segments.mapped(vaddr + 8, len).is_some() {
                 self.hash_tables.push((vaddr + 8, len));
             }
         }
@@ -161,19 +165,18 @@ impl<'a> FileFacts<'a> {
         };
         match img.hash {
             Some(Hash::Gnu { vaddr, nbuckets, symoffset, bloom_size, bloom_shift }) => {
-                let Some(table) = img.mapped_rest(vaddr) else { return false };
+                let Some(table) = img.segments.mapped_rest(vaddr) else { return false };
                 if nbuckets == 0 {
                     return false;
                 }
                 let h = gnu_hash(name);
                 let word = (u64::from(h) / 64) & (u64::from(bloom_size) - 1);
-                let bloom = crate::elf::image::u64_at(table, 16 + word * 8).unwrap_or(0);
+                let bloom = u64_at(table, 16 + word * 8).unwrap_or(0);
                 let mask = (1u64 << (h % 64)) | (1u64 << ((h >> bloom_shift) % 64));
                 if bloom & mask != mask {
                     return false;
                 }
-                let buckets_at = 16 + u64::from(bloom_size) * 8;
-                let chains_at = buckets_at + u64::from(nbuckets) * 4;
+                let (buckets_at, chains_at) = gnu_layout(bloom_size, nbuckets);
                 let start = u32_at(table, buckets_at + u64::from(h % nbuckets) * 4).unwrap_or(0);
                 if start == 0 || start < symoffset {
                     return false;
@@ -191,7 +194,7 @@ impl<'a> FileFacts<'a> {
                 false
             }
             Some(Hash::Sysv { vaddr, nbucket, nchain }) => {
-                let Some(table) = img.mapped_rest(vaddr) else { return false };
+                let Some(table) = img.segments.mapped_rest(vaddr) else { return false };
                 if nbucket == 0 {
                     return false;
                 }

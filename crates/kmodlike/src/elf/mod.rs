@@ -1,17 +1,30 @@
 //! Classifies a file that `dlopen` refused, so the error says *why* in our words (empty, not
 //! ELF, truncated, wrong architecture, not a shared object) while keeping the `dlerror` text.
 //!
-//! Before `dlopen`, [`check_before_dlopen`] also checks the structure `ld.so` trusts (program
-//! headers, dynamic section, hash, symbol, relocation and version tables: see [`image`] and
-//! [`check`]), so a malformed file is refused with a precise error instead of crashing the
-//! process inside the dynamic linker.
+//! Before `dlopen`, [`check_before_dlopen`] also checks the structure `ld.so` trusts, so a
+//! malformed file is refused with a precise error instead of crashing the process inside the
+//! dynamic linker. Parsing builds an [`image::Image`] from the bottom up, each layer using only
+//! those below it: [`bytes`] (bounds-checked reads), [`phdrs`] (ELF header, program headers and
+//! the mapping they describe; [`notes`] for note segments), [`dynamic`] (the dynamic section and
+//! string table), [`hash`] (the hash table, which sizes the symbol table), [`image`] (all of it,
+//! and the dynamic symbols). The checks then run on the image: [`check`] (the dynamic tags'
+//! tables), [`symbols`], [`relocs`] (with [`reloc_writes`]) and [`versions`].
 //!
 //! Nothing is mapped or executed.
 
 use std::path::Path;
 
+pub(crate) mod bytes;
 mod check;
+mod dynamic;
+pub(crate) mod hash;
 pub(crate) mod image;
+mod notes;
+mod phdrs;
+mod reloc_writes;
+mod relocs;
+mod symbols;
+mod versions;
 
 use crate::error::Error;
 
@@ -156,7 +169,7 @@ pub(crate) fn check_before_dlopen(path: &Path, data: &[u8]) -> crate::error::Res
     let is_dyn64 = class == ELFCLASS64 && le && u16_at(data, 16, le) == ET_DYN;
     let malformed = |detail| Error::MalformedElf { path: path.to_owned(), detail };
     if is_dyn64 {
-        image::check_header(data).map_err(malformed)?;
+        phdrs::check_header(data).map_err(malformed)?;
     }
     if let Some(detail) = truncation(data, class, le) {
         return Err(Error::Truncated {
