@@ -11,7 +11,7 @@ use object::{Endian, Endianness};
 
 use crate::elf::bytes::{u32_at, u64_at};
 use crate::elf::hash::{gnu_layout, Hash};
-use crate::elf::image::Image;
+use crate::elf::image::{Image, Sym};
 use crate::modinfo::ModInfo;
 
 /// Imports that let a module start threads or processes, or load more code, behind the
@@ -150,7 +150,27 @@ impl<'a> FileFacts<'a> {
     /// (non-default) version. Looked up through the file's own GNU (or SysV) hash table, as
     /// ld.so does: hash, bucket, chain, compare; O(1), nothing allocated.
     pub fn exports(&self, name: &str) -> bool {
-        let Some(img) = &self.image else { return false };
+        self.export(name).is_some()
+    }
+
+    /// Where `name` is, when the file exports it (see [`exports`](Self::exports)): its value
+    /// relative to the load address, for a function or object ld.so would hand out as that
+    /// value plus the load address. `None` for an `IFUNC` (`dlsym` runs its resolver) and an
+    /// absolute symbol, whose address only `dlsym` gives.
+    pub fn export_offset(&self, name: &str) -> Option<u64> {
+        let s = self.export(name)?;
+        (s.kind() != STT_GNU_IFUNC && s.shndx != E::SHN_ABS).then_some(s.value)
+    }
+
+    fn export(&self, name: &str) -> Option<Sym> {
+        let img = self.image.as_ref()?;
+        let i = self.export_index(img, name)?;
+        img.sym(i)
+    }
+
+    fn export_index(&self, img: &Image<'_>, name: &str) -> Option<u64> {
+        let found = |i: u64| Some(i);
+        let none = None;
         let name = name.as_bytes();
         let matches = |i: u64| -> bool {
             let Some(s) = img.sym(i) else { return false };
@@ -165,38 +185,38 @@ impl<'a> FileFacts<'a> {
         };
         match img.hash {
             Some(Hash::Gnu { vaddr, nbuckets, symoffset, bloom_size, bloom_shift }) => {
-                let Some(table) = img.segments.mapped_rest(vaddr) else { return false };
+                let table = img.segments.mapped_rest(vaddr)?;
                 if nbuckets == 0 {
-                    return false;
+                    return none;
                 }
                 let h = gnu_hash(name);
                 let word = (u64::from(h) / 64) & (u64::from(bloom_size) - 1);
                 let bloom = u64_at(table, 16 + word * 8).unwrap_or(0);
                 let mask = (1u64 << (h % 64)) | (1u64 << ((h >> bloom_shift) % 64));
                 if bloom & mask != mask {
-                    return false;
+                    return none;
                 }
                 let (buckets_at, chains_at) = gnu_layout(bloom_size, nbuckets);
                 let start = u32_at(table, buckets_at + u64::from(h % nbuckets) * 4).unwrap_or(0);
                 if start == 0 || start < symoffset {
-                    return false;
+                    return none;
                 }
                 let mut i = u64::from(start);
                 while let Some(ch) = u32_at(table, chains_at + (i - u64::from(symoffset)) * 4) {
                     if (ch | 1) == (h | 1) && matches(i) {
-                        return true;
+                        return found(i);
                     }
                     if ch & 1 == 1 {
                         break;
                     }
                     i += 1;
                 }
-                false
+                none
             }
             Some(Hash::Sysv { vaddr, nbucket, nchain }) => {
-                let Some(table) = img.segments.mapped_rest(vaddr) else { return false };
+                let table = img.segments.mapped_rest(vaddr)?;
                 if nbucket == 0 {
-                    return false;
+                    return none;
                 }
                 let entry = |k: u64| u64::from(u32_at(table, 8 + k * 4).unwrap_or(0));
                 let mut s = entry(u64::from(sysv_hash(name) % nbucket));
@@ -206,13 +226,13 @@ impl<'a> FileFacts<'a> {
                         break;
                     }
                     if matches(s) {
-                        return true;
+                        return found(s);
                     }
                     s = entry(u64::from(nbucket) + s);
                 }
-                false
+                none
             }
-            None => false,
+            None => none,
         }
     }
 }

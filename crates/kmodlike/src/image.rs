@@ -233,14 +233,27 @@ pub(crate) struct Checked {
     pub nodelete: bool,
     /// It may start threads (see [`FileFacts::may_start_threads`]).
     pub may_start_threads: bool,
-    /// The interface names (required exports, `mod_hello`, `module_can_unload`) it exports.
-    exported: Vec<&'static str>,
+    /// The interface names (required exports, `mod_hello`, `module_can_unload`) it exports,
+    /// with their offset from the load address when the file alone says where they are.
+    exported: Vec<(&'static str, Option<u64>)>,
 }
 
 impl Checked {
     /// Whether the file exports `name`, one of the interface's names.
     pub(crate) fn exports(&self, name: &str) -> bool {
-        self.exported.contains(&name)
+        self.exported.iter().any(|(n, _)| *n == name)
+    }
+
+    /// Where the interface export `name` is in the mapped `module`, from its own symbol table
+    /// (what `dlsym` would answer, without asking ld.so); `None` when only `dlsym` can say.
+    pub(crate) fn address_of(
+        &self,
+        name: &str,
+        module: &crate::module::Module,
+    ) -> Option<*mut std::ffi::c_void> {
+        let (_, offset) = self.exported.iter().find(|(n, _)| *n == name)?;
+        let addr = module.bias.checked_add((*offset)?)?;
+        module.contains(addr).then_some(addr as *mut std::ffi::c_void)
     }
 }
 
@@ -252,7 +265,11 @@ impl From<&FileFacts<'_>> for Checked {
             loads: f.loads.clone(),
             nodelete: f.nodelete,
             may_start_threads: f.may_start_threads,
-            exported: names.copied().filter(|n| f.exports(n)).collect(),
+            exported: names
+                .copied()
+                .filter(|n| f.exports(n))
+                .map(|n| (n, f.export_offset(n)))
+                .collect(),
         }
     }
 }

@@ -19,6 +19,38 @@ struct Dyn {
     d_val: u64,
 }
 
+/// Where a loaded object is: every `PT_LOAD` segment `[start, end)`, the executable ones, the
+/// page its first segment starts on (`dladdr`'s `dli_fbase`), and what ld.so added to the
+/// file's addresses (`l_addr`).
+pub(crate) struct Mapped {
+    pub segments: Vec<(u64, u64)>,
+    pub text: Vec<(u64, u64)>,
+    pub base: u64,
+    pub bias: u64,
+}
+
+/// Where the object behind `handle` is mapped, from its `PT_LOAD` headers `(p_vaddr, p_memsz,
+/// executable)` (validated before `dlopen`) and ld.so's `l_addr`.
+pub(crate) fn mapping_of(handle: *mut c_void, loads: &[(u64, u64, bool)]) -> Option<Mapped> {
+    let mut lm: *mut LinkMap = std::ptr::null_mut();
+    // SAFETY: RTLD_DI_LINKMAP writes a `struct link_map *` for a live handle.
+    let rc = unsafe {
+        libc::dlinfo(handle, libc::RTLD_DI_LINKMAP, &mut lm as *mut *mut LinkMap as *mut c_void)
+    };
+    if rc != 0 || lm.is_null() {
+        return None;
+    }
+    // SAFETY: glibc's link_map starts with these public fields.
+    let bias = unsafe { (*lm).l_addr } as u64;
+    let range = |&(va, sz, _): &(u64, u64, bool)| (bias + va, bias + va + sz);
+    let segments: Vec<(u64, u64)> = loads.iter().map(range).collect();
+    let text = loads.iter().filter(|l| l.2).map(range).collect();
+    // SAFETY: sysconf is always safe to call.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let base = segments.iter().map(|r| r.0).min().map_or(bias, |b| b & !(page - 1));
+    Some(Mapped { segments, text, base, bias })
+}
+
 const DT_NULL: i64 = 0;
 const DT_HASH: i64 = 4;
 const DT_GNU_HASH: i64 = 0x6fff_fef5;

@@ -71,9 +71,6 @@ pub enum OpenMode {
     Data,
 }
 
-/// `[start, end)` of a mapped segment.
-pub(crate) type Range = (u64, u64);
-
 pub(crate) use crate::image::FileKey;
 
 /// The interface entry points of a module.
@@ -121,6 +118,8 @@ pub(crate) struct Module {
     pub text: Vec<(u64, u64)>,
     /// Where the first segment is mapped (`dladdr`'s `dli_fbase` for our symbols).
     pub base: u64,
+    /// What ld.so added to the file's addresses (`l_addr`).
+    pub bias: u64,
     pub host: HostCallbacks,
     /// The init args handed to the module. Kept at a stable address for the module's life
     /// (the module may keep the pointer); a crashed instance whose code stays mapped is never
@@ -164,6 +163,7 @@ impl Module {
         segments: Vec<(u64, u64)>,
         text: Vec<(u64, u64)>,
         base: u64,
+        bias: u64,
         host: HostCallbacks,
     ) -> Module {
         Module {
@@ -179,6 +179,7 @@ impl Module {
             segments,
             text,
             base,
+            bias,
             init_args: init_args_for(&host, mode),
             host,
             lib: Mutex::new(Some(lib)),
@@ -396,87 +397,4 @@ pub(crate) unsafe extern "C" fn trampoline0<R: Copy>(ctx: *mut c_void) {
     // SAFETY: the caller vouched for `f` when it built the context.
     let r = unsafe { (c.f)() };
     c.ret.write(r);
-}
-
-/// Find where a freshly opened library is mapped: its `PT_LOAD` segments and base address.
-///
-/// Returns `(segments, executable segments, base)`. `handle` is a live `dlopen` handle;
-/// `loads` are the file's `PT_LOAD` headers `(p_vaddr, p_memsz, executable)` when known, which
-/// spares a walk over every loaded object (`dl_iterate_phdr`).
-pub(crate) fn mapping_of(
-    handle: *mut c_void,
-    loads: &[(u64, u64, bool)],
-) -> (Vec<Range>, Vec<Range>, u64) {
-    #[repr(C)]
-    struct LinkMap {
-        l_addr: usize,
-        l_name: *const libc::c_char,
-    }
-    let mut lm: *mut LinkMap = std::ptr::null_mut();
-    // SAFETY: RTLD_DI_LINKMAP writes a `struct link_map *` for a valid handle.
-    let rc = unsafe {
-        libc::dlinfo(handle, libc::RTLD_DI_LINKMAP, &mut lm as *mut *mut LinkMap as *mut c_void)
-    };
-    if rc != 0 || lm.is_null() {
-        return (Vec::new(), Vec::new(), 0);
-    }
-    // SAFETY: glibc's link_map starts with l_addr and l_name.
-    let (l_addr, l_name) = unsafe { ((*lm).l_addr as u64, (*lm).l_name) };
-    // SAFETY: sysconf is always safe to call.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    if !loads.is_empty() {
-        let segments: Vec<Range> =
-            loads.iter().map(|&(va, sz, _)| (l_addr + va, l_addr + va + sz)).collect();
-        let text = loads
-            .iter()
-            .filter(|l| l.2)
-            .map(|&(va, sz, _)| (l_addr + va, l_addr + va + sz))
-            .collect();
-        let base = segments.iter().map(|r| r.0).min().map_or(l_addr, |b| b & !(page - 1));
-        return (segments, text, base);
-    }
-
-    struct Search {
-        l_addr: u64,
-        l_name: *const libc::c_char,
-        segments: Vec<(u64, u64)>,
-        text: Vec<(u64, u64)>,
-    }
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut c_void,
-    ) -> libc::c_int {
-        // SAFETY: dl_iterate_phdr passes a valid info and our `Search`.
-        let (info, s) = unsafe { (&*info, &mut *(data as *mut Search)) };
-        if info.dlpi_addr != s.l_addr {
-            return 0;
-        }
-        // SAFETY: both names are NUL-terminated strings owned by ld.so.
-        let same_name = info.dlpi_name == s.l_name
-            || (!info.dlpi_name.is_null()
-                && !s.l_name.is_null()
-                && unsafe { CStr::from_ptr(info.dlpi_name) == CStr::from_ptr(s.l_name) });
-        if !same_name {
-            return 0;
-        }
-        for i in 0..info.dlpi_phnum as usize {
-            // SAFETY: dlpi_phdr points to dlpi_phnum program headers.
-            let ph = unsafe { &*info.dlpi_phdr.add(i) };
-            if ph.p_type == libc::PT_LOAD {
-                let start = info.dlpi_addr + ph.p_vaddr;
-                let range = (start, start + ph.p_memsz);
-                s.segments.push(range);
-                if ph.p_flags & libc::PF_X != 0 {
-                    s.text.push(range);
-                }
-            }
-        }
-        1
-    }
-    let mut s = Search { l_addr, l_name, segments: Vec::new(), text: Vec::new() };
-    // SAFETY: `each` only reads the headers dl_iterate_phdr hands it.
-    unsafe { libc::dl_iterate_phdr(Some(each), &mut s as *mut Search as *mut c_void) };
-    let base = s.segments.iter().map(|r| r.0).min().map(|b| b & !(page - 1)).unwrap_or(l_addr);
-    (s.segments, s.text, base)
 }

@@ -11,7 +11,7 @@
 use std::ffi::{c_int, c_void};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use kmodlike::{CrashReport, Event, Handle, Loader, Phase};
@@ -82,30 +82,52 @@ fn function<F: Copy>(h: &Handle, name: &str) -> F {
     unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) }
 }
 
-fn crash_events(loader: &Loader) -> mpsc::Receiver<CrashReport> {
-    let (tx, rx) = mpsc::channel();
+/// Crashed events, as a subscriber queues them.
+///
+/// A mutex and a condition variable rather than a channel: a process that forks right after
+/// an event must not copy a lock the subscriber (on the loader's service thread) still holds.
+/// A channel's sender may still hold its waker lock when the receiver wakes, and a fork child
+/// that inherits the subscriber would then block forever delivering its own next event. The
+/// waiter here wakes only once the subscriber has let go of the mutex.
+#[derive(Clone, Default)]
+struct Events(Arc<(Mutex<Vec<CrashReport>>, Condvar)>);
+
+impl Events {
+    fn try_recv(&self) -> Option<CrashReport> {
+        self.0 .0.lock().unwrap().pop()
+    }
+
+    fn recv_timeout(&self, timeout: Duration) -> Option<CrashReport> {
+        let (lock, ready) = &*self.0;
+        let queue = lock.lock().unwrap();
+        let (mut queue, _) = ready.wait_timeout_while(queue, timeout, |q| q.is_empty()).unwrap();
+        queue.pop()
+    }
+}
+
+fn crash_events(loader: &Loader) -> Events {
+    let events = Events::default();
+    let queue = events.clone();
     loader.subscribe(move |ev| {
         if let Event::Crashed(r) = ev {
-            let _ = tx.send((**r).clone());
+            let (lock, ready) = &*queue.0;
+            lock.lock().unwrap().push((**r).clone());
+            ready.notify_all();
         }
     });
-    rx
+    events
 }
 
 /// Start a module thread that raises SIGSEGV and wait for its Crashed event. Ok, or a child
 /// exit code.
-fn crash_a_module_thread(
-    h: &Handle,
-    events: &mpsc::Receiver<CrashReport>,
-    name: &str,
-) -> Result<(), i32> {
+fn crash_a_module_thread(h: &Handle, events: &Events, name: &str) -> Result<(), i32> {
     let start: extern "C" fn(c_int) -> c_int = function(h, "start_fault_thread");
     // SAFETY: the module's own function, which starts the thread that faults.
     match unsafe { h.call(start, libc::SIGSEGV) } {
         Ok(0) => {}
         _ => return Err(START_FAILED),
     }
-    let report = events.recv_timeout(EVENT_TIMEOUT).map_err(|_| NO_EVENT)?;
+    let report = events.recv_timeout(EVENT_TIMEOUT).ok_or(NO_EVENT)?;
     if report.module != name || report.phase != Phase::Thread || report.signal != libc::SIGSEGV {
         eprintln!("child: wrong report: {report}");
         return Err(WRONG_REPORT);
@@ -167,7 +189,7 @@ fn a_module_thread_crash_in_a_fork_child_is_reported_with_the_inherited_loader()
     });
     assert_eq!(code, OK, "{}", explain(code));
     // The child's crash never reached the parent, whose module is still live.
-    assert!(parent_events.try_recv().is_err(), "the parent got the child's crash");
+    assert!(parent_events.try_recv().is_none(), "the parent got the child's crash");
     assert!(h.is_live(), "the parent's module was affected by the child's crash");
     // And the parent's own module-thread crashes are still reported.
     crash_a_module_thread(&h, &parent_events, name)
@@ -199,7 +221,7 @@ fn a_module_thread_crash_in_a_fork_child_is_reported_with_a_new_loader() {
         }
     });
     assert_eq!(code, OK, "{}", explain(code));
-    assert!(parent_events.try_recv().is_err(), "the parent got the child's crash");
+    assert!(parent_events.try_recv().is_none(), "the parent got the child's crash");
     crash_a_module_thread(&parent_h, &parent_events, "fork_parent")
         .unwrap_or_else(|c| panic!("parent after the fork: {}", explain(c)));
 }

@@ -18,8 +18,8 @@ use crate::image::Checked;
 use crate::image::{Image, ModuleFile};
 use crate::interface::{symbols, ModuleInitArgs, Version};
 use crate::module::{
-    mapping_of, trampoline, trampoline0, Call0Ctx, CallCtx, EntryPoints, FileKey, HostCallbacks,
-    Interface, Module, ModuleState, OpenMode,
+    trampoline, trampoline0, Call0Ctx, CallCtx, EntryPoints, FileKey, HostCallbacks, Interface,
+    Module, ModuleState, OpenMode,
 };
 use crate::options::{InitArgs, OpenOptions};
 use crate::probe;
@@ -246,10 +246,16 @@ impl LoaderShared {
         let lib =
             self.dlopen(&image, flags).map_err(|dlerror| image.classify_failure(&path, dlerror))?;
         let raw = lib.into_raw();
-        let (segments, text, base) = mapping_of(raw, &facts.loads);
+        let mapped = crate::linkmap::mapping_of(raw, &facts.loads);
         // SAFETY: `raw` came from `into_raw` just above and is still open.
         let lib = unsafe { Library::from_raw(raw) };
-        let size = segments.iter().map(|(s, e)| e - s).sum();
+        let Some(mapped) = mapped else {
+            return Err(Error::LoadFailed {
+                path,
+                dlerror: "ld.so does not say where it mapped the module (dlinfo failed)".into(),
+            });
+        };
+        let size = mapped.segments.iter().map(|(s, e)| e - s).sum();
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let host = match opts.init_args {
             InitArgs::Loader => HostCallbacks::Loader(self.cfg.log.clone()),
@@ -266,9 +272,10 @@ impl LoaderShared {
             size,
             lib,
             image,
-            segments,
-            text,
-            base,
+            mapped.segments,
+            mapped.text,
+            mapped.base,
+            mapped.bias,
             host,
         ));
         guard::register_module(id, &module.text);
@@ -336,10 +343,14 @@ impl LoaderShared {
     /// Find the interface exports in the mapped module and check its version, under the guard
     /// and booked like any other entry into module code.
     fn check_interface(&self, m: &Arc<Module>) -> Result<()> {
-        // Only names the file's own symbol table exports are looked up: a dlsym that fails
-        // costs ld.so an error message.
-        let lookup =
-            |name: &str| m.checked.exports(name).then(|| m.lookup_own(name).ok()).flatten();
+        // From the file's own symbol table when it says where the export is (no dlsym);
+        // only names it exports are asked of ld.so otherwise (a failing dlsym costs an error
+        // message).
+        let lookup = |name: &str| {
+            m.checked
+                .address_of(name, m)
+                .or_else(|| m.checked.exports(name).then(|| m.lookup_own(name).ok()).flatten())
+        };
         let present: [Option<*mut c_void>; 3] = symbols::REQUIRED.map(lookup);
         if present.iter().all(Option::is_none) {
             if lookup(symbols::HELLO).is_some() && !self.cfg.strict {
