@@ -339,9 +339,7 @@ fn a_fifo_or_a_device_is_refused_at_once_and_the_daemon_keeps_answering() {
     let hello = hello_module();
     let d = Daemon::start(&[(&hello, "hello.so")], &[]);
     let fifo = d.modules.join("misc/evil.so");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    kmodlike_testsupport::mkfifo(&fifo);
     let fifo = fifo.to_str().unwrap();
     for args in [["info", fifo], ["load", fifo], ["info", "/dev/zero"], ["load", "/dev/urandom"]] {
         let out = d.ctl(&args);

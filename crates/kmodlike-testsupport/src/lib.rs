@@ -166,3 +166,24 @@ pub fn in_own_process(test_name: &str, timeout: std::time::Duration) -> bool {
     assert!(status.success(), "{test_name} failed in its own process: {status}");
     false
 }
+
+/// Run `f` on another thread and wait for it: a test of something that must not block fails
+/// (naming `what`) instead of hanging when it does. The 60 s are a safety net, never a
+/// measurement.
+pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap_or_else(|_| panic!("{what} blocked"))
+}
+
+/// Make a FIFO (named pipe) at `path`: a file a loader must refuse without blocking, or a gate a
+/// test module waits on.
+pub fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("a path without NUL");
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}: {}", path.display(), std::io::Error::last_os_error());
+}

@@ -84,3 +84,14 @@ pub unsafe fn __bench_guard_call(
     // SAFETY: forwarded contract; u64::MAX - 1 is no module's id.
     unsafe { guard::call(u64::MAX - 1, f, ctx) }.is_err()
 }
+
+/// The system page size.
+pub(crate) fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a system parameter.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}

@@ -45,8 +45,7 @@ pub(crate) fn mapping_of(handle: *mut c_void, loads: &[(u64, u64, bool)]) -> Opt
     let range = |&(va, sz, _): &(u64, u64, bool)| (bias + va, bias + va + sz);
     let segments: Vec<(u64, u64)> = loads.iter().map(range).collect();
     let text = loads.iter().filter(|l| l.2).map(range).collect();
-    // SAFETY: sysconf is always safe to call.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let page = crate::page_size();
     let base = segments.iter().map(|r| r.0).min().map_or(bias, |b| b & !(page - 1));
     Some(Mapped { segments, text, base, bias })
 }
@@ -117,8 +116,7 @@ pub(crate) unsafe fn hide_symbols(handle: *mut c_void, segments: &[(u64, u64, bo
     };
     let Some((start, len)) = range else { return false };
     let Some(&(_, _, exec)) = inside(start, len) else { return false };
-    // SAFETY: sysconf is always safe to call.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let page = crate::page_size();
     let first = start & !(page - 1);
     let span = (start + len - first).div_ceil(page) * page;
     let keep = libc::PROT_READ | if exec { libc::PROT_EXEC } else { 0 };

@@ -6,32 +6,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use kmodlike::{Error, ErrorKind, Loader};
 use kmodlike_testsupport as ts;
+use ts::{mkfifo, within};
 
 /// Open a module for a test.
 fn open(loader: &Loader, spec: &str) -> kmodlike::Result<kmodlike::Handle> {
     // SAFETY: every file opened here is a test module built from tests/modules/*.c, or a file
     // the loader must refuse before running any of it.
     unsafe { loader.open(spec) }
-}
-
-/// Run `f` on another thread and wait for it, failing (not hanging) if it blocks.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("{what} blocked"))
-}
-
-fn mkfifo(path: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
 }
 
 fn counter() -> PathBuf {

@@ -9,21 +9,13 @@ use std::time::Duration;
 
 use kmodlike::{CrashLoop, Error, Event, Loader, Phase};
 use kmodlike_testsupport as ts;
+use ts::within;
 
 /// Open a module for a test.
 fn open(loader: &Loader, spec: &str) -> kmodlike::Result<kmodlike::Handle> {
     // SAFETY: every file opened here is a test module built from tests/modules/*.c, or a file
     // the loader must refuse before running any of it.
     unsafe { loader.open(spec) }
-}
-
-/// Run `f` on another thread and wait for it, failing (not hanging) if it blocks.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("{what} blocked"))
 }
 
 fn call_i32(h: &kmodlike::Handle, name: &str) -> i32 {
@@ -43,12 +35,7 @@ fn gated_module(dir: &Path, gate: &Path) -> PathBuf {
 fn the_loader_answers_while_a_module_init_is_held() {
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate");
-    {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(gate.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    }
+    ts::mkfifo(&gate);
     let gated = gated_module(dir.path(), &gate);
     let counter = ts::test_module("counter", "counter", &[]);
     let loader = Loader::new();
@@ -221,12 +208,7 @@ fn unloading_a_module_whose_thread_still_runs_keeps_its_code_mapped_and_says_so(
 fn a_second_open_of_a_module_that_is_loading_shares_its_one_instance() {
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate");
-    {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(gate.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    }
+    ts::mkfifo(&gate);
     let gated = gated_module(dir.path(), &gate);
     let loader = Loader::new();
     let opener = |loader: Loader, so: PathBuf| {

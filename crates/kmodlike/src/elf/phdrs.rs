@@ -23,17 +23,6 @@ const MAX_PHNUM: u16 = 256;
 /// Largest address span of the `PT_LOAD` segments (and largest `PT_TLS`) accepted.
 pub(crate) const MAX_SPAN: u64 = 1 << 30;
 
-/// The system page size.
-pub(crate) fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions; it only reads a system parameter.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as u64
-    } else {
-        4096
-    }
-}
-
 /// The ELF header's sizes and counts (checked before the tables they describe are looked at).
 pub(crate) fn check_header(data: &[u8]) -> Result<(), String> {
     let ehsize = u16_at(data, 52).ok_or("the file is shorter than the ELF header")?;
@@ -200,7 +189,7 @@ impl<'a> Segments<'a> {
 
     fn check_phdrs(&self, phoff: u64) -> Result<(), String> {
         let len = self.data.len() as u64;
-        let page = page_size();
+        let page = crate::page_size();
         let mut prev: Option<&Phdr> = None;
         let (mut ndyn, mut nload) = (0, 0);
         for p in &self.phdrs {

@@ -34,16 +34,6 @@ pub(super) fn ensure() {
     let _ = ALT_STACK.try_with(|_| ());
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as usize
-    } else {
-        4096
-    }
-}
-
 /// The current alternate stack of this thread.
 fn current() -> libc::stack_t {
     // SAFETY: an all-zero stack_t is a valid value of this plain C struct.
@@ -68,7 +58,7 @@ impl AltStack {
         if old.ss_flags & libc::SS_DISABLE == 0 && old.ss_size >= MIN_SIZE {
             return AltStack::none();
         }
-        let page = page_size();
+        let page = super::page_size();
         let len = MIN_SIZE + page;
         // SAFETY: a fresh anonymous private mapping; no existing memory is affected.
         let map = unsafe {
@@ -111,7 +101,7 @@ impl Drop for AltStack {
         if map.is_null() {
             return;
         }
-        let page = page_size();
+        let page = super::page_size();
         // SAFETY: within our mapping (see `ensure`).
         let ours = unsafe { map.cast::<u8>().add(page) }.cast::<libc::c_void>();
         let cur = current();

@@ -243,6 +243,11 @@ pub(crate) unsafe fn call(
     }
 }
 
+/// The system's page size, for the alternate stacks and the thread scan.
+fn page_size() -> usize {
+    crate::page_size() as usize
+}
+
 /// Whether a guard is active (and not suspended by a host callback) on this thread.
 #[cfg(test)]
 pub(crate) fn is_guarded() -> bool {

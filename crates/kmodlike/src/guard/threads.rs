@@ -475,7 +475,7 @@ impl StackReader {
         // SAFETY: reinterpreting a u64 buffer as bytes: any byte pattern is a valid u64.
         let bytes =
             unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), buf.len() * 8) };
-        let page = page_size();
+        let page = super::page_size();
         let mut done = 0;
         while done < bytes.len() {
             let at = start + done as u64;
@@ -492,7 +492,7 @@ impl StackReader {
 /// `process_vm_readv` on our own pid into `buf`, one remote piece per page, so a page that is
 /// not mapped ends the copy there (partial transfers happen at piece granularity).
 fn read_vm(start: u64, buf: &mut [u64]) -> std::io::Result<usize> {
-    let page = page_size() as u64;
+    let page = super::page_size() as u64;
     let total = buf.len() as u64 * 8;
     let mut remote = Vec::new();
     let mut at = start;
@@ -536,16 +536,6 @@ fn read_vm(start: u64, buf: &mut [u64]) -> std::io::Result<usize> {
         }
     }
     Ok(copied)
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as usize
-    } else {
-        4096
-    }
 }
 
 // ----- the sampler and the scan lock -----------------------------------------------------------
