@@ -15,7 +15,7 @@ pub type LogSink = Arc<dyn Fn(&str, i32, &str) + Send + Sync>;
 pub enum CrashPolicy {
     /// The default: the code stays mapped forever (no `dlclose`), because a thread the module
     /// started may still run in it; unloading under such a thread kills the host. The module
-    /// is gone logically, and loading it again maps a fresh private copy.
+    /// is gone logically, and loading it again maps a fresh private image (a sealed memfd).
     #[default]
     Retain,
     /// Unmap the module once the calls in flight in it have drained. Only for modules known to

@@ -145,7 +145,7 @@ fn soak(policy: CrashPolicy, cycles: usize) -> (usize, usize, u64, u64) {
     let path = counter();
     let spec = path.to_str().unwrap();
     let loader = Loader::builder().crash_policy(policy).build();
-    // Warm up: the first crash maps the guard's stacks and the first private copy.
+    // Warm up: the first crash maps the guard's stacks and the first private image.
     crash_once(&loader, spec);
     let (fds0, rss0) = (ts::open_fds(), ts::rss_bytes());
     for i in 0..cycles {
