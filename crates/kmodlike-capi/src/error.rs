@@ -22,9 +22,11 @@ pub enum module_error_t {
     /// No such file, or no module of that name along the module path (the text lists every
     /// place tried); also: no crash recorded, for `module_loader_last_crash()`.
     MODULE_ERR_NOT_FOUND = 2,
-    /// The file could not be loaded: unreadable, a directory, empty, not ELF, truncated, for
-    /// another architecture, not a shared object, not a module, or `dlopen()` failed (the text
-    /// keeps the `dlerror()` text).
+    /// The file could not be loaded: unreadable, not a regular file (a FIFO, a device, a
+    /// directory: refused at once), larger than 1 GiB, empty, not ELF, truncated, malformed (a
+    /// structure `dlopen()` would trust and crash on), for another architecture, not a shared
+    /// object, not a module (refused before any of its code runs), or `dlopen()` failed (the
+    /// text keeps the `dlerror()` text).
     MODULE_ERR_LOAD_FAILED = 3,
     /// A required export (`module_get_interface_version`, `module_init`, `module_fini`) is
     /// missing, or the symbol asked for is not defined in the module itself.
@@ -39,6 +41,8 @@ pub enum module_error_t {
     MODULE_ERR_ALREADY_LOADED = 8,
     /// The module cannot be unloaded now: other modules depend on it, calls into it are still
     /// running, or its `module_can_unload()` refused. The handle stays valid: retry later.
+    /// Also: a module opened or closed from inside its own load or unload (a host `log`
+    /// callback called from its `module_init()`, say), which would otherwise wait for itself.
     MODULE_ERR_BUSY = 9,
     /// A dependency named in the module's `.modinfo` is missing, failed, or forms a cycle.
     MODULE_ERR_DEPENDENCY = 10,
