@@ -276,7 +276,10 @@ fn is_libc_object(name: &str) -> bool {
 const RTLD_DL_SYMENT: libc::c_int = 1;
 
 pub(crate) struct Located {
+    /// The object's file name (`libc.so.6`).
     pub object: Option<String>,
+    /// The name ld.so knows it by (a path, or a module image's `/proc/self/fd/<n>`).
+    pub object_path: Option<String>,
     /// Where the object is mapped (`dli_fbase`).
     pub base: Option<u64>,
     pub symbol: Option<(String, u64, u64)>,
@@ -297,17 +300,16 @@ pub(crate) fn locate(addr: u64) -> Located {
         )
     } != 0;
     if !ok {
-        return Located { object: None, base: None, symbol: None };
+        return Located { object: None, object_path: None, base: None, symbol: None };
     }
     // SAFETY: filled by dladdr1, which returned non-zero.
     let info = unsafe { info.assume_init() };
-    let object = (!info.dli_fname.is_null()).then(|| {
+    let object_path = (!info.dli_fname.is_null()).then(|| {
         // SAFETY: a NUL-terminated name owned by ld.so.
-        let full = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }.to_string_lossy();
-        // A module is known to ld.so by its image's `/proc/self/fd/<n>` name.
-        crate::loader::file_of_object(&full)
-            .unwrap_or_else(|| full.rsplit('/').next().unwrap_or(&full).to_owned())
+        unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned()
     });
+    let object =
+        object_path.as_deref().map(|full| full.rsplit('/').next().unwrap_or(full).to_owned());
     let symbol = (!info.dli_sname.is_null()).then(|| {
         // SAFETY: as above.
         let name = unsafe { std::ffi::CStr::from_ptr(info.dli_sname) }.to_string_lossy();
@@ -316,15 +318,18 @@ pub(crate) fn locate(addr: u64) -> Located {
         (name.into_owned(), info.dli_saddr as u64, size)
     });
     let base = (!info.dli_fbase.is_null()).then_some(info.dli_fbase as u64);
-    Located { object, base, symbol }
+    Located { object, object_path, base, symbol }
 }
 
 /// Build the report for a crash of `module` from what the handler recorded: name the signal,
-/// symbolise the PC, and decide the taint (recorded process-wide when set).
+/// symbolise the PC, and decide the taint (recorded process-wide when set). `file_of` names
+/// an object ld.so knows by a name that is not its file's (a module's image,
+/// `/proc/self/fd/<n>`), when it can.
 pub(crate) fn build_report(
     module: &crate::module::Module,
     raw: &crate::guard::RawCrash,
     phase: Phase,
+    file_of: impl Fn(&str) -> Option<String>,
 ) -> CrashReport {
     let (code_name, code_meaning) = si_code_name(raw.signo, raw.code);
     let pc_in_module = module.contains(raw.pc);
@@ -334,7 +339,7 @@ pub(crate) fn build_report(
     let pc_object = if pc_in_module {
         crate::resolve::module_name_for(&module.path).into()
     } else {
-        here.object.clone()
+        here.object_path.as_deref().and_then(&file_of).or_else(|| here.object.clone())
     };
     let signal_name = signal_name(raw.signo);
 

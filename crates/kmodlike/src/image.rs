@@ -42,8 +42,9 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::{FileType, Mode, OFlags, SealFlags};
 
 use crate::error::{Error, Result};
+use crate::facts::FileFacts;
 use crate::interface::symbols;
-use crate::modinfo::{FileFacts, ModInfo};
+use crate::modinfo::ModInfo;
 
 /// A device and inode: what makes two paths the same module file.
 pub(crate) type FileKey = (u64, u64);
@@ -56,6 +57,20 @@ const RACY: Duration = Duration::from_secs(2);
 
 /// Validated files remembered at most (the cache is emptied when it fills).
 const CACHE_ENTRIES: usize = 1024;
+
+/// Read the `.modinfo` metadata of the module file at `path` without loading it.
+///
+/// A file with no `.modinfo` section gives an empty [`ModInfo`]. A file that is not ELF gives
+/// the same precise error a load would (`NotElf`, `EmptyFile`, `Truncated`, ...).
+///
+/// The file is opened without blocking and must be a regular file (a FIFO or a device is
+/// refused at once, naming what it is), and it is validated as a load would validate it (a
+/// malformed file is refused, naming the fault); nothing of it runs.
+pub fn modinfo(path: &Path) -> Result<ModInfo> {
+    let file = ModuleFile::open(path, &path.to_string_lossy())?;
+    let (_image, checked) = file.into_image(false)?;
+    Ok(checked.modinfo.clone())
+}
 
 /// A module file, opened once and known to be a regular file.
 pub(crate) struct ModuleFile {
@@ -244,16 +259,10 @@ impl Checked {
         self.exported.iter().any(|(n, _)| *n == name)
     }
 
-    /// Where the interface export `name` is in the mapped `module`, from its own symbol table
-    /// (what `dlsym` would answer, without asking ld.so); `None` when only `dlsym` can say.
-    pub(crate) fn address_of(
-        &self,
-        name: &str,
-        module: &crate::module::Module,
-    ) -> Option<*mut std::ffi::c_void> {
-        let (_, offset) = self.exported.iter().find(|(n, _)| *n == name)?;
-        let addr = module.bias.checked_add((*offset)?)?;
-        module.contains(addr).then_some(addr as *mut std::ffi::c_void)
+    /// Where the interface export `name` is, as an offset from the load address, when the file
+    /// alone says (see [`FileFacts::export_offset`]).
+    pub(crate) fn offset_of(&self, name: &str) -> Option<u64> {
+        self.exported.iter().find(|(n, _)| *n == name)?.1
     }
 }
 

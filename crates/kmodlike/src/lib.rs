@@ -57,13 +57,15 @@ mod resolve;
 
 pub use crash::{taint, CrashReport, Phase, Taint};
 pub use error::{BusyReason, Error, ErrorKind, Result};
+pub use image::modinfo;
 pub use interface::{ModuleInitArgs, Version};
 pub use loader::{
     CloseError, CrashLoop, CrashPolicy, Event, Handle, InitArgs, Loader, LoaderBuilder, LogSink,
     ModuleInfo, OpenOptions, Symbol,
 };
-pub use modinfo::{modinfo, ModInfo};
-pub use module::{ModuleState, OpenMode};
+pub use modinfo::ModInfo;
+pub use module::ModuleState;
+pub use options::OpenMode;
 pub use resolve::{
     default_module_path, module_name_for, resolve_spec, search_path, NameSpec, DEFAULT_NAMESPACE,
     MODULE_PATH_ENV,

@@ -6,11 +6,6 @@
 //! section from the file with the `object` crate *before* anything is loaded, so dependencies are
 //! known before any code runs, and [`modinfo`] runs no module code at all.
 
-use std::path::Path;
-
-use crate::error::Result;
-pub(crate) use crate::facts::FileFacts;
-
 /// The `.modinfo` entries of a module file, in file order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -58,20 +53,6 @@ impl ModInfo {
             .collect();
         ModInfo { entries }
     }
-}
-
-/// Read the `.modinfo` metadata of the module file at `path` without loading it.
-///
-/// A file with no `.modinfo` section gives an empty [`ModInfo`]. A file that is not ELF gives
-/// the same precise error a load would (`NotElf`, `EmptyFile`, `Truncated`, ...).
-///
-/// The file is opened without blocking and must be a regular file (a FIFO or a device is
-/// refused at once, naming what it is), and it is validated as a load would validate it (a
-/// malformed file is refused, naming the fault); nothing of it runs.
-pub fn modinfo(path: &Path) -> Result<ModInfo> {
-    let file = crate::image::ModuleFile::open(path, &path.to_string_lossy())?;
-    let (_image, checked) = file.into_image(false)?;
-    Ok(checked.modinfo.clone())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use crate::guard;
 use crate::image::Checked;
 use crate::image::Image;
 use crate::interface::{ModuleInitArgs, Version, MODULE_INIT_ARGS_VERSION_CURRENT};
+use crate::options::{LogSink, OpenMode};
 
 /// The life of a module instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,20 +58,6 @@ impl ModuleState {
     }
 }
 
-/// How a module is opened, like `ddi_modopen`'s `mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-pub enum OpenMode {
-    /// The default: the module must implement the interface (or be an accepted legacy
-    /// module); `module_init` and `module_fini` run.
-    #[default]
-    Module,
-    /// An object with no interface (for example a firmware blob wrapped into a shared object):
-    /// no init or fini is looked for or run; only its symbols are used.
-    Data,
-}
-
 pub(crate) use crate::image::FileKey;
 
 /// The interface entry points of a module.
@@ -94,7 +81,7 @@ pub(crate) struct Interface {
 /// Who receives a module's `log` and `get_time` calls.
 pub(crate) enum HostCallbacks {
     /// The loader's own log sink (module name, level, message).
-    Loader(Option<crate::options::LogSink>),
+    Loader(Option<LogSink>),
     /// A C host's own callbacks, called with the guard suspended.
     Raw(ModuleInitArgs),
     /// The module got NULL init args.
@@ -316,6 +303,13 @@ impl Module {
             "another object".to_owned()
         };
         Err(not_found(format!("it is defined in {owner}, not in the module itself")))
+    }
+
+    /// Where the interface export `name` is, from the module's own symbol table (what `dlsym`
+    /// would answer, without asking ld.so); `None` when only `dlsym` can say.
+    pub(crate) fn interface_export(&self, name: &str) -> Option<*mut c_void> {
+        let addr = self.bias.checked_add(self.checked.offset_of(name)?)?;
+        self.contains(addr).then_some(addr as *mut c_void)
     }
 
     /// [`lookup_own`](Self::lookup_own) with the state check and a cache.

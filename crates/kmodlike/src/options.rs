@@ -5,7 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::interface::ModuleInitArgs;
-use crate::module::OpenMode;
+
+/// How a module is opened, like `ddi_modopen`'s `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum OpenMode {
+    /// The default: the module must implement the interface (or be an accepted legacy
+    /// module); `module_init` and `module_fini` run.
+    #[default]
+    Module,
+    /// An object with no interface (for example a firmware blob wrapped into a shared object):
+    /// no init or fini is looked for or run; only its symbols are used.
+    Data,
+}
 
 /// The loader's log sink: `(module name, level, message)`.
 pub type LogSink = Arc<dyn Fn(&str, i32, &str) + Send + Sync>;

@@ -26,7 +26,6 @@ pub use crate::options::{CrashLoop, CrashPolicy, InitArgs, LogSink, OpenOptions}
 use crate::resolve::{resolve_spec, search_path};
 
 pub use handle::{CloseError, Handle, Symbol};
-pub(crate) use instances::file_of_object;
 use instances::lock;
 use registry::Registry;
 pub use registry::{Event, ModuleInfo};

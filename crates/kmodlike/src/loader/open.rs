@@ -19,9 +19,9 @@ use crate::image::{Image, ModuleFile};
 use crate::interface::{symbols, ModuleInitArgs, Version};
 use crate::module::{
     trampoline, trampoline0, Call0Ctx, CallCtx, EntryPoints, FileKey, HostCallbacks, Interface,
-    Module, ModuleState, OpenMode,
+    Module, ModuleState,
 };
-use crate::options::{InitArgs, OpenOptions};
+use crate::options::{InitArgs, OpenMode, OpenOptions};
 use crate::probe;
 use crate::resolve::{module_name_for, resolve_spec_with, search_path};
 
@@ -347,8 +347,7 @@ impl LoaderShared {
         // only names it exports are asked of ld.so otherwise (a failing dlsym costs an error
         // message).
         let lookup = |name: &str| {
-            m.checked
-                .address_of(name, m)
+            m.interface_export(name)
                 .or_else(|| m.checked.exports(name).then(|| m.lookup_own(name).ok()).flatten())
         };
         let present: [Option<*mut c_void>; 3] = symbols::REQUIRED.map(lookup);

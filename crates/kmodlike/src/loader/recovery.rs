@@ -23,7 +23,7 @@ impl LoaderShared {
         raw: &RawCrash,
         phase: Phase,
     ) -> CrashReport {
-        let report = crash::build_report(module, raw, phase);
+        let report = crash::build_report(module, raw, phase, instances::file_of_object);
         module.crashes.fetch_add(1, Ordering::Relaxed);
         *lock(&module.death) =
             Some(format!("unloaded after a crash: {} in {}", report.signal_name, phase.name()));

@@ -13,7 +13,8 @@ use std::time::{Instant, SystemTime};
 
 use crate::crash::CrashReport;
 use crate::interface::Version;
-use crate::module::{FileKey, Module, ModuleState, OpenMode};
+use crate::module::{FileKey, Module, ModuleState};
+use crate::options::OpenMode;
 
 /// A snapshot of one loaded module.
 #[derive(Debug, Clone, PartialEq, Eq)]
