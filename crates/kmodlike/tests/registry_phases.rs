@@ -234,3 +234,32 @@ fn a_second_open_of_a_module_that_is_loading_shares_its_one_instance() {
     h2.close().unwrap();
     assert!(loader.list().is_empty());
 }
+
+#[test]
+fn a_module_init_that_joins_a_crashed_thread_hangs_its_load_but_not_the_loader() {
+    let so = ts::test_module("join_crash", "join_crash", &[]);
+    let loader = Loader::new();
+    let (tx, rx) = std::sync::mpsc::channel();
+    loader.subscribe(move |e| {
+        if let Event::Crashed(r) = e {
+            let _ = tx.send(r.summary());
+        }
+    });
+    let l = loader.clone();
+    // This load never returns: module_init joins a thread the guard parked for good.
+    std::thread::spawn(move || open(&l, so.to_str().unwrap()));
+    let crash = rx.recv_timeout(Duration::from_secs(60)).expect("the thread's crash is reported");
+    assert!(crash.contains("join_crash") && crash.contains("SIGSEGV"), "{crash}");
+    let l = loader.clone();
+    let listed = within("list while a load hangs", move || l.list());
+    assert!(listed.is_empty(), "the hung module is not published: {listed:?}");
+    let l = loader.clone();
+    let crashes = within("crashes while a load hangs", move || l.crashes());
+    assert_eq!(crashes.len(), 1);
+    let l = loader.clone();
+    let other = ts::test_module("counter", "counter", &[]);
+    let bumped = within("another load while one hangs", move || {
+        call_i32(&open(&l, other.to_str().unwrap()).unwrap(), "bump")
+    });
+    assert_eq!(bumped, 1);
+}
