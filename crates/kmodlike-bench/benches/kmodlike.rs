@@ -152,22 +152,6 @@ fn raw_load_cycle(path: &Path) {
     lib.close().expect("dlclose");
 }
 
-/// `/dev/shm` when it is a writable tmpfs that allows mapping code (not mounted `noexec`).
-fn tmpfs_dir() -> Option<PathBuf> {
-    let shm = Path::new("/dev/shm");
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    let ok = mounts.lines().any(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        f.len() >= 4
-            && f[1] == "/dev/shm"
-            && f[2] == "tmpfs"
-            && !f[3].split(',').any(|o| o == "noexec")
-    });
-    // SAFETY: access(2) with a NUL-terminated path.
-    let writable = unsafe { libc::access(c"/dev/shm".as_ptr(), libc::W_OK) } == 0;
-    (ok && writable).then(|| shm.to_owned())
-}
-
 /// Open one of the bench's fixtures: modules this crate builds from its own C sources (the
 /// hello module and the `bench_*` modules of build.rs), and nothing else.
 fn open(loader: &Loader, path: &Path) -> Handle {
@@ -266,27 +250,27 @@ fn crash(c: &mut Criterion, run: &Run) {
     if !run.wants(&[
         "crash/clean_cycle",
         "crash/crash_and_reload",
-        "crash/crash_and_reload_tmpfs",
         "crash/crash_to_error",
         "crash/signal_path",
         "crash/raise_usr1",
     ]) {
         return;
     }
-    // Its own file: once it has crashed, every later load of it maps a fresh private copy.
+    // Its own file: once it has crashed, every later load of it maps a fresh private image (a
+    // sealed memfd).
     let module = fixtures::bench_module("bench_crash");
     let clean = fixtures::bench_module("bench_clean");
     // Reclaim: the module starts no threads, so its code is unmapped after each crash instead
     // of staying mapped for good (thousands of crashes would otherwise keep thousands of
-    // copies mapped, and slow every later dlopen).
+    // private images mapped, and slow every later dlopen).
     let loader =
         Loader::builder().module_path(Vec::new()).crash_policy(CrashPolicy::Reclaim).build();
     let mut g = c.benchmark_group("crash");
 
     // One load cycle with a call that returns, on a file that never crashes: the reference for
     // the recovery. And the same cycle with a call that raises SIGSEGV: back to the error
-    // return, module gone, loaded again by the next iteration (from a private copy: the crashed
-    // instance may never be handed out again). Paired.
+    // return, module gone, loaded again by the next iteration (from a private image, a sealed
+    // memfd: the crashed instance may never be handed out again). Paired.
     let clean_cycle = |n: u64| {
         for _ in 0..n {
             let h = open(&loader, &clean);
@@ -313,19 +297,6 @@ fn crash(c: &mut Criterion, run: &Run) {
     g.bench_function("crash_and_reload", |b| {
         b.iter_custom(|n| paired(n, 1, Side::Ours, crash_cycle, clean_cycle))
     });
-
-    // The same with the private copies on tmpfs (TMPDIR=/dev/shm): on this kind of machine
-    // /tmp is ext4 mounted with `discard`, where creating the copy's directory and file and
-    // freeing the deleted copy at unmap take milliseconds. Informational.
-    if let Some(shm) = tmpfs_dir() {
-        let saved = std::env::var_os("TMPDIR");
-        std::env::set_var("TMPDIR", &shm);
-        g.bench_function("crash_and_reload_tmpfs", |b| b.iter(|| crash_cycle(1)));
-        match saved {
-            Some(v) => std::env::set_var("TMPDIR", v),
-            None => std::env::remove_var("TMPDIR"),
-        }
-    }
 
     // Through the public API, only the crashing call timed: signal, handler, jump, crash
     // report, logical unload (and unmapping, under Reclaim).
@@ -615,15 +586,9 @@ fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
         )
         .values(m("crash/crash_and_reload"), m("crash/clean_cycle"))
         .note(
-            "the reload maps a fresh private copy of the file (a crashed instance is never reused)",
+            "the reload maps a fresh private image, a sealed memfd (a crashed instance is never \
+             reused)",
         ),
-        Figure::cost(
-            "crash_and_reload_tmpfs",
-            "crash and recover, private copies on tmpfs (TMPDIR=/dev/shm)",
-            "clean load cycle with a call",
-            Target::None,
-        )
-        .values(m("crash/crash_and_reload_tmpfs"), m("crash/clean_cycle")),
         Figure::cost(
             "crash_signal_path",
             "crash, signal part alone (fault, handler, siglongjmp)",
