@@ -27,7 +27,19 @@ use kmodlike::{Error, Loader};
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 use object::Endianness;
 
-const COPIES: u64 = 1000;
+/// Copies per run, and the generator's seed: 1,000 from a fixed seed by default; set
+/// `KMODLIKE_MUTATIONS` and `KMODLIKE_MUTATION_SEED` to fuzz further (the child inherits them).
+fn copies() -> u64 {
+    std::env::var("KMODLIKE_MUTATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+}
+
+fn seed() -> u64 {
+    let parse = |v: String| match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    };
+    std::env::var("KMODLIKE_MUTATION_SEED").ok().and_then(parse).unwrap_or(0x9e37_79b9_7f4a_7c15)
+}
 const CHILD_ENV: &str = "KMODLIKE_MUTATED_ELF_CHILD";
 const FROM_ENV: &str = "KMODLIKE_MUTATED_ELF_FROM";
 const TEST_NAME: &str = "a_thousand_mutated_modules_never_kill_the_host";
@@ -186,11 +198,11 @@ fn good_module() -> Vec<u8> {
 fn child(dir: &Path, from: u64) {
     let good = good_module();
     let lay = layout(&good);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng(seed());
     let loader = Loader::builder().probe(false).build();
     let out = std::io::stdout();
     println!(); // the harness's "test ... " has no newline of its own
-    for n in 0..COPIES {
+    for n in 0..copies() {
         let data = mutate(&good, &lay, &mut rng);
         if n < from {
             continue;
@@ -264,7 +276,7 @@ fn a_thousand_mutated_modules_never_kill_the_host() {
     let (mut loaded, mut validator, mut dlopen, mut interface) = (0, 0, 0, 0);
     let mut deaths: Vec<(u64, Option<i32>)> = Vec::new();
     let mut from = 0;
-    while from < COPIES {
+    while from < copies() {
         let (stdout, death) = run_child(dir.path(), from);
         for line in stdout.lines() {
             let mut words = line.split_whitespace();
@@ -282,7 +294,7 @@ fn a_thousand_mutated_modules_never_kill_the_host() {
                 // Keep the copy that killed the child, for a look with readelf; go on after it.
                 let good = good_module();
                 let lay = layout(&good);
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+                let mut rng = Rng(seed());
                 let mut data = Vec::new();
                 for _ in 0..=d.0 {
                     data = mutate(&good, &lay, &mut rng);
@@ -301,10 +313,12 @@ fn a_thousand_mutated_modules_never_kill_the_host() {
         }
     }
     println!(
-        "{COPIES} mutated copies: {loaded} loaded, {validator} refused by the ELF validator, \
+        "{} mutated copies (seed {:#x}): {loaded} loaded, {validator} refused by the ELF validator, \
          {dlopen} refused by dlopen, {interface} refused by the interface check, {} killed the host",
+        copies(),
+        seed(),
         deaths.len()
     );
     assert!(deaths.is_empty(), "copies that killed the host (copy, signal): {deaths:?}");
-    assert_eq!(loaded + validator + dlopen + interface, COPIES);
+    assert_eq!(loaded + validator + dlopen + interface, copies());
 }
