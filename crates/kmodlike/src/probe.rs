@@ -1,11 +1,14 @@
-//! The probe: load a module first in a short-lived child process (the `kmodlike-probe`
-//! helper), so a crash in a constructor or in `module_init` never reaches the host.
+//! The probe: load and unload a module first in a short-lived child process (the
+//! `kmodlike-probe` helper), so a crash in a constructor, `module_init`, `module_fini` or a
+//! destructor never reaches the host.
 //!
 //! Why a child: a constructor runs inside `dlopen` with ld.so's load lock held; a jump out of
 //! it leaves the lock held and the next `dlopen` in the host deadlocks. Only a process about to
 //! exit can afford that, so the child loads the module with `dlopen` itself under the guard,
-//! runs `module_init`, sends one answer and exits at once (`_exit`: no unloading, no
-//! destructors, no module code after the answer).
+//! runs `module_init`, unloads it (`module_fini` under the guard, then `dlclose`, whose
+//! destructors nothing can guard: a crash there kills the child before it answers, and the
+//! parent refuses the module), sends one answer and exits at once (`_exit`: no module code
+//! after the answer).
 //!
 //! # The two channels
 //!

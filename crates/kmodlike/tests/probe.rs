@@ -190,3 +190,16 @@ fn a_grandchild_holding_the_output_open_does_not_hold_the_probe() {
         .close()
         .unwrap();
 }
+
+#[test]
+fn a_module_whose_destructor_crashes_is_refused_by_the_probe_which_unloads_it_too() {
+    let so = ts::test_module("dtor_crash", "dtor_crash", &[]);
+    let loader = probing(Duration::from_secs(60));
+    // SAFETY: a test module; the probe runs its constructors, init, fini and destructors in a
+    // child process first, which is what this test checks.
+    let e = unsafe { loader.open(so.to_str().unwrap()) }.unwrap_err();
+    let report = e.crash_report().unwrap_or_else(|| panic!("a crash report: {e}"));
+    assert_eq!(report.phase, Phase::Probe, "{report}");
+    assert_eq!(report.signal, libc::SIGSEGV, "{report}");
+    assert!(loader.list().is_empty(), "not loaded in the host");
+}

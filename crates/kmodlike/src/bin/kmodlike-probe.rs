@@ -1,4 +1,5 @@
-//! `kmodlike-probe`: loads one module in a throw-away process and reports whether it survived.
+//! `kmodlike-probe`: loads and unloads one module in a throw-away process and reports whether it
+//! survived.
 //! Run by the loader when its probe option is on; not meant to be run by hand.
 //!
 //! `kmodlike-probe [--strict] [--module-path DIR]... --answer-fd N [--module-fd N] -- FILE`
@@ -26,12 +27,11 @@ fn main() {
     // this throw-away process to do it first (with `dlopen` guarded too), and whatever the code
     // does to this process dies with it and is reported in the answer.
     let opened = unsafe { loader.open(&file.to_string_lossy()) };
-    let answer = match opened {
-        Ok(handle) => {
-            // No module_fini: the probe only proves the load survives; `send` ends the process.
-            std::mem::forget(handle);
-            Answer::Ok
-        }
+    // The whole life, unload included: module_fini under the guard, then the destructors in
+    // `dlclose`, which nothing can guard. A module whose destructor crashes kills this process
+    // before it answers, and the parent refuses it, instead of the host dying at its unload.
+    let answer = match opened.and_then(|handle| handle.close_forced().map_err(|e| e.error)) {
+        Ok(()) => Answer::Ok,
         Err(e) => Answer::from_error(&e),
     };
     answer.send()

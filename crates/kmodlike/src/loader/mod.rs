@@ -60,8 +60,9 @@ impl LoaderBuilder {
         self.cfg.strict = strict;
         self
     }
-    /// Load every module first in a short-lived child process (the `kmodlike-probe` helper),
-    /// so a crash in a constructor or in `module_init` never reaches this process.
+    /// Load and unload every module first in a short-lived child process (the
+    /// `kmodlike-probe` helper), so a crash in a constructor, `module_init`, `module_fini` or a
+    /// destructor never reaches this process.
     pub fn probe(mut self, probe: bool) -> Self {
         self.cfg.probe = probe;
         self
