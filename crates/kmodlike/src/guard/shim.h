@@ -1,0 +1,73 @@
+/*
+ * shim.h: what the files of the guard's C shim share (guard.c, text.c, park.c, stack.c,
+ * sample.c). Private to kmodlike: every symbol is hidden (-fvisibility=hidden).
+ */
+#ifndef KML_SHIM_H
+#define KML_SHIM_H
+
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <link.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+/* Shared layout with mod.rs (struct CRawCrash there must match field for field). */
+#define KML_STACK_WORDS 32
+
+/* What the handler records about one fatal signal: raw numbers only. */
+struct kml_raw_crash {
+    int32_t signo;
+    int32_t code;
+    uint64_t addr;
+    uint64_t pc;
+    uint64_t sp;
+    uint64_t module_id;
+    int64_t time_sec;
+    int64_t time_nsec;
+    int32_t tid;
+    int32_t on_module_thread;
+    uint32_t n_stack_words;
+    uint32_t reserved;
+    uint64_t stack_words[KML_STACK_WORDS];
+};
+
+/* The six signals the guard handles (guard.c). */
+#define KML_NSIGNALS 6
+extern const int kml_signals[KML_NSIGNALS];
+
+/* text.c: module text ranges and every object's executable segments. Async-signal-safe. */
+uint64_t kml_text_key_at(uint64_t addr); /* id + 1 of the module whose text holds addr, or 0 */
+int kml_is_code(uint64_t addr);          /* 1, 0, or -1 (don't know) */
+void kml_text_atfork_prepare(void);
+void kml_text_atfork_parent(void);
+void kml_text_atfork_child(void);
+
+/* stack.c: reading the fault. Async-signal-safe. */
+int kml_is_synchronous(int signo, const siginfo_t *si);
+void kml_context_regs(const void *ucv, uint64_t *pc, uint64_t *sp);
+ssize_t kml_read_memory(uint64_t addr, void *out, size_t len);
+int kml_follows_call(uint64_t w);
+uint64_t kml_scan_stack(uint64_t sp, uint64_t limit, size_t max_bytes, struct kml_raw_crash *c);
+void kml_record(struct kml_raw_crash *c, int signo, const siginfo_t *si, const void *uc,
+                uint64_t module_id);
+
+/* park.c: crashes on threads without a guard. */
+__attribute__((noreturn)) void kml_park(const struct kml_raw_crash *c);
+void kml_park_atfork_child(void);
+
+/* sample.c */
+void kml_sample_atfork_child(void);
+
+#endif
