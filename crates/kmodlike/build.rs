@@ -2,7 +2,7 @@
 //! signal handler and the host-callback trampolines. See `src/guard/mod.rs` for why it is C.
 
 fn main() {
-    const FILES: [&str; 5] = ["guard.c", "text.c", "stack.c", "park.c", "sample.c"];
+    const FILES: [&str; 6] = ["guard.c", "text.c", "stack.c", "park.c", "sample.c", "interpose.c"];
     println!("cargo:rerun-if-changed=src/guard/shim.h");
     let mut build = cc::Build::new();
     for f in FILES {

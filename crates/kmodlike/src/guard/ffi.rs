@@ -4,6 +4,8 @@ use std::ffi::{c_char, c_int, c_uint, c_void};
 
 /// Number of stack words the handler keeps for a raised signal (`KML_STACK_WORDS`).
 pub(super) const STACK_WORDS: usize = 32;
+/// `KML_CAUSE_EXIT`: the module called `exit`/`_exit` in a guarded call.
+pub(super) const CAUSE_EXIT: u32 = 1;
 
 /// `struct kml_raw_crash`: must match guard.c field for field (checked by a unit test
 /// against `kml_raw_crash_size`).
@@ -21,7 +23,8 @@ pub(super) struct CRawCrash {
     pub tid: i32,
     pub on_module_thread: i32,
     pub n_stack_words: u32,
-    pub reserved: u32,
+    /// `KML_CAUSE_*`: 0 a fatal signal, 1 the module called `exit` (`code` = its status).
+    pub cause: u32,
     pub stack_words: [u64; STACK_WORDS],
 }
 

@@ -49,6 +49,8 @@ struct kml_guard {
     struct kml_guard *prev;
     uint64_t module_id;
     int suspended; /* a host callback is running: faults are the host's, not the module's */
+    int mask_saved; /* the module changed the signal mask: put saved_mask back at the end */
+    sigset_t saved_mask;
     struct kml_raw_crash crash;
 };
 
@@ -134,6 +136,12 @@ static void kml_handler(int signo, siginfo_t *si, void *uc) {
     int sync = kml_is_synchronous(signo, si);
 
     if (g != NULL && !g->suspended && sync) {
+        /* The module's own handler for this signal (installed through its redirected
+         * sigaction) sees its own faults first; if it returns, the instruction runs again. */
+        if (kml_module_handler(g->module_id, signo, si, uc)) {
+            errno = saved_errno;
+            return;
+        }
         /* Ours: a guarded call on this thread raised it. Record it in the guard's own record
          * (on this thread's stack, touched by nobody else). */
         kml_record(&g->crash, signo, si, uc, g->module_id);
@@ -164,6 +172,10 @@ static void kml_handler(int signo, siginfo_t *si, void *uc) {
                 /* abort()/raise() on a module thread: the PC is in libc, but a return
                  * address into the module is near the top of the stack. */
                 key = kml_scan_stack(c.sp, 0, 16384, &c);
+            }
+            if (key != 0 && kml_module_handler(key - 1, signo, si, uc)) {
+                errno = saved_errno;
+                return;
             }
             if (key != 0) {
                 c.module_id = key - 1;
@@ -237,12 +249,47 @@ int kml_guard_call(void (*fn)(void *), void *ctx, uint64_t module_id,
     rec.prev = kml_current;
     rec.module_id = module_id;
     rec.suspended = 0;
+    rec.mask_saved = 0;
     int crashed = kml_guard_enter(&rec, fn, ctx);
     kml_current = rec.prev;
     atomic_signal_fence(memory_order_seq_cst);
+    if (rec.mask_saved)
+        pthread_sigmask(SIG_SETMASK, &rec.saved_mask, NULL);
     if (crashed)
         memcpy(out, &rec.crash, sizeof *out);
     return crashed;
+}
+
+int kml_guard_top(uint64_t *module_id) {
+    struct kml_guard *g = kml_current;
+    if (g == NULL || g->suspended)
+        return 0;
+    *module_id = g->module_id;
+    return 1;
+}
+
+__attribute__((noreturn)) void kml_guard_abandon_exit(int status) {
+    struct kml_guard *g = kml_current;
+    struct kml_raw_crash *c = &g->crash;
+    memset(c, 0, sizeof *c);
+    c->cause = KML_CAUSE_EXIT;
+    c->code = status;
+    c->pc = (uint64_t)(uintptr_t)__builtin_return_address(0);
+    c->module_id = g->module_id;
+    c->tid = (int32_t)syscall(SYS_gettid);
+    struct timespec ts = {0, 0};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    c->time_sec = ts.tv_sec;
+    c->time_nsec = ts.tv_nsec;
+    siglongjmp(g->env, 1);
+}
+
+void kml_guard_mask_changing(void) {
+    struct kml_guard *g = kml_current;
+    if (g == NULL || g->suspended || g->mask_saved)
+        return;
+    if (pthread_sigmask(SIG_SETMASK, NULL, &g->saved_mask) == 0)
+        g->mask_saved = 1;
 }
 
 /* Is a guard active (and not suspended) on this thread? For tests and assertions. */

@@ -114,6 +114,10 @@ pub(crate) struct RawCrash {
     pub stack_words: Vec<u64>,
     /// The fault happened on a thread with no guard (a thread the module started).
     pub on_module_thread: bool,
+    /// Not a signal: the module called `exit`/`_exit`/`_Exit` with this status inside a
+    /// guarded call, and the guard ended that call instead of the process (`signo` is 0).
+    #[allow(dead_code)] // read by the crash report once exit() is interposed
+    pub exit_status: Option<i32>,
 }
 
 impl RawCrash {
@@ -131,6 +135,7 @@ impl RawCrash {
             module_id: c.module_id,
             stack_words: c.stack_words[..n].to_vec(),
             on_module_thread: c.on_module_thread != 0,
+            exit_status: (c.cause == ffi::CAUSE_EXIT).then_some(c.code),
         }
     }
 }

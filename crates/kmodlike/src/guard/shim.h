@@ -39,13 +39,33 @@ struct kml_raw_crash {
     int32_t tid;
     int32_t on_module_thread;
     uint32_t n_stack_words;
-    uint32_t reserved;
+    uint32_t cause; /* KML_CAUSE_*: a fatal signal, or the module called exit (code = status) */
     uint64_t stack_words[KML_STACK_WORDS];
 };
+
+#define KML_CAUSE_SIGNAL 0
+#define KML_CAUSE_EXIT 1
 
 /* The six signals the guard handles (guard.c). */
 #define KML_NSIGNALS 6
 extern const int kml_signals[KML_NSIGNALS];
+
+/* guard.c: hooks for interpose.c (the module's imports the loader redirects to the guard). */
+/* 1, and *module_id, when a guarded call (not suspended by a host callback) is active on this
+ * thread. Async-signal-safe. */
+int kml_guard_top(uint64_t *module_id);
+/* End the innermost guarded call on this thread as a contained failure: its module called
+ * exit(status). Only when kml_guard_top() returned 1. */
+__attribute__((noreturn)) void kml_guard_abandon_exit(int status);
+/* The module is about to change this thread's signal mask inside the innermost guarded call:
+ * the guard saves the mask (once per call) and puts it back when that call ends. */
+void kml_guard_mask_changing(void);
+
+/* interpose.c: the handler the module itself installed for signo (through its redirected
+ * sigaction/signal), run for a fault the guard attributes to that module. 1 when the module's
+ * handler ran and returned (the faulting instruction runs again), 0 when it has none (the guard
+ * recovers). Async-signal-safe. */
+int kml_module_handler(uint64_t module_id, int signo, siginfo_t *si, void *uc);
 
 /* text.c: module text ranges and every object's executable segments. Async-signal-safe. */
 uint64_t kml_text_key_at(uint64_t addr); /* id + 1 of the module whose text holds addr, or 0 */

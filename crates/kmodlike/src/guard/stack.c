@@ -140,6 +140,7 @@ void kml_record(struct kml_raw_crash *c, int signo, const siginfo_t *si, const v
     c->time_nsec = ts.tv_nsec;
     c->on_module_thread = 0;
     c->n_stack_words = 0;
+    c->cause = KML_CAUSE_SIGNAL;
 }
 
 /* Does w look like a return address (the instruction before it is a call)? Normal context. */
