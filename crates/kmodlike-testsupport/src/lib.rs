@@ -53,6 +53,10 @@ pub fn build_module_at(out: &Path, sources: &[&Path], flags: &[&str]) -> PathBuf
         "-Wl,-z,noexecstack".into(),
         format!("-I{}", include_dir().display()),
         format!("-I{}", test_modules_dir().display()),
+        // The same bytes wherever the checkout lives (the debug information names the sources
+        // relative to the workspace): tests that mutate a module's bytes see the same file in
+        // every clone.
+        format!("-ffile-prefix-map={}=.", workspace_root().display()),
     ];
     args.extend(flags.iter().map(|s| s.to_string()));
     compile(out, sources, &args)

@@ -155,6 +155,15 @@ pub(crate) fn parse<'a>(seg: &Segments<'a>) -> Result<(Dynamic, &'a [u8]), Strin
             DT_RELRSZ => d.relrsz = Some(v),
             DT_RELRENT => d.relrent = Some(v),
             DT_TEXTREL => d.textrel = true,
+            // A filter stands in for another library (ld.so loads the filtee in its place and,
+            // for an empty or odd name, trips its own assertions): never a module.
+            DT_FILTER | DT_AUXILIARY => {
+                return Err(format!(
+                    "dynamic section entry {}: the file is a filter library (it stands in for \
+                     another), not a module",
+                    tag(t as u32)
+                ))
+            }
             DT_FLAGS => d.flags = v,
             DT_FLAGS_1 => d.flags_1 = v,
             DT_INIT => d.init = Some(v),

@@ -172,7 +172,14 @@ impl<'a> Segments<'a> {
     /// `mapped`, or an error naming `what` and where it lies.
     pub fn table(&self, what: &str, vaddr: u64, len: u64) -> Result<&'a [u8], String> {
         if let Some(b) = self.mapped(vaddr, len) {
-            return Ok(b);
+            return match self.file_backed_at(vaddr) {
+                Some(p) if p.flags & PF_R == 0 => Err(format!(
+                    "{what} at {vaddr:#x} lies in program header {}, a segment mapped without \
+                     read permission (ld.so reads it there)",
+                    p.index
+                )),
+                _ => Ok(b),
+            };
         }
         Err(match self.file_backed_at(vaddr) {
             None => format!(
@@ -205,6 +212,13 @@ impl<'a> Segments<'a> {
             if p.filesz > p.memsz && matches!(p.p_type, PT_LOAD | PT_TLS | PT_DYNAMIC) {
                 return Err(format!(
                     "program header {i}: p_filesz {:#x} is larger than p_memsz {:#x}",
+                    p.filesz, p.memsz
+                ));
+            }
+            if p.p_type == PT_LOAD && p.executable() && p.filesz != p.memsz {
+                return Err(format!(
+                    "program header {i}: executable segment with p_filesz {:#x} smaller than \
+                     p_memsz {:#x} (ld.so would fill the rest of its code with zeros)",
                     p.filesz, p.memsz
                 ));
             }
@@ -293,6 +307,16 @@ impl<'a> Segments<'a> {
         if ndyn != 1 {
             return Err(format!("{ndyn} PT_DYNAMIC segments, not exactly one"));
         }
+        // ld.so reads the program headers where a segment maps them (l_phdr), not in the file.
+        let holds_phdrs =
+            self.loads().find(|p| p.offset <= phoff && phoff < p.offset.saturating_add(p.filesz));
+        if let Some(p) = holds_phdrs.filter(|p| p.flags & PF_R == 0) {
+            return Err(format!(
+                "program header {}: the segment that maps the program header table has no read \
+                 permission (ld.so reads the table there)",
+                p.index
+            ));
+        }
         for p in &self.phdrs {
             let i = p.index;
             let inside_load = |what: &str| -> Result<(), String> {
@@ -309,6 +333,12 @@ impl<'a> Segments<'a> {
                 PT_DYNAMIC => {
                     if p.filesz == 0 {
                         return Err(format!("program header {i}: PT_DYNAMIC is empty"));
+                    }
+                    if self.load_at(p.vaddr).is_some_and(|l| l.flags & PF_R == 0) {
+                        return Err(format!(
+                            "program header {i}: PT_DYNAMIC lies in a segment mapped without read \
+                             permission (ld.so reads it there)"
+                        ));
                     }
                     if self.mapped(p.vaddr, p.filesz).is_none() {
                         return Err(format!(

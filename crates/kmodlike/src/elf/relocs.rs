@@ -62,11 +62,48 @@ fn copy_type(machine: u16) -> u32 {
     }
 }
 
+/// A symbol with local binding, or a visibility other than default, is not looked up: ld.so
+/// binds a reference to it to the module itself, at `load address + st_value` (`RESOLVE_MAP`
+/// in glibc's `dl-machine.h`). Undefined, or of value 0, that is the module's ELF header: a call
+/// through the slot runs the header as code.
+fn local_binding(img: &Image<'_>, sym: u64, at: &dyn Fn() -> String) -> Result<(), String> {
+    let Some(s) = img.sym(sym) else { return Ok(()) };
+    let local = s.bind() == STB_LOCAL || s.other & 0x3 != STV_DEFAULT;
+    if local && (!s.defined() || s.value == 0) {
+        let name = String::from_utf8_lossy(img.str_at(u64::from(s.name)));
+        let how = if s.bind() == STB_LOCAL { "local binding" } else { "non-default visibility" };
+        return Err(format!(
+            "{}: symbol {sym} ({name}) has {how} but {}: ld.so would bind the reference to the \
+             module's own load address",
+            at(),
+            if s.defined() { "value 0" } else { "no definition" }
+        ));
+    }
+    Ok(())
+}
+
+/// Two relocations writing overlapping bytes: each overwrites part of what the other wrote, so
+/// neither slot holds what either relocation says (no linker writes such a table).
+fn overlapping(writes: &mut [(u64, u64, u64, &str)]) -> Result<(), String> {
+    writes.sort_unstable();
+    for w in writes.windows(2) {
+        let ((a_off, a_width, a_k, a_what), (b_off, _, b_k, b_what)) = (w[0], w[1]);
+        if b_off < a_off.saturating_add(a_width) && b_off != a_off {
+            return Err(format!(
+                "relocation {a_k} of {a_what} (r_offset {a_off:#x}) and relocation {b_k} of \
+                 {b_what} (r_offset {b_off:#x}) write overlapping bytes"
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn relocations(img: &Image<'_>) -> Result<(), String> {
     let d = &img.dynamic;
     let m = img.machine;
     let relacount = d.relacount.unwrap_or(0);
     let mut guarded = Guarded::new(img);
+    let mut writes: Vec<(u64, u64, u64, &str)> = Vec::new();
     for (what, addr, size) in [("DT_RELA", d.rela, d.relasz), ("DT_JMPREL", d.jmprel, d.pltrelsz)] {
         let Some(addr) = addr else { continue };
         let table = img.segments.mapped(addr, size.unwrap_or(0)).unwrap_or(&[]);
@@ -104,12 +141,31 @@ pub(super) fn relocations(img: &Image<'_>) -> Result<(), String> {
                 (EM_X86_64, R_X86_64_GLOB_DAT | R_X86_64_JUMP_SLOT)
                     | (EM_AARCH64, R_AARCH64_GLOB_DAT | R_AARCH64_JUMP_SLOT)
             );
+            if binds_symbol && off % width.max(1) != 0 {
+                return Err(format!(
+                    "{}: a GOT slot at an unaligned address (linkers align every GOT entry; this \
+                     one would overlap its neighbours)",
+                    at()
+                ));
+            }
+            if sym == 0
+                && matches!((m, r_type), (EM_X86_64, R_X86_64_64) | (EM_AARCH64, R_AARCH64_ABS64))
+            {
+                return Err(format!(
+                    "{}: an absolute relocation against symbol 0, which ld.so would resolve to the \
+                     module's own load address (linkers write a relative relocation for that)",
+                    at()
+                ));
+            }
             if binds_symbol && sym == 0 {
                 return Err(format!(
                     "{}: binds symbol 0 (STN_UNDEF), which ld.so would resolve to the module's \
                      own load address",
                     at()
                 ));
+            }
+            if sym != 0 && r_type != relative_type(m) && r_type != irelative_type(m) {
+                local_binding(img, sym, &at)?;
             }
             if width > 0 && !img.segments.writable(off, width) {
                 return Err(format!(
@@ -127,6 +183,9 @@ pub(super) fn relocations(img: &Image<'_>) -> Result<(), String> {
                 ));
             }
             if width > 0 {
+                writes.push((off, width, k, what));
+            }
+            if width > 0 {
                 let target = if r_type == relative_type(m) {
                     Some(addend)
                 } else if matches!(r_type, R_X86_64_64 | R_AARCH64_ABS64) {
@@ -140,6 +199,7 @@ pub(super) fn relocations(img: &Image<'_>) -> Result<(), String> {
             }
         }
     }
+    overlapping(&mut writes)?;
     if let Some(addr) = d.relr {
         let table = img.segments.mapped(addr, d.relrsz.unwrap_or(0)).unwrap_or(&[]);
         let mut base = 0u64;

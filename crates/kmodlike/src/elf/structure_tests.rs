@@ -159,6 +159,21 @@ fn program_headers() {
 }
 
 #[test]
+fn an_executable_segment_partly_zero_filled_is_refused() {
+    let good = module("counter");
+    let text = (0..u16::from_le_bytes([good[56], good[57]]) as usize)
+        .map(|i| 64 + i * 56)
+        .find(|&o| {
+            u32::from_le_bytes(good[o..o + 4].try_into().unwrap()) == PT_LOAD
+                && u32::from_le_bytes(good[o + 4..o + 8].try_into().unwrap()) & PF_X != 0
+        })
+        .unwrap();
+    let mut d = good;
+    put(&mut d, text + 32, &1u64.to_le_bytes());
+    assert_refused(&d, "executable segment with p_filesz 0x1 smaller than p_memsz");
+}
+
+#[test]
 fn dynamic_section() {
     let good = module("thread_log");
     let mut d = good.clone();
@@ -322,6 +337,39 @@ fn symbols_and_relocations() {
     let mut d = good.clone();
     put(&mut d, rela + 16, &0x1108u64.to_le_bytes());
     assert_refused(&d, "at 0x1108, inside the function at [0x1106, 0x1116) (from .eh_frame_hdr)");
+
+    // An undefined import made hidden (or local): ld.so binds it to the module's own header,
+    // and __do_global_dtors_aux calls "__cxa_finalize" there at exit.
+    let mut d = good.clone();
+    d[sym + 24 + 5] = STV_HIDDEN;
+    assert_refused(
+        &d,
+        "relocation 3 of DT_RELA (r_offset 0x3fc8, type 6): symbol 1 (__cxa_finalize) has \
+         non-default visibility but no definition",
+    );
+    let mut d = good.clone();
+    d[sym + 24 + 4] = (STB_LOCAL << 4) | STT_NOTYPE;
+    assert_refused(&d, "symbol 1 (__cxa_finalize) has local binding but no definition");
+
+    // The GOT slot of __gmon_start__ filled with the load address (an absolute relocation
+    // against symbol 0): _init calls it.
+    let mut d = good.clone();
+    put(&mut d, rela + 6 * 24 + 8, &u64::from(R_X86_64_64).to_le_bytes());
+    assert_refused(&d, "type 1): an absolute relocation against symbol 0");
+
+    // A GOT slot moved by one byte: it overlaps the next slot, and a call goes through the
+    // mixed bytes of both.
+    let mut d = good.clone();
+    put(&mut d, rela + 3 * 24, &0x3fc9u64.to_le_bytes());
+    assert_refused(&d, "(r_offset 0x3fc9, type 6): a GOT slot at an unaligned address");
+    let mut d = good.clone();
+    put(&mut d, rela + 4 * 24, &0x3fccu64.to_le_bytes());
+    put(&mut d, rela + 4 * 24 + 8, &u64::from(R_X86_64_64).to_le_bytes());
+    put(&mut d, rela + 4 * 24 + 12, &2u32.to_le_bytes());
+    assert_refused(
+        &d,
+        "relocation 3 of DT_RELA (r_offset 0x3fc8) and relocation 4 of DT_RELA (r_offset 0x3fcc) write overlapping",
+    );
 
     let mut d = good;
     put(&mut d, rela + 3 * 24 + 8, &u64::from(R_X86_64_IRELATIVE).to_le_bytes());
