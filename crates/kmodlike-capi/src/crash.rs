@@ -1,9 +1,10 @@
 //! Crash reports and the process taint, for C.
 
 use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
-use kmodlike::{CrashReport, Phase};
+use kmodlike::{CrashReport, FastEntry, Phase};
 
 use crate::entry::{copy_to_array, copy_to_buf, run, run_code};
 use crate::error::{module_error_t, ErrorSink, Failure};
@@ -177,6 +178,40 @@ pub unsafe extern "C" fn module_loader_call(
     const CALL: &str = "module_loader_call";
     // SAFETY: the caller passes NULL or a live loader.
     let l = unsafe { loader.as_ref() };
+    // The fast path: a loaded module and a function. No lock, no allocation, no reference
+    // count: the guard's entry runs func(ctx) when the module is live.
+    if let (Some(l), Some(f)) = (l, func) {
+        let p = l.fast.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: `p` came from `FastEntry::into_raw` (single::publish); entries are never
+            // freed.
+            let entry = unsafe { FastEntry::from_raw(p) };
+            // SAFETY: the caller promises f is safe to call with ctx and that its frames may be
+            // abandoned; the module is loaded (an unload meanwhile is the caller's race, as for
+            // any call of a function of a module being unloaded).
+            let r = unsafe { entry.call(f, ctx) };
+            if r.returned() {
+                return module_error_t::MODULE_ERR_SUCCESS;
+            }
+            return run_code(CALL, &l.shared.errors, || {
+                let h = current(l, CALL)?;
+                if h.fast_entry().into_raw() != p.cast_const() {
+                    return Err(Failure::new(
+                        module_error_t::MODULE_ERR_NOT_LOADED,
+                        format!("{CALL}: the module was unloaded while the call ran"),
+                    ));
+                }
+                // SAFETY: `r` is this thread's outcome of entry.call(f, ctx), just now.
+                match unsafe { h.finish(r, f, ctx) } {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        forget_if_dead(l, &h, &e);
+                        Err(l.shared.fail(e))
+                    }
+                }
+            });
+        }
+    }
     run_code(CALL, sink_of(l), || {
         let l = l.ok_or_else(|| Failure::invalid(format!("{CALL}: loader is NULL")))?;
         let f = func.ok_or_else(|| Failure::invalid(format!("{CALL}: func is NULL")))?;

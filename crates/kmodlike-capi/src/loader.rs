@@ -14,6 +14,9 @@ use crate::single::Slot;
 /// `module_loader_create()` or `module_loader_create_with_flags()`, free it with
 /// `module_loader_destroy()`.
 pub struct module_loader_t {
+    /// The guard's entry of the loaded module while the slot holds one (`FastEntry` as a raw
+    /// pointer), else NULL: `module_loader_call()` runs on it without taking the slot's lock.
+    pub(crate) fast: std::sync::atomic::AtomicPtr<std::ffi::c_void>,
     pub(crate) loader: Loader,
     pub(crate) shared: Arc<Shared>,
     pub(crate) slot: Mutex<Slot>,
@@ -83,6 +86,7 @@ pub struct LoaderFlagsArg(pub c_uint);
 impl module_loader_t {
     fn new(loader: Loader) -> Self {
         module_loader_t {
+            fast: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             loader,
             shared: Arc::new(Shared { errors: ErrorSink::new(), last_crash: Mutex::new(None) }),
             slot: Mutex::new(Slot::default()),

@@ -105,7 +105,15 @@ pub(crate) fn forget_if_dead(l: &module_loader_t, h: &Arc<Handle>, e: &kmodlike:
             None => format!("module {} was unloaded: {e}", h.name()),
         };
         *slot = Slot::Gone(why);
+        publish(l, None);
     }
+}
+
+/// Publish the loaded module's guard entry for `module_loader_call()`'s fast path (or none).
+/// Callers hold the slot's lock.
+pub(crate) fn publish(l: &module_loader_t, h: Option<&Handle>) {
+    let p = h.map_or(std::ptr::null(), |h| h.fast_entry().into_raw());
+    l.fast.store(p.cast_mut(), std::sync::atomic::Ordering::Release);
 }
 
 /// ---- Single-module calls (the seed's API) ----------------------------------------------
@@ -181,6 +189,7 @@ pub unsafe extern "C" fn module_loader_load(
         let mut slot = lock(&l.slot);
         match opened {
             Ok(h) => {
+                publish(l, Some(&h));
                 *slot = Slot::Loaded(Arc::new(h));
                 Ok(())
             }
@@ -267,6 +276,9 @@ pub unsafe extern "C" fn module_loader_unload(loader: *mut module_loader_t) -> m
                     reason: BusyReason::InFlight(in_flight),
                 }));
             }
+            // A fast call starting from now finds no entry and takes the locked path; one
+            // already running is found by the close's drain (Busy).
+            publish(l, None);
             match std::mem::replace(&mut *slot, Slot::Changing) {
                 Slot::Loaded(h) => h,
                 _ => unreachable!("matched Loaded above, under the same lock"),
@@ -285,7 +297,10 @@ pub unsafe extern "C" fn module_loader_unload(loader: *mut module_loader_t) -> m
             }
             Err(ce) => {
                 *slot = match ce.handle {
-                    Some(back) => Slot::Loaded(Arc::new(back)),
+                    Some(back) => {
+                        publish(l, Some(&back));
+                        Slot::Loaded(Arc::new(back))
+                    }
                     None => Slot::Gone(format!("its unload failed: {}", ce.error)),
                 };
                 Err(l.shared.fail(ce.error))
@@ -297,7 +312,11 @@ pub unsafe extern "C" fn module_loader_unload(loader: *mut module_loader_t) -> m
 /// The loader's module at destroy time: unloaded as `module_loader_unload()` would, its
 /// failure (a veto, a crash in fini) ignored since nobody is left to hear it.
 pub(crate) fn unload_for_destroy(l: &module_loader_t) {
-    let slot = std::mem::take(&mut *lock(&l.slot));
+    let slot = {
+        let mut slot = lock(&l.slot);
+        publish(l, None);
+        std::mem::take(&mut *slot)
+    };
     if let Slot::Loaded(h) = slot {
         if let Some(handle) = Arc::into_inner(h) {
             let _ = handle.close();

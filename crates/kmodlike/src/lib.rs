@@ -57,11 +57,12 @@ mod resolve;
 
 pub use crash::{taint, CrashReport, Phase, Taint};
 pub use error::{BusyReason, Error, ErrorKind, Result};
+pub use guard::{guard_entry, GuardEntry};
 pub use image::modinfo;
 pub use interface::{ModuleInitArgs, Version};
 pub use loader::{
-    CloseError, CrashLoop, CrashPolicy, Event, Handle, InitArgs, Loader, LoaderBuilder, LogSink,
-    ModuleInfo, OpenOptions, Symbol,
+    CloseError, CrashLoop, CrashPolicy, Event, FastEntry, FastResult, Handle, InitArgs, Loader,
+    LoaderBuilder, LogSink, ModuleInfo, OpenOptions, Symbol,
 };
 pub use modinfo::ModInfo;
 pub use module::ModuleState;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::ffi::{c_void, CStr, CString};
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::SystemTime;
 
@@ -36,7 +36,7 @@ pub enum ModuleState {
 }
 
 impl ModuleState {
-    fn from_u8(v: u8) -> Self {
+    fn from_u32(v: u32) -> Self {
         match v {
             0 => ModuleState::Loading,
             1 => ModuleState::Live,
@@ -117,12 +117,9 @@ pub(crate) struct Module {
     pub image: Mutex<Option<Image>>,
     /// The extra reference that made the module's symbols global (it is a dependency).
     pub global_ref: Mutex<Option<Library>>,
-    state: AtomicU8,
-    /// Guarded calls entered and left: their difference is the calls in flight, `left` the
-    /// calls made. Two counters rather than an in-flight count plus a call count: one locked
-    /// instruction fewer per call.
-    entered: AtomicU64,
-    left: AtomicU64,
+    /// What the guarded-call entry reads: the state, the id, the call count. Pooled: given
+    /// back when the module is dropped.
+    pub(crate) guard: &'static guard::GuardModule,
     pub crashes: AtomicU64,
     symbols: RwLock<HashMap<Box<str>, usize>>,
     /// Why the module is dead, for errors on later calls.
@@ -172,31 +169,29 @@ impl Module {
             lib: Mutex::new(Some(lib)),
             image: Mutex::new(Some(image)),
             global_ref: Mutex::new(None),
-            state: AtomicU8::new(ModuleState::Loading as u8),
-            entered: AtomicU64::new(0),
-            left: AtomicU64::new(0),
+            guard: guard::GuardModule::acquire(id),
             crashes: AtomicU64::new(0),
             symbols: RwLock::new(HashMap::new()),
             death: Mutex::new(None),
         }
     }
 
-    // The state and the call counters form a Dekker pair (a caller bumps `entered` then reads
-    // the state; a crash or unload writes the state then reads the counters), so every access
-    // is SeqCst. On x86-64 that costs nothing over AcqRel: the counter bump is a locked
-    // instruction either way.
+    // The state and the calls in flight form a Dekker pair (a caller publishes its slot then
+    // reads the state; a crash or unload writes the state then scans the slots after a
+    // membarrier, see guard::calls_in_flight), so every access of the state is SeqCst.
     pub(crate) fn state(&self) -> ModuleState {
-        ModuleState::from_u8(self.state.load(Ordering::SeqCst))
+        ModuleState::from_u32(self.guard.state.load(Ordering::SeqCst))
     }
 
     pub(crate) fn set_state(&self, s: ModuleState) {
-        self.state.store(s as u8, Ordering::SeqCst);
+        self.guard.state.store(s as u32, Ordering::SeqCst);
     }
 
     /// Move from `from` to `to`; false (and no change) when the state was not `from`.
     pub(crate) fn compare_set_state(&self, from: ModuleState, to: ModuleState) -> bool {
-        self.state
-            .compare_exchange(from as u8, to as u8, Ordering::SeqCst, Ordering::SeqCst)
+        self.guard
+            .state
+            .compare_exchange(from as u32, to as u32, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
     }
 
@@ -224,27 +219,16 @@ impl Module {
         self.interface().entry
     }
 
-    /// Count a guarded call entering.
-    pub(crate) fn enter_call(&self) {
-        self.entered.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Count a guarded call leaving (or refused after it entered).
-    pub(crate) fn leave_call(&self) {
-        self.left.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Guarded calls running in the module now.
+    /// Guarded calls running in the module now. Set a state other than live first: a call
+    /// this misses then runs nothing (see [`guard::calls_in_flight`]).
     pub(crate) fn inflight(&self) -> usize {
-        // `left` first: it never passes `entered`, so equal readings mean none was running
-        // when `entered` was read.
-        let left = self.left.load(Ordering::SeqCst);
-        self.entered.load(Ordering::SeqCst).saturating_sub(left) as usize
+        guard::calls_in_flight(self.guard)
     }
 
-    /// Guarded calls made into the module.
+    /// Guarded calls made into the module (approximate when several threads call it at once:
+    /// the entry counts with a plain add).
     pub(crate) fn calls(&self) -> u64 {
-        self.left.load(Ordering::Relaxed)
+        self.guard.calls.load(Ordering::Relaxed)
     }
 
     pub(crate) fn contains(&self, addr: u64) -> bool {
@@ -337,6 +321,14 @@ impl Module {
     ) -> std::result::Result<(), guard::RawCrash> {
         // SAFETY: forwarded contract.
         unsafe { guard::call(self.id, f, ctx) }
+    }
+}
+
+impl Drop for Module {
+    /// The last reference is gone: no handle can call the module any more, so its guard record
+    /// goes back to the pool (a stale C pointer to it reads "unloaded", or a later module's).
+    fn drop(&mut self) {
+        guard::GuardModule::release(self.guard, ModuleState::Unloaded as u32);
     }
 }
 

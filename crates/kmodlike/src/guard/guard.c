@@ -49,6 +49,7 @@ struct kml_guard {
     struct kml_guard *prev;
     uint64_t module_id;
     int suspended; /* a host callback is running: faults are the host's, not the module's */
+    uint32_t fast_mark; /* the fast entry's depth when this record was pushed (fast.c) */
     int mask_saved; /* the module changed the signal mask: put saved_mask back at the end */
     sigset_t saved_mask;
     struct kml_raw_crash crash;
@@ -131,11 +132,34 @@ static void kml_handler(int signo, siginfo_t *si, void *uc) {
         errno = saved_errno;
         return; /* cannot happen: we are installed for the six signals only */
     }
-    /* One load of our initial-exec TLS pointer: safe (see its declaration). */
+    /* Loads of our initial-exec TLS pointers: safe (see their declarations). */
     struct kml_guard *g = kml_current;
     int sync = kml_is_synchronous(signo, si);
+    /* The innermost guarded call: a slot of the fast entry pushed after the innermost record,
+     * or that record. */
+    struct kml_slot *fast = kml_fast_innermost(g ? g->fast_mark : 0, g != NULL);
 
-    if (g != NULL && !g->suspended && sync) {
+    if (fast != NULL && sync) {
+        struct kml_gmod *m = atomic_load_explicit(&fast->module, memory_order_relaxed);
+        uint64_t id = m != NULL ? m->id : 0; /* records are never freed: always readable */
+        if (kml_module_handler(id, signo, si, uc)) {
+            errno = saved_errno;
+            return;
+        }
+        struct kml_raw_crash *c = &kml_self->crash;
+        kml_record(c, signo, si, uc, id);
+        if (si->si_code <= 0)
+            kml_scan_stack(c->sp, fast->frame, 16384, c);
+        /* Resume with the mask of the fault minus the six signals (the landing pad puts back
+         * the mask from before the call if the module changed it). sigdelset: AS-safe. */
+        sigset_t mask = ((const ucontext_t *)uc)->uc_sigmask;
+        for (int i = 0; i < KML_NSIGNALS; i++)
+            sigdelset(&mask, kml_signals[i]);
+        errno = saved_errno;
+        kml_fast_resume(&mask);
+    }
+
+    if (fast == NULL && g != NULL && !g->suspended && sync) {
         /* The module's own handler for this signal (installed through its redirected
          * sigaction) sees its own faults first; if it returns, the instruction runs again. */
         if (kml_module_handler(g->module_id, signo, si, uc)) {
@@ -162,13 +186,13 @@ static void kml_handler(int signo, siginfo_t *si, void *uc) {
         siglongjmp(g->env, 1);
     }
 
-    if (g == NULL && sync) {
+    if (fast == NULL && g == NULL && sync) {
         struct kml_raw_crash c;
         kml_record(&c, signo, si, uc, 0);
         /* The main thread is never parked: parking it would hang the host. */
         if (c.tid != getpid()) {
             uint64_t key = kml_text_key_at(c.pc);
-            if (key == 0 && si->si_code <= 0 && !kml_thread_entered_guard) {
+            if (key == 0 && si->si_code <= 0 && !kml_thread_entered_guard && kml_self == NULL) {
                 /* abort()/raise() on a module thread: the PC is in libc, but a return
                  * address into the module is near the top of the stack. */
                 key = kml_scan_stack(c.sp, 0, 16384, &c);
@@ -247,6 +271,7 @@ int kml_guard_call(void (*fn)(void *), void *ctx, uint64_t module_id,
     struct kml_guard rec;
     kml_thread_entered_guard = 1;
     rec.prev = kml_current;
+    rec.fast_mark = kml_self != NULL ? kml_self->depth : 0;
     rec.module_id = module_id;
     rec.suspended = 0;
     rec.mask_saved = 0;
@@ -262,6 +287,12 @@ int kml_guard_call(void (*fn)(void *), void *ctx, uint64_t module_id,
 
 int kml_guard_top(uint64_t *module_id) {
     struct kml_guard *g = kml_current;
+    struct kml_slot *fast = kml_fast_innermost(g ? g->fast_mark : 0, g != NULL);
+    if (fast != NULL) {
+        struct kml_gmod *m = atomic_load_explicit(&fast->module, memory_order_relaxed);
+        *module_id = m != NULL ? m->id : 0;
+        return 1;
+    }
     if (g == NULL || g->suspended)
         return 0;
     *module_id = g->module_id;
@@ -270,22 +301,40 @@ int kml_guard_top(uint64_t *module_id) {
 
 __attribute__((noreturn)) void kml_guard_abandon_exit(int status) {
     struct kml_guard *g = kml_current;
-    struct kml_raw_crash *c = &g->crash;
+    struct kml_slot *fast = kml_fast_innermost(g ? g->fast_mark : 0, g != NULL);
+    struct kml_raw_crash *c = fast != NULL ? &kml_self->crash : &g->crash;
     memset(c, 0, sizeof *c);
     c->cause = KML_CAUSE_EXIT;
     c->code = status;
     c->pc = (uint64_t)(uintptr_t)__builtin_return_address(0);
-    c->module_id = g->module_id;
+    if (fast != NULL) {
+        struct kml_gmod *m = atomic_load_explicit(&fast->module, memory_order_relaxed);
+        c->module_id = m != NULL ? m->id : 0;
+    } else {
+        c->module_id = g->module_id;
+    }
     c->tid = (int32_t)syscall(SYS_gettid);
     struct timespec ts = {0, 0};
     clock_gettime(CLOCK_REALTIME, &ts);
     c->time_sec = ts.tv_sec;
     c->time_nsec = ts.tv_nsec;
+    if (fast != NULL) {
+        sigset_t mask;
+        pthread_sigmask(SIG_SETMASK, NULL, &mask);
+        for (int i = 0; i < KML_NSIGNALS; i++)
+            sigdelset(&mask, kml_signals[i]);
+        kml_fast_resume(&mask);
+    }
     siglongjmp(g->env, 1);
 }
 
 void kml_guard_mask_changing(void) {
     struct kml_guard *g = kml_current;
+    struct kml_slot *fast = kml_fast_innermost(g ? g->fast_mark : 0, g != NULL);
+    if (fast != NULL) {
+        kml_fast_save_mask(fast);
+        return;
+    }
     if (g == NULL || g->suspended || g->mask_saved)
         return;
     if (pthread_sigmask(SIG_SETMASK, NULL, &g->saved_mask) == 0)
@@ -294,8 +343,8 @@ void kml_guard_mask_changing(void) {
 
 /* Is a guard active (and not suspended) on this thread? For tests and assertions. */
 int kml_guard_active(void) {
-    struct kml_guard *g = kml_current;
-    return g != NULL && !g->suspended;
+    uint64_t id;
+    return kml_guard_top(&id);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -315,15 +364,16 @@ void kml_set_host_sinks(kml_log_sink_fn log, kml_time_sink_fn get_time) {
 /* Which module is calling: the active guard's, else the one whose text holds the return
  * address, else none (0). Returns id + 1. */
 static uint64_t kml_caller_key(void *return_address) {
-    struct kml_guard *g = kml_current;
-    if (g != NULL && !g->suspended)
-        return g->module_id + 1;
+    uint64_t id;
+    if (kml_guard_top(&id))
+        return id + 1;
     return kml_text_key_at((uint64_t)(uintptr_t)return_address);
 }
 
 /* Push a suspension record: until it is popped, faults on this thread are the host's. */
 static void kml_suspend(struct kml_guard *susp, uint64_t key) {
     susp->prev = kml_current;
+    susp->fast_mark = kml_self != NULL ? kml_self->depth : 0;
     susp->module_id = key ? key - 1 : 0;
     susp->suspended = 1;
     kml_current = susp;
@@ -369,8 +419,14 @@ uint64_t kml_get_time_trampoline(void) {
 
 /* pthread_atfork prepare/parent: hold the text-table lock across fork(), so the child's copy
  * is never locked by a thread that does not exist there. */
-void kml_atfork_prepare(void) { kml_text_atfork_prepare(); }
-void kml_atfork_parent(void) { kml_text_atfork_parent(); }
+void kml_atfork_prepare(void) {
+    kml_text_atfork_prepare();
+    kml_fast_atfork_prepare();
+}
+void kml_atfork_parent(void) {
+    kml_fast_atfork_parent();
+    kml_text_atfork_parent();
+}
 
 /*
  * pthread_atfork child handler (the shim's part; mod.rs's handler calls it). In the child only
@@ -380,6 +436,7 @@ void kml_atfork_parent(void) { kml_text_atfork_parent(); }
  * pipe and the service thread (mod.rs). Async-signal-safe: close(2) and atomic stores.
  */
 void kml_atfork_child(void) {
+    kml_fast_atfork_child();
     kml_text_atfork_child();
     kml_park_atfork_child();
     kml_sample_atfork_child();

@@ -73,6 +73,7 @@
 //! overflow in module code is recoverable.
 
 mod altstack;
+mod entry;
 mod ffi;
 #[cfg(test)]
 mod tests;
@@ -80,6 +81,8 @@ mod threads;
 #[cfg(test)]
 mod threads_tests;
 
+pub(crate) use entry::{call_module, calls_in_flight, GuardModule, Outcome, LIVE};
+pub use entry::{guard_entry, GuardEntry};
 #[cfg(test)]
 pub(crate) use threads::Evidence;
 pub(crate) use threads::{threads_in_code, ThreadInCode};
@@ -160,6 +163,8 @@ pub(crate) fn install() {
             std::mem::size_of::<ffi::CRawCrash>(),
             "kmodlike: guard.c and guard/ffi.rs disagree on struct kml_raw_crash"
         );
+        // The entry first: the handler reads the records the fast entry registers.
+        entry::choose();
         // SAFETY: installs our handler for six signals, saving the previous actions; the
         // handler only touches state the shim owns.
         let rc = unsafe { ffi::kml_install() };

@@ -43,6 +43,51 @@ struct kml_raw_crash {
     uint64_t stack_words[KML_STACK_WORDS];
 };
 
+/* A module as the fast entry sees it: struct GuardModule in mod.rs, field for field. Records are
+ * pooled by mod.rs and never freed, so a stale pointer to one is never a dangling one. */
+struct kml_gmod {
+    _Atomic uint32_t state; /* ModuleState; 1 (live) is the only callable state */
+    uint32_t pad;
+    uint64_t id;
+    uint64_t calls; /* bumped by the entry with a plain add */
+    uint64_t slow_entered, slow_left;
+};
+
+/* One guarded call of the fast entry in progress (fast_x86_64.S writes the first three). */
+#define KML_DEPTH 32
+struct kml_slot {
+    struct kml_gmod *_Atomic module; /* read by unloaders on other threads (relaxed) */
+    uint64_t frame;                  /* rsp the landing pad resumes with */
+    uint64_t landing;                /* the landing pad */
+    uint32_t mask_saved;             /* masks[i] holds the mask to put back at the end */
+    uint32_t pad;
+    uint64_t deadline;               /* room for a deadline (hung calls) */
+    uint64_t reserved[3];
+};
+
+/* A thread that calls into modules (fast.c). */
+struct kml_thread {
+    uint32_t depth; /* slots in use */
+    uint32_t limit; /* KML_DEPTH once registered */
+    int32_t tid;
+    uint32_t pad0;
+    struct kml_thread *next, *prev; /* every record, under fast.c's lock */
+    uint64_t pad1[4];
+    struct kml_slot slot[KML_DEPTH];
+    sigset_t masks[KML_DEPTH];
+    struct kml_raw_crash crash; /* the last crash of a fast call on this thread */
+    /* room for a copy of the crashed stack (crash forensics) */
+};
+extern __thread struct kml_thread *kml_self __attribute__((tls_model("initial-exec")));
+
+/* fast.c */
+struct kml_slot *kml_fast_innermost(uint32_t records_depth_mark, int have_record);
+void kml_fast_save_mask(struct kml_slot *s);
+__attribute__((noreturn)) void kml_fast_resume(const sigset_t *mask);
+void kml_fast_atfork_prepare(void);
+void kml_fast_atfork_parent(void);
+void kml_fast_atfork_child(void);
+
 #define KML_CAUSE_SIGNAL 0
 #define KML_CAUSE_EXIT 1
 

@@ -7,11 +7,63 @@ use std::sync::Arc;
 
 use crate::crash::Phase;
 use crate::error::{Error, Result};
+use crate::guard;
 use crate::module::{trampoline, trampoline0, Call0Ctx, CallCtx, Module, ModuleState};
 
 use super::instances::lock;
 use super::registry::ModuleInfo;
 use super::LoaderShared;
+
+/// The guard's view of a module, for the fast path of a guarded call (see
+/// [`Handle::fast_entry`]). A plain pointer to a record the guard pools and never frees.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct FastEntry(&'static guard::GuardModule);
+
+/// How a [`FastEntry::call`] ended; [`FastResult::returned`] is the common case, anything else
+/// goes to [`Handle::finish`].
+#[doc(hidden)]
+#[must_use]
+pub struct FastResult(guard::Outcome, bool);
+
+impl FastResult {
+    /// The function ran and returned, and its module is still live.
+    #[inline(always)]
+    pub fn returned(&self) -> bool {
+        self.1
+    }
+}
+
+impl FastEntry {
+    /// Run `f(ctx)` under the crash guard if the module is live.
+    ///
+    /// # Safety
+    /// As [`Handle::call_raw`]; and the module must not be unloaded meanwhile by another
+    /// thread (a handle to it must be open): after an unload the record may describe another
+    /// module, and `f` is not that module's code.
+    #[inline(always)]
+    pub unsafe fn call(self, f: unsafe extern "C" fn(*mut c_void), ctx: *mut c_void) -> FastResult {
+        // SAFETY: forwarded contract.
+        let out = unsafe { guard::call_module(self.0, f, ctx) };
+        // Returned, and the module still live: done. (Returned after another thread's crash of
+        // the same module: finish() reclaims it.)
+        let plain = matches!(out, guard::Outcome::Returned)
+            && self.0.state.load(std::sync::atomic::Ordering::Relaxed) == guard::LIVE;
+        FastResult(out, plain)
+    }
+
+    /// The entry as a plain pointer (for a C structure), and back.
+    pub fn into_raw(self) -> *const c_void {
+        (self.0 as *const guard::GuardModule).cast()
+    }
+
+    /// # Safety
+    /// `p` comes from [`into_raw`](Self::into_raw).
+    pub unsafe fn from_raw(p: *const c_void) -> FastEntry {
+        // SAFETY: records are never freed; `p` came from into_raw.
+        FastEntry(unsafe { &*(p as *const guard::GuardModule) })
+    }
+}
 
 /// One reference to a loaded module. Dropping it closes it (see [`Handle::close`]).
 pub struct Handle {
@@ -145,6 +197,7 @@ impl Handle {
     /// leak it at best, and a `thread::scope` jumped over leaves its threads borrowing a dead
     /// stack frame. Callbacks the module calls back into through `arg` are under the same
     /// rule.
+    #[inline(always)]
     pub unsafe fn call<A: Copy, R: Copy>(&self, f: extern "C" fn(A) -> R, arg: A) -> Result<R> {
         let mut ctx = CallCtx {
             // SAFETY: a safe `extern "C" fn` is also a valid `unsafe extern "C" fn`.
@@ -168,6 +221,7 @@ impl Handle {
     /// As [`call`](Self::call): every frame `f()` can fault in may be abandoned without
     /// running its destructors. True of this module's own functions; not of a host function
     /// that owns a value with a destructor, or runs a `std::thread::scope`, where it can fault.
+    #[inline(always)]
     pub unsafe fn call0<R: Copy>(&self, f: extern "C" fn() -> R) -> Result<R> {
         let mut ctx = Call0Ctx {
             // SAFETY: a safe `extern "C" fn` is also a valid `unsafe extern "C" fn`.
@@ -189,6 +243,7 @@ impl Handle {
     /// # Safety
     /// `f` must be safe to call with `ctx`, and every frame it can fault in may be abandoned
     /// without running destructors, as for [`call`](Self::call).
+    #[inline(always)]
     pub unsafe fn call_raw(
         &self,
         f: unsafe extern "C" fn(*mut c_void),
@@ -198,33 +253,76 @@ impl Handle {
         unsafe { self.enter(f, ctx) }
     }
 
-    /// The guarded entry: refuse dead modules, count the call in flight, recover a crash.
+    /// The guarded entry: the guard's fast entry runs `f(ctx)` if the module is live; the rest
+    /// (a crash, a module that is not live, another thread's crash meanwhile) is
+    /// [`finish`](Self::finish)'s.
     ///
     /// # Safety
     /// As [`call_raw`](Self::call_raw).
+    #[inline(always)]
     unsafe fn enter(&self, f: unsafe extern "C" fn(*mut c_void), ctx: *mut c_void) -> Result<()> {
-        let m = &self.module;
-        m.enter_call();
-        if m.state() != ModuleState::Live {
-            m.leave_call();
-            self.loader.reclaim_if_drained(m);
-            return Err(m.not_live_error());
+        // SAFETY: forwarded contract.
+        let r = unsafe { self.fast_entry().call(f, ctx) };
+        if r.returned() {
+            return Ok(());
         }
         // SAFETY: forwarded contract.
-        let r = unsafe { m.guarded(f, ctx) };
-        m.leave_call();
-        match r {
-            Ok(()) => {
-                if m.state() == ModuleState::Crashed {
-                    self.loader.reclaim_if_drained(m);
+        unsafe { self.finish(r, f, ctx) }
+    }
+
+    /// What the guard's fast entry reads about this module, for a caller that keeps it at hand
+    /// (the C API's `module_loader_call`). Valid as long as the module is: see
+    /// [`FastEntry::call`].
+    #[doc(hidden)]
+    pub fn fast_entry(&self) -> FastEntry {
+        FastEntry(self.module.guard)
+    }
+
+    /// Finish a call whose [`FastEntry::call`] did not simply return: record a crash (the
+    /// module is unloaded and `Err(Crashed)` comes back), or, when nothing ran, wait for an
+    /// unload that is deciding and call again, or say why the module is not live.
+    ///
+    /// # Safety
+    /// `r` comes from `self.fast_entry().call(f, ctx)` on this thread, just now; `f` and `ctx`
+    /// are those of that call, under its contract.
+    #[doc(hidden)]
+    #[cold]
+    #[inline(never)]
+    pub unsafe fn finish(
+        &self,
+        r: FastResult,
+        f: unsafe extern "C" fn(*mut c_void),
+        ctx: *mut c_void,
+    ) -> Result<()> {
+        let m = &self.module;
+        let mut r = r;
+        for _ in 0..8 {
+            match r.0 {
+                guard::Outcome::Returned => {
+                    if m.state() == ModuleState::Crashed {
+                        self.loader.reclaim_if_drained(m);
+                    }
+                    return Ok(());
                 }
-                Ok(())
-            }
-            Err(raw) => {
-                let report = self.loader.record_crash(m, &raw, Phase::Call);
-                Err(Error::Crashed(Box::new(report)))
+                guard::Outcome::Crashed(raw) => {
+                    let report = self.loader.record_crash(m, &raw, Phase::Call);
+                    return Err(Error::Crashed(Box::new(report)));
+                }
+                guard::Outcome::NotLive if m.state() == ModuleState::Unloading => {
+                    // An unload holds the registry lock while it looks for calls in flight; when
+                    // it finds one it puts the module back to live. Wait for its decision.
+                    drop(lock(&self.loader.reg));
+                    if m.state() != ModuleState::Live {
+                        break;
+                    }
+                    // SAFETY: forwarded contract: nothing ran, so `f(ctx)` runs once.
+                    r = unsafe { self.fast_entry().call(f, ctx) };
+                }
+                guard::Outcome::NotLive => break,
             }
         }
+        self.loader.reclaim_if_drained(m);
+        Err(m.not_live_error())
     }
 
     /// Another reference to the same module.

@@ -25,7 +25,7 @@ use crate::guard;
 pub use crate::options::{CrashLoop, CrashPolicy, InitArgs, LogSink, OpenOptions};
 use crate::resolve::{resolve_spec, search_path};
 
-pub use handle::{CloseError, Handle, Symbol};
+pub use handle::{CloseError, FastEntry, FastResult, Handle, Symbol};
 use instances::lock;
 use registry::Registry;
 pub use registry::{Event, ModuleInfo};

@@ -1,0 +1,222 @@
+//! The guarded call of a module function: the fast entry (`fast_x86_64.S`, `fast.c`) and its
+//! Rust side: the per-module record it reads, the slow path of a thread's first call, and the
+//! drain an unload waits on.
+//!
+//! A call costs a function call: the entry writes `{module, frame, landing}` into this thread's
+//! slot with plain stores, checks the module's state with a plain load and calls. No locked
+//! instruction, no fence, no system call. What that leaves to others:
+//!
+//! - **Unload** stores the module's new state, then [`calls_in_flight`] runs
+//!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` and scans every thread's slots: a caller
+//!   either shows in the scan, or its state check comes after the barrier and sees the module
+//!   is no longer live (it returns [`Outcome::NotLive`] without running anything).
+//! - **A crash** resumes the entry's landing pad through a glibc `sigjmp_buf` built by the
+//!   handler and glibc's own `siglongjmp` (its cleanup regions run: the stdio lock of a crash
+//!   inside `printf` is released). The layout is glibc's private business: it is checked at
+//!   start-up against what glibc's `__sigsetjmp` stores, and where it differs, or on another
+//!   architecture, every call takes the per-call `sigsetjmp` path ([`super::call`]) and counts
+//!   itself in and out with atomics instead ([`GuardEntry::Sigsetjmp`] says why).
+
+use std::ffi::c_void;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use super::{ffi, RawCrash};
+
+/// The state value of a callable module (`ModuleState::Live`; `KML_LIVE` in the entry).
+pub(crate) const LIVE: u32 = 1;
+
+/// A module as the entry sees it (`struct kml_gmod`, field for field).
+///
+/// Records are pooled and never freed: a pointer to one that outlived its module (a C caller's
+/// race with an unload) still points to a record, never to freed memory.
+#[repr(C)]
+pub(crate) struct GuardModule {
+    /// The module's `ModuleState`; the entry runs a call only when it is [`LIVE`].
+    pub state: AtomicU32,
+    _pad: u32,
+    /// The module instance's id, for crash reports.
+    pub id: AtomicU64,
+    /// Calls made. The entry bumps it with a plain add (no locked instruction): calls made at
+    /// the same moment on several threads may be counted once.
+    pub calls: AtomicU64,
+    /// Calls of the `sigsetjmp` path entered and left (that path has no slot to scan).
+    slow_entered: AtomicU64,
+    slow_left: AtomicU64,
+}
+
+static POOL: Mutex<Vec<&'static GuardModule>> = Mutex::new(Vec::new());
+
+impl GuardModule {
+    /// A record for a new module instance `id`, in state 0 (loading).
+    pub(crate) fn acquire(id: u64) -> &'static GuardModule {
+        let reused = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let m = reused.unwrap_or_else(|| {
+            Box::leak(Box::new(GuardModule {
+                state: AtomicU32::new(0),
+                _pad: 0,
+                id: AtomicU64::new(0),
+                calls: AtomicU64::new(0),
+                slow_entered: AtomicU64::new(0),
+                slow_left: AtomicU64::new(0),
+            }))
+        });
+        m.state.store(0, Ordering::SeqCst);
+        m.id.store(id, Ordering::Relaxed);
+        m.calls.store(0, Ordering::Relaxed);
+        m.slow_entered.store(0, Ordering::Relaxed);
+        m.slow_left.store(0, Ordering::Relaxed);
+        m
+    }
+
+    /// Give the record back (its module is gone and no call can be in it).
+    pub(crate) fn release(m: &'static GuardModule, unloaded: u32) {
+        m.state.store(unloaded, Ordering::SeqCst);
+        POOL.lock().unwrap_or_else(|e| e.into_inner()).push(m);
+    }
+}
+
+/// How a guarded call ended.
+pub(crate) enum Outcome {
+    /// The function returned.
+    Returned,
+    /// It raised a fatal signal (or its module called `exit`).
+    Crashed(Box<RawCrash>),
+    /// Nothing ran: the module is not live.
+    NotLive,
+}
+
+/// Which entry guarded calls take in this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardEntry {
+    /// The fast entry: slots written with plain stores, drained with `membarrier`.
+    Fast,
+    /// A `sigsetjmp` per call, and why the fast entry is off.
+    Sigsetjmp(String),
+}
+
+static ENTRY: OnceLock<GuardEntry> = OnceLock::new();
+
+/// Decide the entry (once, from [`super::install`], before the handlers go in).
+pub(super) fn choose() -> &'static GuardEntry {
+    ENTRY.get_or_init(|| {
+        let mut why: *const std::ffi::c_char = std::ptr::null();
+        // SAFETY: normal context, once; `why` receives a static string when it returns 0.
+        if unsafe { ffi::kml_fast_install(&mut why) } == 1 {
+            GuardEntry::Fast
+        } else {
+            // SAFETY: kml_fast_install sets `why` to a static NUL-terminated string on 0.
+            let why = unsafe { std::ffi::CStr::from_ptr(why) };
+            GuardEntry::Sigsetjmp(why.to_string_lossy().into_owned())
+        }
+    })
+}
+
+/// The entry guarded calls take in this process (installing the guard if needed).
+pub fn guard_entry() -> GuardEntry {
+    super::install();
+    choose().clone()
+}
+
+/// Run `f(ctx)` under the guard for module `m`, if `m` is live.
+///
+/// # Safety
+/// `f` must be safe to call with `ctx`, and every frame between the entry and a fault may be
+/// abandoned without running destructors (see [`super::call`]).
+#[inline(always)]
+pub(crate) unsafe fn call_module(
+    m: &'static GuardModule,
+    f: unsafe extern "C" fn(*mut c_void),
+    ctx: *mut c_void,
+) -> Outcome {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `m` is a live record; the caller's contract covers `f(ctx)` and the frames.
+        let rc = unsafe { ffi::kml_fast_call(m, f, ctx) };
+        if rc == 0 {
+            return Outcome::Returned;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { call_cold(m, f, ctx, rc) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: forwarded contract.
+    unsafe {
+        call_slow(m, f, ctx)
+    }
+}
+
+/// The entry's other answers: 1 crashed, 2 take the slow path, 3 not live.
+///
+/// # Safety
+/// As [`call_module`].
+#[cold]
+#[inline(never)]
+unsafe fn call_cold(
+    m: &'static GuardModule,
+    f: unsafe extern "C" fn(*mut c_void),
+    ctx: *mut c_void,
+    rc: i32,
+) -> Outcome {
+    match rc {
+        1 => {
+            let mut out = MaybeUninit::<ffi::CRawCrash>::uninit();
+            // SAFETY: the entry just recorded this thread's crash; `out` is writable.
+            unsafe { ffi::kml_fast_take_crash(out.as_mut_ptr()) };
+            // SAFETY: filled by kml_fast_take_crash (this thread has a record: it crashed).
+            Outcome::Crashed(Box::new(RawCrash::from_c(unsafe { out.assume_init_ref() })))
+        }
+        3 => Outcome::NotLive,
+        // SAFETY: forwarded contract.
+        _ => unsafe { call_slow(m, f, ctx) },
+    }
+}
+
+/// A thread's first call (it gets its record and alternate stack, and the fast entry is tried
+/// again), guards nested deeper than the entry's slots, or the `sigsetjmp` entry.
+///
+/// # Safety
+/// As [`call_module`].
+unsafe fn call_slow(
+    m: &'static GuardModule,
+    f: unsafe extern "C" fn(*mut c_void),
+    ctx: *mut c_void,
+) -> Outcome {
+    super::install();
+    super::altstack::ensure();
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: normal context; allocates and publishes this thread's record, or re-arms it
+        // after a fork; -1 when it was armed (nesting deeper than the entry's slots).
+        if *choose() == GuardEntry::Fast && unsafe { ffi::kml_fast_register_thread() } == 0 {
+            // SAFETY: forwarded contract.
+            return unsafe { call_module(m, f, ctx) };
+        }
+    }
+    // The sigsetjmp path: counted in before the state check (a Dekker pair with the unload,
+    // which stores the state before reading the counters; all SeqCst).
+    m.slow_entered.fetch_add(1, Ordering::SeqCst);
+    if m.state.load(Ordering::SeqCst) != LIVE {
+        m.slow_left.fetch_add(1, Ordering::SeqCst);
+        return Outcome::NotLive;
+    }
+    m.calls.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: forwarded contract.
+    let r = unsafe { super::call(m.id.load(Ordering::Relaxed), f, ctx) };
+    m.slow_left.fetch_add(1, Ordering::SeqCst);
+    match r {
+        Ok(()) => Outcome::Returned,
+        Err(raw) => Outcome::Crashed(Box::new(raw)),
+    }
+}
+
+/// Guarded calls running in `m` now, on every thread. Store `m`'s new (not live) state first:
+/// a call this misses then sees that state and runs nothing.
+pub(crate) fn calls_in_flight(m: &'static GuardModule) -> usize {
+    let left = m.slow_left.load(Ordering::SeqCst);
+    let slow = m.slow_entered.load(Ordering::SeqCst).saturating_sub(left);
+    // SAFETY: normal context; membarrier and a scan under the shim's lock.
+    let fast = unsafe { ffi::kml_fast_calls_in(m) };
+    slow as usize + fast as usize
+}

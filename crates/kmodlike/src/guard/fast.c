@@ -1,0 +1,252 @@
+/*
+ * fast.c: the guarded call's per-thread record, its crash path and the drain of calls in flight
+ * (the C half of fast_x86_64.S; see mod.rs for the whole picture).
+ *
+ * Each thread that calls into a module gets a record (heap, registered in a list, freed at thread
+ * exit) reached through one initial-exec TLS pointer, kml_self. A record holds a stack of slots,
+ * one per guarded call in progress on the thread: {module, frame, landing} written by the entry
+ * with plain stores. Only the owning thread writes its slots; an unloader on another thread reads
+ * slot.module after membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), which makes every running
+ * thread of the process execute a full barrier: a caller's slot store either is seen by the scan,
+ * or comes after the barrier, and then the caller's next load (the module's state) sees the state
+ * the unloader wrote before it. liburcu's "membarrier" flavour uses the same pairing.
+ *
+ * The crash path (kml_fast_resume) builds a glibc sigjmp_buf that resumes the entry's landing pad
+ * with rsp = slot.frame, and calls glibc's own siglongjmp: glibc runs its cleanup regions
+ * (_longjmp_unwind: the stdio lock of a crash inside printf is released) and restores the signal
+ * mask. The buffer's layout and pointer mangling are glibc's private business: kml_fast_install()
+ * checks them against what glibc's own __sigsetjmp stores, and where they differ (another libc,
+ * another glibc, another architecture) the fast entry stays off and every call takes the per-call
+ * sigsetjmp path of guard.c.
+ */
+#define _GNU_SOURCE
+#include "shim.h"
+
+#include <linux/membarrier.h>
+#include <stdlib.h>
+
+__thread struct kml_thread *kml_self __attribute__((tls_model("initial-exec")));
+
+_Static_assert(offsetof(struct kml_thread, slot) == 64, "fast_x86_64.S: KML_SLOTS");
+_Static_assert(sizeof(struct kml_slot) == 64, "fast_x86_64.S: KML_SLOT_SHIFT");
+_Static_assert(offsetof(struct kml_slot, mask_saved) == 24, "fast_x86_64.S: KML_SLOT_MASK_SAVED");
+_Static_assert(offsetof(struct kml_gmod, calls) == 16, "fast_x86_64.S: KML_GMOD_CALLS");
+
+/* Every thread record, for the drain's scan; under kml_threads_lock. */
+static pthread_mutex_t kml_threads_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kml_thread *kml_threads;
+static unsigned kml_nthreads;
+static pthread_key_t kml_thread_key;
+/* Written once by kml_fast_install() (before any thread registers), read-only afterwards. */
+static int kml_fast_on;
+
+#if defined(__x86_64__) && defined(__GLIBC__)
+/* glibc's x86_64 jmp_buf slots (sysdeps/x86_64/jmpbuf-offsets.h) and PTR_MANGLE: xor with
+ * tcbhead_t.pointer_guard (%fs:0x30), then rotate left by 0x11. Checked at start-up. */
+enum { JB_RBX = 0, JB_RBP = 1, JB_R12 = 2, JB_R13 = 3, JB_R14 = 4, JB_R15 = 5, JB_RSP = 6, JB_PC = 7 };
+
+static inline uintptr_t kml_pointer_guard(void) {
+    uintptr_t g;
+    __asm__ volatile("mov %%fs:0x30, %0" : "=r"(g));
+    return g;
+}
+
+static inline uintptr_t kml_mangle(uintptr_t v, uintptr_t g) {
+    v ^= g;
+    return (v << 0x11) | (v >> (64 - 0x11));
+}
+
+extern void kml_probe_sigsetjmp(sigjmp_buf env, uintptr_t out[3]);
+
+/* 1 when glibc's __sigsetjmp stores, mangled as we would mangle them, the stack pointer, return
+ * address and frame pointer we expect: the layout the crash path fabricates is glibc's. */
+static int kml_jmpbuf_selftest(void) {
+    sigjmp_buf env;
+    uintptr_t out[3] = {0, 0, 0};
+    memset(env, 0, sizeof env);
+    kml_probe_sigsetjmp(env, out);
+    uintptr_t g = kml_pointer_guard();
+    return env[0].__jmpbuf[JB_RSP] == (long)kml_mangle(out[0], g) &&
+           env[0].__jmpbuf[JB_PC] == (long)kml_mangle(out[1], g) &&
+           env[0].__jmpbuf[JB_RBP] == (long)kml_mangle(out[2], g) && env[0].__mask_was_saved == 0;
+}
+#endif
+
+static void kml_thread_exit(void *p);
+
+/* Normal context, once (mod.rs's install, before the handlers are installed). 1 when the fast
+ * entry is on; 0 when every call must take guard.c's sigsetjmp path (and why in *why). */
+int kml_fast_install(const char **why) {
+#if defined(__x86_64__) && defined(__GLIBC__)
+    if (getenv("KMODLIKE_GUARD_SIGSETJMP") != NULL) {
+        *why = "KMODLIKE_GUARD_SIGSETJMP is set";
+        return 0;
+    }
+    if (!kml_jmpbuf_selftest()) {
+        *why = "this C library's sigjmp_buf is not the layout the fast entry fabricates";
+        return 0;
+    }
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) {
+        *why = "membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) failed";
+        return 0;
+    }
+    if (pthread_key_create(&kml_thread_key, kml_thread_exit) != 0) {
+        *why = "no pthread key left for the thread records";
+        return 0;
+    }
+    kml_fast_on = 1;
+    return 1;
+#else
+    *why = "the fast entry is written for x86_64 with glibc";
+    return 0;
+#endif
+}
+
+/* Normal context: give this thread its record (first guarded call on it), or re-arm it (the
+ * first call after fork()). 0 when the entry should be tried again; -1 when the record was
+ * armed already (guards nest deeper than its slots); or an errno. */
+int kml_fast_register_thread(void) {
+    if (!kml_fast_on)
+        return ENOTSUP;
+    if (kml_self != NULL) {
+        if (kml_self->limit != 0)
+            return -1;
+        kml_self->limit = KML_DEPTH;
+        return 0;
+    }
+    struct kml_thread *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return ENOMEM;
+    t->tid = (int32_t)syscall(SYS_gettid);
+    pthread_mutex_lock(&kml_threads_lock);
+    t->next = kml_threads;
+    if (kml_threads != NULL)
+        kml_threads->prev = t;
+    kml_threads = t;
+    kml_nthreads++;
+    pthread_mutex_unlock(&kml_threads_lock);
+    pthread_setspecific(kml_thread_key, t);
+    t->limit = KML_DEPTH;
+    kml_self = t;
+    return 0;
+}
+
+/* Thread exit (pthread key destructor): unlink and free the record. No guarded call runs on
+ * this thread any more (a later one, from another destructor, registers again). */
+static void kml_thread_exit(void *p) {
+    struct kml_thread *t = p;
+    if (kml_self == t)
+        kml_self = NULL;
+    pthread_mutex_lock(&kml_threads_lock);
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        kml_threads = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    kml_nthreads--;
+    pthread_mutex_unlock(&kml_threads_lock);
+    free(t);
+}
+
+/*
+ * Guarded calls of the fast entry now running in m, on every thread. The caller has already
+ * stored the module's new state (not live); see the top of this file for why the barrier makes
+ * the count exact: a call not counted here will see that state and not run.
+ */
+uint32_t kml_fast_calls_in(const struct kml_gmod *m) {
+    if (!kml_fast_on)
+        return 0;
+    pthread_mutex_lock(&kml_threads_lock);
+    /* Alone (only this thread has a record, or none has): its own stores are visible to it. */
+    int alone = kml_nthreads == 0 || (kml_nthreads == 1 && kml_self != NULL);
+    if (!alone)
+        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    uint32_t n = 0;
+    for (struct kml_thread *t = kml_threads; t != NULL; t = t->next)
+        for (int i = 0; i < KML_DEPTH; i++)
+            if (atomic_load_explicit(&t->slot[i].module, memory_order_relaxed) == m)
+                n++;
+    pthread_mutex_unlock(&kml_threads_lock);
+    return n;
+}
+
+/* The crash the entry returned 1 for, on this thread. */
+void kml_fast_take_crash(struct kml_raw_crash *out) {
+    struct kml_thread *t = kml_self;
+    if (t != NULL)
+        memcpy(out, &t->crash, sizeof *out);
+}
+
+/* Called by the entry when the module changed the signal mask during the call (interpose.c):
+ * put the mask from before the call back. Normal context. */
+void kml_fast_restore_mask(struct kml_slot *s) {
+    struct kml_thread *t = kml_self;
+    size_t i = (size_t)(s - t->slot);
+    s->mask_saved = 0;
+    pthread_sigmask(SIG_SETMASK, &t->masks[i], NULL);
+}
+
+/* The innermost guarded call of this thread is a fast slot (rather than one of guard.c's
+ * records, which remember the depth they were pushed at)? Async-signal-safe: plain reads of
+ * this thread's own state. */
+struct kml_slot *kml_fast_innermost(uint32_t records_depth_mark, int have_record) {
+    struct kml_thread *t = kml_self;
+    if (t == NULL || t->depth == 0 || t->depth > KML_DEPTH)
+        return NULL;
+    if (have_record && records_depth_mark >= t->depth)
+        return NULL;
+    return &t->slot[t->depth - 1];
+}
+
+void kml_fast_save_mask(struct kml_slot *s) {
+    struct kml_thread *t = kml_self;
+    size_t i = (size_t)(s - t->slot);
+    if (s->mask_saved)
+        return;
+    if (pthread_sigmask(SIG_SETMASK, NULL, &t->masks[i]) == 0)
+        s->mask_saved = 1;
+}
+
+/*
+ * Resume the innermost fast slot's landing pad, as if its call had returned 1, with the signal
+ * mask *mask. From the signal handler (a fault) or normal context (the module called exit).
+ * Async-signal-safe: memset and plain stores into a local buffer, then glibc's siglongjmp,
+ * which is what every sigsetjmp-based guard does from its handler.
+ */
+__attribute__((noreturn)) void kml_fast_resume(const sigset_t *mask) {
+#if defined(__x86_64__) && defined(__GLIBC__)
+    struct kml_thread *t = kml_self;
+    struct kml_slot *s = &t->slot[t->depth - 1];
+    sigjmp_buf env;
+    memset(env, 0, sizeof env);
+    uintptr_t g = kml_pointer_guard();
+    /* Callee-saved registers are popped by the landing pad; rbp is recomputed there. */
+    env[0].__jmpbuf[JB_RBP] = (long)kml_mangle(0, g);
+    env[0].__jmpbuf[JB_RSP] = (long)kml_mangle(s->frame, g);
+    env[0].__jmpbuf[JB_PC] = (long)kml_mangle(s->landing, g);
+    env[0].__mask_was_saved = 1;
+    memcpy(&env[0].__saved_mask, mask, sizeof *mask);
+    siglongjmp(env, 1);
+#else
+    (void)mask;
+    abort(); /* unreachable: kml_fast_on is never set here */
+#endif
+}
+
+/* fork(): the child keeps the forking thread's record only (the others' threads do not exist
+ * there, and their slots would look like calls in flight for ever). */
+void kml_fast_atfork_prepare(void) { pthread_mutex_lock(&kml_threads_lock); }
+void kml_fast_atfork_parent(void) { pthread_mutex_unlock(&kml_threads_lock); }
+void kml_fast_atfork_child(void) {
+    struct kml_thread *self = kml_self;
+    /* Disarm the forking thread's record: its next call takes the slow path, which restarts
+     * the guard's service thread in the child (mod.rs) and re-arms it. */
+    if (self != NULL)
+        self->limit = 0;
+    kml_threads = self;
+    kml_nthreads = self != NULL;
+    if (self != NULL)
+        self->next = self->prev = NULL;
+    pthread_mutex_unlock(&kml_threads_lock);
+}
