@@ -61,7 +61,7 @@ pub use image::modinfo;
 pub use interface::{ModuleInitArgs, Version};
 pub use loader::{
     CloseError, CrashLoop, CrashPolicy, Event, Handle, InitArgs, Loader, LoaderBuilder, LogSink,
-    ModuleInfo, OpenOptions, Symbol,
+    ModuleInfo, OpenOptions, Symbol, DEFAULT_MAX_KEPT_MAPPED,
 };
 pub use modinfo::ModInfo;
 pub use module::ModuleState;

@@ -234,8 +234,9 @@ impl Module {
         self.left.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Guarded calls running in the module now.
-    pub(crate) fn inflight(&self) -> usize {
+    /// Guarded calls running in the module now: the drain check of unloading and of
+    /// reclaiming a crashed instance (`LoaderShared::reclaim_if_drained`), and nothing else.
+    pub(crate) fn calls_in_flight(&self) -> usize {
         // `left` first: it never passes `entered`, so equal readings mean none was running
         // when `entered` was read.
         let left = self.left.load(Ordering::SeqCst);
