@@ -76,6 +76,8 @@ mod altstack;
 mod ffi;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod text_tests;
 mod threads;
 #[cfg(test)]
 mod threads_tests;
