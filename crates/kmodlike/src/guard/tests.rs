@@ -703,7 +703,8 @@ fn guarded_crashes_on_many_threads_at_once_are_each_caught_by_their_own_guard() 
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let id = u64::MAX - 1000 - (n % 16);
-                register_module(id, &[(0x5000 + n % 16 * 0x100, 0x5000 + n % 16 * 0x100 + 0x80)]).unwrap();
+                register_module(id, &[(0x5000 + n % 16 * 0x100, 0x5000 + n % 16 * 0x100 + 0x80)])
+                    .unwrap();
                 unregister_module(id);
                 n += 1;
             }
