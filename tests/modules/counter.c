@@ -9,3 +9,14 @@ void module_fini(void) {}
 int bump(void) { return ++calls; }
 /* Through a volatile pointer: a literal NULL store is UB that GCC may delete. */
 void crash_now(void) { volatile int *volatile p = 0; *p = 1; }
+#ifdef MAY_START_THREADS
+#include <pthread.h>
+/* Imports pthread_create (never called): the loader must assume a thread of this module may
+ * still run in its code after a crash. */
+int may_start(void)
+{
+    int (*volatile start)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *) =
+        pthread_create;
+    return start != 0;
+}
+#endif

@@ -195,8 +195,10 @@ typedef enum {
      */
     MODULE_LOADER_STRICT = 1,
     /**
-     * After a crash, unmap the crashed module's code once calls into it have drained, instead
-     * of keeping it mapped. Only for modules known to start no threads of their own.
+     * After a crash, unmap the crashed module's code once calls into it have drained even when
+     * the module may start threads (unless one is seen in its code then). Without it, the code
+     * of a module that may start threads stays mapped, and that of any other module is unmapped
+     * once its calls have drained. Only for modules known to stop their threads themselves.
      */
     MODULE_LOADER_RECLAIM = 2,
     /**
@@ -474,9 +476,9 @@ module_error_t module_loader_unload(module_loader_t *loader);
  * the module's symbols and stores results in `*ctx`.
  *
  * If `func` raises SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT or SIGSYS, execution jumps back
- * here, the module is unloaded (its `module_fini()` is not run, its code stays mapped unless
- * the loader was created with `MODULE_LOADER_RECLAIM`), and `MODULE_ERR_CRASHED` is
- * returned; `module_loader_last_crash()` and `module_loader_last_error()` describe the crash.
+ * here, the module is unloaded (its `module_fini()` is not run; its code is unmapped once calls
+ * into it have drained, unless a thread may still run in it: see `MODULE_LOADER_RECLAIM`), and
+ * `MODULE_ERR_CRASHED` is returned; `module_loader_last_crash()` and `module_loader_last_error()` describe the crash.
  * The loader can then load a module again (a fresh instance, with fresh static data).
  *
  * What a jump out of `func` skips: the C frames between this call and the fault are abandoned
@@ -494,7 +496,9 @@ module_error_t module_loader_unload(module_loader_t *loader);
  * whose frames (and those of what it calls) may be abandoned at a fault without any cleanup,
  * as described above.
  */
-module_error_t module_loader_call(module_loader_t *loader, module_call_fn_t func, void *ctx);
+module_error_t module_loader_call(module_loader_t *loader,
+                                  module_call_fn_t func,
+                                  void *ctx);
 
 /**
  * Fill `*info` with the loader's most recent crash: one returned as `MODULE_ERR_CRASHED` by

@@ -150,9 +150,9 @@ pub type module_call_fn_t = Option<unsafe extern "C" fn(ctx: *mut c_void)>;
 /// the module's symbols and stores results in `*ctx`.
 ///
 /// If `func` raises SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT or SIGSYS, execution jumps back
-/// here, the module is unloaded (its `module_fini()` is not run, its code stays mapped unless
-/// the loader was created with `MODULE_LOADER_RECLAIM`), and `MODULE_ERR_CRASHED` is
-/// returned; `module_loader_last_crash()` and `module_loader_last_error()` describe the crash.
+/// here, the module is unloaded (its `module_fini()` is not run; its code is unmapped once calls
+/// into it have drained, unless a thread may still run in it: see `MODULE_LOADER_RECLAIM`), and
+/// `MODULE_ERR_CRASHED` is returned; `module_loader_last_crash()` and `module_loader_last_error()` describe the crash.
 /// The loader can then load a module again (a fresh instance, with fresh static data).
 ///
 /// What a jump out of `func` skips: the C frames between this call and the fault are abandoned

@@ -59,8 +59,10 @@ pub enum module_loader_flags_t {
     MODULE_LOADER_DEFAULT = 0,
     /// Refuse legacy modules (those that export `mod_hello()` but not the module interface).
     MODULE_LOADER_STRICT = 1,
-    /// After a crash, unmap the crashed module's code once calls into it have drained, instead
-    /// of keeping it mapped. Only for modules known to start no threads of their own.
+    /// After a crash, unmap the crashed module's code once calls into it have drained even when
+    /// the module may start threads (unless one is seen in its code then). Without it, the code
+    /// of a module that may start threads stays mapped, and that of any other module is unmapped
+    /// once its calls have drained. Only for modules known to stop their threads themselves.
     MODULE_LOADER_RECLAIM = 2,
     /// Load every module first in a short-lived child process (the `kmodlike-probe` helper),
     /// so that a crash in a constructor or in `module_init()`, which no guard can contain
@@ -134,7 +136,7 @@ pub extern "C" fn module_loader_create_with_flags(flags: LoaderFlagsArg) -> *mut
         let policy = if flags & module_loader_flags_t::MODULE_LOADER_RECLAIM as u32 != 0 {
             CrashPolicy::Reclaim
         } else {
-            CrashPolicy::Retain
+            CrashPolicy::ReclaimWhenSafe
         };
         let probe = flags & module_loader_flags_t::MODULE_LOADER_PROBE as u32 != 0;
         let loader = Loader::builder().strict(strict).crash_policy(policy).probe(probe).build();

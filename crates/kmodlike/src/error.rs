@@ -267,6 +267,18 @@ pub enum Error {
         window_secs: u64,
     },
 
+    /// Loading the module would exceed a bound the loader keeps on what crashes cost (the
+    /// crashed instances kept mapped, the crash guard's table of module code).
+    #[error("{}: module {module} is refused: {detail}", path.display())]
+    Limit {
+        /// The module's name.
+        module: String,
+        /// The file.
+        path: PathBuf,
+        /// Which bound, its figures, and what to do.
+        detail: String,
+    },
+
     /// The probe (loading in a child process first) could not run.
     #[error("{}: probe failed: {detail}", path.display())]
     Probe {
@@ -304,7 +316,8 @@ impl Error {
             | Error::MalformedElf { .. }
             | Error::LoadFailed { .. }
             | Error::NoInterface { .. }
-            | Error::Probe { .. } => ErrorKind::LoadFailed,
+            | Error::Probe { .. }
+            | Error::Limit { .. } => ErrorKind::LoadFailed,
             Error::MissingExport { .. } | Error::SymbolNotFound { .. } => ErrorKind::SymbolNotFound,
             Error::VersionMismatch { .. } => ErrorKind::VersionMismatch,
             Error::InitFailed { .. } => ErrorKind::InitFailed,

@@ -453,11 +453,13 @@ impl Image {
 
     /// After `dlclose`: close the descriptor, unless ld.so still holds the object (a
     /// `NODELETE` object, or one another object depends on), whose name must stay reserved.
-    /// `base` is an address inside the object's first segment.
-    pub(crate) fn release_after_dlclose(self, base: u64) {
+    /// `base` is an address inside the object's first segment. True when ld.so let go of it.
+    pub(crate) fn release_after_dlclose(self, base: u64) -> bool {
         if base != 0 && still_loaded_as(base, &self.name) {
             self.retain_forever();
+            return false;
         }
+        true
     }
 }
 

@@ -62,7 +62,7 @@ pub use image::modinfo;
 pub use interface::{ModuleInitArgs, Version};
 pub use loader::{
     CloseError, CrashLoop, CrashPolicy, Event, FastEntry, FastResult, Handle, InitArgs, Loader,
-    LoaderBuilder, LogSink, ModuleInfo, OpenOptions, Symbol,
+    LoaderBuilder, LogSink, ModuleInfo, OpenOptions, Symbol, DEFAULT_MAX_KEPT_MAPPED,
 };
 pub use modinfo::ModInfo;
 pub use module::ModuleState;

@@ -219,9 +219,11 @@ impl Module {
         self.interface().entry
     }
 
-    /// Guarded calls running in the module now. Set a state other than live first: a call
-    /// this misses then runs nothing (see [`guard::calls_in_flight`]).
-    pub(crate) fn inflight(&self) -> usize {
+    /// Guarded calls running in the module now: the drain check of unloading and of
+    /// reclaiming a crashed instance (`LoaderShared::reclaim_if_drained`), and nothing else.
+    /// Set a state other than live first: a call this misses then runs nothing (see
+    /// [`guard::calls_in_flight`]).
+    pub(crate) fn calls_in_flight(&self) -> usize {
         guard::calls_in_flight(self.guard)
     }
 

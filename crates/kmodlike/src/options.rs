@@ -23,18 +23,37 @@ pub enum OpenMode {
 /// The loader's log sink: `(module name, level, message)`.
 pub type LogSink = Arc<dyn Fn(&str, i32, &str) + Send + Sync>;
 
-/// What happens to a crashed module's code.
+/// What happens to a crashed module's code. A crash unloads the module logically at once
+/// (out of the registry, its symbols and new calls refused) whatever the policy; the policy
+/// decides when its code is unmapped, and so what a crash costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CrashPolicy {
-    /// The default: the code stays mapped forever (no `dlclose`), because a thread the module
-    /// started may still run in it; unloading under such a thread kills the host. The module
-    /// is gone logically, and loading it again maps a fresh private image (a sealed memfd).
+    /// The default: unmap the crashed instance (`dlclose`, its image and lease released, its
+    /// text dropped from the guard's table) once its guarded calls in flight have drained,
+    /// unless a thread may still run in its code: the module may start threads (it imports
+    /// `pthread_create`, `clone`, `dlopen`... or needs a library other than the C runtime's),
+    /// or a thread's PC or stack lies in its code when the calls have drained. Then the code
+    /// stays mapped for good, as under [`Retain`](Self::Retain). So a crash of a module that
+    /// starts no thread costs nothing that lasts.
     #[default]
+    ReclaimWhenSafe,
+    /// Keep every crashed instance's code mapped for good (no `dlclose`), whether or not the
+    /// module may start threads. The module is gone logically, and loading it again maps a
+    /// fresh private image (a sealed memfd). Each crash then keeps ~20 KiB and a few mappings;
+    /// the number of instances kept is bounded by
+    /// [`LoaderBuilder::max_kept_mapped`](crate::LoaderBuilder::max_kept_mapped).
     Retain,
-    /// Unmap the module once the calls in flight in it have drained. Only for modules known to
-    /// start no threads.
+    /// Unmap once the calls in flight have drained, even a module that may start threads,
+    /// unless one of its threads is seen in its code then (as on a normal unload). For modules
+    /// known to stop their threads themselves.
     Reclaim,
 }
+
+/// Instances whose code is kept mapped for good after a crash (or after an unload under a
+/// running thread), per process, beyond which a load whose crash would be kept is refused:
+/// the default of [`LoaderBuilder::max_kept_mapped`](crate::LoaderBuilder::max_kept_mapped).
+/// At ~20-25 KiB and 6 mappings each, 256 instances are ~6 MiB and ~1,500 mappings.
+pub const DEFAULT_MAX_KEPT_MAPPED: usize = 256;
 
 /// Refuse a module after `max_crashes` crashes within `window`, until cleared with
 /// [`Loader::clear_quarantine`](crate::Loader::clear_quarantine). Off by default in the

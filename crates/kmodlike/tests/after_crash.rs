@@ -144,7 +144,7 @@ fn the_library_has_no_crash_loop_policy_by_default() {
 fn soak(policy: CrashPolicy, cycles: usize) -> (usize, usize, u64, u64) {
     let path = counter();
     let spec = path.to_str().unwrap();
-    let loader = Loader::builder().crash_policy(policy).build();
+    let loader = Loader::builder().crash_policy(policy).max_kept_mapped(usize::MAX).build();
     // Warm up: the first crash maps the guard's stacks and the first private image.
     crash_once(&loader, spec);
     let (fds0, rss0) = (ts::open_fds(), ts::rss_bytes());
@@ -195,6 +195,68 @@ fn soak_1000_crash_recover_reload_cycles_retaining_code() {
         "retain: fds {fds0} -> {fds1}; rss {rss0} -> {rss1} bytes ({per_crash:.1} bytes per crash)"
     );
     assert_eq!(fds1, fds0, "descriptors unchanged");
+}
+
+/// Lines of /proc/self/maps that name `file` (the leased file or its private memfd copy).
+fn mapped(file: &str) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().filter(|l| l.contains(file)).count()
+}
+
+#[test]
+fn a_crashed_module_that_starts_no_thread_is_unmapped_under_the_default_policy() {
+    if !ts::in_own_process(
+        "a_crashed_module_that_starts_no_thread_is_unmapped_under_the_default_policy",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let path = counter();
+    let loader = Loader::new();
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h = unsafe { loader.open(path.to_str().unwrap()) }.unwrap();
+    assert!(mapped("counter.so") > 0, "mapped while loaded");
+    let (_, crash) = fns(&h);
+    // SAFETY: `crash` is the fixture module's C code; a fault skips only its frames.
+    let e = unsafe { h.call0(crash) }.unwrap_err();
+    assert!(e.to_string().contains("SIGSEGV") && e.to_string().contains("counter"), "{e}");
+    assert!(loader.list().is_empty() && !h.is_live(), "the module is gone");
+    assert_eq!(mapped("counter.so"), 0, "its code was unmapped once the crashed call drained");
+    // The host lives on: the same file loads again, fresh.
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let h2 = unsafe { loader.open(path.to_str().unwrap()) }.unwrap();
+    let (bump, _) = fns(&h2);
+    // SAFETY: `bump` is the fixture module's C code; a fault skips only its frames.
+    assert_eq!(unsafe { h2.call0(bump) }.unwrap(), 1);
+    h2.close().unwrap();
+}
+
+#[test]
+fn a_crashed_module_that_may_start_threads_stays_mapped_up_to_the_bound() {
+    if !ts::in_own_process(
+        "a_crashed_module_that_may_start_threads_stays_mapped_up_to_the_bound",
+        Duration::from_secs(60),
+    ) {
+        return;
+    }
+    let threaded = ts::test_module("counter", "counter_threads", &["-DMAY_START_THREADS"]);
+    let spec = threaded.to_str().unwrap();
+    let loader = Loader::builder().max_kept_mapped(3).build();
+    for i in 1..=3 {
+        let r = crash_once(&loader, spec);
+        assert_eq!((r.module.as_str(), r.signal_name.as_str()), ("counter_threads", "SIGSEGV"));
+        assert!(mapped("counter_threads.so") >= i, "crash {i}: its code stays mapped");
+    }
+    // The bound: a fourth copy whose crash would be kept is refused, naming why.
+    // SAFETY: a fixture module this test built from its C source for the interface.
+    let e = unsafe { loader.open(spec) }.unwrap_err();
+    assert!(matches!(e, Error::Limit { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("counter_threads") && msg.contains("max_kept_mapped"), "{msg}");
+    // A module whose crash is reclaimed still loads, crashes and is unmapped.
+    let r = crash_once(&loader, counter().to_str().unwrap());
+    assert_eq!(r.module, "counter");
+    assert_eq!(mapped("counter.so"), 0);
 }
 
 #[test]

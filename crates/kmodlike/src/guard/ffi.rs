@@ -63,7 +63,13 @@ extern "C" {
     ) -> c_int;
     #[cfg(test)]
     pub(super) fn kml_guard_active() -> c_int;
-    pub(super) fn kml_register_text(module_id: u64, start: u64, end: u64) -> c_int;
+    pub(super) fn kml_register_module_text(module_id: u64, ranges: *const u64, n: u32) -> c_int;
+    pub(super) fn kml_text_stats(
+        used: *mut u32,
+        hwm: *mut u32,
+        chunks: *mut u32,
+        capacity: *mut u32,
+    );
     pub(super) fn kml_unregister_module(module_id: u64);
     #[cfg(test)]
     pub(super) fn kml_module_at(addr: u64, module_id: *mut u64) -> c_int;

@@ -77,6 +77,8 @@ mod entry;
 mod ffi;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod text_tests;
 mod threads;
 #[cfg(test)]
 mod threads_tests;
@@ -268,26 +270,68 @@ pub(crate) fn is_guarded() -> bool {
 /// Publish a module's text ranges `[start, end)` so faults on threads without a guard can be
 /// attributed to it, and host callbacks can tell which module called.
 ///
-/// Module ids are any `u64` except `u64::MAX`. The table holds 8192 ranges in all; ranges that
-/// do not fit (or are empty) are left out, and a fault in them on a module thread is then fatal.
-pub(crate) fn register_module(module_id: u64, text: &[(u64, u64)]) {
+/// All of them or none: a module whose text is not in the table cannot have a fault on its own
+/// threads contained, so the loader refuses to run it ([`TextTableFull`]). The table grows on
+/// demand (in chunks, in normal context) up to [`text_table_stats`]'s `capacity` ranges
+/// registered at once (262,144 by default); ranges of unmapped modules are reused. Module ids
+/// are any `u64` except `u64::MAX`; empty ranges are left out.
+pub(crate) fn register_module(module_id: u64, text: &[(u64, u64)]) -> Result<(), TextTableFull> {
     restart_after_fork_if_needed();
-    for &(start, end) in text {
-        // SAFETY: plain values; the shim serialises writers and publishes with atomics.
-        let rc = unsafe { ffi::kml_register_text(module_id, start, end) };
-        if rc != 0 {
-            eprintln!(
-                "kmodlike: crash guard cannot record text range {start:#x}..{end:#x} of module \
-                 id {module_id} (table full or empty range): faults there on module threads \
-                 will not be contained"
-            );
-        }
+    let flat: Vec<u64> = text.iter().filter(|&&(s, e)| s < e).flat_map(|&(s, e)| [s, e]).collect();
+    let n = (flat.len() / 2) as u32;
+    // SAFETY: plain values and `n` start/end pairs; the shim serialises writers and publishes
+    // with atomics.
+    let rc = unsafe { ffi::kml_register_module_text(module_id, flat.as_ptr(), n) };
+    if rc != 0 {
+        return Err(TextTableFull { ranges: n as usize, stats: text_table_stats() });
     }
     // Record the new code for the handler's return-address test; a module that brought new
     // libraries with it makes the shim rebuild its table from every loaded object.
-    let flat: Vec<u64> = text.iter().flat_map(|&(s, e)| [s, e]).collect();
-    // SAFETY: normal context; `flat` holds `text.len()` start/end pairs.
-    unsafe { ffi::kml_code_ranges_after_load(flat.as_ptr(), text.len() as u32) };
+    // SAFETY: normal context; `flat` holds `n` start/end pairs.
+    unsafe { ffi::kml_code_ranges_after_load(flat.as_ptr(), n) };
+    Ok(())
+}
+
+/// The guard's table of module text ranges could not take a module's ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TextTableFull {
+    /// Ranges the module needed.
+    pub ranges: usize,
+    /// The table when it refused.
+    pub stats: TextTableStats,
+}
+
+impl std::fmt::Display for TextTableFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the crash guard's table of module code is full ({} of {} ranges in use, {} \
+             needed): a fault on this module's threads could not be contained; unload modules, \
+             or restart the process to drop the code of crashed modules kept mapped",
+            self.stats.used, self.stats.capacity, self.ranges
+        )
+    }
+}
+
+/// Figures of the guard's table of module text ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TextTableStats {
+    /// Ranges registered now.
+    pub used: u32,
+    /// One past the highest slot ever used: what the signal handler scans.
+    pub high_water: u32,
+    /// Chunks mapped (the first is static).
+    pub chunks: u32,
+    /// Ranges the table can hold at once.
+    pub capacity: u32,
+}
+
+/// The table's figures now.
+pub(crate) fn text_table_stats() -> TextTableStats {
+    let (mut used, mut high_water, mut chunks, mut capacity) = (0, 0, 0, 0);
+    // SAFETY: four valid out pointers; the shim reads its counters under its lock.
+    unsafe { ffi::kml_text_stats(&mut used, &mut high_water, &mut chunks, &mut capacity) };
+    TextTableStats { used, high_water, chunks, capacity }
 }
 
 /// Forget a module's text ranges (after it is unloaded and unmapped).

@@ -356,7 +356,7 @@ fn a_guarded_thread_gets_an_alternate_stack_that_is_freed_when_it_exits() {
 fn registered_text_ranges_attribute_addresses_until_unregistered() {
     // Page-zero addresses: never mapped, so they cannot collide with real modules' text.
     let id = u64::MAX - 100;
-    register_module(id, &[(0x1000, 0x2000), (0x3000, 0x3100)]);
+    register_module(id, &[(0x1000, 0x2000), (0x3000, 0x3100)]).unwrap();
     assert_eq!(module_at(0x1000), Some(id));
     assert_eq!(module_at(0x1fff), Some(id));
     assert_eq!(module_at(0x2000), None);
@@ -535,7 +535,7 @@ fn host_callbacks_name_the_calling_module_and_restore_the_guard() {
         assert_eq!(t, 43_000, "get_time sink saw the wrong module");
         // No guard, the caller's code registered as module 9's text: module 9.
         let f = unguarded_module_code_calls_log as *const () as usize as u64;
-        register_module(9, &[(f, f + 256)]);
+        register_module(9, &[(f, f + 256)]).unwrap();
         unguarded_module_code_calls_log();
         unregister_module(9);
         // No guard, not in any module's text: none.
@@ -615,8 +615,8 @@ fn a_fault_in_module_text_on_a_thread_without_a_guard_parks_it_and_reports() {
         let ill = fault_ill as *const () as usize as u64;
         let abort_body = module_thread_body_abort as *const () as usize as u64;
         let starts = [body, ill, abort_body];
-        register_module(77, &[text_of(body, &starts), text_of(ill, &starts)]);
-        register_module(78, &[text_of(abort_body, &starts)]);
+        register_module(77, &[text_of(body, &starts), text_of(ill, &starts)]).unwrap();
+        register_module(78, &[text_of(abort_body, &starts)]).unwrap();
 
         let (tx, rx) = std::sync::mpsc::channel::<i32>();
         let tx2 = tx.clone();
@@ -703,7 +703,8 @@ fn guarded_crashes_on_many_threads_at_once_are_each_caught_by_their_own_guard() 
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let id = u64::MAX - 1000 - (n % 16);
-                register_module(id, &[(0x5000 + n % 16 * 0x100, 0x5000 + n % 16 * 0x100 + 0x80)]);
+                register_module(id, &[(0x5000 + n % 16 * 0x100, 0x5000 + n % 16 * 0x100 + 0x80)])
+                    .unwrap();
                 unregister_module(id);
                 n += 1;
             }
@@ -752,7 +753,7 @@ fn stack_words_look_past_module_frames_to_the_libc_frames_behind_them() {
     // abort's frames and qsort's. The scan must not stop there.
     let cmp = aborting_comparator as *const () as usize as u64;
     let id = u64::MAX - 200;
-    register_module(id, &[(cmp, cmp + 256)]);
+    register_module(id, &[(cmp, cmp + 256)]).unwrap();
     let c = expect_crash(id, sort_with_aborting_comparator, std::ptr::null_mut());
     unregister_module(id);
     assert_eq!(c.signo, libc::SIGABRT);
@@ -788,7 +789,7 @@ fn an_abort_outside_a_guard_on_a_thread_that_entered_one_is_fatal() {
         install();
         set_thread_crash_sink(record_thread_crash);
         let body = module_thread_body_abort as *const () as usize as u64;
-        register_module(79, &[(body, body + 256)]);
+        register_module(79, &[(body, body + 256)]).unwrap();
         let _ = std::thread::spawn(|| {
             let mut n = 0u32;
             // SAFETY: no_fault increments the u32 it is given.

@@ -9,31 +9,81 @@
 #define _GNU_SOURCE
 #include "shim.h"
 
+#include <sys/mman.h>
+
 /* --- module text ranges ------------------------------------------------------------------- */
 
 /*
- * A fixed array so the handler never allocates: each slot is {key, start, end}, key = module
- * id + 1 (0 marks a free slot). Writers (register/unregister, normal context) serialise on
- * kml_table_lock; the handler reads without a lock, seqlock style: load the key (acquire),
- * load start/end, fence, reload the key; a changed key means the slot was rewritten under us
- * and is skipped. The high-water mark bounds the scan.
+ * A two-level table the handler reads without a lock and without allocating (issue 11: a fixed
+ * table of 8192 slots filled up after 8191 crashes whose code stayed mapped, and the next crash
+ * on a module thread was fatal).
+ *
+ * Slots are {key, start, end}, key = module id + 1 (0 marks a free slot). They live in chunks of
+ * KML_TEXT_CHUNK_SLOTS; the directory kml_text_chunks[] holds up to KML_TEXT_MAX_CHUNKS chunk
+ * pointers. The first chunk is static, so a process with few modules never allocates; later
+ * chunks are mapped on demand by a writer (normal context, mmap: a system call, no allocator
+ * lock taken under kml_table_lock) and published with a release store of their pointer. A chunk
+ * is never unmapped, so a pointer a reader loaded stays valid for the life of the process: the
+ * table grows to the peak number of ranges registered at once and no further, because
+ * unregistered slots are reused (lowest free slot first, so the scanned prefix stays short).
+ *
+ * Why the handler side is async-signal-safe: it only does atomic loads (the high-water mark, the
+ * chunk pointers, the slots) and compares. It never takes kml_table_lock (a thread interrupted
+ * while holding it would deadlock the handler) and never calls the allocator.
+ *
+ * Readers use the seqlock pattern per slot: load the key (acquire), load start/end, fence,
+ * reload the key; a changed key means the slot was rewritten under us and is skipped. The
+ * high-water mark (one past the highest slot ever used) bounds the scan; it is published after
+ * the chunk pointer and the slot, so a reader that sees it sees both.
+ *
+ * When the table is really full (KML_TEXT_CAPACITY ranges registered at once), a registration
+ * fails as a whole and the loader refuses the load with an error naming the module: a module
+ * whose text is not in the table cannot have a fault on its own threads contained, so it must
+ * not run at all.
+ *
+ * Both sizes can be lowered at build time (-DKML_TEXT_CHUNK_SLOTS=..., -DKML_TEXT_MAX_CHUNKS=...).
  */
-#define KML_TEXT_SLOTS 8192
+#ifndef KML_TEXT_CHUNK_SLOTS
+#define KML_TEXT_CHUNK_SLOTS 512
+#endif
+#ifndef KML_TEXT_MAX_CHUNKS
+#define KML_TEXT_MAX_CHUNKS 512
+#endif
+#define KML_TEXT_CAPACITY ((uint32_t)KML_TEXT_CHUNK_SLOTS * (uint32_t)KML_TEXT_MAX_CHUNKS)
+
 struct kml_text_slot {
     _Atomic uint64_t key;
     _Atomic uint64_t start;
     _Atomic uint64_t end;
 };
-static struct kml_text_slot kml_text[KML_TEXT_SLOTS];
+static struct kml_text_slot kml_text_first_chunk[KML_TEXT_CHUNK_SLOTS];
+static struct kml_text_slot *_Atomic kml_text_chunks[KML_TEXT_MAX_CHUNKS] = {kml_text_first_chunk};
 static _Atomic uint32_t kml_text_hwm;
+/* Writers only, under kml_table_lock: slots in use, chunks mapped, and a lower bound of the
+ * lowest free slot. */
+static uint32_t kml_text_used;
+static uint32_t kml_text_nchunks = 1;
+static uint32_t kml_text_free_hint;
 static pthread_mutex_t kml_table_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Async-signal-safe (atomic loads only). The slot at index i, or NULL when its chunk is not
+ * mapped (never the case below the high-water mark, but a reader does not rely on it). */
+static struct kml_text_slot *kml_text_slot_at(uint32_t i) {
+    struct kml_text_slot *chunk = atomic_load_explicit(&kml_text_chunks[i / KML_TEXT_CHUNK_SLOTS],
+                                                       memory_order_acquire);
+    return chunk == NULL ? NULL : &chunk[i % KML_TEXT_CHUNK_SLOTS];
+}
 
 /* Async-signal-safe: atomic loads only. Returns id + 1 of the module whose text holds addr,
  * or 0. */
 uint64_t kml_text_key_at(uint64_t addr) {
     uint32_t n = atomic_load_explicit(&kml_text_hwm, memory_order_acquire);
     for (uint32_t i = 0; i < n; i++) {
-        struct kml_text_slot *s = &kml_text[i];
+        struct kml_text_slot *s = kml_text_slot_at(i);
+        if (s == NULL) {
+            i += KML_TEXT_CHUNK_SLOTS - 1 - i % KML_TEXT_CHUNK_SLOTS; /* skip the chunk */
+            continue;
+        }
         uint64_t key = atomic_load_explicit(&s->key, memory_order_acquire);
         if (key == 0)
             continue;
@@ -48,40 +98,119 @@ uint64_t kml_text_key_at(uint64_t addr) {
     return 0;
 }
 
-int kml_register_text(uint64_t module_id, uint64_t start, uint64_t end) {
-    if (module_id == UINT64_MAX || start >= end)
+/* Writer, lock held: the lowest free slot at or above the hint, mapping its chunk when needed.
+ * UINT32_MAX when none can be had (the caller checked the capacity, so only when mmap fails). */
+static uint32_t kml_text_claim_locked(void) {
+    for (uint32_t i = kml_text_free_hint; i < KML_TEXT_CAPACITY; i++) {
+        uint32_t c = i / KML_TEXT_CHUNK_SLOTS;
+        if (c >= kml_text_nchunks) {
+            /* Normal context: mmap is a system call and takes no lock of the allocator's, so
+             * fork()'s handlers (which take kml_table_lock) cannot deadlock against it. */
+            void *p = mmap(NULL, sizeof(struct kml_text_slot) * KML_TEXT_CHUNK_SLOTS,
+                           PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (p == MAP_FAILED)
+                return UINT32_MAX;
+            /* Zeroed by the kernel: every slot free. Release: a reader that loads the pointer
+             * sees the zeroed slots. */
+            atomic_store_explicit(&kml_text_chunks[c], (struct kml_text_slot *)p,
+                                  memory_order_release);
+            kml_text_nchunks = c + 1;
+        }
+        struct kml_text_slot *s = kml_text_slot_at(i);
+        if (atomic_load_explicit(&s->key, memory_order_relaxed) == 0) {
+            kml_text_free_hint = i + 1;
+            return i;
+        }
+    }
+    return UINT32_MAX;
+}
+
+/* Writer, lock held: free slot i. */
+static void kml_text_free_locked(uint32_t i) {
+    struct kml_text_slot *s = kml_text_slot_at(i);
+    atomic_store_explicit(&s->key, 0, memory_order_relaxed);
+    /* Order the key's clearing before the range's rewrite (a reader that saw the old key and
+     * then a new range fails its key re-check). */
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&s->start, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->end, 0, memory_order_relaxed);
+    kml_text_used--;
+    if (i < kml_text_free_hint)
+        kml_text_free_hint = i;
+}
+
+/*
+ * Publish the n text ranges (start/end pairs) of module_id: all of them, or none. Returns 0, -1
+ * for an invalid argument (id UINT64_MAX, an empty range), -2 when the table is full (or a chunk
+ * cannot be mapped). Normal context only.
+ */
+int kml_register_module_text(uint64_t module_id, const uint64_t *ranges, uint32_t n) {
+    if (module_id == UINT64_MAX)
         return -1;
+    for (uint32_t k = 0; k < n; k++)
+        if (ranges[2 * k] >= ranges[2 * k + 1])
+            return -1;
     pthread_mutex_lock(&kml_table_lock);
-    for (uint32_t i = 0; i < KML_TEXT_SLOTS; i++) {
-        struct kml_text_slot *s = &kml_text[i];
-        if (atomic_load_explicit(&s->key, memory_order_relaxed) != 0)
-            continue;
-        atomic_store_explicit(&s->start, start, memory_order_relaxed);
-        atomic_store_explicit(&s->end, end, memory_order_relaxed);
+    if (n > KML_TEXT_CAPACITY - kml_text_used) {
+        pthread_mutex_unlock(&kml_table_lock);
+        return -2;
+    }
+    uint32_t taken[64];
+    uint32_t k = 0;
+    int rc = 0;
+    for (; k < n; k++) {
+        uint32_t i = kml_text_claim_locked();
+        if (i == UINT32_MAX) {
+            rc = -2;
+            break;
+        }
+        struct kml_text_slot *s = kml_text_slot_at(i);
+        atomic_store_explicit(&s->start, ranges[2 * k], memory_order_relaxed);
+        atomic_store_explicit(&s->end, ranges[2 * k + 1], memory_order_relaxed);
         atomic_store_explicit(&s->key, module_id + 1, memory_order_release);
+        kml_text_used++;
+        if (k < 64)
+            taken[k] = i;
         if (atomic_load_explicit(&kml_text_hwm, memory_order_relaxed) < i + 1)
             atomic_store_explicit(&kml_text_hwm, i + 1, memory_order_release);
-        pthread_mutex_unlock(&kml_table_lock);
-        return 0;
+    }
+    if (rc != 0) {
+        /* All or none: give back what this call took (a module has far fewer than 64 text
+         * segments; beyond that, the slower scan by key). */
+        if (k <= 64) {
+            for (uint32_t j = 0; j < k; j++)
+                kml_text_free_locked(taken[j]);
+        } else {
+            uint32_t hwm = atomic_load_explicit(&kml_text_hwm, memory_order_relaxed);
+            for (uint32_t i = 0; i < hwm; i++)
+                if (atomic_load_explicit(&kml_text_slot_at(i)->key, memory_order_relaxed) ==
+                    module_id + 1)
+                    kml_text_free_locked(i);
+        }
     }
     pthread_mutex_unlock(&kml_table_lock);
-    return -1;
+    return rc;
 }
 
 void kml_unregister_module(uint64_t module_id) {
     pthread_mutex_lock(&kml_table_lock);
     uint32_t n = atomic_load_explicit(&kml_text_hwm, memory_order_relaxed);
     for (uint32_t i = 0; i < n; i++) {
-        struct kml_text_slot *s = &kml_text[i];
-        if (atomic_load_explicit(&s->key, memory_order_relaxed) != module_id + 1)
-            continue;
-        atomic_store_explicit(&s->key, 0, memory_order_relaxed);
-        /* Order the key's clearing before the range's rewrite (a reader that saw the old key
-         * and then a new range fails its key re-check). */
-        atomic_thread_fence(memory_order_release);
-        atomic_store_explicit(&s->start, 0, memory_order_relaxed);
-        atomic_store_explicit(&s->end, 0, memory_order_relaxed);
+        struct kml_text_slot *s = kml_text_slot_at(i);
+        if (atomic_load_explicit(&s->key, memory_order_relaxed) == module_id + 1)
+            kml_text_free_locked(i);
     }
+    pthread_mutex_unlock(&kml_table_lock);
+}
+
+/* Normal context: the table's figures, for tests and docs (ranges in use, high-water mark,
+ * chunks mapped, capacity). */
+void kml_text_stats(uint32_t *used, uint32_t *hwm, uint32_t *chunks, uint32_t *capacity) {
+    pthread_mutex_lock(&kml_table_lock);
+    *used = kml_text_used;
+    *hwm = atomic_load_explicit(&kml_text_hwm, memory_order_relaxed);
+    *chunks = kml_text_nchunks;
+    *capacity = KML_TEXT_CAPACITY;
     pthread_mutex_unlock(&kml_table_lock);
 }
 

@@ -321,7 +321,7 @@ fn a_thread_parked_after_a_crash_is_left_out() {
     let p = parker();
     install();
     // An id no other test uses; the object stays loaded, so its text stays registered.
-    register_module(u64::MAX - 77, &p.text);
+    register_module(u64::MAX - 77, &p.text).unwrap();
     let mut tid = 0;
     // SAFETY: `tid` is a valid out pointer. The thread faults in thread_park's registered text
     // and is parked by the guard (never stopped: it is not ours to join any more).

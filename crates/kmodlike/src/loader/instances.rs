@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{c_char, CStr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::crash::Phase;
@@ -18,10 +19,16 @@ type ModuleLink = (Weak<Module>, Weak<LoaderShared>);
 
 static MODULES: Mutex<BTreeMap<u64, ModuleLink>> = Mutex::new(BTreeMap::new());
 
-/// Files with an instance whose code stays mapped for good (after a crash, or under a thread
-/// that outlived its module): ld.so matches a file it holds by inode, so loading one again
-/// must map a private image.
-static KEPT_MAPPED: Mutex<BTreeSet<FileKey>> = Mutex::new(BTreeSet::new());
+/// Files with a crashed instance that ld.so may still hold, and the ids of those instances:
+/// until it is reclaimed (its calls drain, then `dlclose`), or for good when its code is kept
+/// mapped (after a crash, or under a thread that outlived its module). ld.so matches a file it
+/// holds by inode, so loading one of these files again must map a private image. Bounded: an
+/// id leaves when its instance is unmapped, and instances kept for good are bounded by
+/// [`KEPT_INSTANCES`] and the loaders' `max_kept_mapped`.
+static KEPT_MAPPED: Mutex<BTreeMap<FileKey, BTreeSet<u64>>> = Mutex::new(BTreeMap::new());
+
+/// Instances whose code is kept mapped for good, in the whole process.
+static KEPT_INSTANCES: AtomicUsize = AtomicUsize::new(0);
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -52,12 +59,33 @@ pub(crate) fn file_of_object(object: &str) -> Option<String> {
     })
 }
 
-pub(crate) fn mark_kept_mapped(key: FileKey) {
-    lock(&KEPT_MAPPED).insert(key);
+pub(crate) fn mark_kept_mapped(key: FileKey, id: u64) {
+    lock(&KEPT_MAPPED).entry(key).or_default().insert(id);
+}
+
+/// Instance `id` of the file is unmapped and ld.so no longer holds it.
+pub(crate) fn unmark_kept_mapped(key: FileKey, id: u64) {
+    let mut kept = lock(&KEPT_MAPPED);
+    if let Some(ids) = kept.get_mut(&key) {
+        ids.remove(&id);
+        if ids.is_empty() {
+            kept.remove(&key);
+        }
+    }
 }
 
 pub(crate) fn is_kept_mapped(key: FileKey) -> bool {
-    lock(&KEPT_MAPPED).contains(&key)
+    lock(&KEPT_MAPPED).contains_key(&key)
+}
+
+/// One more instance's code is kept mapped for good.
+pub(crate) fn count_kept_instance() {
+    KEPT_INSTANCES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Instances whose code is kept mapped for good in this process.
+pub(crate) fn kept_instances() -> usize {
+    KEPT_INSTANCES.load(Ordering::Relaxed)
 }
 
 pub(crate) fn host_log(id: Option<u64>, level: i32, msg: *const c_char) {

@@ -22,7 +22,9 @@ use std::time::Duration;
 use crate::crash::CrashReport;
 use crate::error::{Error, Result};
 use crate::guard;
-pub use crate::options::{CrashLoop, CrashPolicy, InitArgs, LogSink, OpenOptions};
+pub use crate::options::{
+    CrashLoop, CrashPolicy, InitArgs, LogSink, OpenOptions, DEFAULT_MAX_KEPT_MAPPED,
+};
 use crate::resolve::{resolve_spec, search_path};
 
 pub use handle::{CloseError, FastEntry, FastResult, Handle, Symbol};
@@ -38,6 +40,7 @@ struct Config {
     probe_helper: Option<PathBuf>,
     probe_timeout: Duration,
     crash_policy: CrashPolicy,
+    max_kept_mapped: usize,
     crash_loop: Option<CrashLoop>,
     log: Option<LogSink>,
     guard_dlopen: bool,
@@ -79,9 +82,19 @@ impl LoaderBuilder {
         self.cfg.probe_timeout = timeout;
         self
     }
-    /// What happens to a crashed module's code (default [`CrashPolicy::Retain`]).
+    /// What happens to a crashed module's code (default [`CrashPolicy::ReclaimWhenSafe`]:
+    /// unmapped once its calls have drained, unless a thread may still run in it).
     pub fn crash_policy(mut self, policy: CrashPolicy) -> Self {
         self.cfg.crash_policy = policy;
+        self
+    }
+    /// How many instances' code may be kept mapped for good in this process (after crashes of
+    /// modules that may start threads, or under [`CrashPolicy::Retain`]) before a load whose
+    /// crash would keep one more is refused with [`Error::Limit`]: the bound on what crashes
+    /// cost. Default [`DEFAULT_MAX_KEPT_MAPPED`] (256). Loads of modules whose crash would be
+    /// reclaimed are never refused for it.
+    pub fn max_kept_mapped(mut self, n: usize) -> Self {
+        self.cfg.max_kept_mapped = n;
         self
     }
     /// The crash-loop policy (default off).
@@ -157,8 +170,8 @@ impl std::fmt::Debug for Loader {
 
 impl Loader {
     /// A loader with the defaults: module path from `KMODLIKE_MODULE_PATH` and the built-in
-    /// directories, legacy modules accepted, no probe, crashed code retained, no crash-loop
-    /// policy, no log sink.
+    /// directories, legacy modules accepted, no probe, crashed code unmapped once drained
+    /// unless a thread may run in it, no crash-loop policy, no log sink.
     pub fn new() -> Loader {
         Loader::builder().build()
     }
@@ -171,7 +184,8 @@ impl Loader {
                 probe: false,
                 probe_helper: None,
                 probe_timeout: Duration::from_secs(10),
-                crash_policy: CrashPolicy::Retain,
+                crash_policy: CrashPolicy::ReclaimWhenSafe,
+                max_kept_mapped: DEFAULT_MAX_KEPT_MAPPED,
                 crash_loop: None,
                 log: None,
                 guard_dlopen: false,

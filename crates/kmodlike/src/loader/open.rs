@@ -21,7 +21,7 @@ use crate::module::{
     trampoline, trampoline0, Call0Ctx, CallCtx, EntryPoints, FileKey, HostCallbacks, Interface,
     Module, ModuleState,
 };
-use crate::options::{InitArgs, OpenMode, OpenOptions};
+use crate::options::{CrashPolicy, InitArgs, OpenMode, OpenOptions};
 use crate::probe;
 use crate::resolve::{module_name_for, resolve_spec_with, search_path};
 
@@ -183,6 +183,7 @@ impl LoaderShared {
         let path = file.path().to_owned();
         let fresh = instances::is_kept_mapped(key);
         let (image, facts) = file.into_image(fresh).map_err(|e| (e, Vec::new()))?;
+        self.check_kept_bound(name, &path, &facts).map_err(|e| (e, Vec::new()))?;
         if opts.mode == OpenMode::Module {
             check_exports(&path, &facts, self.cfg.strict).map_err(|e| (e, Vec::new()))?;
         }
@@ -278,7 +279,16 @@ impl LoaderShared {
             mapped.bias,
             host,
         ));
-        guard::register_module(id, &module.text);
+        if let Err(full) = guard::register_module(id, &module.text) {
+            // Its threads' faults could not be contained: it must not run at all.
+            module.set_state(ModuleState::Unloaded);
+            self.unmap_now(&module);
+            return Err(Error::Limit {
+                module: name.to_owned(),
+                path: module.path.clone(),
+                detail: full.to_string(),
+            });
+        }
         instances::insert(&module, self.me.clone());
         if opts.mode == OpenMode::Module {
             if let Err(e) = self.check_interface(&module) {
@@ -325,6 +335,35 @@ impl LoaderShared {
         // A module whose thread crashed during module_init stays crashed.
         let _ = module.compare_set_state(ModuleState::Loading, ModuleState::Live);
         Ok(module)
+    }
+
+    /// Refuse a load whose crash would keep its code mapped for good once the process keeps
+    /// `max_kept_mapped` such instances already: the bound on what crashes cost.
+    fn check_kept_bound(&self, name: &str, path: &Path, facts: &Checked) -> Result<()> {
+        let kept = instances::kept_instances();
+        let would_keep = match self.cfg.crash_policy {
+            CrashPolicy::Retain => true,
+            CrashPolicy::ReclaimWhenSafe => facts.may_start_threads,
+            CrashPolicy::Reclaim => false,
+        };
+        if !would_keep || kept < self.cfg.max_kept_mapped {
+            return Ok(());
+        }
+        let why = if self.cfg.crash_policy == CrashPolicy::Retain {
+            "the loader's crash policy is Retain"
+        } else {
+            "it may start threads, which may still run in its code after a crash"
+        };
+        Err(Error::Limit {
+            module: name.to_owned(),
+            path: path.to_owned(),
+            detail: format!(
+                "the code of {kept} crashed instance(s) is kept mapped in this process (the \
+                 bound is {}), and a crash of this module would keep its code too ({why}); \
+                 restart the process to drop them, or raise LoaderBuilder::max_kept_mapped",
+                self.cfg.max_kept_mapped
+            ),
+        })
     }
 
     /// `dlopen` the image by its `/proc/self/fd/<n>` name (under the guard in the probe child).

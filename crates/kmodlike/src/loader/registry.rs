@@ -139,8 +139,13 @@ pub(crate) struct Registry {
     pub events: Vec<Event>,
 }
 
-/// Crash reports kept per loader.
+/// Crash reports kept per loader (the newest; older ones are dropped).
 pub(crate) const CRASH_HISTORY: usize = 256;
+
+/// Module names whose recent crash times the crash-loop policy keeps per loader (beyond it,
+/// names with no crash left in the window go first, then the one that crashed longest ago).
+/// Quarantined names stay until cleared: one entry per quarantined name.
+pub(crate) const CRASH_LOOP_NAMES: usize = 1024;
 
 impl Registry {
     pub fn holders(&self, id: u64) -> Vec<String> {

@@ -42,7 +42,7 @@ impl LoaderShared {
             // The state first, then the calls in flight: a caller counts itself in, then reads
             // the state (both SeqCst), so one of the two sees the other.
             e.module.set_state(ModuleState::Unloading);
-            let inflight = e.module.inflight();
+            let inflight = e.module.calls_in_flight();
             if inflight > 0 {
                 e.module.set_state(ModuleState::Live);
                 return Err(Error::Busy { module: name, reason: BusyReason::InFlight(inflight) });
@@ -143,29 +143,45 @@ impl LoaderShared {
         if module.checked.may_start_threads {
             let threads = guard::threads_in_code(&module.text);
             if !threads.is_empty() {
-                self.warn_kept_mapped(module, &threads);
+                self.warn_kept_mapped(module, &threads, "after module_fini");
                 super::recovery::retain_forever(module);
                 return;
             }
         }
+        self.unmap_now(module);
+    }
+
+    /// `dlclose` the module and let go of everything it held: its text in the guard's table,
+    /// its instance link, its image (descriptor, lease or private copy) and, once ld.so has
+    /// really dropped the object, the mark that made new loads of its file use a private image.
+    pub(super) fn unmap_now(&self, module: &Arc<Module>) {
         guard::unregister_module(module.id);
         instances::remove(module.id);
         drop(lock(&module.global_ref).take());
         drop(lock(&module.lib).take());
         if let Some(image) = lock(&module.image).take() {
-            if module.checked.nodelete {
+            let gone = if module.checked.nodelete {
                 image.retain_forever();
+                false
             } else {
-                image.release_after_dlclose(module.base);
+                image.release_after_dlclose(module.base)
+            };
+            if gone {
+                instances::unmark_kept_mapped(module.key, module.id);
             }
         }
     }
 
-    fn warn_kept_mapped(&self, module: &Module, threads: &[guard::ThreadInCode]) {
+    pub(super) fn warn_kept_mapped(
+        &self,
+        module: &Module,
+        threads: &[guard::ThreadInCode],
+        when: &str,
+    ) {
         let list: Vec<String> = threads.iter().map(ToString::to_string).collect();
         let msg = format!(
             "module {} ({}) is unloaded but its code stays mapped: {} thread(s) still in it \
-             after module_fini: {}; its module_fini must stop the threads it started",
+             {when}: {}; its module_fini must stop the threads it started",
             module.name,
             module.path.display(),
             threads.len(),
