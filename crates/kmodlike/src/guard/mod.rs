@@ -74,6 +74,7 @@
 
 mod altstack;
 mod ffi;
+mod interpose;
 #[cfg(test)]
 mod tests;
 mod threads;
@@ -82,6 +83,9 @@ mod threads_tests;
 
 #[cfg(test)]
 pub(crate) use threads::Evidence;
+pub(crate) use interpose::{
+    forget as forget_module_actions, interposer, reclaim_handlers as reclaim_fatal_handlers,
+};
 pub(crate) use threads::{threads_in_code, ThreadInCode};
 
 use std::ffi::{c_char, c_int, c_void};
@@ -116,8 +120,11 @@ pub(crate) struct RawCrash {
     pub on_module_thread: bool,
     /// Not a signal: the module called `exit`/`_exit`/`_Exit` with this status inside a
     /// guarded call, and the guard ended that call instead of the process (`signo` is 0).
-    #[allow(dead_code)] // read by the crash report once exit() is interposed
+    /// On a thread the module started, the thread was parked instead.
     pub exit_status: Option<i32>,
+    /// With `exit_status`: which function the module called (`"exit"`, `"_exit"`, `"_Exit"`,
+    /// `"quick_exit"`), when known. `pc` is then the module's return address at that call.
+    pub exit_function: Option<&'static str>,
 }
 
 impl RawCrash {
@@ -125,17 +132,31 @@ impl RawCrash {
         let n = (c.n_stack_words as usize).min(ffi::STACK_WORDS);
         let since_epoch =
             Duration::new(c.time_sec.max(0) as u64, c.time_nsec.clamp(0, 999_999_999) as u32);
+        let exited = c.cause == ffi::CAUSE_EXIT;
+        // An exit in a guarded call is recorded by guard.c with the PC of the interposer; the
+        // interposer kept the function and the module's call site in this thread's locals
+        // (this runs on the thread of the call, right after it). On a module thread,
+        // interpose.c wrote the record itself: the function in `addr`, the call site in `pc`.
+        let (exit_function, pc, addr) = match (exited, c.on_module_thread != 0) {
+            (false, _) => (None, c.pc, c.addr),
+            (true, true) => (interpose::exit_function_of_record(c.addr), c.pc, 0),
+            (true, false) => match interpose::last_exit_on_this_thread() {
+                (Some(f), caller) if caller != 0 => (Some(f), caller, 0),
+                (f, _) => (f, c.pc, 0),
+            },
+        };
         RawCrash {
             signo: c.signo,
             code: c.code,
-            addr: c.addr,
-            pc: c.pc,
+            addr,
+            pc,
             tid: c.tid,
             time: SystemTime::UNIX_EPOCH + since_epoch,
             module_id: c.module_id,
             stack_words: c.stack_words[..n].to_vec(),
             on_module_thread: c.on_module_thread != 0,
-            exit_status: (c.cause == ffi::CAUSE_EXIT).then_some(c.code),
+            exit_status: exited.then_some(c.code),
+            exit_function,
         }
     }
 }
@@ -168,6 +189,8 @@ pub(crate) fn install() {
             "kmodlike: cannot install the crash guard's signal handlers: {}",
             std::io::Error::from_raw_os_error(rc)
         );
+        // What `reclaim_fatal_handlers` puts back when module code replaces them.
+        interpose::capture_guard_actions();
         // SAFETY: three `extern "C" fn()` handlers valid for the life of the process; the
         // child handler only closes descriptors and stores atomics (see `after_fork_child`).
         let rc = unsafe {
@@ -285,8 +308,10 @@ pub(crate) fn register_module(module_id: u64, text: &[(u64, u64)]) {
     unsafe { ffi::kml_code_ranges_after_load(flat.as_ptr(), text.len() as u32) };
 }
 
-/// Forget a module's text ranges (after it is unloaded and unmapped).
+/// Forget a module's text ranges (after it is unloaded and unmapped), and the signal actions
+/// it recorded through its redirected `sigaction`.
 pub(crate) fn unregister_module(module_id: u64) {
+    interpose::forget(module_id);
     // SAFETY: plain value; the shim serialises writers.
     unsafe { ffi::kml_unregister_module(module_id) };
 }
