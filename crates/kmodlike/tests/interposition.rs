@@ -5,7 +5,7 @@
 //! runs each test in its own process, so the process-wide signal state starts fresh.
 
 use std::ffi::c_void;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kmodlike::{Error, Handle, Loader, Phase};
@@ -22,7 +22,7 @@ fn interposed_bind_now(name: &str) -> PathBuf {
     ts::test_module("interposed", name, &["-Wl,-z,relro,-z,now"])
 }
 
-fn open(loader: &Loader, path: &PathBuf) -> Handle {
+fn open(loader: &Loader, path: &Path) -> Handle {
     // SAFETY: a fixture module this test built from its C source for the interface.
     unsafe { loader.open(path.to_str().unwrap()) }.unwrap()
 }
@@ -64,7 +64,9 @@ fn installed_segv_handler() -> usize {
 fn current_mask() -> libc::sigset_t {
     let mut set = std::mem::MaybeUninit::<libc::sigset_t>::zeroed();
     // SAFETY: a query of this thread's mask into a valid out pointer.
-    assert_eq!(unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), set.as_mut_ptr()) }, 0);
+    let rc =
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), set.as_mut_ptr()) };
+    assert_eq!(rc, 0);
     // SAFETY: filled by pthread_sigmask.
     unsafe { set.assume_init() }
 }
@@ -144,7 +146,10 @@ fn exit_in_a_guarded_call_ends_the_call_and_the_module_not_the_host() {
         assert!(report.pc_in_module, "the PC is the module's call site: {report}");
         assert!(report.symbol.as_deref().unwrap_or("").starts_with(func_name), "{report}");
         assert!(text.contains(name) && text.contains(call_text), "{text}");
-        assert!(report.to_string().contains(&format!("module {name} called {call_text}")), "{report}");
+        assert!(
+            report.to_string().contains(&format!("module {name} called {call_text}")),
+            "{report}"
+        );
         assert!(!m.is_live());
         assert!(loader.list().iter().all(|i| i.name != name), "the module is gone");
         // SAFETY: the fixture's own C code (the handle is dead: it is not called).

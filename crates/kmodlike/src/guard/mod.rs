@@ -81,11 +81,11 @@ mod threads;
 #[cfg(test)]
 mod threads_tests;
 
-#[cfg(test)]
-pub(crate) use threads::Evidence;
 pub(crate) use interpose::{
     forget as forget_module_actions, interposer, reclaim_handlers as reclaim_fatal_handlers,
 };
+#[cfg(test)]
+pub(crate) use threads::Evidence;
 pub(crate) use threads::{threads_in_code, ThreadInCode};
 
 use std::ffi::{c_char, c_int, c_void};

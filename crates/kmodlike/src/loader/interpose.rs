@@ -46,7 +46,11 @@ pub(super) fn redirect_imports(module: &Module) -> std::result::Result<(), Strin
             // SAFETY: one page of the module's own RELRO data, mapped (checked above); only
             // its protection changes, and it is restored below.
             let rc = unsafe {
-                libc::mprotect(p as *mut libc::c_void, page as usize, libc::PROT_READ | libc::PROT_WRITE)
+                libc::mprotect(
+                    p as *mut libc::c_void,
+                    page as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
             };
             if rc != 0 {
                 let e = std::io::Error::last_os_error();

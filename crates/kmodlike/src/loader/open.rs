@@ -306,7 +306,7 @@ impl LoaderShared {
     /// Check the interface version and run `module_init`, under the guard.
     fn start(&self, module: &Arc<Module>, name: &str, opts: &OpenOptions) -> Result<()> {
         if opts.mode == OpenMode::Module {
-            if let Err(e) = self.check_interface(&module) {
+            if let Err(e) = self.check_interface(module) {
                 if !matches!(e, Error::Crashed(_)) {
                     module.set_state(ModuleState::Unloaded);
                     self.unmap(module);
