@@ -87,6 +87,10 @@ pub struct CrashReport {
     pub time: SystemTime,
     /// The taint verdict: why this crash may have left the process in a bad state, or `None`.
     pub taint: Option<String>,
+    /// Not a signal: the module called `exit`/`_exit`/`_Exit`/`quick_exit` with this status,
+    /// and the loader ended the call (or, on a thread the module started, that thread) instead
+    /// of the process. `signal` is then 0 and `signal_name` says the call (`"exit(3)"`).
+    pub exit_status: Option<i32>,
 }
 
 #[cfg(feature = "serde")]
@@ -101,6 +105,15 @@ pub(crate) fn serialize_time<S: serde::Serializer>(
 impl CrashReport {
     /// One line: `module hello crashed: SIGSEGV (SEGV_MAPERR: address not mapped to object) at 0x0 in call`.
     pub fn summary(&self) -> String {
+        if self.exit_status.is_some() {
+            return format!(
+                "module {} called {} in {}: the loader ended {} instead of the process",
+                self.module,
+                self.signal_name,
+                self.phase.name(),
+                if self.phase == Phase::Thread { "that thread" } else { "the call" }
+            );
+        }
         format!(
             "module {} crashed: {} ({}: {}) at address {:#x} in {}",
             self.module,
@@ -113,15 +126,25 @@ impl CrashReport {
     }
 }
 
+impl CrashReport {
+    /// What ended the module: the signal's name (`"SIGSEGV"`), or the exit call (`"exit(3)"`).
+    pub fn cause(&self) -> &str {
+        &self.signal_name
+    }
+}
+
 impl fmt::Display for CrashReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}", self.summary())?;
         writeln!(f, "  file:    {}", self.path.display())?;
-        writeln!(
-            f,
-            "  signal:  {} ({}), si_code {} ({})",
-            self.signal_name, self.signal, self.code, self.code_name
-        )?;
+        match self.exit_status {
+            Some(status) => writeln!(f, "  exit:    {} (status {status})", self.signal_name)?,
+            None => writeln!(
+                f,
+                "  signal:  {} ({}), si_code {} ({})",
+                self.signal_name, self.signal, self.code, self.code_name
+            )?,
+        }
         write!(f, "  pc:      {:#x}", self.pc)?;
         match (self.pc_in_module, self.module_offset, &self.pc_object) {
             (true, Some(off), _) => write!(f, " = {}+{:#x} (in the module)", self.module, off)?,
@@ -331,6 +354,9 @@ pub(crate) fn build_report(
     phase: Phase,
     file_of: impl Fn(&str) -> Option<String>,
 ) -> CrashReport {
+    if let Some(status) = raw.exit_status {
+        return exit_report(module, raw, phase, status);
+    }
     let (code_name, code_meaning) = si_code_name(raw.signo, raw.code);
     let pc_in_module = module.contains(raw.pc);
     let here = locate(raw.pc);
@@ -389,6 +415,46 @@ pub(crate) fn build_report(
         thread_id: raw.tid,
         time: raw.time,
         taint,
+        exit_status: None,
+    }
+}
+
+/// The report for a module that called `exit` (or `_exit`, `_Exit`, `quick_exit`): no signal,
+/// no taint (the call was ended at a function boundary, no lock of libc's is held), the PC is
+/// the module's return address at its call.
+fn exit_report(
+    module: &crate::module::Module,
+    raw: &crate::guard::RawCrash,
+    phase: Phase,
+    status: i32,
+) -> CrashReport {
+    let call = format!("{}({status})", raw.exit_function.unwrap_or("exit"));
+    let pc_in_module = module.contains(raw.pc);
+    // `pc` is a return address; the call is the byte before it (after a call to a noreturn
+    // function, the return address may already be the next function's first byte).
+    let site = raw.pc.saturating_sub(1);
+    let here = locate(site);
+    CrashReport {
+        module: module.name.clone(),
+        path: module.path.clone(),
+        signal: 0,
+        signal_name: call.clone(),
+        code: status,
+        code_name: "EXIT".to_owned(),
+        code_meaning: format!("the module called {call}"),
+        fault_addr: 0,
+        pc: raw.pc,
+        pc_in_module,
+        module_offset: pc_in_module.then(|| raw.pc - module.base),
+        pc_object: pc_in_module
+            .then(|| crate::resolve::module_name_for(&module.path))
+            .or(here.object),
+        symbol: here.symbol.map(|(name, start, _)| format!("{name}+{:#x}", site - start)),
+        phase,
+        thread_id: raw.tid,
+        time: raw.time,
+        taint: None,
+        exit_status: Some(status),
     }
 }
 

@@ -12,6 +12,7 @@ use object::{Endian, Endianness};
 use crate::elf::bytes::{u32_at, u64_at};
 use crate::elf::hash::{gnu_layout, Hash};
 use crate::elf::image::{Image, Sym};
+use crate::elf::relocs::RELAENT;
 use crate::modinfo::ModInfo;
 
 /// Imports that let a module start threads or processes, or load more code, behind the
@@ -30,6 +31,23 @@ const THREAD_STARTERS: &[&[u8]] = &[
     b"dlmopen",
     b"dlsym",
     b"dlvsym",
+];
+
+/// The imports the loader redirects to the guard's interposers (`guard/interpose.c`), in the
+/// order of that file's table: an index into this list names an interposer.
+pub(crate) const INTERPOSED_IMPORTS: [&[u8]; 12] = [
+    b"sigaction",
+    b"signal",
+    b"bsd_signal",
+    b"sysv_signal",
+    b"__sysv_signal",
+    b"sigset",
+    b"sigprocmask",
+    b"pthread_sigmask",
+    b"exit",
+    b"_exit",
+    b"_Exit",
+    b"quick_exit",
 ];
 
 /// Libraries a module may need without being suspected of starting threads.
@@ -63,9 +81,46 @@ pub(crate) struct FileFacts<'a> {
     /// bucket array. Zeroing them in a mapped instance makes every later lookup in it fail, so
     /// objects loaded afterwards stop binding to its symbols.
     pub hash_tables: Vec<(u64, u64)>,
+    /// `(r_offset, index into INTERPOSED_IMPORTS)` of every GOT slot ld.so fills with the
+    /// address of one of the redirected imports: the `JUMP_SLOT` and `GLOB_DAT` relocations
+    /// (x86-64, AArch64) against an undefined dynamic symbol of one of those names.
+    pub interposed_slots: Vec<(u64, u8)>,
+    /// `(p_vaddr, p_memsz)` of `PT_GNU_RELRO`: ld.so makes it read-only after relocation.
+    pub relro: Option<(u64, u64)>,
     /// The parsed dynamic structure, when the file is a well-formed 64-bit shared object for
     /// this machine (`None`: nothing is known to be exported).
     image: Option<Image<'a>>,
+}
+
+/// The GOT slots of the redirected imports (see [`FileFacts::interposed_slots`]), read from
+/// `DT_RELA` and `DT_JMPREL`. The validator has checked both tables' bounds and that each
+/// slot lies in a writable segment; unreadable entries are skipped.
+fn interposed_slots(img: &Image<'_>) -> Vec<(u64, u8)> {
+    let d = &img.dynamic;
+    let binds = |r_type: u32| match img.machine {
+        E::EM_X86_64 => matches!(r_type, E::R_X86_64_GLOB_DAT | E::R_X86_64_JUMP_SLOT),
+        E::EM_AARCH64 => matches!(r_type, E::R_AARCH64_GLOB_DAT | E::R_AARCH64_JUMP_SLOT),
+        _ => false,
+    };
+    let mut slots = Vec::new();
+    for (addr, size) in [(d.rela, d.relasz), (d.jmprel, d.pltrelsz)] {
+        let Some(addr) = addr else { continue };
+        let table = img.segments.mapped(addr, size.unwrap_or(0)).unwrap_or(&[]);
+        for o in (0..table.len() as u64 / RELAENT).map(|k| k * RELAENT) {
+            let (Some(off), Some(info)) = (u64_at(table, o), u64_at(table, o + 8)) else {
+                continue;
+            };
+            if !binds(info as u32) {
+                continue;
+            }
+            let Some(sym) = img.sym(info >> 32).filter(|s| !s.defined()) else { continue };
+            let name = img.str_at(u64::from(sym.name));
+            if let Some(i) = INTERPOSED_IMPORTS.iter().position(|n| *n == name) {
+                slots.push((off, i as u8));
+            }
+        }
+    }
+    slots
 }
 
 /// The GNU hash function (`dl_new_hash`).
@@ -128,6 +183,13 @@ impl<'a> FileFacts<'a> {
                 self.may_start_threads = THREAD_STARTERS.contains(&name);
             }
         }
+        self.interposed_slots = interposed_slots(img);
+        self.relro = img
+            .segments
+            .phdrs
+            .iter()
+            .find(|p| p.p_type == E::PT_GNU_RELRO)
+            .map(|p| (p.vaddr, p.memsz));
         match img.hash {
             Some(Hash::Gnu { vaddr, nbuckets, bloom_size, .. }) => {
                 let (buckets_at, _) = gnu_layout(bloom_size, nbuckets);

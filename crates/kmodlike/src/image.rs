@@ -248,6 +248,12 @@ pub(crate) struct Checked {
     pub nodelete: bool,
     /// It may start threads (see [`FileFacts::may_start_threads`]).
     pub may_start_threads: bool,
+    /// `(r_offset, import)` of the GOT slots of the module's own imports that the loader
+    /// redirects to the guard's interposers (`import` indexes
+    /// [`INTERPOSED_IMPORTS`](crate::facts::INTERPOSED_IMPORTS)). See `loader/interpose.rs`.
+    pub interposed_slots: Vec<(u64, u8)>,
+    /// `(p_vaddr, p_memsz)` of `PT_GNU_RELRO`, read-only once ld.so has relocated the module.
+    pub relro: Option<(u64, u64)>,
     /// The interface names (required exports, `mod_hello`, `module_can_unload`) it exports,
     /// with their offset from the load address when the file alone says where they are.
     exported: Vec<(&'static str, Option<u64>)>,
@@ -274,6 +280,8 @@ impl From<&FileFacts<'_>> for Checked {
             loads: f.loads.clone(),
             nodelete: f.nodelete,
             may_start_threads: f.may_start_threads,
+            interposed_slots: f.interposed_slots.clone(),
+            relro: f.relro,
             exported: names
                 .copied()
                 .filter(|n| f.exports(n))

@@ -369,6 +369,7 @@ impl Answer {
                     thread_id,
                     time: SystemTime::now(),
                     taint: None,
+                    exit_status: None,
                 })))
             }
         }
@@ -667,6 +668,7 @@ fn no_answer(name: &str, path: &Path, status: ExitStatus, pid: u32, tails: &str)
             thread_id: pid as i32,
             time: SystemTime::now(),
             taint: None,
+            exit_status: None,
         }))),
         None => Err(Error::Probe {
             path: path.to_owned(),

@@ -364,6 +364,7 @@ mod tests {
             thread_id: 42,
             time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
             taint: None,
+            exit_status: None,
         }
     }
 

@@ -32,7 +32,13 @@ fn main() {
     // before it answers, and the parent refuses it, instead of the host dying at its unload.
     let answer = match opened.and_then(|handle| handle.close_forced().map_err(|e| e.error)) {
         Ok(()) => Answer::Ok,
-        Err(e) => Answer::from_error(&e),
+        // The module asked to end the process (the guard contained its exit): do what it asked
+        // here, in the throw-away process, so the parent reports the exit status and what the
+        // module said before it, as for any probe that exits without an answer.
+        Err(e) => match e.crash_report().and_then(|r| r.exit_status) {
+            Some(status) => std::process::exit(status),
+            None => Answer::from_error(&e),
+        },
     };
     answer.send()
 }

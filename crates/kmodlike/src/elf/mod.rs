@@ -22,7 +22,7 @@ pub(crate) mod image;
 mod notes;
 mod phdrs;
 mod reloc_writes;
-mod relocs;
+pub(crate) mod relocs;
 mod symbols;
 mod versions;
 

@@ -299,14 +299,15 @@ int kml_guard_top(uint64_t *module_id) {
     return 1;
 }
 
-__attribute__((noreturn)) void kml_guard_abandon_exit(int status) {
+__attribute__((noreturn)) void kml_guard_abandon_exit(int status, int function, uint64_t caller) {
     struct kml_guard *g = kml_current;
     struct kml_slot *fast = kml_fast_innermost(g ? g->fast_mark : 0, g != NULL);
     struct kml_raw_crash *c = fast != NULL ? &kml_self->crash : &g->crash;
     memset(c, 0, sizeof *c);
     c->cause = KML_CAUSE_EXIT;
     c->code = status;
-    c->pc = (uint64_t)(uintptr_t)__builtin_return_address(0);
+    c->addr = (uint64_t)function;
+    c->pc = caller;
     if (fast != NULL) {
         struct kml_gmod *m = atomic_load_explicit(&fast->module, memory_order_relaxed);
         c->module_id = m != NULL ? m->id : 0;

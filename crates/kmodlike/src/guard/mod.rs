@@ -75,6 +75,7 @@
 mod altstack;
 mod entry;
 mod ffi;
+mod interpose;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -85,6 +86,9 @@ mod threads_tests;
 
 pub(crate) use entry::{call_module, calls_in_flight, GuardModule, Outcome, LIVE};
 pub use entry::{guard_entry, GuardEntry};
+pub(crate) use interpose::{
+    forget as forget_module_actions, interposer, reclaim_handlers as reclaim_fatal_handlers,
+};
 #[cfg(test)]
 pub(crate) use threads::Evidence;
 pub(crate) use threads::{threads_in_code, ThreadInCode};
@@ -121,8 +125,11 @@ pub(crate) struct RawCrash {
     pub on_module_thread: bool,
     /// Not a signal: the module called `exit`/`_exit`/`_Exit` with this status inside a
     /// guarded call, and the guard ended that call instead of the process (`signo` is 0).
-    #[allow(dead_code)] // read by the crash report once exit() is interposed
+    /// On a thread the module started, the thread was parked instead.
     pub exit_status: Option<i32>,
+    /// With `exit_status`: which function the module called (`"exit"`, `"_exit"`, `"_Exit"`,
+    /// `"quick_exit"`), when known. `pc` is then the module's return address at that call.
+    pub exit_function: Option<&'static str>,
 }
 
 impl RawCrash {
@@ -130,17 +137,27 @@ impl RawCrash {
         let n = (c.n_stack_words as usize).min(ffi::STACK_WORDS);
         let since_epoch =
             Duration::new(c.time_sec.max(0) as u64, c.time_nsec.clamp(0, 999_999_999) as u32);
+        let exited = c.cause == ffi::CAUSE_EXIT;
+        // An exit is recorded with the exit function in `addr` and the module's call site in
+        // `pc` (guard.c's kml_guard_abandon_exit in a guarded call, interpose.c on a module
+        // thread).
+        let (exit_function, addr) = match exited {
+            false => (None, c.addr),
+            true => (interpose::exit_function_of_record(c.addr), 0),
+        };
+        let pc = c.pc;
         RawCrash {
             signo: c.signo,
             code: c.code,
-            addr: c.addr,
-            pc: c.pc,
+            addr,
+            pc,
             tid: c.tid,
             time: SystemTime::UNIX_EPOCH + since_epoch,
             module_id: c.module_id,
             stack_words: c.stack_words[..n].to_vec(),
             on_module_thread: c.on_module_thread != 0,
-            exit_status: (c.cause == ffi::CAUSE_EXIT).then_some(c.code),
+            exit_status: exited.then_some(c.code),
+            exit_function,
         }
     }
 }
@@ -175,6 +192,8 @@ pub(crate) fn install() {
             "kmodlike: cannot install the crash guard's signal handlers: {}",
             std::io::Error::from_raw_os_error(rc)
         );
+        // What `reclaim_fatal_handlers` puts back when module code replaces them.
+        interpose::capture_guard_actions();
         // SAFETY: three `extern "C" fn()` handlers valid for the life of the process; the
         // child handler only closes descriptors and stores atomics (see `after_fork_child`).
         let rc = unsafe {
@@ -334,8 +353,10 @@ pub(crate) fn text_table_stats() -> TextTableStats {
     TextTableStats { used, high_water, chunks, capacity }
 }
 
-/// Forget a module's text ranges (after it is unloaded and unmapped).
+/// Forget a module's text ranges (after it is unloaded and unmapped), and the signal actions
+/// it recorded through its redirected `sigaction`.
 pub(crate) fn unregister_module(module_id: u64) {
+    interpose::forget(module_id);
     // SAFETY: plain value; the shim serialises writers.
     unsafe { ffi::kml_unregister_module(module_id) };
 }

@@ -99,9 +99,10 @@ extern const int kml_signals[KML_NSIGNALS];
 /* 1, and *module_id, when a guarded call (not suspended by a host callback) is active on this
  * thread. Async-signal-safe. */
 int kml_guard_top(uint64_t *module_id);
-/* End the innermost guarded call on this thread as a contained failure: its module called
- * exit(status). Only when kml_guard_top() returned 1. */
-__attribute__((noreturn)) void kml_guard_abandon_exit(int status);
+/* End the innermost guarded call on this thread as a contained failure: its module called exit
+ * function `function` (interpose.c's KML_EXIT_*, kept in the record's addr) with `status`, from
+ * `caller` (kept as the record's pc). Only when kml_guard_top() returned 1. */
+__attribute__((noreturn)) void kml_guard_abandon_exit(int status, int function, uint64_t caller);
 /* The module is about to change this thread's signal mask inside the innermost guarded call:
  * the guard saves the mask (once per call) and puts it back when that call ends. */
 void kml_guard_mask_changing(void);

@@ -10,6 +10,7 @@
 
 mod handle;
 mod instances;
+mod interpose;
 mod open;
 mod recovery;
 mod registry;

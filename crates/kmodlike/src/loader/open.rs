@@ -26,6 +26,7 @@ use crate::probe;
 use crate::resolve::{module_name_for, resolve_spec_with, search_path};
 
 use super::instances::{self, lock};
+use super::interpose::{self, After};
 use super::registry::{Event, Pending};
 use super::LoaderShared;
 
@@ -291,10 +292,34 @@ impl LoaderShared {
         }
         instances::insert(&module, self.me.clone());
         if opts.mode == OpenMode::Module {
-            if let Err(e) = self.check_interface(&module) {
+            // Before any interface function runs: from here on the module's own sigaction,
+            // signal, sigprocmask and exit calls reach the guard's interposers.
+            if let Err(detail) = interpose::redirect_imports(&module) {
+                self.warn(
+                    &module,
+                    &format!(
+                        "module {}: some of its signal and exit imports could not be                          redirected to the crash guard: {detail}",
+                        module.name
+                    ),
+                );
+            }
+        }
+        let started = self.start(&module, name, opts);
+        // Constructors ran before the redirection; anything may have gone around it.
+        self.reclaim_fatal_handlers(&module, After::Load);
+        started?;
+        // A module whose thread crashed during module_init stays crashed.
+        let _ = module.compare_set_state(ModuleState::Loading, ModuleState::Live);
+        Ok(module)
+    }
+
+    /// Check the interface version and run `module_init`, under the guard.
+    fn start(&self, module: &Arc<Module>, name: &str, opts: &OpenOptions) -> Result<()> {
+        if opts.mode == OpenMode::Module {
+            if let Err(e) = self.check_interface(module) {
                 if !matches!(e, Error::Crashed(_)) {
                     module.set_state(ModuleState::Unloaded);
-                    self.unmap(&module);
+                    self.unmap(module);
                 }
                 return Err(e);
             }
@@ -314,7 +339,7 @@ impl LoaderShared {
             };
             match r {
                 Err(raw) => {
-                    let report = self.record_crash(&module, &raw, Phase::Init);
+                    let report = self.record_crash(module, &raw, Phase::Init);
                     return Err(Error::Crashed(Box::new(report)));
                 }
                 Ok(()) => {
@@ -322,7 +347,7 @@ impl LoaderShared {
                     let code = unsafe { ctx.ret.assume_init() };
                     if code != 0 {
                         module.set_state(ModuleState::Unloaded);
-                        self.unmap(&module);
+                        self.unmap(module);
                         return Err(Error::InitFailed {
                             module: name.to_owned(),
                             path: module.path.clone(),
@@ -332,9 +357,7 @@ impl LoaderShared {
                 }
             }
         }
-        // A module whose thread crashed during module_init stays crashed.
-        let _ = module.compare_set_state(ModuleState::Loading, ModuleState::Live);
-        Ok(module)
+        Ok(())
     }
 
     /// Refuse a load whose crash would keep its code mapped for good once the process keeps

@@ -38,9 +38,11 @@ impl LoaderShared {
         phase: Phase,
     ) -> CrashReport {
         let report = crash::build_report(module, raw, phase, instances::file_of_object);
+        // Its own signal handlers (recorded by the interposers) must never run again.
+        crate::guard::forget_module_actions(module.id);
         module.crashes.fetch_add(1, Ordering::Relaxed);
         *lock(&module.death) =
-            Some(format!("unloaded after a crash: {} in {}", report.signal_name, phase.name()));
+            Some(format!("unloaded after a crash: {} in {}", report.cause(), phase.name()));
         module.set_state(ModuleState::Crashed);
         // Before the registry lets go of it: a new open of the file must not find the crashed
         // object in ld.so while it is still mapped (until it is reclaimed, or for good).

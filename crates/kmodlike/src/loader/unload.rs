@@ -12,6 +12,7 @@ use crate::guard;
 use crate::module::{trampoline0, Call0Ctx, Module, ModuleState};
 
 use super::instances::{self, lock};
+use super::interpose::After;
 use super::registry::Event;
 use super::LoaderShared;
 
@@ -117,6 +118,7 @@ impl LoaderShared {
             let mut ctx = Call0Ctx { f: fini, ret: MaybeUninit::uninit() };
             // SAFETY: `void module_fini(void)`; the trampoline owns nothing droppable.
             let r = unsafe { module.guarded(trampoline0::<()>, &mut ctx as *mut _ as *mut c_void) };
+            self.reclaim_fatal_handlers(module, After::Fini);
             if let Err(raw) = r {
                 let report = self.record_crash(module, &raw, Phase::Fini);
                 return Err(Error::Crashed(Box::new(report)));
@@ -187,10 +189,7 @@ impl LoaderShared {
             threads.len(),
             list.join("; ")
         );
-        match &self.cfg.log {
-            Some(sink) => sink(&module.name, crate::interface::log_level::WARNING, &msg),
-            None => eprintln!("kmodlike: {msg}"),
-        }
+        self.warn(module, &msg);
     }
 
     /// Unload every module, dependents before their dependencies, newest first.
