@@ -193,23 +193,32 @@ pub unsafe extern "C" fn module_loader_call(
             if r.returned() {
                 return module_error_t::MODULE_ERR_SUCCESS;
             }
-            return run_code(CALL, &l.shared.errors, || {
-                let h = current(l, CALL)?;
-                if h.fast_entry().into_raw() != p.cast_const() {
-                    return Err(Failure::new(
-                        module_error_t::MODULE_ERR_NOT_LOADED,
-                        format!("{CALL}: the module was unloaded while the call ran"),
-                    ));
-                }
-                // SAFETY: `r` is this thread's outcome of entry.call(f, ctx), just now.
-                match unsafe { h.finish(r, f, ctx) } {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        forget_if_dead(l, &h, &e);
-                        Err(l.shared.fail(e))
+            if !r.not_run() {
+                return run_code(CALL, &l.shared.errors, || {
+                    let h = current(l, CALL)?;
+                    // A crash is the instance's it happened in; records are pooled, so the
+                    // entry alone does not say which instance that was.
+                    if r.crashed_in().is_some_and(|id| id != h.id()) {
+                        return Err(Failure::new(
+                            module_error_t::MODULE_ERR_NOT_LOADED,
+                            format!(
+                                "{CALL}: the call crashed, and its module was unloaded before \
+                                 the crash could be recorded"
+                            ),
+                        ));
                     }
-                }
-            });
+                    // SAFETY: `r` is this thread's outcome of entry.call(f, ctx), just now,
+                    // and the function ran (it is not run again).
+                    match unsafe { h.finish(r, f, ctx) } {
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            forget_if_dead(l, &h, &e);
+                            Err(l.shared.fail(e))
+                        }
+                    }
+                });
+            }
+            // Nothing ran: the locked path below decides (an unload deciding, a reload).
         }
     }
     run_code(CALL, sink_of(l), || {

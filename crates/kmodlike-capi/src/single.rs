@@ -4,7 +4,7 @@ use std::ffi::{c_char, c_void};
 use std::path::Path;
 use std::sync::Arc;
 
-use kmodlike::{BusyReason, Handle, InitArgs, OpenMode, OpenOptions};
+use kmodlike::{Handle, InitArgs, OpenMode, OpenOptions};
 
 use crate::entry::{run_code, str_arg};
 use crate::error::{module_error_t, Failure};
@@ -26,7 +26,7 @@ pub(crate) enum Slot {
     Loaded(Arc<Handle>),
 }
 
-/// Puts the slot back to a known state if a load or unload is interrupted by a panic (caught
+/// Puts the slot back to a known state if a load is interrupted by a panic (caught
 /// at the C boundary), so the loader does not stay "changing" forever.
 struct ChangingGuard<'a> {
     l: &'a module_loader_t,
@@ -88,7 +88,8 @@ fn no_module(slot: &Slot, call: &str) -> Failure {
 /// After a call on `h` failed with `e`: when the module is gone (it crashed, here or on one of
 /// its own threads), empty the slot so the loader can load again.
 pub(crate) fn forget_if_dead(l: &module_loader_t, h: &Arc<Handle>, e: &kmodlike::Error) {
-    if h.is_live() {
+    // Only a crash: a module being unloaded is the unloading thread's to take out of the slot.
+    if h.state() != kmodlike::ModuleState::Crashed {
         return;
     }
     let mut slot = lock(&l.slot);
@@ -183,9 +184,11 @@ pub unsafe extern "C" fn module_loader_load(
         // The slot lock is not held while module code runs: module_init() may call back into
         // the host, and the host into this loader.
         let opts = OpenOptions { mode: OpenMode::Module, init_args };
+        let mut guard = ChangingGuard { l, armed: true };
         // SAFETY: the C caller's promise (this function's `# Safety`): `path` is a module built
         // for the interface, whose constructors and module_init may run here.
         let opened = unsafe { l.loader.open_with(&path.to_string_lossy(), &opts) };
+        guard.armed = false;
         let mut slot = lock(&l.slot);
         match opened {
             Ok(h) => {
@@ -263,47 +266,31 @@ pub unsafe extern "C" fn module_loader_unload(loader: *mut module_loader_t) -> m
     let l = unsafe { loader.as_ref() };
     run_code(CALL, sink_of(l), || {
         let l = l.ok_or_else(|| Failure::invalid(format!("{CALL}: loader is NULL")))?;
-        let h = {
-            let mut slot = lock(&l.slot);
-            let (name, in_flight) = match &*slot {
-                // Every clone besides the slot's is a call in flight on another thread.
-                Slot::Loaded(h) => (h.name().to_owned(), Arc::strong_count(h) - 1),
-                other => return Err(no_module(other, CALL)),
-            };
-            if in_flight > 0 {
-                return Err(Failure::from(kmodlike::Error::Busy {
-                    module: name,
-                    reason: BusyReason::InFlight(in_flight),
-                }));
-            }
-            // A fast call starting from now finds no entry and takes the locked path; one
-            // already running is found by the close's drain (Busy).
-            publish(l, None);
-            match std::mem::replace(&mut *slot, Slot::Changing) {
-                Slot::Loaded(h) => h,
-                _ => unreachable!("matched Loaded above, under the same lock"),
-            }
+        // The slot keeps the module while the close decides: calls on other threads go on
+        // (a call in flight makes the close Busy, and nothing changes), and a callback from
+        // module_fini still finds its module.
+        let h = match &*lock(&l.slot) {
+            Slot::Loaded(h) => Arc::clone(h),
+            other => return Err(no_module(other, CALL)),
         };
-        // The count was 1 under the lock and nobody can clone it from a Changing slot.
-        let mut guard = ChangingGuard { l, armed: true };
-        let handle = Arc::into_inner(h).expect("the only reference to the loader's module");
-        let closed = handle.close();
-        guard.armed = false;
+        let closed = h.close_shared(false);
         let mut slot = lock(&l.slot);
+        let ours = matches!(&*slot, Slot::Loaded(cur) if Arc::ptr_eq(cur, &h));
         match closed {
+            Err(e @ kmodlike::Error::Busy { .. }) => Err(l.shared.fail(e)),
             Ok(()) => {
-                *slot = Slot::Empty;
+                if ours {
+                    publish(l, None);
+                    *slot = Slot::Empty;
+                }
                 Ok(())
             }
-            Err(ce) => {
-                *slot = match ce.handle {
-                    Some(back) => {
-                        publish(l, Some(&back));
-                        Slot::Loaded(Arc::new(back))
-                    }
-                    None => Slot::Gone(format!("its unload failed: {}", ce.error)),
-                };
-                Err(l.shared.fail(ce.error))
+            Err(e) => {
+                if ours {
+                    publish(l, None);
+                    *slot = Slot::Gone(format!("its unload failed: {e}"));
+                }
+                Err(l.shared.fail(e))
             }
         }
     })

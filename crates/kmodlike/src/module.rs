@@ -300,7 +300,9 @@ impl Module {
 
     /// [`lookup_own`](Self::lookup_own) with the state check and a cache.
     pub(crate) fn symbol(&self, name: &str) -> Result<*mut c_void> {
-        if self.state() != ModuleState::Live {
+        // Unloading: the code is still mapped, and the unload may yet find a call in flight
+        // and put the module back to live (a call in flight must not see its module vanish).
+        if !matches!(self.state(), ModuleState::Live | ModuleState::Unloading) {
             return Err(self.not_live_error());
         }
         if let Some(&addr) = self.symbols.read().unwrap_or_else(|e| e.into_inner()).get(name) {

@@ -3,6 +3,7 @@
 use std::ffi::c_void;
 use std::mem::MaybeUninit;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::crash::Phase;
@@ -31,6 +32,20 @@ impl FastResult {
     #[inline(always)]
     pub fn returned(&self) -> bool {
         self.1
+    }
+
+    /// The function did not run (the module was not live, or this thread's first call): the
+    /// call may be made again another way.
+    pub fn not_run(&self) -> bool {
+        matches!(self.0, guard::Outcome::NotLive)
+    }
+
+    /// The module instance the function crashed in, if it crashed.
+    pub fn crashed_in(&self) -> Option<u64> {
+        match &self.0 {
+            guard::Outcome::Crashed(raw) => Some(raw.module_id),
+            _ => None,
+        }
     }
 }
 
@@ -69,7 +84,8 @@ impl FastEntry {
 pub struct Handle {
     module: Arc<Module>,
     loader: Arc<LoaderShared>,
-    released: bool,
+    /// This reference was closed (by a close, or [`close_shared`](Handle::close_shared)).
+    released: AtomicBool,
 }
 
 impl std::fmt::Debug for Handle {
@@ -125,7 +141,7 @@ impl<T> std::ops::Deref for Symbol<'_, T> {
 
 impl Handle {
     pub(super) fn new(module: Arc<Module>, loader: Arc<LoaderShared>) -> Handle {
-        Handle { module, loader, released: false }
+        Handle { module, loader, released: AtomicBool::new(false) }
     }
 
     /// The module's name.
@@ -334,7 +350,7 @@ impl Handle {
                 Ok(Handle {
                     module: self.module.clone(),
                     loader: self.loader.clone(),
-                    released: false,
+                    released: AtomicBool::new(false),
                 })
             }
             _ => Err(self.module.not_live_error()),
@@ -355,16 +371,29 @@ impl Handle {
         self.close_with(true)
     }
 
-    fn close_with(mut self, force: bool) -> std::result::Result<(), CloseError> {
-        match self.loader.close_ref(self.module.id, force) {
-            Ok(()) => {
-                self.released = true;
-                Ok(())
-            }
+    fn close_with(self, force: bool) -> std::result::Result<(), CloseError> {
+        match self.close_shared(force) {
+            Ok(()) => Ok(()),
             Err(error @ Error::Busy { .. }) => Err(CloseError { error, handle: Some(self) }),
-            Err(error) => {
-                self.released = true;
-                Err(CloseError { error, handle: None })
+            Err(error) => Err(CloseError { error, handle: None }),
+        }
+    }
+
+    /// [`close`](Self::close) (or [`close_forced`](Self::close_forced) when `force`) through a
+    /// shared reference, for a handle others may still be calling through (the C API's
+    /// loader slot): the module stays reachable through this handle while the close decides.
+    /// On `Busy` nothing changed; on any other outcome the reference is released, and later
+    /// calls through this handle fail as on a closed module.
+    #[doc(hidden)]
+    pub fn close_shared(&self, force: bool) -> Result<()> {
+        if self.released.load(Ordering::Acquire) {
+            return Err(self.module.not_live_error());
+        }
+        match self.loader.close_ref(self.module.id, force) {
+            Err(error @ Error::Busy { .. }) => Err(error),
+            other => {
+                self.released.store(true, Ordering::Release);
+                other
             }
         }
     }
@@ -374,8 +403,7 @@ impl Drop for Handle {
     /// Closes the reference. If the module refuses (`Busy`), it stays loaded, owned by the
     /// loader until [`Loader::shutdown`](super::Loader::shutdown).
     fn drop(&mut self) {
-        if !self.released {
-            self.released = true;
+        if !self.released.swap(true, Ordering::AcqRel) {
             let id = self.module.id;
             if let Err(Error::Busy { .. }) = self.loader.close_ref(id, false) {
                 // The module stays loaded (its dependents, its veto or a call in flight keep
