@@ -215,31 +215,117 @@ fn guarded_call(c: &mut Criterion, run: &Run) {
     if !run.wants(&[
         "guarded_call/direct",
         "guarded_call/kmodlike_call0",
+        "guarded_call/c_direct",
+        "guarded_call/module_loader_call",
         "guarded_call/naive_sigsetjmp",
-        "guarded_call/guard_shim",
+        "guarded_call/sigsetjmp_fallback",
     ]) {
         return;
     }
+    // Calls alternate with their baseline in chunks (paired): one burst of load on this shared
+    // machine hits both sides of a ratio alike.
+    const CHUNK: u64 = 2_000;
     let module = fixtures::bench_module("bench_call");
     let loader = plain_loader();
     let h = open(&loader, &module);
     let empty = void_fn(&h, "bench_empty");
     // SAFETY: `empty` is the bench module's own `bench_empty`, C code that owns nothing.
-    unsafe { h.call0(empty) }.expect("call0"); // this thread now has its alternate signal stack
-    let mut shim = GuardShim::new();
+    unsafe { h.call0(empty) }.expect("call0"); // this thread now has its guard record
+    let rust_direct = |n: u64| (0..n).for_each(|_| black_box(empty)());
+    let call0 = |n: u64| {
+        for _ in 0..n {
+            // SAFETY: as above.
+            unsafe { h.call0(black_box(empty)) }.expect("call0");
+        }
+    };
     let mut g = c.benchmark_group("guarded_call");
-    g.bench_function("direct", |b| b.iter(|| black_box(empty)()));
+    g.bench_function("direct", |b| {
+        b.iter_custom(|n| paired(n, CHUNK, Side::Baseline, call0, rust_direct))
+    });
     g.bench_function("kmodlike_call0", |b| {
-        // SAFETY: `empty` is the bench module's own `bench_empty`, C code that owns nothing.
-        b.iter(|| unsafe { h.call0(black_box(empty)) }.expect("call0"))
+        b.iter_custom(|n| paired(n, CHUNK, Side::Ours, call0, rust_direct))
     });
-    // The shim alone: what the guard costs before any bookkeeping.
-    g.bench_function("guard_shim", |b| b.iter(|| assert!(shim.call(black_box(empty)))));
+
+    // A C host: module_loader_call() on the C API's loader, against a call through a pointer,
+    // both from C loops.
+    let c_loader = CLoader::new(&module);
+    // SAFETY: `void bench_empty(void)` called as `void (*)(void *)`: the argument is ignored
+    // under the C calling convention.
+    let c_empty: unsafe extern "C" fn(*mut c_void) = unsafe { std::mem::transmute(empty) };
+    // SAFETY: c_empty owns nothing; module_loader_call is the C API's entry, called on a live
+    // loader holding the module.
+    let c_direct = |n: u64| unsafe { baselines::c_direct_loop(c_empty, std::ptr::null_mut(), n) };
+    let c_guarded = |n: u64| {
+        // SAFETY: as above.
+        let bad = unsafe {
+            baselines::c_guarded_loop(
+                c_loader.entry(),
+                c_loader.raw(),
+                c_empty,
+                std::ptr::null_mut(),
+                n,
+            )
+        };
+        assert_eq!(bad, 0, "module_loader_call failed");
+    };
+    g.bench_function("c_direct", |b| {
+        b.iter_custom(|n| paired(n, CHUNK, Side::Baseline, c_guarded, c_direct))
+    });
+    g.bench_function("module_loader_call", |b| {
+        b.iter_custom(|n| paired(n, CHUNK, Side::Ours, c_guarded, c_direct))
+    });
+
+    let naive =
+        |n: u64| (0..n).for_each(|_| assert!(baselines::naive_guard_call(black_box(empty))));
     g.bench_function("naive_sigsetjmp", |b| {
-        b.iter(|| assert!(baselines::naive_guard_call(black_box(empty))))
+        b.iter_custom(|n| paired(n, 200, Side::Baseline, call0, naive))
     });
+    // The per-call sigsetjmp entry the guard falls back to where its fast entry is off.
+    let mut shim = GuardShim::new();
+    g.bench_function("sigsetjmp_fallback", |b| b.iter(|| assert!(shim.call(black_box(empty)))));
     g.finish();
+    drop(c_loader);
     close(h);
+}
+
+/// The C API's loader with one module loaded, for `module_loader_call`.
+struct CLoader(*mut kmodlike_capi::module_loader_t);
+
+impl CLoader {
+    fn new(module: &Path) -> CLoader {
+        let path = std::ffi::CString::new(module.as_os_str().as_encoded_bytes()).unwrap();
+        let l = kmodlike_capi::module_loader_create();
+        assert!(!l.is_null());
+        // SAFETY: a fresh loader; a NUL-terminated path of the bench module; no init args.
+        let rc = unsafe { kmodlike_capi::module_loader_load(l, path.as_ptr(), std::ptr::null()) };
+        assert_eq!(rc as i32, 0, "module_loader_load of {}", module.display());
+        CLoader(l)
+    }
+
+    fn raw(&self) -> *mut c_void {
+        self.0.cast()
+    }
+
+    fn entry(&self) -> baselines::CEntry {
+        // SAFETY: the same function with its first parameter as `void *` (the C header's view).
+        unsafe {
+            std::mem::transmute::<
+                unsafe extern "C" fn(
+                    *mut kmodlike_capi::module_loader_t,
+                    kmodlike_capi::module_call_fn_t,
+                    *mut c_void,
+                ) -> kmodlike_capi::module_error_t,
+                baselines::CEntry,
+            >(kmodlike_capi::module_loader_call)
+        }
+    }
+}
+
+impl Drop for CLoader {
+    fn drop(&mut self) {
+        // SAFETY: our loader, destroyed once (it unloads its module).
+        unsafe { kmodlike_capi::module_loader_destroy(self.0) };
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,6 +649,13 @@ fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
         )
         .values(m("guarded_call/kmodlike_call0"), m("guarded_call/direct")),
         Figure::cost(
+            "capi_call_vs_direct",
+            "module_loader_call of an empty module function, from C",
+            "a call through a function pointer, from C",
+            Target::RatioAtMost(1.6),
+        )
+        .values(m("guarded_call/module_loader_call"), m("guarded_call/c_direct")),
+        Figure::cost(
             "guarded_call_vs_naive",
             "guarded call vs a naive guard",
             "sigsetjmp(env, 1) guard",
@@ -571,13 +664,12 @@ fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
         .values(m("guarded_call/kmodlike_call0"), m("guarded_call/naive_sigsetjmp"))
         .speedup(),
         Figure::cost(
-            "guard_shim",
-            "the guard's C shim alone, no bookkeeping (kmodlike::__bench_guard_call)",
+            "sigsetjmp_fallback",
+            "the guard's sigsetjmp entry, where the fast entry is off (other libcs, architectures)",
             "direct call through a function pointer",
             Target::None,
         )
-        .values(m("guarded_call/guard_shim"), m("guarded_call/direct"))
-        .note("the floor of any sigsetjmp-based guard: Handle::call0 minus this is bookkeeping"),
+        .values(m("guarded_call/sigsetjmp_fallback"), m("guarded_call/direct")),
         Figure::cost(
             "crash_and_reload",
             "crash and recover: SIGSEGV in a call, error return, module reloaded",

@@ -10,11 +10,14 @@
  *     floor for any design that turns a signal into an error return.
  *   - kmlb_fault: a function that raises SIGSEGV (a write through NULL), for the guard's own
  *     signal path.
+ *   - kmlb_direct_loop / kmlb_guarded_loop: what a C host compiles for n calls of a module
+ *     function, directly through a pointer or through an entry such as module_loader_call().
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 /* ---- the naive guard -------------------------------------------------------------------- */
@@ -73,4 +76,22 @@ int kmlb_raise_usr1(void) {
 /* Writes through `ctx`: SIGSEGV (SEGV_MAPERR) when it is NULL. */
 __attribute__((noinline)) void kmlb_fault(void *ctx) {
     *(volatile int *)ctx = 1;
+}
+
+/* ---- a C host's calls ------------------------------------------------------------------- */
+
+/* n calls of fn(ctx) through a pointer (the pointer is reloaded each time, as from a table). */
+void kmlb_direct_loop(void (*volatile *fn)(void *), void *ctx, uint64_t n) {
+    for (uint64_t i = 0; i < n; i++)
+        (*fn)(ctx);
+}
+
+/* n calls of call(loader, fn, ctx) (module_loader_call, reached like a PLT call: through a
+ * pointer); the number of calls that did not return 0. */
+uint64_t kmlb_guarded_loop(int (*call)(void *, void (*)(void *), void *), void *loader,
+                           void (*fn)(void *), void *ctx, uint64_t n) {
+    uint64_t bad = 0;
+    for (uint64_t i = 0; i < n; i++)
+        bad += call(loader, fn, ctx) != 0;
+    return bad;
 }

@@ -14,6 +14,18 @@ mod ffi {
         pub fn kmlb_usr1_install() -> c_int;
         pub fn kmlb_raise_usr1() -> c_int;
         pub fn kmlb_fault(ctx: *mut c_void);
+        pub fn kmlb_direct_loop(
+            f: *const unsafe extern "C" fn(*mut c_void),
+            ctx: *mut c_void,
+            n: u64,
+        );
+        pub fn kmlb_guarded_loop(
+            call: super::CEntry,
+            loader: *mut c_void,
+            f: unsafe extern "C" fn(*mut c_void),
+            ctx: *mut c_void,
+            n: u64,
+        ) -> u64;
     }
 }
 
@@ -81,4 +93,33 @@ impl Default for GuardShim {
     fn default() -> Self {
         GuardShim::new()
     }
+}
+
+/// A C entry of the shape of `module_loader_call(loader, fn, ctx)`.
+pub type CEntry =
+    unsafe extern "C" fn(*mut c_void, unsafe extern "C" fn(*mut c_void), *mut c_void) -> c_int;
+
+/// `n` calls of `f(ctx)` from C, through a pointer.
+///
+/// # Safety
+/// `f` must be safe to call with `ctx`.
+pub unsafe fn c_direct_loop(f: unsafe extern "C" fn(*mut c_void), ctx: *mut c_void, n: u64) {
+    let slot = f;
+    // SAFETY: `slot` outlives the loop; the caller vouches for `f(ctx)`.
+    unsafe { ffi::kmlb_direct_loop(&slot, ctx, n) }
+}
+
+/// `n` calls of `entry(loader, f, ctx)` from C; how many did not return 0.
+///
+/// # Safety
+/// `entry` must be safe to call with `loader`, `f` and `ctx`.
+pub unsafe fn c_guarded_loop(
+    entry: CEntry,
+    loader: *mut c_void,
+    f: unsafe extern "C" fn(*mut c_void),
+    ctx: *mut c_void,
+    n: u64,
+) -> u64 {
+    // SAFETY: forwarded contract.
+    unsafe { ffi::kmlb_guarded_loop(entry, loader, f, ctx, n) }
 }

@@ -1,10 +1,9 @@
 //! Crash reports and the process taint, for C.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
-use kmodlike::{CrashReport, FastEntry, Phase};
+use kmodlike::{CrashReport, Phase};
 
 use crate::entry::{copy_to_array, copy_to_buf, run, run_code};
 use crate::error::{module_error_t, ErrorSink, Failure};
@@ -169,58 +168,156 @@ pub type module_call_fn_t = Option<unsafe extern "C" fn(ctx: *mut c_void)>;
 /// `loader` is NULL or a live loader; `func` is NULL or a function safe to call with `ctx`,
 /// whose frames (and those of what it calls) may be abandoned at a fault without any cleanup,
 /// as described above.
+#[cfg(target_arch = "x86_64")]
+#[no_mangle]
+#[unsafe(naked)]
+pub unsafe extern "C" fn module_loader_call(
+    loader: *mut module_loader_t,
+    func: module_call_fn_t,
+    ctx: *mut c_void,
+) -> module_error_t {
+    // The fast path, in assembly around the guard's entry (kmodlike::__guard_entry_asm!): a
+    // loader with a loaded module and a function run func(ctx) under the guard, with no lock,
+    // no allocation and no reference count; everything else (NULL arguments, no module, a
+    // thread's first call, a crash, a module no longer live) goes to `call_slow`, with the
+    // entry's code.
+    core::arch::naked_asm!(
+        "test rdi, rdi",
+        "jz 9f",
+        "test rsi, rsi",
+        "jz 9f",
+        "mov rax, qword ptr [rdi + {fast}]",
+        "test rax, rax",
+        "jz 9f",
+        // loader, func, ctx kept for the slow path; the stack is 16-byte aligned after them
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "mov rdi, rdx",
+        "mov rdx, rsi",
+        "mov rsi, rax",
+        kmodlike::__guard_entry_asm!(),
+        "test eax, eax",
+        "jnz 8f",
+        // returned: done, unless the module stopped being live meanwhile (a crash elsewhere)
+        "mov rcx, qword ptr [rsp + 16]",
+        "mov rcx, qword ptr [rcx + {fast}]",
+        "test rcx, rcx",
+        "jz 8f",
+        "cmp dword ptr [rcx], 1",
+        "jne 8f",
+        "add rsp, 24",
+        "ret",
+        "8:",
+        "mov ecx, eax",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "jmp {slow}",
+        "9:",
+        "mov ecx, -1",
+        "jmp {slow}",
+        fast = const std::mem::offset_of!(module_loader_t, fast),
+        restore = sym kmodlike::__kml_fast_restore_mask,
+        slow = sym call_slow,
+    )
+}
+
+// Where the fast entry is not x86_64's: the same, through the guard's portable entry. (Not a
+// doc comment: the header declares the function once, from the x86_64 definition.)
+/// cbindgen:ignore
+///
+/// # Safety
+/// As above.
+#[cfg(not(target_arch = "x86_64"))]
 #[no_mangle]
 pub unsafe extern "C" fn module_loader_call(
     loader: *mut module_loader_t,
     func: module_call_fn_t,
     ctx: *mut c_void,
 ) -> module_error_t {
-    const CALL: &str = "module_loader_call";
+    // SAFETY: forwarded contract.
+    unsafe { locked_call(loader, func, ctx) }
+}
+
+/// `module_loader_call()` past its fast path: `code` is the entry's (0 returned but the module
+/// is no longer live, 1 crashed, 2 or 3 not run), or -1 when the fast path did not apply.
+///
+/// # Safety
+/// As `module_loader_call()`; `code` is what the entry left on this thread just now.
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" fn call_slow(
+    loader: *mut module_loader_t,
+    func: module_call_fn_t,
+    ctx: *mut c_void,
+    code: c_int,
+) -> module_error_t {
+    // SAFETY: the caller passes NULL or a live loader.
+    match (code, unsafe { loader.as_ref() }, func) {
+        (0 | 1, Some(l), Some(f)) => {
+            // SAFETY: the entry's code, on this thread, just now.
+            let r = unsafe { kmodlike::FastResult::from_entry_code(code) };
+            // SAFETY: the function ran; `r` is its outcome.
+            unsafe { after_fast_call(l, r, f, ctx) }
+        }
+        // SAFETY: forwarded contract.
+        _ => unsafe { locked_call(loader, func, ctx) },
+    }
+}
+
+const CALL: &str = "module_loader_call";
+
+/// `module_loader_call()` after a fast call that ran and did not simply return: a crash to
+/// record, or the module's death on another thread meanwhile.
+///
+/// # Safety
+/// `r` is this thread's outcome of the loader's `FastEntry::call(f, ctx)`, just now.
+#[cold]
+#[inline(never)]
+unsafe fn after_fast_call(
+    l: &module_loader_t,
+    r: kmodlike::FastResult,
+    f: unsafe extern "C" fn(*mut c_void),
+    ctx: *mut c_void,
+) -> module_error_t {
+    run_code(CALL, &l.shared.errors, || {
+        let h = current(l, CALL)?;
+        // A crash is the instance's it happened in; records are pooled, so the entry alone does
+        // not say which instance that was.
+        if r.crashed_in().is_some_and(|id| id != h.id()) {
+            return Err(Failure::new(
+                module_error_t::MODULE_ERR_NOT_LOADED,
+                format!(
+                    "{CALL}: the call crashed, and its module was unloaded before the crash \
+                     could be recorded"
+                ),
+            ));
+        }
+        // SAFETY: the function ran (it is not run again); `r` is its outcome.
+        match unsafe { h.finish(r, f, ctx) } {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                forget_if_dead(l, &h, &e);
+                Err(l.shared.fail(e))
+            }
+        }
+    })
+}
+
+/// `module_loader_call()` under the slot's lock: bad arguments, no module, a module that is
+/// not live (an unload deciding: its outcome is waited for).
+///
+/// # Safety
+/// As `module_loader_call()`.
+#[cold]
+#[inline(never)]
+unsafe fn locked_call(
+    loader: *mut module_loader_t,
+    func: module_call_fn_t,
+    ctx: *mut c_void,
+) -> module_error_t {
     // SAFETY: the caller passes NULL or a live loader.
     let l = unsafe { loader.as_ref() };
-    // The fast path: a loaded module and a function. No lock, no allocation, no reference
-    // count: the guard's entry runs func(ctx) when the module is live.
-    if let (Some(l), Some(f)) = (l, func) {
-        let p = l.fast.load(Ordering::Acquire);
-        if !p.is_null() {
-            // SAFETY: `p` came from `FastEntry::into_raw` (single::publish); entries are never
-            // freed.
-            let entry = unsafe { FastEntry::from_raw(p) };
-            // SAFETY: the caller promises f is safe to call with ctx and that its frames may be
-            // abandoned; the module is loaded (an unload meanwhile is the caller's race, as for
-            // any call of a function of a module being unloaded).
-            let r = unsafe { entry.call(f, ctx) };
-            if r.returned() {
-                return module_error_t::MODULE_ERR_SUCCESS;
-            }
-            if !r.not_run() {
-                return run_code(CALL, &l.shared.errors, || {
-                    let h = current(l, CALL)?;
-                    // A crash is the instance's it happened in; records are pooled, so the
-                    // entry alone does not say which instance that was.
-                    if r.crashed_in().is_some_and(|id| id != h.id()) {
-                        return Err(Failure::new(
-                            module_error_t::MODULE_ERR_NOT_LOADED,
-                            format!(
-                                "{CALL}: the call crashed, and its module was unloaded before \
-                                 the crash could be recorded"
-                            ),
-                        ));
-                    }
-                    // SAFETY: `r` is this thread's outcome of entry.call(f, ctx), just now,
-                    // and the function ran (it is not run again).
-                    match unsafe { h.finish(r, f, ctx) } {
-                        Ok(()) => Ok(()),
-                        Err(e) => {
-                            forget_if_dead(l, &h, &e);
-                            Err(l.shared.fail(e))
-                        }
-                    }
-                });
-            }
-            // Nothing ran: the locked path below decides (an unload deciding, a reload).
-        }
-    }
     run_code(CALL, sink_of(l), || {
         let l = l.ok_or_else(|| Failure::invalid(format!("{CALL}: loader is NULL")))?;
         let f = func.ok_or_else(|| Failure::invalid(format!("{CALL}: func is NULL")))?;

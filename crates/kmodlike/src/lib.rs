@@ -57,6 +57,9 @@ mod resolve;
 
 pub use crash::{taint, CrashReport, Phase, Taint};
 pub use error::{BusyReason, Error, ErrorKind, Result};
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+pub use guard::__kml_fast_restore_mask;
 pub use guard::{guard_entry, GuardEntry};
 pub use image::modinfo;
 pub use interface::{ModuleInitArgs, Version};

@@ -133,7 +133,7 @@ pub(crate) unsafe fn call_module(
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: `m` is a live record; the caller's contract covers `f(ctx)` and the frames.
-        let rc = unsafe { ffi::kml_fast_call(m, f, ctx) };
+        let rc = unsafe { inline_entry(m, f, ctx) };
         if rc == 0 {
             return Outcome::Returned;
         }
@@ -145,6 +145,126 @@ pub(crate) unsafe fn call_module(
     unsafe {
         call_slow(m, f, ctx)
     }
+}
+
+/// The fast entry's instructions (x86_64, Intel syntax), as one string for `asm!` and
+/// `naked_asm!`: with
+/// `rsi` = the module's record, `rdx` = the function, `rdi` = its argument and a 16-byte
+/// aligned stack, it leaves 0 (returned), 1 (crashed), 2 (slow path) or 3 (not live) in `eax`,
+/// and clobbers the C ABI's caller-saved registers. The caller names
+/// `kml_fast_restore_mask` as the `restore` operand. See [`inline_entry`] for how it works;
+/// the C API's `module_loader_call` is built around it too.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __guard_entry_asm {
+    () => {
+        concat!(
+            // rcx = this thread's record, r8d = depth, r9 = &slot[depth]
+            "mov rcx, qword ptr [rip + kml_self@GOTTPOFF]\n",
+            "mov rcx, qword ptr fs:[rcx]\n",
+            "mov eax, 2\n",
+            "test rcx, rcx\n",
+            "jz 5f\n",
+            "mov r8d, dword ptr [rcx]\n",
+            "cmp r8d, dword ptr [rcx + 4]\n",
+            "jae 5f\n",
+            "mov r9d, r8d\n",
+            "shl r9, 7\n",
+            "lea r9, [rcx + r9 + 64]\n",
+            // the slot: module, landing, the callee-saved registers; then depth + 1
+            "mov qword ptr [r9], rsi\n",
+            "lea rax, [rip + 3f]\n",
+            "mov qword ptr [r9 + 16], rax\n",
+            "mov qword ptr [r9 + 32], rbp\n",
+            "mov qword ptr [r9 + 40], rbx\n",
+            "mov qword ptr [r9 + 48], r12\n",
+            "mov qword ptr [r9 + 56], r13\n",
+            "mov qword ptr [r9 + 64], r14\n",
+            "mov qword ptr [r9 + 72], r15\n",
+            "lea eax, [r8 + 1]\n",
+            "mov dword ptr [rcx], eax\n",
+            "mov eax, 3\n",
+            "cmp dword ptr [rsi], 1\n",
+            "jne 4f\n",
+            "add qword ptr [rsi + 16], 1\n",
+            // over the red zone, then the call; the landing pad is 3
+            "sub rsp, 128\n",
+            "mov qword ptr [r9 + 8], rsp\n",
+            "call rdx\n",
+            "xor eax, eax\n",
+            "jmp 6f\n",
+            "3:\n",
+            "mov eax, 1\n",
+            "6:\n",
+            "add rsp, 128\n",
+            // the record again (every caller-saved register is the callee's now)
+            "mov rcx, qword ptr [rip + kml_self@GOTTPOFF]\n",
+            "mov rcx, qword ptr fs:[rcx]\n",
+            "mov r8d, dword ptr [rcx]\n",
+            "sub r8d, 1\n",
+            "mov r9d, r8d\n",
+            "shl r9, 7\n",
+            "lea r9, [rcx + r9 + 64]\n",
+            "4:\n",
+            "mov dword ptr [rcx], r8d\n",
+            "mov qword ptr [r9], 0\n",
+            "cmp dword ptr [r9 + 24], 0\n",
+            "je 5f\n",
+            // the module changed the signal mask: put it back (eax kept on the stack)
+            "sub rsp, 128\n",
+            "push rax\n",
+            "sub rsp, 8\n",
+            "mov rdi, r9\n",
+            "call {restore}\n",
+            "add rsp, 8\n",
+            "pop rax\n",
+            "add rsp, 128\n",
+            "5:\n",
+        )
+    };
+}
+
+/// The fast entry, inlined into the caller (x86_64): no call level of its own, and no
+/// registers saved on every call. The caller's
+/// callee-saved registers (`rbx`, `rbp`, `r12`-`r15`) are written into the slot instead, with
+/// the slot's stack pointer and landing address; after a crash the handler's `siglongjmp`
+/// (`fast.c`, `kml_fast_resume`) loads them back and resumes at the landing label below, as if
+/// the call had returned 1. Nothing is kept in registers across the call (the record is found
+/// again through the thread-local), so the caller saves nothing for it. The red zone below the
+/// caller's stack pointer is stepped over before the call.
+///
+/// Returns 0 (returned), 1 (crashed), 2 (slow path), 3 (not live).
+///
+/// # Safety
+/// As [`call_module`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn inline_entry(
+    m: &'static GuardModule,
+    f: unsafe extern "C" fn(*mut c_void),
+    ctx: *mut c_void,
+) -> i32 {
+    let rc: u64;
+    // SAFETY: the layout is `struct kml_thread`/`kml_slot` (shim.h, checked there by static
+    // assertions: slots at 64, 128 bytes each, module 0, frame 8, landing 16, mask_saved 24,
+    // rbp..r15 32..80) and `struct kml_gmod` (state 0, calls 16). `kml_self` is the shim's
+    // initial-exec thread-local. Every register the asm writes is an output or clobbered (the C
+    // ABI's caller-saved set); the callee-saved ones are only read (stored in the slot) and come
+    // back unchanged from `f` (the ABI) or from the landing's `siglongjmp` (the slot).
+    // The stack is 16-byte aligned at the block (no `nostack`), and stays so across the
+    // 128-byte step over the red zone. `f(ctx)` itself is the caller's contract.
+    unsafe {
+        std::arch::asm!(
+            crate::__guard_entry_asm!(),
+            restore = sym ffi::kml_fast_restore_mask,
+            in("rdi") ctx,
+            in("rsi") m as *const GuardModule,
+            in("rdx") f,
+            lateout("rax") rc,
+            clobber_abi("C"),
+        );
+    }
+    rc as u32 as i32
 }
 
 /// The entry's other answers: 1 crashed, 2 take the slow path, 3 not live.
@@ -160,17 +280,25 @@ unsafe fn call_cold(
     rc: i32,
 ) -> Outcome {
     match rc {
-        1 => {
-            let mut out = MaybeUninit::<ffi::CRawCrash>::uninit();
-            // SAFETY: the entry just recorded this thread's crash; `out` is writable.
-            unsafe { ffi::kml_fast_take_crash(out.as_mut_ptr()) };
-            // SAFETY: filled by kml_fast_take_crash (this thread has a record: it crashed).
-            Outcome::Crashed(Box::new(RawCrash::from_c(unsafe { out.assume_init_ref() })))
-        }
+        // SAFETY: the entry just returned 1 on this thread.
+        1 => Outcome::Crashed(unsafe { take_fast_crash() }),
         3 => Outcome::NotLive,
         // SAFETY: forwarded contract.
         _ => unsafe { call_slow(m, f, ctx) },
     }
+}
+
+/// The crash the fast entry just returned 1 for, on this thread.
+///
+/// # Safety
+/// The entry returned 1 on this thread, and nothing guarded ran on it since.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn take_fast_crash() -> Box<RawCrash> {
+    let mut out = MaybeUninit::<ffi::CRawCrash>::uninit();
+    // SAFETY: the entry recorded this thread's crash; `out` is writable.
+    unsafe { ffi::kml_fast_take_crash(out.as_mut_ptr()) };
+    // SAFETY: filled by kml_fast_take_crash (this thread has a record: it crashed).
+    Box::new(RawCrash::from_c(unsafe { out.assume_init_ref() }))
 }
 
 /// A thread's first call (it gets its record and alternate stack, and the fast entry is tried

@@ -1,6 +1,7 @@
 /*
  * fast.c: the guarded call's per-thread record, its crash path and the drain of calls in flight
- * (the C half of fast_x86_64.S; see mod.rs for the whole picture).
+ * (the C half of the fast entry, whose instructions are in entry.rs; see mod.rs for the whole
+ * picture).
  *
  * Each thread that calls into a module gets a record (heap, registered in a list, freed at thread
  * exit) reached through one initial-exec TLS pointer, kml_self. A record holds a stack of slots,
@@ -27,10 +28,12 @@
 
 __thread struct kml_thread *kml_self __attribute__((tls_model("initial-exec")));
 
-_Static_assert(offsetof(struct kml_thread, slot) == 64, "fast_x86_64.S: KML_SLOTS");
-_Static_assert(sizeof(struct kml_slot) == 64, "fast_x86_64.S: KML_SLOT_SHIFT");
-_Static_assert(offsetof(struct kml_slot, mask_saved) == 24, "fast_x86_64.S: KML_SLOT_MASK_SAVED");
-_Static_assert(offsetof(struct kml_gmod, calls) == 16, "fast_x86_64.S: KML_GMOD_CALLS");
+_Static_assert(offsetof(struct kml_thread, slot) == 64, "entry.rs: the entry's layout");
+_Static_assert(sizeof(struct kml_slot) == 128, "entry.rs: the entry's layout");
+_Static_assert(offsetof(struct kml_slot, rbp) == 32, "entry.rs: the inline entry's layout");
+_Static_assert(offsetof(struct kml_slot, r15) == 72, "entry.rs: the inline entry's layout");
+_Static_assert(offsetof(struct kml_slot, mask_saved) == 24, "entry.rs: the entry's layout");
+_Static_assert(offsetof(struct kml_gmod, calls) == 16, "entry.rs: the entry's layout");
 
 /* Every thread record, for the drain's scan; under kml_threads_lock. */
 static pthread_mutex_t kml_threads_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -221,8 +224,14 @@ __attribute__((noreturn)) void kml_fast_resume(const sigset_t *mask) {
     sigjmp_buf env;
     memset(env, 0, sizeof env);
     uintptr_t g = kml_pointer_guard();
-    /* Callee-saved registers are popped by the landing pad; rbp is recomputed there. */
-    env[0].__jmpbuf[JB_RBP] = (long)kml_mangle(0, g);
+    /* The callee-saved registers the inline entry saved in the slot (the out-of-line entry
+     * pops its own at the landing pad, over these). */
+    env[0].__jmpbuf[JB_RBX] = (long)s->rbx;
+    env[0].__jmpbuf[JB_RBP] = (long)kml_mangle(s->rbp, g);
+    env[0].__jmpbuf[JB_R12] = (long)s->r12;
+    env[0].__jmpbuf[JB_R13] = (long)s->r13;
+    env[0].__jmpbuf[JB_R14] = (long)s->r14;
+    env[0].__jmpbuf[JB_R15] = (long)s->r15;
     env[0].__jmpbuf[JB_RSP] = (long)kml_mangle(s->frame, g);
     env[0].__jmpbuf[JB_PC] = (long)kml_mangle(s->landing, g);
     env[0].__mask_was_saved = 1;

@@ -41,18 +41,15 @@ pub(super) type CLogSink = extern "C" fn(c_int, u64, c_int, *const c_char);
 pub(super) type CTimeSink = extern "C" fn(c_int, u64) -> u64;
 
 extern "C" {
-    #[cfg(target_arch = "x86_64")]
-    pub(super) fn kml_fast_call(
-        m: *const super::GuardModule,
-        f: unsafe extern "C" fn(*mut c_void),
-        ctx: *mut c_void,
-    ) -> c_int;
     pub(super) fn kml_fast_install(why: *mut *const c_char) -> c_int;
     #[cfg(target_arch = "x86_64")]
     pub(super) fn kml_fast_register_thread() -> c_int;
     pub(super) fn kml_fast_calls_in(m: *const super::GuardModule) -> u32;
     #[cfg(target_arch = "x86_64")]
     pub(super) fn kml_fast_take_crash(out: *mut CRawCrash);
+    /// Called by the fast entry when the module changed the signal mask in the call.
+    #[cfg(target_arch = "x86_64")]
+    pub fn kml_fast_restore_mask(slot: *mut c_void);
     pub(super) fn kml_raw_crash_size() -> usize;
     pub(super) fn kml_install() -> c_int;
     pub(super) fn kml_guard_call(

@@ -84,8 +84,12 @@ mod threads;
 #[cfg(test)]
 mod threads_tests;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use entry::take_fast_crash;
 pub(crate) use entry::{call_module, calls_in_flight, GuardModule, Outcome, LIVE};
 pub use entry::{guard_entry, GuardEntry};
+#[cfg(target_arch = "x86_64")]
+pub use ffi::kml_fast_restore_mask as __kml_fast_restore_mask;
 pub(crate) use interpose::{
     forget as forget_module_actions, interposer, reclaim_handlers as reclaim_fatal_handlers,
 };

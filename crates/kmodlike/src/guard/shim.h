@@ -53,16 +53,19 @@ struct kml_gmod {
     uint64_t slow_entered, slow_left;
 };
 
-/* One guarded call of the fast entry in progress (fast_x86_64.S writes the first three). */
+/* One guarded call of the fast entry in progress. The entry (fast_x86_64.S, or the inline
+ * entry in entry.rs) writes module, frame, landing and, for the inline entry, the callee-saved
+ * registers the landing pad must find again (the out-of-line entry pushes them instead). */
 #define KML_DEPTH 32
 struct kml_slot {
-    struct kml_gmod *_Atomic module; /* read by unloaders on other threads (relaxed) */
-    uint64_t frame;                  /* rsp the landing pad resumes with */
-    uint64_t landing;                /* the landing pad */
-    uint32_t mask_saved;             /* masks[i] holds the mask to put back at the end */
+    struct kml_gmod *_Atomic module; /* 0: read by unloaders on other threads (relaxed) */
+    uint64_t frame;                  /* 8: rsp the landing pad resumes with */
+    uint64_t landing;                /* 16: the landing pad */
+    uint32_t mask_saved;             /* 24: masks[i] holds the mask to put back at the end */
     uint32_t pad;
-    uint64_t deadline;               /* room for a deadline (hung calls) */
-    uint64_t reserved[3];
+    uint64_t rbp, rbx, r12, r13, r14, r15; /* 32..80: restored at the landing pad */
+    uint64_t deadline;               /* 80: room for a deadline (hung calls) */
+    uint64_t reserved[5];
 };
 
 /* A thread that calls into modules (fast.c). */

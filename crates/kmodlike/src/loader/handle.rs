@@ -40,6 +40,24 @@ impl FastResult {
         matches!(self.0, guard::Outcome::NotLive)
     }
 
+    /// The outcome of the fast entry run from assembly (`__guard_entry_asm!`, as the C API's
+    /// `module_loader_call` does), from the code it left: 0 returned but the module is no
+    /// longer live, 1 crashed (this thread's crash record is read now), anything else: not
+    /// run.
+    ///
+    /// # Safety
+    /// `code` is what the entry left on this thread just now.
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn from_entry_code(code: i32) -> FastResult {
+        let out = match code {
+            0 => guard::Outcome::Returned,
+            // SAFETY: the entry returned 1 on this thread just now (the caller's contract).
+            1 => guard::Outcome::Crashed(unsafe { guard::take_fast_crash() }),
+            _ => guard::Outcome::NotLive,
+        };
+        FastResult(out, false)
+    }
+
     /// The module instance the function crashed in, if it crashed.
     pub fn crashed_in(&self) -> Option<u64> {
         match &self.0 {
@@ -239,6 +257,19 @@ impl Handle {
     /// that owns a value with a destructor, or runs a `std::thread::scope`, where it can fault.
     #[inline(always)]
     pub unsafe fn call0<R: Copy>(&self, f: extern "C" fn() -> R) -> Result<R> {
+        if std::mem::size_of::<R>() == 0 {
+            // Nothing to keep: call `f` itself as `void f(void *)` (the argument is ignored
+            // under the C calling convention), without the trampoline.
+            // SAFETY: same calling convention, and no return value to read.
+            let g = unsafe {
+                std::mem::transmute::<extern "C" fn() -> R, unsafe extern "C" fn(*mut c_void)>(f)
+            };
+            // SAFETY: forwarded contract: `f` is callable and abandonable where it faults.
+            unsafe { self.enter(g, std::ptr::null_mut())? };
+            // SAFETY: a zero-sized value has no bytes; `f` returned one (an uninhabited `R`
+            // never returns, so this is not reached for it).
+            return Ok(unsafe { std::mem::zeroed::<R>() });
+        }
         let mut ctx = Call0Ctx {
             // SAFETY: a safe `extern "C" fn` is also a valid `unsafe extern "C" fn`.
             f: unsafe {
