@@ -182,6 +182,7 @@ pub unsafe extern "C" fn module_loader_call(
     // thread's first call, a crash, a module no longer live) goes to `call_slow`, with the
     // entry's code.
     core::arch::naked_asm!(
+        ".cfi_startproc",
         "test rdi, rdi",
         "jz 9f",
         "test rsi, rsi",
@@ -190,9 +191,11 @@ pub unsafe extern "C" fn module_loader_call(
         "test rax, rax",
         "jz 9f",
         // loader, func, ctx kept for the slow path; the stack is 16-byte aligned after them
+        // (and a backtrace from inside the module finds its way through this frame)
         "push rdi",
         "push rsi",
         "push rdx",
+        ".cfi_adjust_cfa_offset 24",
         "mov rdi, rdx",
         "mov rdx, rsi",
         "mov rsi, rax",
@@ -207,16 +210,20 @@ pub unsafe extern "C" fn module_loader_call(
         "cmp dword ptr [rcx], 1",
         "jne 8f",
         "add rsp, 24",
+        ".cfi_adjust_cfa_offset -24",
         "ret",
+        ".cfi_adjust_cfa_offset 24",
         "8:",
         "mov ecx, eax",
         "pop rdx",
         "pop rsi",
         "pop rdi",
+        ".cfi_adjust_cfa_offset -24",
         "jmp {slow}",
         "9:",
         "mov ecx, -1",
         "jmp {slow}",
+        ".cfi_endproc",
         fast = const std::mem::offset_of!(module_loader_t, fast),
         restore = sym kmodlike::__kml_fast_restore_mask,
         slow = sym call_slow,

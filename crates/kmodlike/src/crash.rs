@@ -266,6 +266,10 @@ pub fn si_code_name(sig: i32, code: i32) -> (&'static str, &'static str) {
 
 /// Functions of the allocator: a SIGABRT raised from inside one of them (a detected heap
 /// corruption) may leave the arena lock held.
+/// The functions between `abort()` and the signal.
+const ABORT_FUNCTIONS: &[&str] =
+    &["abort", "raise", "gsignal", "pthread_kill", "__pthread_kill_implementation", "tgkill"];
+
 const MALLOC_FUNCTIONS: &[&str] = &[
     "malloc",
     "free",
@@ -381,16 +385,35 @@ pub(crate) fn build_report(
         }
     }
     if taint.is_none() && raw.signo == libc::SIGABRT {
+        // Return addresses between the signal and the module's call of abort (the handler
+        // stops at the first one into a module). A stack holds stale words too, so one word
+        // into malloc is not enough: the allocator aborts through its internal fatal-error
+        // path (_int_free -> malloc_printerr -> __libc_message -> abort, functions dladdr
+        // cannot name), so a malloc word counts only behind such a libc word that is not the
+        // abort itself.
+        let mut internal = false;
         for &w in &raw.stack_words {
             let l = locate(w);
-            if let (Some(obj), Some((name, start, size))) = (&l.object, &l.symbol) {
-                let inside = w >= *start && (w < start + size || *size == 0);
-                if is_libc_object(obj) && inside && MALLOC_FUNCTIONS.contains(&name.as_str()) {
-                    taint = Some(format!(
-                        "SIGABRT raised from inside {name}() (heap corruption detected): the malloc arena lock may be held"
-                    ));
+            if !l.object.as_deref().is_some_and(is_libc_object) {
+                continue;
+            }
+            let name = match &l.symbol {
+                Some((name, start, size)) if w >= *start && (w < start + size || *size == 0) => {
+                    Some(name.as_str())
+                }
+                _ => None,
+            };
+            match name {
+                Some(n) if MALLOC_FUNCTIONS.contains(&n) => {
+                    if internal {
+                        taint = Some(format!(
+                            "SIGABRT raised from inside {n}() (heap corruption detected): the malloc arena lock may be held"
+                        ));
+                    }
                     break;
                 }
+                Some(n) if ABORT_FUNCTIONS.contains(&n) => {}
+                _ => internal = true,
             }
         }
     }

@@ -187,8 +187,7 @@ macro_rules! __guard_entry_asm {
             "cmp dword ptr [rsi], 1\n",
             "jne 4f\n",
             "add qword ptr [rsi + 16], 1\n",
-            // over the red zone, then the call; the landing pad is 3
-            "sub rsp, 128\n",
+            // the call; the landing pad is 3
             "mov qword ptr [r9 + 8], rsp\n",
             "call rdx\n",
             "xor eax, eax\n",
@@ -196,7 +195,6 @@ macro_rules! __guard_entry_asm {
             "3:\n",
             "mov eax, 1\n",
             "6:\n",
-            "add rsp, 128\n",
             // the record again (every caller-saved register is the callee's now)
             "mov rcx, qword ptr [rip + kml_self@GOTTPOFF]\n",
             "mov rcx, qword ptr fs:[rcx]\n",
@@ -210,15 +208,10 @@ macro_rules! __guard_entry_asm {
             "mov qword ptr [r9], 0\n",
             "cmp dword ptr [r9 + 24], 0\n",
             "je 5f\n",
-            // the module changed the signal mask: put it back (eax kept on the stack)
-            "sub rsp, 128\n",
-            "push rax\n",
-            "sub rsp, 8\n",
+            // the module changed the signal mask: put it back (the code goes through)
             "mov rdi, r9\n",
+            "mov esi, eax\n",
             "call {restore}\n",
-            "add rsp, 8\n",
-            "pop rax\n",
-            "add rsp, 128\n",
             "5:\n",
         )
     };
@@ -230,8 +223,9 @@ macro_rules! __guard_entry_asm {
 /// the slot's stack pointer and landing address; after a crash the handler's `siglongjmp`
 /// (`fast.c`, `kml_fast_resume`) loads them back and resumes at the landing label below, as if
 /// the call had returned 1. Nothing is kept in registers across the call (the record is found
-/// again through the thread-local), so the caller saves nothing for it. The red zone below the
-/// caller's stack pointer is stepped over before the call.
+/// again through the thread-local), so the caller saves nothing for it. The stack pointer is
+/// never moved (`asm!` without `nostack` leaves nothing in the red zone, and a backtrace taken
+/// inside the module unwinds through the caller's frame with the caller's own unwind rules).
 ///
 /// Returns 0 (returned), 1 (crashed), 2 (slow path), 3 (not live).
 ///
@@ -251,8 +245,8 @@ unsafe fn inline_entry(
     // initial-exec thread-local. Every register the asm writes is an output or clobbered (the C
     // ABI's caller-saved set); the callee-saved ones are only read (stored in the slot) and come
     // back unchanged from `f` (the ABI) or from the landing's `siglongjmp` (the slot).
-    // The stack is 16-byte aligned at the block (no `nostack`), and stays so across the
-    // 128-byte step over the red zone. `f(ctx)` itself is the caller's contract.
+    // The stack is 16-byte aligned at the block and holds nothing below its pointer (no
+    // `nostack`). `f(ctx)` itself is the caller's contract.
     unsafe {
         std::arch::asm!(
             crate::__guard_entry_asm!(),

@@ -182,12 +182,13 @@ void kml_fast_take_crash(struct kml_raw_crash *out) {
 }
 
 /* Called by the entry when the module changed the signal mask during the call (interpose.c):
- * put the mask from before the call back. Normal context. */
-void kml_fast_restore_mask(struct kml_slot *s) {
+ * put the mask from before the call back, and hand the entry's code back. Normal context. */
+int kml_fast_restore_mask(struct kml_slot *s, int code) {
     struct kml_thread *t = kml_self;
     size_t i = (size_t)(s - t->slot);
     s->mask_saved = 0;
     pthread_sigmask(SIG_SETMASK, &t->masks[i], NULL);
+    return code;
 }
 
 /* The innermost guarded call of this thread is a fast slot (rather than one of guard.c's

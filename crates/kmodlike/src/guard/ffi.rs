@@ -49,7 +49,7 @@ extern "C" {
     pub(super) fn kml_fast_take_crash(out: *mut CRawCrash);
     /// Called by the fast entry when the module changed the signal mask in the call.
     #[cfg(target_arch = "x86_64")]
-    pub fn kml_fast_restore_mask(slot: *mut c_void);
+    pub fn kml_fast_restore_mask(slot: *mut c_void, code: c_int) -> c_int;
     pub(super) fn kml_raw_crash_size() -> usize;
     pub(super) fn kml_install() -> c_int;
     pub(super) fn kml_guard_call(
