@@ -202,12 +202,9 @@ pub unsafe extern "C" fn module_loader_call(
         kmodlike::__guard_entry_asm!(),
         "test eax, eax",
         "jnz 8f",
-        // returned: done, unless the module stopped being live meanwhile (a crash elsewhere)
-        "mov rcx, qword ptr [rsp + 16]",
-        "mov rcx, qword ptr [rcx + {fast}]",
-        "test rcx, rcx",
-        "jz 8f",
-        "cmp dword ptr [rcx], 1",
+        // returned: done, unless the module stopped being live meanwhile (a crash elsewhere);
+        // r10 is its record
+        "cmp dword ptr [r10], 1",
         "jne 8f",
         "add rsp, 24",
         ".cfi_adjust_cfa_offset -24",

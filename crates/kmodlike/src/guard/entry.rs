@@ -150,8 +150,9 @@ pub(crate) unsafe fn call_module(
 /// The fast entry's instructions (x86_64, Intel syntax), as one string for `asm!` and
 /// `naked_asm!`: with
 /// `rsi` = the module's record, `rdx` = the function, `rdi` = its argument and a 16-byte
-/// aligned stack, it leaves 0 (returned), 1 (crashed), 2 (slow path) or 3 (not live) in `eax`,
-/// and clobbers the C ABI's caller-saved registers. The caller names
+/// aligned stack, it leaves 0 (returned), 1 (crashed), 2 (slow path) or 3 (not live) in `eax`
+/// (and, for 0, 1 and 3, the module's record in `r10`), and clobbers the C ABI's caller-saved
+/// registers. The caller names
 /// `kml_fast_restore_mask` as the `restore` operand. See [`inline_entry`] for how it works;
 /// the C API's `module_loader_call` is built around it too.
 #[doc(hidden)]
@@ -205,6 +206,7 @@ macro_rules! __guard_entry_asm {
             "lea r9, [rcx + r9 + 64]\n",
             "4:\n",
             "mov dword ptr [rcx], r8d\n",
+            "mov r10, qword ptr [r9]\n",
             "mov qword ptr [r9], 0\n",
             "cmp dword ptr [r9 + 24], 0\n",
             "je 5f\n",
