@@ -36,6 +36,7 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+#include "../modules/drain_shared.h"
 
 #define CHECK(cond, ...)                                                                      \
     do {                                                                                      \
@@ -334,15 +335,6 @@ static int printf_mode(int argc, char **argv) {
 }
 
 /* ---- drain --------------------------------------------------------------------------------- */
-
-/* Shared with tests/modules/drain_probe.c: keep the two in step. */
-struct drain_shared {
-    atomic_int unloaded;
-    atomic_int inside;
-    atomic_long body_violations;
-    atomic_long fini_violations;
-    atomic_long bodies;
-};
 
 static struct drain_shared drain;
 static module_loader_t *drain_loader;

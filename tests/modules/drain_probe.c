@@ -12,19 +12,11 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "drain_shared.h"
 
 MODULE_DESCRIPTION("drain stress: records calls that run after their module was unloaded");
 MODULE_LICENSE("MIT");
 MODULE_VERSION("1.0");
-
-/* Shared with tests/c/guard_stress.c: keep the two in step. */
-struct drain_shared {
-    atomic_int unloaded;
-    atomic_int inside;
-    atomic_long body_violations;
-    atomic_long fini_violations;
-    atomic_long bodies;
-};
 
 static struct drain_shared *shared;
 
