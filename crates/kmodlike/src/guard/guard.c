@@ -3,17 +3,21 @@
  *
  * This file is the only code in kmodlike that runs inside a signal handler. It holds:
  *
- *   - the jump point: kml_guard_call() runs a module function with a sigsetjmp() in its own
- *     frame; the handler siglongjmp()s back to it when the function raises a fatal signal;
+ *   - the handler's choice of the innermost guarded call: a slot of the fast entry (entry.rs,
+ *     fast.c: resumed through kml_fast_resume) or a record of this file;
+ *   - the sigsetjmp entry: kml_guard_call() runs a function with a sigsetjmp() in its own frame
+ *     (the lifecycle entry points, and every call where the fast entry is off); the handler
+ *     siglongjmp()s back to it when the function raises a fatal signal;
  *   - the handler for SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT and SIGSYS, and the table of the
  *     handlers it replaced (it chains to them for every signal that is not ours);
- *   - the table of module text ranges, readable from the handler with atomics only, used to
- *     attribute faults on threads that have no guard (threads a module started);
- *   - the parking of such threads and the pipe that wakes the Rust service thread;
+ *   - the attribution of faults on threads that have no guard (threads a module started), by
+ *     the module text table of text.c, and their parking (park.c);
  *   - the host-callback trampolines (log, get_time) that suspend the guard while host code
  *     runs, so that a fault in host code stays fatal;
- *   - the sampling handler that reads another thread's PC and SP for threads.rs (unload-time
- *     check that no thread runs in a module's code), and the fork-child reset of the shim.
+ *   - the fork handlers of the whole shim.
+ * The other files: fast.c (thread records, crash resume, drain), text.c (code tables), stack.c
+ * (reading the fault), park.c (module-thread crashes), sample.c (another thread's PC and SP),
+ * interpose.c (a module's own sigaction, masks and exit).
  *
  * Why C: sigsetjmp() "returns twice", which Rust cannot express. The frame that calls it must
  * stay live until the jump, and the jump skips every frame between this shim and the fault.

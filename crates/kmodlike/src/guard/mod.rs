@@ -3,24 +3,29 @@
 //! # How a guarded call works
 //!
 //! ```text
-//! Rust caller ──> kml_guard_call (C, guard.c) ──> module function ──> ... fault
-//!                   sigsetjmp(env, 0)  <───────── siglongjmp ──── kml_handler (signal handler)
+//! caller ──> the entry (entry.rs, inline asm) ──> module function ──> ... fault
+//!              slot written, state checked  <──── glibc siglongjmp ──── kml_handler
 //! ```
 //!
-//! [`call`] enters the C shim, which pushes a guard record (jump buffer, module id) on its own
-//! stack, links it from an initial-exec thread-local pointer, takes a `sigsetjmp(env, 0)` (no
-//! signal-mask system call: a guarded call costs a few nanoseconds) and calls the module
-//! function. When that function raises SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT or SIGSYS, the
-//! handler sees the active record, writes the raw facts into it (signal, `si_code`, address,
-//! PC, thread id, time and, for a raised signal, the return addresses near the top of the
-//! stack), unblocks the six signals and `siglongjmp`s back into the shim, which returns the
-//! crash to [`call`]. Everything the handler does is async-signal-safe; each step's reason is
-//! written next to it in `guard.c`. Naming the signal, symbolising the PC (`dladdr`) and
-//! deciding taint happen later, in normal context, from [`RawCrash`].
+//! A call into a module ([`call_module`], used by every `Handle` call and the C API's
+//! `module_loader_call`) runs the fast entry of `entry.rs` inlined into the caller: this
+//! thread's slot gets `{module, stack pointer, landing, callee-saved registers}` with plain
+//! stores, the module's state is checked with a plain load, and the function is called. When it
+//! raises SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT or SIGSYS, the handler (`guard.c`) writes the
+//! raw facts (signal, `si_code`, address, PC, thread id, time and, for a raised signal, the
+//! return addresses near the top of the stack) into the thread's record and resumes the slot's
+//! landing through a glibc `sigjmp_buf` it builds (`fast.c`); the entry returns 1 and the crash
+//! is taken from the record. An unload drains calls in flight with `membarrier` and a scan of
+//! the slots ([`calls_in_flight`]). Where the entry's start-up check fails (another libc,
+//! another architecture), [`call`] is used instead: a C shim that pushes a guard record on its
+//! own stack and takes `sigsetjmp(env, 0)`; the lifecycle entry points (init, fini, the version
+//! check, `can_unload`) always use it. Everything the handler does is async-signal-safe; each
+//! step's reason is written next to it in the C files. Naming the signal, symbolising the PC
+//! (`dladdr`) and deciding taint happen later, in normal context, from [`RawCrash`].
 //!
 //! # The rule for frames the jump skips
 //!
-//! `siglongjmp` skips every frame between the shim and the fault without running anything in
+//! `siglongjmp` skips every frame between the entry and the fault without running anything in
 //! them. Skipping a Rust frame that still owns a value with a destructor is undefined
 //! behaviour (the Rust reference; RFC 2945 "plain old frames"). The frames between the shim
 //! and a module's fault are the module's own (C, or a Rust module's `extern "C"` exports) and
@@ -32,8 +37,9 @@
 //!
 //! # What is ours
 //!
-//! A signal is the guard's when a guard is active (not suspended) on the faulting thread and
-//! the signal is synchronous: a positive `si_code` (a hardware fault or a seccomp trap), or
+//! A signal is the guard's when the innermost guarded call on the faulting thread is active (a
+//! fast slot, or a record that is not a host callback's suspension) and the signal is
+//! synchronous: a positive `si_code` (a hardware fault or a seccomp trap), or
 //! `SI_TKILL` from our own pid (`raise`, `abort`). The PC need not be in the module: `abort`,
 //! `free` and `strlen` fault inside libc on the module's behalf.
 //!
