@@ -256,3 +256,49 @@ fn a_grandchild_reports_its_module_thread_crash_too() {
     });
     assert_eq!(code, OK, "{}", explain(code % 20));
 }
+
+/// A call in flight on another thread of a fork child, whose address space must be registered
+/// for `membarrier` again: the child's unload of the module is Busy until the call returned.
+static FORK_DRAIN: std::sync::OnceLock<(std::sync::Barrier, std::sync::Barrier)> =
+    std::sync::OnceLock::new();
+
+extern "C" fn held_call(_: c_int) -> c_int {
+    let (entered, release) = FORK_DRAIN.get().expect("set up");
+    entered.wait();
+    release.wait();
+    7
+}
+
+#[test]
+fn a_fork_childs_unload_waits_for_a_call_in_flight_on_another_thread() {
+    if !isolated() {
+        return run_isolated("a_fork_childs_unload_waits_for_a_call_in_flight_on_another_thread");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let loader = Loader::new();
+    let h = open(&loader, module_copy(dir.path(), "fork_drain").to_str().unwrap()).unwrap();
+    // One guarded call in the parent first: its thread record is the one the child inherits.
+    let bump: extern "C" fn() -> c_int = function(&h, "bump");
+    // SAFETY: the fixture module's C code.
+    unsafe { h.call0(bump) }.unwrap();
+    assert!(FORK_DRAIN.set((std::sync::Barrier::new(2), std::sync::Barrier::new(2))).is_ok());
+    let code = fork_and_wait(|| {
+        let (entered, release) = FORK_DRAIN.get().unwrap();
+        std::thread::scope(|s| {
+            let caller = s.spawn(|| {
+                // SAFETY: `held_call` owns nothing droppable and does not fault.
+                unsafe { h.call(held_call, 0) }
+            });
+            entered.wait();
+            let busy = matches!(h.close_shared(false), Err(kmodlike::Error::Busy { .. }));
+            release.wait();
+            let returned = matches!(caller.join(), Ok(Ok(7)));
+            let closed = h.close_shared(false).is_ok();
+            match (busy, returned, closed) {
+                (true, true, true) => OK,
+                _ => WRONG_REPORT,
+            }
+        })
+    });
+    assert_eq!(code, OK, "busy while the call ran, closed after it: {}", explain(code));
+}

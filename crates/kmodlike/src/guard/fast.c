@@ -25,6 +25,7 @@
 
 #include <linux/membarrier.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 __thread struct kml_thread *kml_self __attribute__((tls_model("initial-exec")));
 
@@ -152,6 +153,38 @@ static void kml_thread_exit(void *p) {
     free(t);
 }
 
+/* A page whose protection kml_barrier changes when membarrier is refused. */
+static void *kml_barrier_page;
+
+/*
+ * A full memory barrier on every running thread of the process. membarrier's private expedited
+ * command, registered at install; a fork child's address space is a new one, whose registration
+ * is redone here if the kernel asks for it (EPERM). Where membarrier is refused altogether (a
+ * seccomp filter after install), changing the protection of a page this process wrote makes the
+ * kernel shoot down its TLB entry on every CPU that runs one of our threads, with an
+ * interrupt: the barrier older userspace RCU implementations used. Caller holds
+ * kml_threads_lock.
+ */
+static void kml_barrier(void) {
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+        return;
+    if (errno == EPERM &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+        return;
+    long page = sysconf(_SC_PAGESIZE);
+    if (kml_barrier_page == NULL) {
+        void *p = mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+        if (p == MAP_FAILED)
+            return;
+        kml_barrier_page = p;
+    }
+    *(volatile char *)kml_barrier_page = 1;
+    mprotect(kml_barrier_page, (size_t)page, PROT_READ);
+    mprotect(kml_barrier_page, (size_t)page, PROT_READ | PROT_WRITE);
+}
+
 /*
  * Guarded calls of the fast entry now running in m, on every thread. The caller has already
  * stored the module's new state (not live); see the top of this file for why the barrier makes
@@ -164,7 +197,7 @@ uint32_t kml_fast_calls_in(const struct kml_gmod *m) {
     /* Alone (only this thread has a record, or none has): its own stores are visible to it. */
     int alone = kml_nthreads == 0 || (kml_nthreads == 1 && kml_self != NULL);
     if (!alone)
-        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+        kml_barrier();
     uint32_t n = 0;
     for (struct kml_thread *t = kml_threads; t != NULL; t = t->next)
         for (int i = 0; i < KML_DEPTH; i++)
@@ -254,6 +287,9 @@ void kml_fast_atfork_child(void) {
      * the guard's service thread in the child (mod.rs) and re-arms it. */
     if (self != NULL)
         self->limit = 0;
+    /* The child's address space is new: register it for membarrier (a system call). */
+    if (kml_fast_on)
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0);
     kml_threads = self;
     kml_nthreads = self != NULL;
     if (self != NULL)
