@@ -266,9 +266,22 @@ pub fn si_code_name(sig: i32, code: i32) -> (&'static str, &'static str) {
 
 /// Functions of the allocator: a SIGABRT raised from inside one of them (a detected heap
 /// corruption) may leave the arena lock held.
-/// The functions between `abort()` and the signal.
-const ABORT_FUNCTIONS: &[&str] =
-    &["abort", "raise", "gsignal", "pthread_kill", "__pthread_kill_implementation", "tgkill"];
+/// The target of the `call rel32` that ends just before the return address `ret`, if that is
+/// the instruction there (x86_64; elsewhere `None`). `ret` is a return address into libc, whose
+/// code stays mapped: its five bytes before are readable.
+fn direct_call_target(ret: u64) -> Option<u64> {
+    if !cfg!(target_arch = "x86_64") || ret < 5 {
+        return None;
+    }
+    let mut b = [0u8; 5];
+    // SAFETY: five bytes of libc's code, mapped for the life of the process (the caller only
+    // passes return addresses into libc, which the handler already read code around).
+    unsafe { std::ptr::copy_nonoverlapping((ret - 5) as *const u8, b.as_mut_ptr(), 5) };
+    (b[0] == 0xE8).then(|| {
+        let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+        ret.wrapping_add(rel as i64 as u64)
+    })
+}
 
 const MALLOC_FUNCTIONS: &[&str] = &[
     "malloc",
@@ -385,35 +398,32 @@ pub(crate) fn build_report(
         }
     }
     if taint.is_none() && raw.signo == libc::SIGABRT {
-        // Return addresses between the signal and the module's call of abort (the handler
-        // stops at the first one into a module). A stack holds stale words too, so one word
-        // into malloc is not enough: the allocator aborts through its internal fatal-error
-        // path (_int_free -> malloc_printerr -> __libc_message -> abort, functions dladdr
-        // cannot name), so a malloc word counts only behind such a libc word that is not the
-        // abort itself.
-        let mut internal = false;
+        // Return addresses between the signal and the guard's frame (module frames do not end
+        // the scan: a module callback called by libc can sit between abort and the libc frames
+        // behind it). A stack holds stale words too, so a word into malloc is not enough: the
+        // allocator aborts through libc's own fatal-error path (malloc_printerr ->
+        // __libc_message -> abort), so a libc return address whose call instruction calls
+        // abort() must be there, and a malloc-family word behind it. (A module calling abort()
+        // itself leaves its own return address, which is not a libc word.)
+        let abort_fn = libc::abort as *const () as usize as u64;
+        let mut libc_called_abort = false;
         for &w in &raw.stack_words {
             let l = locate(w);
             if !l.object.as_deref().is_some_and(is_libc_object) {
                 continue;
             }
-            let name = match &l.symbol {
-                Some((name, start, size)) if w >= *start && (w < start + size || *size == 0) => {
-                    Some(name.as_str())
-                }
-                _ => None,
-            };
-            match name {
-                Some(n) if MALLOC_FUNCTIONS.contains(&n) => {
-                    if internal {
-                        taint = Some(format!(
-                            "SIGABRT raised from inside {n}() (heap corruption detected): the malloc arena lock may be held"
-                        ));
-                    }
+            if !libc_called_abort {
+                libc_called_abort = direct_call_target(w) == Some(abort_fn);
+                continue;
+            }
+            if let Some((name, start, size)) = &l.symbol {
+                let inside = w >= *start && (w < start + size || *size == 0);
+                if inside && MALLOC_FUNCTIONS.contains(&name.as_str()) {
+                    taint = Some(format!(
+                        "SIGABRT raised from inside {name}() (heap corruption detected): the malloc arena lock may be held"
+                    ));
                     break;
                 }
-                Some(n) if ABORT_FUNCTIONS.contains(&n) => {}
-                _ => internal = true,
             }
         }
     }

@@ -110,14 +110,10 @@ uint64_t kml_scan_stack(uint64_t sp, uint64_t limit, size_t max_bytes,
                     found = key;
                 continue;
             }
-            /* Past the first return address into a module: the words beyond are the module's
-             * own frames and older ones (its caller's, stale slots), not the call chain of the
-             * signal. */
-            if (found == 0 && c->n_stack_words < KML_STACK_WORDS && kml_is_code(w) == 1 &&
-                kml_follows_call(w))
+            if (c->n_stack_words < KML_STACK_WORDS && kml_is_code(w) == 1 && kml_follows_call(w))
                 c->stack_words[c->n_stack_words++] = w;
         }
-        if (found != 0 || c->n_stack_words >= KML_STACK_WORDS)
+        if (found != 0 && c->n_stack_words >= KML_STACK_WORDS)
             break;
         if ((size_t)got < want)
             break;
