@@ -276,6 +276,7 @@ const CALL: &str = "module_loader_call";
 ///
 /// # Safety
 /// `r` is this thread's outcome of the loader's `FastEntry::call(f, ctx)`, just now.
+#[cfg(target_arch = "x86_64")]
 #[cold]
 #[inline(never)]
 unsafe fn after_fast_call(

@@ -34,12 +34,6 @@ impl FastResult {
         self.1
     }
 
-    /// The function did not run (the module was not live, or this thread's first call): the
-    /// call may be made again another way.
-    pub fn not_run(&self) -> bool {
-        matches!(self.0, guard::Outcome::NotLive)
-    }
-
     /// The outcome of the fast entry run from assembly (`__guard_entry_asm!`, as the C API's
     /// `module_loader_call` does), from the code it left: 0 returned but the module is no
     /// longer live, 1 crashed (this thread's crash record is read now), anything else: not
@@ -85,16 +79,10 @@ impl FastEntry {
         FastResult(out, plain)
     }
 
-    /// The entry as a plain pointer (for a C structure), and back.
+    /// The entry as a plain pointer (for a C structure: the C API's `module_loader_call` reads
+    /// it from its loader).
     pub fn into_raw(self) -> *const c_void {
         (self.0 as *const guard::GuardModule).cast()
-    }
-
-    /// # Safety
-    /// `p` comes from [`into_raw`](Self::into_raw).
-    pub unsafe fn from_raw(p: *const c_void) -> FastEntry {
-        // SAFETY: records are never freed; `p` came from into_raw.
-        FastEntry(unsafe { &*(p as *const guard::GuardModule) })
     }
 }
 
