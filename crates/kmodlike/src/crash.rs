@@ -91,6 +91,40 @@ pub struct CrashReport {
     /// and the loader ended the call (or, on a thread the module started, that thread) instead
     /// of the process. `signal` is then 0 and `signal_name` says the call (`"exit(3)"`).
     pub exit_status: Option<i32>,
+    /// The backtrace of the faulting thread, innermost first (frame 0 holds the PC). Empty when
+    /// it could not be taken.
+    pub frames: Vec<Frame>,
+    /// The function the guarded call ran (`"crash_now"`, named from the module's symbols), when
+    /// the crash happened in a call and the function has a name.
+    pub called: Option<String>,
+    /// For a crash in the probe's child process: its pid (`thread_id` is a thread of that
+    /// process, not of this one).
+    pub probe_pid: Option<u32>,
+}
+
+/// One frame of a crash's backtrace.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Frame {
+    /// The address: the PC for frame 0, a return address for the others.
+    pub pc: u64,
+    /// The file name of the object holding it (`"libc.so.6"`), when known.
+    pub object: Option<String>,
+    /// That object's path.
+    pub object_path: Option<PathBuf>,
+    /// `pc` minus the object's load address.
+    pub object_offset: Option<u64>,
+    /// That object's GNU build id, in hex.
+    pub build_id: Option<String>,
+    /// The nearest symbol before `pc` (demangled), from the dynamic symbol table or the file's
+    /// own `.symtab`.
+    pub symbol: Option<String>,
+    /// `pc` minus that symbol's address.
+    pub symbol_offset: Option<u64>,
+    /// Found without unwind information (frame pointers or a stack scan): a guess.
+    pub guessed: bool,
+    /// In the crashed module's own code.
+    pub in_module: bool,
 }
 
 #[cfg(feature = "serde")]
@@ -449,6 +483,9 @@ pub(crate) fn build_report(
         time: raw.time,
         taint,
         exit_status: None,
+        frames: Vec::new(),
+        called: None,
+        probe_pid: None,
     }
 }
 
@@ -488,6 +525,9 @@ fn exit_report(
         time: raw.time,
         taint: None,
         exit_status: Some(status),
+        frames: Vec::new(),
+        called: None,
+        probe_pid: None,
     }
 }
 

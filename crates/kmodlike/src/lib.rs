@@ -55,7 +55,7 @@ mod options;
 pub mod probe;
 mod resolve;
 
-pub use crash::{taint, CrashReport, Phase, Taint};
+pub use crash::{taint, CrashReport, Frame, Phase, Taint};
 pub use error::{BusyReason, Error, ErrorKind, Result};
 #[cfg(target_arch = "x86_64")]
 #[doc(hidden)]

@@ -370,6 +370,9 @@ impl Answer {
                     time: SystemTime::now(),
                     taint: None,
                     exit_status: None,
+                    frames: Vec::new(),
+                    called: None,
+                    probe_pid: None,
                 })))
             }
         }
@@ -669,6 +672,9 @@ fn no_answer(name: &str, path: &Path, status: ExitStatus, pid: u32, tails: &str)
             time: SystemTime::now(),
             taint: None,
             exit_status: None,
+            frames: Vec::new(),
+            called: None,
+            probe_pid: None,
         }))),
         None => Err(Error::Probe {
             path: path.to_owned(),

@@ -365,6 +365,9 @@ mod tests {
             time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
             taint: None,
             exit_status: None,
+            frames: Vec::new(),
+            called: None,
+            probe_pid: None,
         }
     }
 
