@@ -214,9 +214,38 @@ pub struct Taint {
 static TAINT: Mutex<Option<Taint>> = Mutex::new(None);
 
 /// The process's taint, if any crash has tainted it. Like the Linux kernel's taint after an
-/// oops, it never clears: the operator decides whether to restart.
+/// oops, it stays until the operator acknowledges it ([`acknowledge_taint`]) or restarts.
 pub fn taint() -> Option<Taint> {
     TAINT.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// A taint the operator acknowledged: the verdict, who acknowledged it and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct TaintAck {
+    /// The taint that was cleared.
+    pub taint: Taint,
+    /// Who acknowledged it (`"api"`, `"uid 1000 pid 4242"`).
+    pub by: String,
+    /// When.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_time"))]
+    pub time: SystemTime,
+}
+
+static TAINT_ACKS: Mutex<Vec<TaintAck>> = Mutex::new(Vec::new());
+
+/// Acknowledge the process's taint: clear the current verdict (a later tainting crash sets a new
+/// one) and remember who acknowledged it and when. `None` when the process is not tainted.
+pub fn acknowledge_taint(by: &str) -> Option<TaintAck> {
+    let taint = TAINT.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+    let ack = TaintAck { taint, by: by.to_owned(), time: SystemTime::now() };
+    TAINT_ACKS.lock().unwrap_or_else(|e| e.into_inner()).push(ack.clone());
+    Some(ack)
+}
+
+/// Every acknowledged taint, oldest first.
+pub fn taint_acknowledgements() -> Vec<TaintAck> {
+    TAINT_ACKS.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Record a taint (the first one is kept).

@@ -55,7 +55,9 @@ mod options;
 pub mod probe;
 mod resolve;
 
-pub use crash::{taint, CrashReport, Frame, Phase, Taint};
+pub use crash::{
+    acknowledge_taint, taint, taint_acknowledgements, CrashReport, Frame, Phase, Taint, TaintAck,
+};
 pub use error::{BusyReason, Error, ErrorKind, Result};
 #[cfg(target_arch = "x86_64")]
 #[doc(hidden)]
