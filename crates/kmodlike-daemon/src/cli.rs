@@ -145,11 +145,19 @@ pub enum CtlCommand {
         #[arg(value_name = "NAME")]
         name: String,
     },
-    /// Lift a module's crash-loop quarantine.
+    /// Lift a module's crash-loop quarantine, or with --taint acknowledge the daemon's taint.
+    #[command(
+        long_about = "Lift a module's crash-loop quarantine (NAME), or with --taint acknowledge \
+the daemon's taint: the taint verdict is cleared (a later crash may taint it again) and the \
+acknowledgement, with your uid and pid and the time, is kept in `kmodctl status`."
+    )]
     Clear {
         /// The module's name.
-        #[arg(value_name = "NAME")]
-        name: String,
+        #[arg(value_name = "NAME", required_unless_present = "taint", conflicts_with = "taint")]
+        name: Option<String>,
+        /// Acknowledge and clear the daemon's taint instead.
+        #[arg(long)]
+        taint: bool,
     },
     /// Show a loaded module, or a module file's metadata without loading it.
     #[command(visible_alias = "modinfo")]
@@ -159,6 +167,14 @@ pub enum CtlCommand {
         module: String,
     },
     /// Call a function a module exports, under the crash guard.
+    #[command(
+        long_about = "Call a function a module exports, under the crash guard. When the call \
+crashes, the crash report is printed on stderr, followed by the function the call ran (called:) \
+and the faulting thread's backtrace, innermost first, one frame a line like gdb's bt: \
+`#0 0x7f3572ae342e crash_now+0x12 (in crash_segv.so +0x142e)`; a frame found without unwind \
+information is marked [guessed]. With --json, the report's frames, called and probe_pid fields \
+carry the same."
+    )]
     Call {
         /// The module's name.
         #[arg(value_name = "NAME")]
@@ -173,11 +189,22 @@ pub enum CtlCommand {
         #[arg(long, value_enum, value_name = "TYPE")]
         returns: Option<Returns>,
     },
-    /// Show the crash log, newest first.
+    /// Show the crash log, newest first, each report followed by its backtrace.
+    #[command(
+        long_about = "Show the crash log, newest first. Each report is followed by the function \
+the crashed call ran (called:), the probe child's pid for a crash seen by the probe (probe:), and \
+the backtrace, innermost first, like gdb's bt: `#N PC SYMBOL+OFFSET (in OBJECT +OFFSET)`, ?? for \
+an unknown symbol, [guessed] for a frame found without unwind information."
+    )]
     Crashes,
-    /// Show the daemon's state: uptime, taint, counts.
+    /// Show the daemon's state: uptime, taint and its acknowledgements, counts.
     Status,
     /// Print load, unload and crash events as they happen.
+    #[command(
+        long_about = "Print load, unload and crash events as they happen, one line each; a crash \
+is followed by the function the call ran and its backtrace, innermost first, indented (as \
+`kmodctl crashes` prints them)."
+    )]
     Monitor {
         /// Exit after N events.
         #[arg(long, value_name = "N")]
@@ -272,6 +299,16 @@ mod tests {
             CtlCommand::Call { arg: Some(-3), returns: None, .. } => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn clear_takes_a_name_or_taint() {
+        let a = CtlArgs::try_parse_from(["kmodctl", "clear", "--taint"]).unwrap();
+        assert!(matches!(a.command, CtlCommand::Clear { name: None, taint: true }));
+        let a = CtlArgs::try_parse_from(["kmodctl", "clear", "m"]).unwrap();
+        assert!(matches!(a.command, CtlCommand::Clear { name: Some(n), taint: false } if n == "m"));
+        assert!(CtlArgs::try_parse_from(["kmodctl", "clear"]).is_err());
+        assert!(CtlArgs::try_parse_from(["kmodctl", "clear", "m", "--taint"]).is_err());
     }
 
     #[test]

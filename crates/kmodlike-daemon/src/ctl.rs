@@ -17,8 +17,8 @@ use crate::client::{ClientError, Connection};
 use crate::render::{self, Style};
 use crate::socket::{client_socket_path, SOCKET_ENV};
 use crate::varlink::types::{
-    CallReply, CrashesReply, InfoReply, ListReply, LoadReply, MonitorReply, PingReply, ReloadReply,
-    StatusReply,
+    CallReply, ClearTaintReply, CrashesReply, InfoReply, ListReply, LoadReply, MonitorReply,
+    PingReply, ReloadReply, StatusReply,
 };
 use crate::varlink::{VarlinkError, INTERFACE};
 
@@ -175,7 +175,18 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                 );
             }
         }
-        CtlCommand::Clear { name } => {
+        CtlCommand::Clear { taint: true, .. } => {
+            let r: ClearTaintReply = call(args, &mut conn, "ClearTaint", json!({}))?;
+            if text {
+                let a = &r.acknowledged;
+                println!(
+                    "acknowledged and cleared the taint by module {}: {} (by {})",
+                    a.taint.module, a.taint.reason, a.by
+                );
+            }
+        }
+        CtlCommand::Clear { name, .. } => {
+            let name = name.as_deref().unwrap_or_default();
             let _: Map<String, Value> = call(args, &mut conn, "Clear", json!({ "module": name }))?;
             if text {
                 println!("cleared the quarantine of module {name}");

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::varlink::types::{CrashReport, Event, Module, ModuleFile, StatusReply};
+use crate::varlink::types::{CrashFrame, CrashReport, Event, Module, ModuleFile, StatusReply};
 use crate::varlink::VarlinkError;
 
 /// Whether to use colour on a stream: only on a terminal, and never with `NO_COLOR` set.
@@ -168,8 +168,26 @@ pub fn status_block(s: &StatusReply, socket: &str) -> String {
         None => "not tainted".to_owned(),
     };
     field(&mut out, "taint", taint);
+    for a in s.taint_acks.iter().flatten() {
+        field(
+            &mut out,
+            "taint acknowledged",
+            format!(
+                "{} by {} (was: {}: {})",
+                timestamp(a.time),
+                a.by,
+                a.taint.module,
+                a.taint.reason
+            ),
+        );
+    }
     field(&mut out, "module path", s.module_path.join(":"));
     out
+}
+
+/// Epoch seconds as `@1700000000.123`, what `date -d` takes.
+fn timestamp(secs: f64) -> String {
+    format!("@{secs:.3}")
 }
 
 fn duration(secs: f64) -> String {
@@ -181,13 +199,64 @@ fn duration(secs: f64) -> String {
     }
 }
 
-/// One crash report, as the daemon logged it.
+/// One crash report, as the daemon logged it, followed by its backtrace.
 pub fn crash_block(c: &CrashReport) -> String {
     let mut text = c.text.clone();
     if !text.ends_with('\n') {
         text.push('\n');
     }
+    text.push_str(&backtrace(c));
     text
+}
+
+/// What a report adds to its text: the probe child's pid, the function the call ran, and the
+/// backtrace innermost first, one frame a line like `gdb bt`
+/// (`#0 0x7f12... crash_now+0x12 (in mod.so +0x1123)`), guessed frames marked. Empty when the
+/// report has none of these.
+pub fn backtrace(c: &CrashReport) -> String {
+    let mut out = String::new();
+    if let Some(pid) = c.probe_pid {
+        let _ = writeln!(out, "  probe:   pid {pid}");
+    }
+    if let Some(called) = &c.called {
+        let _ = writeln!(out, "  called:  {called}");
+    }
+    let Some(frames) = c.frames.as_deref().filter(|f| !f.is_empty()) else {
+        return out;
+    };
+    let _ = writeln!(out, "  backtrace (innermost first):");
+    for (i, f) in frames.iter().enumerate() {
+        let _ = writeln!(out, "    {}", frame_line(i, f));
+    }
+    out
+}
+
+/// One frame: `#N PC SYMBOL+OFF (in OBJECT +OFFSET)`, `??` for an unknown symbol, ` [guessed]`
+/// for a frame found without unwind information.
+pub fn frame_line(index: usize, f: &CrashFrame) -> String {
+    let mut line = format!("#{index} {}", f.pc);
+    match (&f.symbol, &f.symbol_offset) {
+        (Some(sym), Some(off)) => {
+            let _ = write!(line, " {sym}+{off}");
+        }
+        (Some(sym), None) => {
+            let _ = write!(line, " {sym}");
+        }
+        (None, _) => line.push_str(" ??"),
+    }
+    match (&f.object, &f.offset) {
+        (Some(obj), Some(off)) => {
+            let _ = write!(line, " (in {obj} +{off})");
+        }
+        (Some(obj), None) => {
+            let _ = write!(line, " (in {obj})");
+        }
+        (None, _) => {}
+    }
+    if f.guessed {
+        line.push_str(" [guessed]");
+    }
+    line
 }
 
 /// One Monitor event as a line; `None` for the stream's `started` marker.
@@ -202,7 +271,15 @@ pub fn event_line(e: &Event) -> Option<String> {
         "unloaded" => format!("unloaded {name}"),
         "crashed" => match &e.report {
             Some(r) => {
-                format!("crashed  {name}: {} ({}) in {}", r.signal_name, r.code_name, r.phase)
+                let mut line =
+                    format!("crashed  {name}: {} ({}) in {}", r.signal_name, r.code_name, r.phase);
+                // The backtrace follows on its own lines (none when there is nothing to add).
+                let more = backtrace(r);
+                if !more.is_empty() {
+                    line.push('\n');
+                    line.push_str(more.trim_end());
+                }
+                line
             }
             None => format!("crashed  {name}"),
         },
@@ -235,7 +312,12 @@ pub fn error_message(e: &VarlinkError, socket: &str) -> String {
                         "it was unloaded"
                     },
                     // The report's first line is the summary just written.
-                    r.text.trim_end().split_once('\n').map_or("", |(_, rest)| rest)
+                    format!(
+                        "{}\n{}",
+                        r.text.trim_end().split_once('\n').map_or("", |(_, rest)| rest),
+                        backtrace(&r)
+                    )
+                    .trim_end()
                 ),
                 None => format!("module {} crashed: {}", p("module"), p("signal")),
             }
@@ -267,6 +349,7 @@ pub fn error_message(e: &VarlinkError, socket: &str) -> String {
         ),
         "Busy" | "SymbolNotFound" => p("message"),
         "NotQuarantined" => format!("module {} is not quarantined", p("module")),
+        "NotTainted" => "the daemon is not tainted: there is nothing to acknowledge".to_owned(),
         "PermissionDenied" => format!(
             "the daemon at {socket} refused this connection: uid {} is neither root nor the \
              daemon's",
@@ -349,6 +432,105 @@ mod tests {
         e.kind = "loaded".into();
         e.module = Some(module("hello", 1, 1, &[], "live"));
         assert_eq!(event_line(&e).as_deref(), Some("12.500 loaded   hello from /m/hello.so"));
+    }
+
+    /// A report the unwinder would fill: two frames, the second one guessed, the called
+    /// function named.
+    fn report_with_frames() -> CrashReport {
+        let core = kmodlike::CrashReport {
+            module: "crash_mod".into(),
+            path: "/m/crash_mod.so".into(),
+            signal: 11,
+            signal_name: "SIGSEGV".into(),
+            code: 1,
+            code_name: "SEGV_MAPERR".into(),
+            code_meaning: "address not mapped to object".into(),
+            fault_addr: 0,
+            pc: 0x7f00_0000_1123,
+            pc_in_module: true,
+            module_offset: Some(0x1123),
+            pc_object: Some("crash_mod.so".into()),
+            symbol: Some("crash_now+0x12".into()),
+            phase: kmodlike::Phase::Call,
+            thread_id: 7,
+            time: std::time::SystemTime::UNIX_EPOCH,
+            taint: None,
+            exit_status: None,
+            frames: vec![
+                kmodlike::Frame {
+                    pc: 0x7f00_0000_1123,
+                    object: Some("crash_mod.so".into()),
+                    object_path: Some("/m/crash_mod.so".into()),
+                    object_offset: Some(0x1123),
+                    build_id: Some("abcd".into()),
+                    symbol: Some("crash_now".into()),
+                    symbol_offset: Some(0x12),
+                    guessed: false,
+                    in_module: true,
+                },
+                kmodlike::Frame {
+                    pc: 0x5600_0000_2000,
+                    object: Some("kmodlike".into()),
+                    object_offset: Some(0x2000),
+                    guessed: true,
+                    ..Default::default()
+                },
+            ],
+            called: Some("crash_now".into()),
+            probe_pid: None,
+        };
+        CrashReport::from(&core)
+    }
+
+    #[test]
+    fn backtrace_follows_the_report_innermost_first_like_gdb() {
+        let r = report_with_frames();
+        let block = crash_block(&r);
+        let lines: Vec<&str> = block.lines().collect();
+        let at = |needle: &str| {
+            lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{block}"))
+        };
+        assert!(at("crashed: SIGSEGV") < at("called:  crash_now"), "{block}");
+        assert!(at("called:") < at("backtrace (innermost first):"), "{block}");
+        assert_eq!(
+            lines[at("backtrace") + 1],
+            "    #0 0x7f0000001123 crash_now+0x12 (in crash_mod.so +0x1123)"
+        );
+        assert_eq!(
+            lines[at("backtrace") + 2],
+            "    #1 0x560000002000 ?? (in kmodlike +0x2000) [guessed]"
+        );
+        assert_eq!(lines.len(), at("backtrace") + 3, "{block}");
+
+        // The error message of a crashed call and the Monitor event carry it too.
+        let e = VarlinkError::loader(
+            "ModuleCrashed",
+            json!({"module": "crash_mod", "signal": "SIGSEGV", "report": r}),
+        );
+        let msg = error_message(&e, "/s");
+        assert!(msg.contains("called:  crash_now"), "{msg}");
+        assert!(msg.ends_with("#1 0x560000002000 ?? (in kmodlike +0x2000) [guessed]"), "{msg}");
+        let mut ev = Event::started();
+        ev.kind = "crashed".into();
+        ev.name = Some("crash_mod".into());
+        ev.report = Some(r);
+        let line = event_line(&ev).unwrap();
+        assert!(line.contains("crashed  crash_mod: SIGSEGV (SEGV_MAPERR) in call\n"), "{line}");
+        assert!(
+            line.ends_with("    #1 0x560000002000 ?? (in kmodlike +0x2000) [guessed]"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn no_backtrace_lines_without_frames() {
+        let mut r = report_with_frames();
+        r.frames = None;
+        r.called = None;
+        assert_eq!(backtrace(&r), "");
+        assert_eq!(crash_block(&r), format!("{}\n", r.text));
+        r.probe_pid = Some(99);
+        assert_eq!(backtrace(&r), "  probe:   pid 99\n");
     }
 
     #[test]

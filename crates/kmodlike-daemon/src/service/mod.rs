@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use crate::server::{CallContext, Connections, Outcome, Service};
 use crate::varlink::params::Params;
 use crate::varlink::types::{
-    self, CallReply, CrashesReply, InfoReply, ListReply, LoadReply, ModuleFile, MonitorReply,
-    PingReply, ReloadReply, StatusReply,
+    self, CallReply, ClearTaintReply, CrashesReply, InfoReply, ListReply, LoadReply, ModuleFile,
+    MonitorReply, PingReply, ReloadReply, StatusReply,
 };
 use crate::varlink::{VarlinkError, INTERFACE, INTERFACE_DESCRIPTION};
 
@@ -337,6 +337,9 @@ impl LoaderService {
                 window_secs: c.window.as_secs(),
             }),
             taint: kmodlike::taint().as_ref().map(types::Taint::from),
+            taint_acks: Some(
+                kmodlike::taint_acknowledgements().iter().map(types::TaintAck::from).collect(),
+            ),
             module_path: self
                 .loader
                 .module_path()
@@ -399,6 +402,18 @@ impl LoaderService {
                 })?;
                 Ok(json!({}))
             })(),
+            "ClearTaint" => p.finish().and_then(|()| {
+                let by = format!("uid {} pid {}", ctx.peer.uid, ctx.peer.pid);
+                let ack = kmodlike::acknowledge_taint(&by)
+                    .ok_or_else(|| VarlinkError::loader("NotTainted", json!({})))?;
+                tracing::warn!(
+                    module = %ack.taint.module,
+                    reason = %ack.taint.reason,
+                    by = %ack.by,
+                    "taint acknowledged and cleared"
+                );
+                reply(ClearTaintReply { acknowledged: types::TaintAck::from(&ack) })
+            }),
             "Call" => (|| {
                 let name = p.string("module")?;
                 let symbol = p.string("symbol")?;

@@ -156,6 +156,60 @@ pub struct CrashReport {
     pub taint: Option<String>,
     /// The report as text.
     pub text: String,
+    /// The faulting thread's backtrace, innermost first; `None` when none was taken.
+    #[serde(default)]
+    pub frames: Option<Vec<CrashFrame>>,
+    /// The function the guarded call ran, when known.
+    #[serde(default)]
+    pub called: Option<String>,
+    /// The probe child's pid, for a crash seen by the probe.
+    #[serde(default)]
+    pub probe_pid: Option<u32>,
+}
+
+/// `type CrashFrame`: one frame of a crash's backtrace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrashFrame {
+    /// The address (the PC for frame 0, a return address for the others), hexadecimal.
+    pub pc: String,
+    /// The file name of the object holding it.
+    #[serde(default)]
+    pub object: Option<String>,
+    /// That object's path.
+    #[serde(default)]
+    pub object_path: Option<String>,
+    /// `pc` minus the object's load address, hexadecimal.
+    #[serde(default)]
+    pub offset: Option<String>,
+    /// The nearest symbol before `pc`.
+    #[serde(default)]
+    pub symbol: Option<String>,
+    /// `pc` minus that symbol's address, hexadecimal.
+    #[serde(default)]
+    pub symbol_offset: Option<String>,
+    /// The object's GNU build id, hexadecimal.
+    #[serde(default)]
+    pub build_id: Option<String>,
+    /// Found without unwind information: a guess.
+    pub guessed: bool,
+    /// In the crashed module's own code.
+    pub in_module: bool,
+}
+
+impl From<&kmodlike::Frame> for CrashFrame {
+    fn from(f: &kmodlike::Frame) -> CrashFrame {
+        CrashFrame {
+            pc: hex(f.pc),
+            object: f.object.clone(),
+            object_path: f.object_path.as_ref().map(|p| p.display().to_string()),
+            offset: f.object_offset.map(hex),
+            symbol: f.symbol.clone(),
+            symbol_offset: f.symbol_offset.map(hex),
+            build_id: f.build_id.clone(),
+            guessed: f.guessed,
+            in_module: f.in_module,
+        }
+    }
 }
 
 impl From<&kmodlike::CrashReport> for CrashReport {
@@ -179,6 +233,9 @@ impl From<&kmodlike::CrashReport> for CrashReport {
             time: epoch_secs(r.time),
             taint: r.taint.clone(),
             text: r.to_string(),
+            frames: (!r.frames.is_empty()).then(|| r.frames.iter().map(CrashFrame::from).collect()),
+            called: r.called.clone(),
+            probe_pid: r.probe_pid,
         }
     }
 }
@@ -198,6 +255,30 @@ impl From<&kmodlike::Taint> for Taint {
     fn from(t: &kmodlike::Taint) -> Taint {
         Taint { module: t.module.clone(), reason: t.reason.clone(), time: epoch_secs(t.time) }
     }
+}
+
+/// `type TaintAck`: an acknowledged taint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaintAck {
+    /// The taint that was cleared.
+    pub taint: Taint,
+    /// Who acknowledged it (`"uid 1000 pid 4242"`, `"api"`).
+    pub by: String,
+    /// When (epoch seconds).
+    pub time: f64,
+}
+
+impl From<&kmodlike::TaintAck> for TaintAck {
+    fn from(a: &kmodlike::TaintAck) -> TaintAck {
+        TaintAck { taint: Taint::from(&a.taint), by: a.by.clone(), time: epoch_secs(a.time) }
+    }
+}
+
+/// The reply of `ClearTaint`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClearTaintReply {
+    /// The acknowledgement just recorded.
+    pub acknowledged: TaintAck,
 }
 
 /// `type CrashLoop`.
@@ -331,6 +412,9 @@ pub struct StatusReply {
     pub taint: Option<Taint>,
     /// The module path.
     pub module_path: Vec<String>,
+    /// Taints acknowledged so far, oldest first.
+    #[serde(default)]
+    pub taint_acks: Option<Vec<TaintAck>>,
 }
 
 /// The reply of `Monitor`.
@@ -380,8 +464,49 @@ mod tests {
         assert_eq!(wire.phase, "call");
         assert_eq!(wire.time, 1_700_000_000.0);
         assert!(wire.text.starts_with("module crash_segv crashed: SIGSEGV"), "{}", wire.text);
+        assert_eq!(wire.frames, None, "no backtrace: null, not []");
+        assert_eq!((wire.called.as_deref(), wire.probe_pid), (None, None));
         let json = serde_json::to_value(&wire).unwrap();
         let back: CrashReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, wire);
+    }
+
+    #[test]
+    fn crash_report_carries_frames_called_and_probe_pid() {
+        let mut r = report();
+        r.frames = vec![kmodlike::Frame {
+            pc: 0x7f00_0000_1123,
+            object: Some("crash_segv.so".into()),
+            object_path: Some(PathBuf::from("/m/crash_segv.so")),
+            object_offset: Some(0x1123),
+            build_id: Some("0badcafe".into()),
+            symbol: Some("crash".into()),
+            symbol_offset: Some(0x4),
+            guessed: true,
+            in_module: true,
+        }];
+        r.called = Some("crash".into());
+        r.probe_pid = Some(1234);
+        let json = serde_json::to_value(CrashReport::from(&r)).unwrap();
+        assert_eq!(
+            json["frames"],
+            serde_json::json!([{
+                "pc": "0x7f0000001123", "object": "crash_segv.so",
+                "object_path": "/m/crash_segv.so", "offset": "0x1123", "symbol": "crash",
+                "symbol_offset": "0x4", "build_id": "0badcafe", "guessed": true, "in_module": true
+            }])
+        );
+        assert_eq!(json["called"], "crash");
+        assert_eq!(json["probe_pid"], 1234);
+    }
+
+    #[test]
+    fn a_report_from_an_older_daemon_still_decodes() {
+        let mut json = serde_json::to_value(CrashReport::from(&report())).unwrap();
+        for k in ["frames", "called", "probe_pid"] {
+            json.as_object_mut().unwrap().remove(k);
+        }
+        let back: CrashReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back.frames, None);
     }
 }
