@@ -351,3 +351,124 @@ fn a_fifo_or_a_device_is_refused_at_once_and_the_daemon_keeps_answering() {
     assert!(list.ok().starts_with("Module"), "{list:?}");
     assert!(d.ctl(&["load", "hello"]).ok().contains("loaded module hello"));
 }
+
+/// A report's backtrace fields as the wire has them: `frames` null or an array of frames,
+/// `called` null or a name, `probe_pid` null outside the probe.
+fn assert_backtrace_fields(report: &serde_json::Value, what: &str) {
+    let r = report.as_object().unwrap_or_else(|| panic!("{what}: no report: {report}"));
+    for k in ["frames", "called", "probe_pid"] {
+        assert!(r.contains_key(k), "{what}: the report has no {k}: {report}");
+    }
+    assert!(r["probe_pid"].is_null(), "{what}: a call crash is not the probe's: {report}");
+    assert!(
+        r["called"].is_null() || r["called"] == "crash",
+        "{what}: called names the function the call ran: {report}"
+    );
+    match &r["frames"] {
+        serde_json::Value::Null => {}
+        serde_json::Value::Array(frames) => {
+            assert!(!frames.is_empty(), "{what}: no backtrace is null, not []: {report}");
+            for f in frames {
+                assert!(f["pc"].as_str().is_some_and(|pc| pc.starts_with("0x")), "{what}: {f}");
+                assert!(f["guessed"].is_boolean() && f["in_module"].is_boolean(), "{what}: {f}");
+            }
+        }
+        other => panic!("{what}: frames is {other}"),
+    }
+}
+
+#[test]
+fn crash_reports_carry_the_backtrace_fields_in_call_crashes_and_monitor() {
+    let segv = crash_module("bt_segv", libc::SIGSEGV, &[]);
+    let d = Daemon::start(&[(&segv, "bt_segv.so")], &[]);
+    let (mut mon, lines) = start_monitor(&d, 2);
+    lines.recv_timeout(Duration::from_secs(10)).expect("the started event");
+
+    d.ctl(&["load", "bt_segv"]).ok();
+    let call = d.ctl(&["--json", "call", "bt_segv", "crash", "--returns", "int"]);
+    assert_eq!(call.code(), 1, "{call:?}");
+    let err = call.json();
+    assert_eq!(err["error"], "io.kmodlike.Loader.ModuleCrashed");
+    assert_backtrace_fields(&err["parameters"]["report"], "call --json");
+
+    let mut crashed = None;
+    while crashed.is_none() {
+        let line = lines.recv_timeout(Duration::from_secs(10)).expect("a monitor event");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["event"]["kind"] == "crashed" {
+            crashed = Some(v);
+        }
+    }
+    assert_backtrace_fields(&crashed.unwrap()["event"]["report"], "monitor --json");
+    assert!(wait_deadline(&mut mon, Duration::from_secs(10)).expect("monitor exits").success());
+
+    let j = d.ctl(&["--json", "crashes"]).json();
+    let report = &j["crashes"][0];
+    assert_backtrace_fields(report, "crashes --json");
+
+    // Text: whatever the report holds is printed after it, innermost frame first.
+    let text = d.ctl(&["crashes"]);
+    let out = text.ok();
+    let frames = report["frames"].as_array().map_or(0, Vec::len);
+    assert_eq!(out.contains("  backtrace (innermost first):"), frames > 0, "{out}");
+    if frames > 0 {
+        assert!(out.contains("    #0 "), "{out}");
+        assert!(out.contains(&format!("    #{} ", frames - 1)), "{out}");
+    }
+    assert_eq!(out.contains("  called:  crash"), !report["called"].is_null(), "{out}");
+    let plain = d.ctl(&["call", "bt_segv", "crash", "--returns", "int"]);
+    assert_eq!(plain.code(), 1, "{plain:?}");
+}
+
+#[test]
+fn clear_taint_acknowledges_the_taint_and_status_keeps_the_history() {
+    let segv = crash_module("taint_segv", libc::SIGSEGV, &[]);
+    let d = Daemon::start(&[(&segv, "taint_segv.so")], &[]);
+
+    // Nothing to acknowledge yet.
+    let none = d.ctl(&["clear", "--taint"]);
+    assert_eq!(none.code(), 1, "{none:?}");
+    assert!(none.stderr.contains("not tainted"), "{none:?}");
+    assert_eq!(d.ctl(&["--json", "status"]).json()["taint_acks"], serde_json::json!([]));
+
+    // A fault inside libc taints the daemon.
+    d.ctl(&["load", "taint_segv"]).ok();
+    let out = d.ctl(&["call", "taint_segv", "crash_in_libc", "--returns", "int"]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    let status = d.ctl(&["--json", "status"]).json();
+    assert_eq!(status["taint"]["module"], "taint_segv", "{status}");
+    let reason = status["taint"]["reason"].as_str().unwrap().to_owned();
+
+    // Acknowledged by this process's uid; the clear reply names the taint.
+    let before =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let ack = d.ctl(&["--json", "clear", "--taint"]).json();
+    let uid = rustix::process::getuid().as_raw();
+    let by = ack["acknowledged"]["by"].as_str().unwrap().to_owned();
+    assert!(by.starts_with(&format!("uid {uid} pid ")), "{ack}");
+    assert_eq!(ack["acknowledged"]["taint"]["module"], "taint_segv");
+    assert_eq!(ack["acknowledged"]["taint"]["reason"], reason.as_str());
+    assert!(ack["acknowledged"]["time"].as_f64().unwrap() >= before.floor(), "{ack}");
+
+    // The verdict is gone, the acknowledgement stays.
+    let status = d.ctl(&["--json", "status"]).json();
+    assert!(status["taint"].is_null(), "{status}");
+    assert_eq!(status["taint_acks"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(status["taint_acks"][0], ack["acknowledged"]);
+    let text = d.ctl(&["status"]);
+    let text = text.ok();
+    assert!(text.contains("not tainted"), "{text}");
+    assert!(text.contains(&format!("taint acknowledged: @")), "{text}");
+    assert!(text.contains(&format!("by {by} (was: taint_segv: {reason})")), "{text}");
+
+    // A second tainting crash taints again; its acknowledgement is added to the history.
+    d.ctl(&["load", "taint_segv"]).ok();
+    d.ctl(&["call", "taint_segv", "crash_in_libc", "--returns", "int"]);
+    assert_eq!(d.ctl(&["--json", "status"]).json()["taint"]["module"], "taint_segv");
+    let cleared = d.ctl(&["clear", "--taint"]);
+    assert!(cleared.ok().starts_with("acknowledged and cleared the taint by module taint_segv"));
+    let status = d.ctl(&["--json", "status"]).json();
+    assert_eq!(status["taint_acks"].as_array().unwrap().len(), 2, "{status}");
+    assert!(status["taint"].is_null());
+    assert_eq!(d.ctl(&["clear", "--taint"]).code(), 1, "nothing left to acknowledge");
+}

@@ -360,3 +360,60 @@ with varlink.Client.new_with_address("{address}") as client:
     assert_eq!(lines[1], "None");
     assert_eq!(lines[2], "io.kmodlike.Loader.ModuleNotLoaded no_such_module");
 }
+
+#[test]
+fn the_pypi_varlink_client_sees_the_backtrace_fields_and_clear_taint() {
+    let Some(py) = varlink_python() else { return };
+    let segv = crash_module("py_bt_segv", libc::SIGSEGV, &[]);
+    let d = Daemon::start(&[(&segv, "py_bt_segv.so")], &["py_bt_segv"]);
+    let address = format!("unix:{}", d.socket.display());
+
+    // The client's own interface parser accepts the new types, and shows them.
+    let out = python(&py, &["-m", "varlink.cli", "help", &format!("{address}/io.kmodlike.Loader")]);
+    assert!(out.stderr.is_empty(), "{out:?}");
+    for decl in [
+        "type CrashFrame",
+        "frames: ?[]CrashFrame",
+        "called: ?string",
+        "probe_pid: ?int",
+        "method ClearTaint() -> (acknowledged: TaintAck)",
+        "taint_acks: ?[]TaintAck",
+        "error NotTainted",
+    ] {
+        assert!(out.stdout.contains(decl), "{decl} missing: {out:?}");
+    }
+
+    // Typed calls: a crash report carries the fields (the client leaves a null optional field
+    // out, so present means set); frames, when set, are CrashFrame objects.
+    let script = format!(
+        r#"
+import varlink
+with varlink.Client.new_with_address("{address}") as client:
+    with client.open("io.kmodlike.Loader") as loader:
+        try:
+            loader.Call("py_bt_segv", "crash", "int()")
+        except varlink.VarlinkError as e:
+            report = e.parameters()["report"]
+            print(e.error(), report["module"])
+        crash = loader.Crashes()["crashes"][0]
+        frames = crash.get("frames") or []
+        print(len(frames), all(f["pc"].startswith("0x") and "guessed" in f for f in frames))
+        print(crash.get("called", "-"), crash.get("probe_pid", "-"))
+        print(loader.Status()["taint_acks"])
+        try:
+            loader.ClearTaint()
+        except varlink.VarlinkError as e:
+            print(e.error())
+"#
+    );
+    let out = python(&py, &["-c", &script]);
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "io.kmodlike.Loader.ModuleCrashed py_bt_segv", "{out:?}");
+    assert!(lines[1].ends_with(" True"), "{out:?}");
+    let called = lines[2].split(' ').next().unwrap();
+    assert!(called == "-" || called == "crash", "{out:?}");
+    assert!(lines[2].ends_with(" -"), "a call crash has no probe pid: {out:?}");
+    assert_eq!(lines[3], "[]");
+    assert_eq!(lines[4], "io.kmodlike.Loader.NotTainted");
+}

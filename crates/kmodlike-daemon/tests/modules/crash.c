@@ -8,6 +8,7 @@
  *   SIGABRT  abort()                                                   (SI_TKILL)
  *   SIGSYS   a system call trapped by a seccomp SECCOMP_RET_TRAP filter  (SYS_SECCOMP)
  * Built with -DCTOR_CRASH, its constructor writes through NULL (for the probe test).
+ * crash_in_libc() faults inside libc (strlen(NULL)): a crash that taints the daemon.
  * It also exports plain functions for Call (answer, add_one, sleep_ms) and logs its init and
  * fini through the host, naming itself (-DNAME="...").
  */
@@ -20,6 +21,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,6 +65,12 @@ int crash(void) {
     real_fault(SIG);
 #endif
     return -1; /* not reached when SIG is set */
+}
+
+/* strlen(NULL): SIGSEGV with the PC in libc, so the daemon counts itself tainted. */
+int crash_in_libc(void) {
+    const char *volatile p = NULL;
+    return (int)strlen(p);
 }
 
 int answer(void) { return 42; }
