@@ -74,6 +74,21 @@
 #define MODULE_CRASH_TAINT_MAX 256
 
 /**
+ * Size of `module_crash_frame_t.object`, NUL included.
+ */
+#define MODULE_CRASH_OBJECT_MAX 256
+
+/**
+ * Size of `module_crash_frame_t.build_id` (a hexadecimal GNU build id), NUL included.
+ */
+#define MODULE_CRASH_BUILD_ID_MAX 72
+
+/**
+ * An offset that is not known (`module_crash_frame_t.object_offset`, `.symbol_offset`).
+ */
+#define MODULE_CRASH_NO_OFFSET UINT64_MAX
+
+/**
  * Where in a module's life a crash happened.
  */
 typedef enum {
@@ -330,6 +345,75 @@ typedef struct {
 } module_crash_info_t;
 
 /**
+ * What `module_loader_last_crash_ext()` adds to `module_crash_info_t`. The caller sets
+ * `struct_size` to `sizeof(module_crash_info_ext_t)` before the call: fields are only ever
+ * added at the end, and the call writes no byte past `struct_size`, so a program built against
+ * this header keeps working with a later library. String fields are NUL-terminated and
+ * truncated to fit.
+ */
+typedef struct {
+    /**
+     * Set by the caller: `sizeof(module_crash_info_ext_t)`. Left unchanged by the call.
+     */
+    size_t struct_size;
+    /**
+     * For a crash seen by the probe (`MODULE_CRASH_IN_PROBE`): the probe child's pid (the
+     * report's `thread_id` is a thread of that process); 0 otherwise.
+     */
+    uint32_t probe_pid;
+    /**
+     * The number of frames in the crash's backtrace (0 when none could be taken); read them
+     * with `module_loader_last_crash_frames()`.
+     */
+    size_t frame_count;
+    /**
+     * The function the guarded call ran ("crash_now"), when the crash happened in a call and
+     * the function has a name; "" otherwise.
+     */
+    char called[MODULE_CRASH_SYMBOL_MAX];
+} module_crash_info_ext_t;
+
+/**
+ * One frame of a crash's backtrace, as `module_loader_last_crash_frames()` reports it. String
+ * fields are NUL-terminated and truncated to fit; "" when unknown.
+ */
+typedef struct {
+    /**
+     * The address: the program counter for frame 0, a return address for the others.
+     */
+    uint64_t pc;
+    /**
+     * `pc` minus the load address of the object holding it (what `addr2line -e OBJECT` takes),
+     * or `MODULE_CRASH_NO_OFFSET`.
+     */
+    uint64_t object_offset;
+    /**
+     * `pc` minus the address of `symbol`, or `MODULE_CRASH_NO_OFFSET`.
+     */
+    uint64_t symbol_offset;
+    /**
+     * Found without unwind information (frame pointers or a stack scan): a guess.
+     */
+    bool guessed;
+    /**
+     * In the crashed module's own code.
+     */
+    bool in_module;
+    /**
+     * The file name of the object holding `pc` ("libc.so.6").
+     */
+    char object[MODULE_CRASH_OBJECT_MAX];
+    /**
+     * The nearest symbol before `pc`, demangled ("crash_now").
+     */
+    char symbol[MODULE_CRASH_SYMBOL_MAX];
+    /**
+     * The object's GNU build id, in hexadecimal.
+     */
+    char build_id[MODULE_CRASH_BUILD_ID_MAX];
+} module_crash_frame_t;
+
+/**
  * Called by `module_loader_modinfo()` once per `.modinfo` entry, in file order: `tag` and
  * `value` are valid only during the call. Return 0 to go on, non-zero to stop.
  */
@@ -514,10 +598,77 @@ module_error_t module_loader_call(module_loader_t *loader,
 module_error_t module_loader_last_crash(const module_loader_t *loader, module_crash_info_t *info);
 
 /**
+ * Fill `*info` and `*ext` with the loader's most recent crash (the one
+ * `module_loader_last_crash()` reports): `*info` as that call does (`info` may be NULL to skip
+ * it), `*ext` with what was added since: the function the call ran, the probe child's pid and
+ * the number of frames of the backtrace. Set `ext->struct_size = sizeof *ext` first.
+ *
+ * ```c
+ * module_crash_info_ext_t ext = { .struct_size = sizeof ext };
+ * if (module_loader_last_crash_ext(loader, NULL, &ext) == MODULE_ERR_SUCCESS && ext.called[0])
+ *     printf("crashed in %s, %zu frames\n", ext.called, ext.frame_count);
+ * ```
+ *
+ * Returns `MODULE_ERR_NOT_FOUND` when no module of this loader has crashed,
+ * `MODULE_ERR_INVALID_ARGUMENT` when `ext` is NULL or `ext->struct_size` is smaller than the
+ * first version of the struct (this one).
+ *
+ * # Safety
+ * `loader` is NULL or a live loader; `info` is NULL or valid for writing one
+ * `module_crash_info_t`; `ext` is NULL or valid for reading and writing `ext->struct_size`
+ * bytes.
+ */
+module_error_t module_loader_last_crash_ext(const module_loader_t *loader,
+                                            module_crash_info_t *info,
+                                            module_crash_info_ext_t *ext);
+
+/**
+ * Copy the backtrace of the loader's most recent crash (the one `module_loader_last_crash()`
+ * reports), innermost first (frame 0 holds the program counter), into `frames`: at most `cap`
+ * frames. `*count` is set to the number of frames the backtrace has, which may exceed `cap`
+ * (call again with a larger array), and is 0 when no backtrace could be taken. `frames` may be
+ * NULL when `cap` is 0, to ask for the count alone.
+ *
+ * Returns `MODULE_ERR_NOT_FOUND` when no module of this loader has crashed,
+ * `MODULE_ERR_INVALID_ARGUMENT` when `count` is NULL, or `frames` is NULL and `cap` is not 0.
+ *
+ * # Safety
+ * `loader` is NULL or a live loader; `frames` is NULL or valid for writing `cap`
+ * `module_crash_frame_t`; `count` is NULL or valid for writing one `size_t`.
+ */
+module_error_t module_loader_last_crash_frames(const module_loader_t *loader,
+                                               module_crash_frame_t *frames,
+                                               size_t cap,
+                                               size_t *count);
+
+/**
+ * Write the backtrace of the loader's most recent crash as text into `buf` (at most `len`
+ * bytes, NUL included, truncated to fit): one frame a line, innermost first, like gdb's `bt`:
+ *
+ * ```text
+ * #0 0x7f3572ae342e crash_now+0x12 (in crash_segv.so +0x142e)
+ * #1 0x55d0c1e2a0b1 ?? (in host +0x2a0b1) [guessed]
+ * ```
+ *
+ * `??` marks an unknown symbol, `[guessed]` a frame found without unwind information. The
+ * text is "" when no backtrace could be taken.
+ *
+ * Returns `MODULE_ERR_NOT_FOUND` when no module of this loader has crashed,
+ * `MODULE_ERR_INVALID_ARGUMENT` when `buf` is NULL or `len` is 0.
+ *
+ * # Safety
+ * `loader` is NULL or a live loader; `buf` is NULL or valid for writing `len` bytes.
+ */
+module_error_t module_loader_last_crash_backtrace(const module_loader_t *loader,
+                                                  char *buf,
+                                                  size_t len);
+
+/**
  * Whether the process is tainted: a module crashed in a way that may have left libc in a bad
  * state (the program counter was in libc or the dynamic linker, or `abort()` was called from
- * inside `malloc()`), as the Linux kernel taints itself after an oops. The taint never clears:
- * the operator decides whether to restart the process.
+ * inside `malloc()`), as the Linux kernel taints itself after an oops. The taint stays until it
+ * is acknowledged (`module_loader_clear_taint()`); the operator decides whether to restart
+ * the process.
  *
  * When tainted and `reason` is not NULL, the first such crash ("module NAME: REASON") is
  * copied into `reason` (at most `len` bytes, NUL included, truncated to fit). When not tainted
@@ -527,6 +678,22 @@ module_error_t module_loader_last_crash(const module_loader_t *loader, module_cr
  * `reason` is NULL or valid for writing `len` bytes.
  */
 bool module_loader_tainted(char *reason, size_t len);
+
+/**
+ * Acknowledge the process's taint: the taint verdict is cleared (`module_loader_tainted()`
+ * returns false until a later crash taints the process again), and the acknowledgement, by
+ * "api", is recorded with the time (in the process-wide history a daemon shows in its status).
+ *
+ * When `reason` is not NULL, the acknowledged taint ("module NAME: REASON") is copied into it
+ * (at most `len` bytes, NUL included, truncated to fit), or "" when there was none.
+ *
+ * Returns `MODULE_ERR_SUCCESS` when a taint was acknowledged, `MODULE_ERR_NOT_FOUND` when the
+ * process was not tainted.
+ *
+ * # Safety
+ * `reason` is NULL or valid for writing `len` bytes.
+ */
+module_error_t module_loader_clear_taint(char *reason, size_t len);
 
 /**
  * ---- Handles: modules opened by name, reference-counted (after illumos ddi_modopen) ----

@@ -20,6 +20,12 @@ pub const MODULE_CRASH_SYMBOL_MAX: usize = 256;
 pub const MODULE_CRASH_PATH_MAX: usize = 4096;
 /// Size of `module_crash_info_t.taint_reason`, NUL included.
 pub const MODULE_CRASH_TAINT_MAX: usize = 256;
+/// Size of `module_crash_frame_t.object`, NUL included.
+pub const MODULE_CRASH_OBJECT_MAX: usize = 256;
+/// Size of `module_crash_frame_t.build_id` (a hexadecimal GNU build id), NUL included.
+pub const MODULE_CRASH_BUILD_ID_MAX: usize = 72;
+/// An offset that is not known (`module_crash_frame_t.object_offset`, `.symbol_offset`).
+pub const MODULE_CRASH_NO_OFFSET: u64 = u64::MAX;
 
 /// Where in a module's life a crash happened.
 #[repr(C)]
@@ -135,6 +141,132 @@ impl module_crash_info_t {
         copy_to_array(r.taint.as_deref().unwrap_or(""), &mut info.taint_reason);
         info
     }
+}
+
+/// What `module_loader_last_crash_ext()` adds to `module_crash_info_t`. The caller sets
+/// `struct_size` to `sizeof(module_crash_info_ext_t)` before the call: fields are only ever
+/// added at the end, and the call writes no byte past `struct_size`, so a program built against
+/// this header keeps working with a later library. String fields are NUL-terminated and
+/// truncated to fit.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct module_crash_info_ext_t {
+    /// Set by the caller: `sizeof(module_crash_info_ext_t)`. Left unchanged by the call.
+    pub struct_size: usize,
+    /// For a crash seen by the probe (`MODULE_CRASH_IN_PROBE`): the probe child's pid (the
+    /// report's `thread_id` is a thread of that process); 0 otherwise.
+    pub probe_pid: u32,
+    /// The number of frames in the crash's backtrace (0 when none could be taken); read them
+    /// with `module_loader_last_crash_frames()`.
+    pub frame_count: usize,
+    /// The function the guarded call ran ("crash_now"), when the crash happened in a call and
+    /// the function has a name; "" otherwise.
+    pub called: [c_char; MODULE_CRASH_SYMBOL_MAX],
+}
+
+impl module_crash_info_ext_t {
+    fn from_report(r: &CrashReport) -> Self {
+        let mut ext = module_crash_info_ext_t {
+            struct_size: std::mem::size_of::<Self>(),
+            probe_pid: r.probe_pid.unwrap_or(0),
+            frame_count: r.frames.len(),
+            called: [0; MODULE_CRASH_SYMBOL_MAX],
+        };
+        copy_to_array(r.called.as_deref().unwrap_or(""), &mut ext.called);
+        ext
+    }
+}
+
+/// One frame of a crash's backtrace, as `module_loader_last_crash_frames()` reports it. String
+/// fields are NUL-terminated and truncated to fit; "" when unknown.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct module_crash_frame_t {
+    /// The address: the program counter for frame 0, a return address for the others.
+    pub pc: u64,
+    /// `pc` minus the load address of the object holding it (what `addr2line -e OBJECT` takes),
+    /// or `MODULE_CRASH_NO_OFFSET`.
+    pub object_offset: u64,
+    /// `pc` minus the address of `symbol`, or `MODULE_CRASH_NO_OFFSET`.
+    pub symbol_offset: u64,
+    /// Found without unwind information (frame pointers or a stack scan): a guess.
+    pub guessed: bool,
+    /// In the crashed module's own code.
+    pub in_module: bool,
+    /// The file name of the object holding `pc` ("libc.so.6").
+    pub object: [c_char; MODULE_CRASH_OBJECT_MAX],
+    /// The nearest symbol before `pc`, demangled ("crash_now").
+    pub symbol: [c_char; MODULE_CRASH_SYMBOL_MAX],
+    /// The object's GNU build id, in hexadecimal.
+    pub build_id: [c_char; MODULE_CRASH_BUILD_ID_MAX],
+}
+
+impl module_crash_frame_t {
+    fn from_frame(f: &kmodlike::Frame) -> Self {
+        let mut out = module_crash_frame_t {
+            pc: f.pc,
+            object_offset: f.object_offset.unwrap_or(MODULE_CRASH_NO_OFFSET),
+            symbol_offset: f.symbol_offset.unwrap_or(MODULE_CRASH_NO_OFFSET),
+            guessed: f.guessed,
+            in_module: f.in_module,
+            object: [0; MODULE_CRASH_OBJECT_MAX],
+            symbol: [0; MODULE_CRASH_SYMBOL_MAX],
+            build_id: [0; MODULE_CRASH_BUILD_ID_MAX],
+        };
+        copy_to_array(f.object.as_deref().unwrap_or(""), &mut out.object);
+        copy_to_array(f.symbol.as_deref().unwrap_or(""), &mut out.symbol);
+        copy_to_array(f.build_id.as_deref().unwrap_or(""), &mut out.build_id);
+        out
+    }
+}
+
+/// A report's backtrace as text, one frame a line, innermost first, like `gdb bt`:
+/// `#0 0x7f12... crash_now+0x12 (in mod.so +0x1123)`, `??` for an unknown symbol, ` [guessed]`
+/// after a frame found without unwind information. Empty without frames.
+pub(crate) fn backtrace_text(frames: &[kmodlike::Frame]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (i, f) in frames.iter().enumerate() {
+        let _ = write!(out, "#{i} {:#x} ", f.pc);
+        match (&f.symbol, f.symbol_offset) {
+            (Some(sym), Some(off)) => {
+                let _ = write!(out, "{sym}+{off:#x}");
+            }
+            (Some(sym), None) => out.push_str(sym),
+            (None, _) => out.push_str("??"),
+        }
+        match (&f.object, f.object_offset) {
+            (Some(obj), Some(off)) => {
+                let _ = write!(out, " (in {obj} +{off:#x})");
+            }
+            (Some(obj), None) => {
+                let _ = write!(out, " (in {obj})");
+            }
+            (None, _) => {}
+        }
+        if f.guessed {
+            out.push_str(" [guessed]");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The newest crash of the loader: what our calls saw, or what the core recorded (which
+/// includes crashes on module threads, reported by no call).
+fn newest_crash(l: &module_loader_t, call: &str) -> Result<CrashReport, Failure> {
+    let ours = l.shared.last_crash();
+    let core = l.loader.crashes().into_iter().next();
+    let newest = match (ours, core) {
+        (Some(a), Some(b)) => Some(if b.time > a.time { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    newest.ok_or_else(|| {
+        Failure::new(
+            module_error_t::MODULE_ERR_NOT_FOUND,
+            format!("{call}: no module of this loader has crashed"),
+        )
+    })
 }
 
 /// A function run by `module_loader_call()` and `module_loader_call_handle()`: `ctx` is passed
@@ -361,30 +493,154 @@ pub unsafe extern "C" fn module_loader_last_crash(
         if info.is_null() {
             return Err(Failure::invalid(format!("{CALL}: info is NULL")));
         }
-        // The newest of what our calls saw and what the core recorded (which includes crashes
-        // on module threads, reported by no call).
-        let ours = l.shared.last_crash();
-        let core = l.loader.crashes().into_iter().next();
-        let newest = match (ours, core) {
-            (Some(a), Some(b)) => Some(if b.time > a.time { b } else { a }),
-            (a, b) => a.or(b),
-        };
-        let report = newest.ok_or_else(|| {
-            Failure::new(
-                module_error_t::MODULE_ERR_NOT_FOUND,
-                format!("{CALL}: no module of this loader has crashed"),
-            )
-        })?;
+        let report = newest_crash(l, CALL)?;
         // SAFETY: checked non-NULL; the caller promises it is valid for one write.
         unsafe { info.write(module_crash_info_t::from_report(&report)) };
         Ok(())
     })
 }
 
+/// Fill `*info` and `*ext` with the loader's most recent crash (the one
+/// `module_loader_last_crash()` reports): `*info` as that call does (`info` may be NULL to skip
+/// it), `*ext` with what was added since: the function the call ran, the probe child's pid and
+/// the number of frames of the backtrace. Set `ext->struct_size = sizeof *ext` first.
+///
+/// ```c
+/// module_crash_info_ext_t ext = { .struct_size = sizeof ext };
+/// if (module_loader_last_crash_ext(loader, NULL, &ext) == MODULE_ERR_SUCCESS && ext.called[0])
+///     printf("crashed in %s, %zu frames\n", ext.called, ext.frame_count);
+/// ```
+///
+/// Returns `MODULE_ERR_NOT_FOUND` when no module of this loader has crashed,
+/// `MODULE_ERR_INVALID_ARGUMENT` when `ext` is NULL or `ext->struct_size` is smaller than the
+/// first version of the struct (this one).
+///
+/// # Safety
+/// `loader` is NULL or a live loader; `info` is NULL or valid for writing one
+/// `module_crash_info_t`; `ext` is NULL or valid for reading and writing `ext->struct_size`
+/// bytes.
+#[no_mangle]
+pub unsafe extern "C" fn module_loader_last_crash_ext(
+    loader: *const module_loader_t,
+    info: *mut module_crash_info_t,
+    ext: *mut module_crash_info_ext_t,
+) -> module_error_t {
+    const CALL: &str = "module_loader_last_crash_ext";
+    // SAFETY: the caller passes NULL or a live loader.
+    let l = unsafe { loader.as_ref() };
+    run_code(CALL, sink_of(l), || {
+        let l = l.ok_or_else(|| Failure::invalid(format!("{CALL}: loader is NULL")))?;
+        if ext.is_null() {
+            return Err(Failure::invalid(format!("{CALL}: ext is NULL")));
+        }
+        // SAFETY: non-NULL; the caller promises it holds at least struct_size bytes, and the
+        // field comes first (read alone: a smaller struct must not be read as a whole).
+        let size = unsafe { std::ptr::addr_of!((*ext).struct_size).read_unaligned() };
+        let ours = std::mem::size_of::<module_crash_info_ext_t>();
+        if size < ours {
+            return Err(Failure::invalid(format!(
+                "{CALL}: ext->struct_size is {size}, less than sizeof(module_crash_info_ext_t) \
+                 ({ours}): set it to sizeof *ext"
+            )));
+        }
+        let report = newest_crash(l, CALL)?;
+        if !info.is_null() {
+            // SAFETY: non-NULL; the caller promises it is valid for one write.
+            unsafe { info.write(module_crash_info_t::from_report(&report)) };
+        }
+        let mut out = module_crash_info_ext_t::from_report(&report);
+        // The caller's size stays: a later library writing a longer struct still writes only
+        // the fields this one knows (here all of them, `size >= ours`).
+        out.struct_size = size;
+        // SAFETY: non-NULL, valid for `size >= ours` bytes by the caller's promise.
+        unsafe { ext.write(out) };
+        Ok(())
+    })
+}
+
+/// Copy the backtrace of the loader's most recent crash (the one `module_loader_last_crash()`
+/// reports), innermost first (frame 0 holds the program counter), into `frames`: at most `cap`
+/// frames. `*count` is set to the number of frames the backtrace has, which may exceed `cap`
+/// (call again with a larger array), and is 0 when no backtrace could be taken. `frames` may be
+/// NULL when `cap` is 0, to ask for the count alone.
+///
+/// Returns `MODULE_ERR_NOT_FOUND` when no module of this loader has crashed,
+/// `MODULE_ERR_INVALID_ARGUMENT` when `count` is NULL, or `frames` is NULL and `cap` is not 0.
+///
+/// # Safety
+/// `loader` is NULL or a live loader; `frames` is NULL or valid for writing `cap`
+/// `module_crash_frame_t`; `count` is NULL or valid for writing one `size_t`.
+#[no_mangle]
+pub unsafe extern "C" fn module_loader_last_crash_frames(
+    loader: *const module_loader_t,
+    frames: *mut module_crash_frame_t,
+    cap: usize,
+    count: *mut usize,
+) -> module_error_t {
+    const CALL: &str = "module_loader_last_crash_frames";
+    // SAFETY: the caller passes NULL or a live loader.
+    let l = unsafe { loader.as_ref() };
+    run_code(CALL, sink_of(l), || {
+        let l = l.ok_or_else(|| Failure::invalid(format!("{CALL}: loader is NULL")))?;
+        if count.is_null() {
+            return Err(Failure::invalid(format!("{CALL}: count is NULL")));
+        }
+        if frames.is_null() && cap != 0 {
+            return Err(Failure::invalid(format!("{CALL}: frames is NULL but cap is {cap}")));
+        }
+        let report = newest_crash(l, CALL)?;
+        for (i, f) in report.frames.iter().take(cap).enumerate() {
+            // SAFETY: i < cap, and the caller promises frames holds cap entries.
+            unsafe { frames.add(i).write(module_crash_frame_t::from_frame(f)) };
+        }
+        // SAFETY: checked non-NULL; the caller promises it is valid for one write.
+        unsafe { count.write(report.frames.len()) };
+        Ok(())
+    })
+}
+
+/// Write the backtrace of the loader's most recent crash as text into `buf` (at most `len`
+/// bytes, NUL included, truncated to fit): one frame a line, innermost first, like gdb's `bt`:
+///
+/// ```text
+/// #0 0x7f3572ae342e crash_now+0x12 (in crash_segv.so +0x142e)
+/// #1 0x55d0c1e2a0b1 ?? (in host +0x2a0b1) [guessed]
+/// ```
+///
+/// `??` marks an unknown symbol, `[guessed]` a frame found without unwind information. The
+/// text is "" when no backtrace could be taken.
+///
+/// Returns `MODULE_ERR_NOT_FOUND` when no module of this loader has crashed,
+/// `MODULE_ERR_INVALID_ARGUMENT` when `buf` is NULL or `len` is 0.
+///
+/// # Safety
+/// `loader` is NULL or a live loader; `buf` is NULL or valid for writing `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn module_loader_last_crash_backtrace(
+    loader: *const module_loader_t,
+    buf: *mut c_char,
+    len: usize,
+) -> module_error_t {
+    const CALL: &str = "module_loader_last_crash_backtrace";
+    // SAFETY: the caller passes NULL or a live loader.
+    let l = unsafe { loader.as_ref() };
+    run_code(CALL, sink_of(l), || {
+        let l = l.ok_or_else(|| Failure::invalid(format!("{CALL}: loader is NULL")))?;
+        if buf.is_null() || len == 0 {
+            return Err(Failure::invalid(format!("{CALL}: buf is NULL or len is 0")));
+        }
+        let report = newest_crash(l, CALL)?;
+        // SAFETY: checked non-NULL; the caller promises it holds len bytes.
+        unsafe { copy_to_buf(&backtrace_text(&report.frames), buf, len) };
+        Ok(())
+    })
+}
+
 /// Whether the process is tainted: a module crashed in a way that may have left libc in a bad
 /// state (the program counter was in libc or the dynamic linker, or `abort()` was called from
-/// inside `malloc()`), as the Linux kernel taints itself after an oops. The taint never clears:
-/// the operator decides whether to restart the process.
+/// inside `malloc()`), as the Linux kernel taints itself after an oops. The taint stays until it
+/// is acknowledged (`module_loader_clear_taint()`); the operator decides whether to restart
+/// the process.
 ///
 /// When tainted and `reason` is not NULL, the first such crash ("module NAME: REASON") is
 /// copied into `reason` (at most `len` bytes, NUL included, truncated to fit). When not tainted
@@ -402,4 +658,37 @@ pub unsafe extern "C" fn module_loader_tainted(reason: *mut c_char, len: usize) 
         Ok(taint.is_some())
     });
     r.unwrap_or(false)
+}
+
+/// Acknowledge the process's taint: the taint verdict is cleared (`module_loader_tainted()`
+/// returns false until a later crash taints the process again), and the acknowledgement, by
+/// "api", is recorded with the time (in the process-wide history a daemon shows in its status).
+///
+/// When `reason` is not NULL, the acknowledged taint ("module NAME: REASON") is copied into it
+/// (at most `len` bytes, NUL included, truncated to fit), or "" when there was none.
+///
+/// Returns `MODULE_ERR_SUCCESS` when a taint was acknowledged, `MODULE_ERR_NOT_FOUND` when the
+/// process was not tainted.
+///
+/// # Safety
+/// `reason` is NULL or valid for writing `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn module_loader_clear_taint(
+    reason: *mut c_char,
+    len: usize,
+) -> module_error_t {
+    const CALL: &str = "module_loader_clear_taint";
+    run_code(CALL, ErrorSink::none(), || {
+        let ack = kmodlike::acknowledge_taint("api");
+        let text = ack.as_ref().map(|a| format!("module {}: {}", a.taint.module, a.taint.reason));
+        // SAFETY: the caller promises reason is NULL or holds len bytes.
+        unsafe { copy_to_buf(text.as_deref().unwrap_or(""), reason, len) };
+        match ack {
+            Some(_) => Ok(()),
+            None => Err(Failure::new(
+                module_error_t::MODULE_ERR_NOT_FOUND,
+                format!("{CALL}: the process is not tainted"),
+            )),
+        }
+    })
 }

@@ -24,7 +24,7 @@
 //! | loader | `module_loader_create`, `module_loader_create_with_flags`, `module_loader_set_path`, `module_loader_destroy` |
 //! | errors | `module_loader_strerror`, `module_loader_last_error` |
 //! | one module per loader (the seed's) | `module_loader_load`, `module_loader_get_symbol`, `module_loader_unload` |
-//! | crash guard | `module_loader_call`, `module_loader_last_crash`, `module_loader_tainted` |
+//! | crash guard | `module_loader_call`, `module_loader_last_crash`, `module_loader_last_crash_ext`, `module_loader_last_crash_frames`, `module_loader_last_crash_backtrace`, `module_loader_tainted`, `module_loader_clear_taint` |
 //! | handles (ddi_modopen) | `module_loader_open`, `module_loader_sym`, `module_loader_close`, `module_loader_call_handle` |
 //! | metadata | `module_loader_modinfo` |
 #![allow(non_camel_case_types)]
@@ -50,9 +50,12 @@ mod entry;
 pub mod interface;
 
 pub use crash::{
-    module_call_fn_t, module_crash_info_t, module_crash_phase_t, module_loader_call,
-    module_loader_last_crash, module_loader_tainted, MODULE_CRASH_CODE_NAME_MAX,
-    MODULE_CRASH_MODULE_NAME_MAX, MODULE_CRASH_PATH_MAX, MODULE_CRASH_SYMBOL_MAX,
+    module_call_fn_t, module_crash_frame_t, module_crash_info_ext_t, module_crash_info_t,
+    module_crash_phase_t, module_loader_call, module_loader_clear_taint, module_loader_last_crash,
+    module_loader_last_crash_backtrace, module_loader_last_crash_ext,
+    module_loader_last_crash_frames, module_loader_tainted, MODULE_CRASH_BUILD_ID_MAX,
+    MODULE_CRASH_CODE_NAME_MAX, MODULE_CRASH_MODULE_NAME_MAX, MODULE_CRASH_NO_OFFSET,
+    MODULE_CRASH_OBJECT_MAX, MODULE_CRASH_PATH_MAX, MODULE_CRASH_SYMBOL_MAX,
     MODULE_CRASH_TAINT_MAX,
 };
 pub use error::{module_error_t, ErrorCodeArg};
