@@ -9,6 +9,8 @@
  *   handle_api modinfo  MODDIR SPEC     the .modinfo entries of SPEC, as "info:tag=value"
  *   handle_api veto     VETO.so         module_can_unload() refuses, then agrees
  *   handle_api crash    CRASH.so        guarded calls that crash, through both APIs
+ *   handle_api crash_ext CRASH.so       the extended crash info, the backtrace (as frames and
+ *                                       as text), and acknowledging a taint
  */
 #include "module_loader.h"
 
@@ -302,6 +304,79 @@ static int crash(const char *path)
     return 0;
 }
 
+static int crash_ext(const char *path)
+{
+    module_loader_t *loader = module_loader_create();
+    module_crash_info_ext_t ext;
+    module_crash_info_t info;
+    module_crash_frame_t frames[64];
+    size_t count = 12345;
+    char text[16384];
+    char reason[256];
+    void *sym = NULL;
+
+    memset(&ext, 0, sizeof ext);
+    ext.struct_size = sizeof ext;
+    print_error("ext_before", loader, module_loader_last_crash_ext(loader, NULL, &ext));
+    print_error("frames_before", loader,
+                module_loader_last_crash_frames(loader, frames, 64, &count));
+    printf("clear_taint_before=%d\n", (int)module_loader_clear_taint(reason, sizeof reason));
+
+    CHECK(module_loader_load(loader, path, NULL) == MODULE_ERR_SUCCESS);
+    CHECK(module_loader_get_symbol(loader, "crash_segv", &sym) == MODULE_ERR_SUCCESS);
+    print_error("segv", loader, module_loader_call(loader, (module_call_fn_t)sym, NULL));
+
+    /* A caller that did not set struct_size is refused, and nothing is written. */
+    memset(&ext, 0, sizeof ext);
+    print_error("ext_no_size", loader, module_loader_last_crash_ext(loader, NULL, &ext));
+    printf("ext_no_size_untouched=%d\n", ext.frame_count == 0 && ext.called[0] == 0);
+
+    memset(&ext, 0xff, sizeof ext);
+    ext.struct_size = sizeof ext;
+    memset(&info, 0, sizeof info);
+    print_error("ext", loader, module_loader_last_crash_ext(loader, &info, &ext));
+    printf("ext_struct_size_kept=%d\n", ext.struct_size == sizeof ext);
+    printf("ext_info_signal_name=%s\n", info.signal_name);
+    printf("ext_called=%s\next_probe_pid=%u\next_frame_count=%zu\n", ext.called,
+           (unsigned)ext.probe_pid, ext.frame_count);
+
+    /* Count alone, then the frames. */
+    print_error("frames_count", loader, module_loader_last_crash_frames(loader, NULL, 0, &count));
+    printf("frames_count_value=%zu\n", count);
+    print_error("frames_null_cap", loader,
+                module_loader_last_crash_frames(loader, NULL, 4, &count));
+    print_error("frames", loader, module_loader_last_crash_frames(loader, frames, 64, &count));
+    printf("frames_value=%zu\n", count);
+    printf("frame0_is_pc=%d\n", count == 0 || frames[0].pc == info.pc);
+    for (size_t i = 0; i < count && i < 64; i++) {
+        printf("frame%zu=%#llx %s %s guessed=%d in_module=%d\n", i,
+               (unsigned long long)frames[i].pc, frames[i].symbol[0] ? frames[i].symbol : "??",
+               frames[i].object, (int)frames[i].guessed, (int)frames[i].in_module);
+    }
+
+    print_error("backtrace", loader, module_loader_last_crash_backtrace(loader, text, sizeof text));
+    size_t lines = 0;
+    for (const char *c = text; *c != 0; c++) {
+        lines += *c == '\n';
+    }
+    printf("backtrace_lines=%zu\n", lines);
+    printf("backtrace_starts_with_frame0=%d\n", text[0] == 0 || strncmp(text, "#0 0x", 5) == 0);
+    print_error("backtrace_no_buf", loader, module_loader_last_crash_backtrace(loader, NULL, 8));
+
+    /* A crash inside libc taints the process; acknowledging clears the verdict. */
+    CHECK(module_loader_load(loader, path, NULL) == MODULE_ERR_SUCCESS);
+    CHECK(module_loader_get_symbol(loader, "crash_in_libc", &sym) == MODULE_ERR_SUCCESS);
+    print_error("libc", loader, module_loader_call(loader, (module_call_fn_t)sym, NULL));
+    printf("tainted_before_clear=%d\n", (int)module_loader_tainted(NULL, 0));
+    printf("clear_taint=%d\n", (int)module_loader_clear_taint(reason, sizeof reason));
+    printf("clear_taint_reason=%s\n", reason);
+    printf("tainted_after_clear=%d\n", (int)module_loader_tainted(NULL, 0));
+    printf("clear_taint_again=%d\n", (int)module_loader_clear_taint(reason, sizeof reason));
+    printf("clear_taint_again_reason=%s\n", reason);
+    module_loader_destroy(loader);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -312,6 +387,7 @@ int main(int argc, char **argv)
     if (argc >= 4 && strcmp(argv[1], "modinfo") == 0) return modinfo(argv[2], argv[3]);
     if (argc >= 3 && strcmp(argv[1], "veto") == 0) return veto(argv[2]);
     if (argc >= 3 && strcmp(argv[1], "crash") == 0) return crash(argv[2]);
-    fprintf(stderr, "usage: handle_api dltest|specs|refcount|data|modinfo|veto|crash ARGS\n");
+    if (argc >= 3 && strcmp(argv[1], "crash_ext") == 0) return crash_ext(argv[2]);
+    fprintf(stderr, "usage: handle_api dltest|specs|refcount|data|modinfo|veto|crash|crash_ext ARGS\n");
     return 2;
 }

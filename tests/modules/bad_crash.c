@@ -4,6 +4,7 @@
 #include "module_interface.h"
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int counter;
 
@@ -49,6 +50,18 @@ void crash_abort(void *ctx)
 {
     (void)ctx;
     abort();
+}
+
+/* strlen(NULL): SIGSEGV with the program counter inside libc, a crash that taints the process. */
+static volatile size_t libc_result;
+
+void crash_in_libc(void *ctx);
+void crash_in_libc(void *ctx)
+{
+    const char *volatile p = NULL;
+    (void)ctx;
+    /* Stored in a volatile: an unused strlen() result is optimised away. */
+    libc_result = strlen(p);
 }
 
 void no_crash(void *ctx);

@@ -235,3 +235,52 @@ fn guarded_calls_survive_crashes_and_report_them() {
     assert_eq!(run.value("tainted"), "0", "no crash in libc here: {run}");
     assert_eq!(run.value("survived"), "1");
 }
+
+#[test]
+fn the_extended_crash_info_the_backtrace_and_clearing_the_taint() {
+    let path = support::test_module("bad_crash", "capi_bad_crash", &[]);
+    let run = handle_api(&["crash_ext", s(&path)]);
+    println!("{run}");
+    // Nothing crashed yet: nothing to report, nothing to acknowledge.
+    assert_eq!(run.value("ext_before"), code(MODULE_ERR_NOT_FOUND), "{run}");
+    assert_eq!(run.value("frames_before"), code(MODULE_ERR_NOT_FOUND), "{run}");
+    assert_eq!(run.value("clear_taint_before"), code(MODULE_ERR_NOT_FOUND), "{run}");
+
+    assert_eq!(run.value("segv"), code(MODULE_ERR_CRASHED), "{run}");
+    // struct_size unset: refused, saying what to do, nothing written.
+    assert_eq!(run.value("ext_no_size"), code(MODULE_ERR_INVALID_ARGUMENT), "{run}");
+    assert!(run.value("ext_no_size_error").contains("struct_size"), "{run}");
+    assert_eq!(run.value("ext_no_size_untouched"), "1");
+
+    assert_eq!(run.value("ext"), code(MODULE_ERR_SUCCESS), "{run}");
+    assert_eq!(run.value("ext_struct_size_kept"), "1");
+    assert_eq!(run.value("ext_info_signal_name"), "SIGSEGV", "info is filled as well");
+    let called = run.value("ext_called");
+    assert!(called.is_empty() || called == "crash_segv", "the function the call ran: {run}");
+    assert_eq!(run.value("ext_probe_pid"), "0", "not a probe crash");
+
+    // The three views of the backtrace agree: the count, the frames, the text's lines.
+    let n: usize = run.value("ext_frame_count").parse().unwrap();
+    assert_eq!(run.value("frames_count"), code(MODULE_ERR_SUCCESS), "{run}");
+    assert_eq!(run.value("frames_count_value"), n.to_string());
+    assert_eq!(run.value("frames_null_cap"), code(MODULE_ERR_INVALID_ARGUMENT), "{run}");
+    assert_eq!(run.value("frames"), code(MODULE_ERR_SUCCESS), "{run}");
+    assert_eq!(run.value("frames_value"), n.to_string());
+    assert_eq!(run.value("frame0_is_pc"), "1", "frame 0 holds the program counter: {run}");
+    for i in 0..n.min(64) {
+        assert!(run.value(&format!("frame{i}")).starts_with("0x"), "{run}");
+    }
+    assert_eq!(run.value("backtrace"), code(MODULE_ERR_SUCCESS), "{run}");
+    assert_eq!(run.value("backtrace_lines"), n.to_string(), "one line per frame: {run}");
+    assert_eq!(run.value("backtrace_starts_with_frame0"), "1", "{run}");
+    assert_eq!(run.value("backtrace_no_buf"), code(MODULE_ERR_INVALID_ARGUMENT), "{run}");
+
+    // The taint: set by the crash inside libc, acknowledged once.
+    assert_eq!(run.value("libc"), code(MODULE_ERR_CRASHED), "{run}");
+    assert_eq!(run.value("tainted_before_clear"), "1", "{run}");
+    assert_eq!(run.value("clear_taint"), code(MODULE_ERR_SUCCESS), "{run}");
+    assert!(run.value("clear_taint_reason").starts_with("module capi_bad_crash: "), "{run}");
+    assert_eq!(run.value("tainted_after_clear"), "0", "{run}");
+    assert_eq!(run.value("clear_taint_again"), code(MODULE_ERR_NOT_FOUND), "{run}");
+    assert_eq!(run.value("clear_taint_again_reason"), "");
+}
