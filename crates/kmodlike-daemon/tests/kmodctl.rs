@@ -458,7 +458,7 @@ fn clear_taint_acknowledges_the_taint_and_status_keeps_the_history() {
     let text = d.ctl(&["status"]);
     let text = text.ok();
     assert!(text.contains("not tainted"), "{text}");
-    assert!(text.contains(&format!("taint acknowledged: @")), "{text}");
+    assert!(text.contains("taint acknowledged: @"), "{text}");
     assert!(text.contains(&format!("by {by} (was: taint_segv: {reason})")), "{text}");
 
     // A second tainting crash taints again; its acknowledgement is added to the history.
