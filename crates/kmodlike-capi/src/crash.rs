@@ -692,3 +692,35 @@ pub unsafe extern "C" fn module_loader_clear_taint(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backtrace_text_is_one_frame_a_line_innermost_first_guesses_marked() {
+        let frames = [
+            kmodlike::Frame {
+                pc: 0x7f00_0000_1123,
+                object: Some("mod.so".into()),
+                object_offset: Some(0x1123),
+                symbol: Some("crash_now".into()),
+                symbol_offset: Some(0x12),
+                in_module: true,
+                ..Default::default()
+            },
+            kmodlike::Frame { pc: 0x5600_0000_2000, guessed: true, ..Default::default() },
+        ];
+        assert_eq!(
+            backtrace_text(&frames),
+            "#0 0x7f0000001123 crash_now+0x12 (in mod.so +0x1123)\n#1 0x560000002000 ?? [guessed]\n"
+        );
+        assert_eq!(backtrace_text(&[]), "");
+        let c = module_crash_frame_t::from_frame(&frames[1]);
+        assert_eq!(
+            (c.object_offset, c.symbol_offset),
+            (MODULE_CRASH_NO_OFFSET, MODULE_CRASH_NO_OFFSET)
+        );
+        assert!(c.guessed && !c.in_module && c.symbol[0] == 0);
+    }
+}
