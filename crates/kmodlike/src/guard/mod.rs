@@ -12,16 +12,16 @@
 //! thread's slot gets `{module, stack pointer, landing, callee-saved registers}` with plain
 //! stores, the module's state is checked with a plain load, and the function is called. When it
 //! raises SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT or SIGSYS, the handler (`guard.c`) writes the
-//! raw facts (signal, `si_code`, address, PC, thread id, time and, for a raised signal, the
-//! return addresses near the top of the stack) into the thread's record and resumes the slot's
+//! raw facts (signal, `si_code`, address, PC, SP, frame pointer, thread id, time, and a copy of
+//! the faulting stack up to the guard's frame for the unwinder) into the thread's record and resumes the slot's
 //! landing through a glibc `sigjmp_buf` it builds (`fast.c`); the entry returns 1 and the crash
 //! is taken from the record. An unload drains calls in flight with `membarrier` and a scan of
 //! the slots ([`calls_in_flight`]). Where the entry's start-up check fails (another libc,
 //! another architecture), [`call`] is used instead: a C shim that pushes a guard record on its
 //! own stack and takes `sigsetjmp(env, 0)`; the lifecycle entry points (init, fini, the version
 //! check, `can_unload`) always use it. Everything the handler does is async-signal-safe; each
-//! step's reason is written next to it in the C files. Naming the signal, symbolising the PC
-//! (`dladdr`) and deciding taint happen later, in normal context, from [`RawCrash`].
+//! step's reason is written next to it in the C files. Naming the signal, unwinding the stack
+//! copy (`backtrace.rs`) and deciding taint happen later, in normal context, from [`RawCrash`].
 //!
 //! # The rule for frames the jump skips
 //!

@@ -80,7 +80,8 @@ int kml_follows_call(uint64_t w) {
  * the best order of evidence.
  *
  *   - Return addresses outside every module (libc and friends) go to c->stack_words, nearest
- *     first, up to KML_STACK_WORDS: the loader looks for an abort raised from inside malloc.
+ *     first, up to KML_STACK_WORDS (kept in the record for the curious; the loader's taint
+ *     verdict no longer reads them: it unwinds the stack copy of kml_copy_stack instead).
  *   - The first return address into a module's text gives the returned module key (id + 1),
  *     or 0: it attributes an abort on a thread without a guard.
  *
