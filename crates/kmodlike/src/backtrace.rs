@@ -95,6 +95,9 @@ struct Object {
 
 type Key = (String, Option<String>);
 
+/// Entries each cache holds at most (then it starts again: libc is parsed again once).
+const CACHE_ENTRIES: usize = 64;
+
 static UNWIND_CACHE: Mutex<Option<HashMap<Key, Option<Unwind>>>> = Mutex::new(None);
 type SymbolCache = HashMap<(PathBuf, Option<String>), Arc<Symbols>>;
 static SYMBOL_CACHE: Mutex<Option<SymbolCache>> = Mutex::new(None);
@@ -219,7 +222,12 @@ fn objects() -> Vec<Object> {
                     })
                 });
                 if build_id.is_some() {
-                    lock(&UNWIND_CACHE).get_or_insert_with(HashMap::new).insert(key, u.clone());
+                    let mut cache = lock(&UNWIND_CACHE);
+                    let map = cache.get_or_insert_with(HashMap::new);
+                    if map.len() >= CACHE_ENTRIES {
+                        map.clear(); // modules come and go: keep the cache bounded
+                    }
+                    map.insert(key, u.clone());
                 }
                 u
             }
@@ -264,7 +272,12 @@ fn symbols_of(path: &Path, build_id: &Option<String>) -> Option<Arc<Symbols>> {
         return Some(s);
     }
     let syms = read_symbols(path, build_id).map(Arc::new)?;
-    lock(&SYMBOL_CACHE).get_or_insert_with(HashMap::new).insert(key, syms.clone());
+    let mut cache = lock(&SYMBOL_CACHE);
+    let map = cache.get_or_insert_with(HashMap::new);
+    if map.len() >= CACHE_ENTRIES {
+        map.clear(); // modules come and go: keep the cache bounded
+    }
+    map.insert(key, syms.clone());
     Some(syms)
 }
 
