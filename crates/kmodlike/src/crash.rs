@@ -2,7 +2,8 @@
 //!
 //! A [`CrashReport`] is built *after* the guard has jumped out of the signal handler: the
 //! handler only records raw numbers (signal, `si_code`, addresses, thread id, time); naming the
-//! signal and symbolising the PC (`dladdr`) happen here, in normal context.
+//! signal, unwinding the handler's copy of the stack (`backtrace.rs`), naming the frames and
+//! deciding taint happen here, in normal context.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -329,23 +330,6 @@ pub fn si_code_name(sig: i32, code: i32) -> (&'static str, &'static str) {
 
 /// Functions of the allocator: a SIGABRT raised from inside one of them (a detected heap
 /// corruption) may leave the arena lock held.
-/// The target of the `call rel32` that ends just before the return address `ret`, if that is
-/// the instruction there (x86_64; elsewhere `None`). `ret` is a return address into libc, whose
-/// code stays mapped: its five bytes before are readable.
-fn direct_call_target(ret: u64) -> Option<u64> {
-    if !cfg!(target_arch = "x86_64") || ret < 5 {
-        return None;
-    }
-    let mut b = [0u8; 5];
-    // SAFETY: five bytes of libc's code, mapped for the life of the process (the caller only
-    // passes return addresses into libc, which the handler already read code around).
-    unsafe { std::ptr::copy_nonoverlapping((ret - 5) as *const u8, b.as_mut_ptr(), 5) };
-    (b[0] == 0xE8).then(|| {
-        let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
-        ret.wrapping_add(rel as i64 as u64)
-    })
-}
-
 const MALLOC_FUNCTIONS: &[&str] = &[
     "malloc",
     "free",
@@ -367,6 +351,99 @@ const MALLOC_FUNCTIONS: &[&str] = &[
     "__libc_valloc",
     "__libc_pvalloc",
 ];
+
+/// Functions of stdio that hold a `FILE` lock while they run.
+const STDIO_FUNCTIONS: &[&str] = &[
+    "printf",
+    "fprintf",
+    "vprintf",
+    "vfprintf",
+    "dprintf",
+    "puts",
+    "fputs",
+    "fputc",
+    "putc",
+    "putchar",
+    "fwrite",
+    "fread",
+    "fgets",
+    "fgetc",
+    "getc",
+    "fflush",
+    "fclose",
+    "fopen",
+    "fseek",
+    "ftell",
+    "scanf",
+    "fscanf",
+    "sscanf",
+    "sprintf",
+    "snprintf",
+    "vsnprintf",
+    "_IO_puts",
+    "_IO_fwrite",
+    "_IO_fflush",
+    "_IO_fputs",
+];
+
+/// Functions of the dynamic linker's interface that hold its lock.
+const DL_FUNCTIONS: &[&str] =
+    &["dlopen", "dlclose", "dlsym", "dlvsym", "dladdr", "dladdr1", "dlinfo", "dl_iterate_phdr"];
+
+/// Which lock a libc function holds while it runs, if it is one that does.
+fn lock_held_by(name: &str) -> Option<&'static str> {
+    let base = name.split('@').next().unwrap_or(name);
+    if MALLOC_FUNCTIONS.contains(&base) {
+        Some("the malloc arena lock")
+    } else if STDIO_FUNCTIONS.contains(&base) {
+        Some("a stdio FILE lock")
+    } else if DL_FUNCTIONS.contains(&base) {
+        Some("the dynamic linker's lock")
+    } else {
+        None
+    }
+}
+
+/// The taint of a raised SIGABRT, from the backtrace: the frames from the signal up to the
+/// first frame of the module (found with unwind information, none guessed). A libc function
+/// that holds a lock among them (`free` under `abort`: heap corruption detected) taints, naming
+/// it. Frames that did not reach the module, with the PC in libc: "unknown". Otherwise
+/// (the module called `abort()` itself, or from a callback libc called) no taint.
+fn abort_taint(frames: &[Frame], pc_in_libc: bool) -> Option<String> {
+    let mut reached_module = false;
+    for f in frames {
+        if f.guessed {
+            break;
+        }
+        if f.in_module {
+            reached_module = true;
+            break;
+        }
+        if !f.object.as_deref().is_some_and(is_libc_object) {
+            continue;
+        }
+        if let Some(name) = f.symbol.as_deref() {
+            if let Some(lock) = lock_held_by(name) {
+                let obj = f.object.as_deref().unwrap_or("libc");
+                let what = if MALLOC_FUNCTIONS.contains(&name) {
+                    " (heap corruption detected)"
+                } else {
+                    ""
+                };
+                return Some(format!(
+                    "SIGABRT raised from inside {name}() in {obj}{what}: {lock} may be held"
+                ));
+            }
+        }
+    }
+    if !reached_module && pc_in_libc {
+        let at = frames.first().and_then(|f| f.symbol.as_deref()).unwrap_or("?");
+        return Some(format!(
+            "unknown: SIGABRT in libc ({at}) and the stack could not be unwound to the module,              so a libc lock may be held"
+        ));
+    }
+    None
+}
 
 /// Objects whose internal locks a crash may leave held.
 fn is_libc_object(name: &str) -> bool {
@@ -440,55 +517,41 @@ pub(crate) fn build_report(
     let (code_name, code_meaning) = si_code_name(raw.signo, raw.code);
     let pc_in_module = module.contains(raw.pc);
     let here = locate(raw.pc);
-    let symbol =
-        here.symbol.as_ref().map(|(name, start, _)| format!("{name}+{:#x}", raw.pc - start));
+    let contains = |a: u64| module.contains(a);
+    let view = crate::backtrace::ModuleView { path: &module.path, contains: &contains };
+    let fault = crate::backtrace::Fault {
+        pc: raw.pc,
+        sp: raw.stack.sp,
+        fp: raw.stack.fp,
+        lr: raw.stack.lr,
+        stack: &raw.stack.bytes,
+    };
+    let frames = crate::backtrace::backtrace(&fault, &view);
+    let symbol = frames
+        .first()
+        .and_then(|f| Some(format!("{}+{:#x}", f.symbol.as_ref()?, f.symbol_offset?)));
     let pc_object = if pc_in_module {
         crate::resolve::module_name_for(&module.path).into()
     } else {
         here.object_path.as_deref().and_then(&file_of).or_else(|| here.object.clone())
     };
     let signal_name = signal_name(raw.signo);
+    let called = raw.called.and_then(|f| crate::backtrace::symbol_name_at(f, &view));
+    let pc_in_libc = !pc_in_module && here.object.as_deref().is_some_and(is_libc_object);
 
     // Taint: a fault with the PC inside libc or ld.so may have happened with one of their
-    // locks held; so may an abort raised from inside the allocator (heap corruption detected).
+    // locks held; so may an abort raised from inside the allocator, stdio or the dynamic
+    // linker, as the backtrace shows it (never from stale words on the stack).
     let mut taint = None;
-    if raw.code > 0 && !pc_in_module {
-        if let Some(obj) = here.object.as_deref().filter(|o| is_libc_object(o)) {
-            taint = Some(format!(
-                "{signal_name} with the PC in {obj} ({}): a libc lock may be held",
-                symbol.as_deref().unwrap_or("?")
-            ));
-        }
+    if raw.code > 0 && pc_in_libc {
+        taint = Some(format!(
+            "{signal_name} with the PC in {} ({}): a libc lock may be held",
+            here.object.as_deref().unwrap_or("libc"),
+            symbol.as_deref().unwrap_or("?")
+        ));
     }
     if taint.is_none() && raw.signo == libc::SIGABRT {
-        // Return addresses between the signal and the guard's frame (module frames do not end
-        // the scan: a module callback called by libc can sit between abort and the libc frames
-        // behind it). A stack holds stale words too, so a word into malloc is not enough: the
-        // allocator aborts through libc's own fatal-error path (malloc_printerr ->
-        // __libc_message -> abort), so a libc return address whose call instruction calls
-        // abort() must be there, and a malloc-family word behind it. (A module calling abort()
-        // itself leaves its own return address, which is not a libc word.)
-        let abort_fn = libc::abort as *const () as usize as u64;
-        let mut libc_called_abort = false;
-        for &w in &raw.stack_words {
-            let l = locate(w);
-            if !l.object.as_deref().is_some_and(is_libc_object) {
-                continue;
-            }
-            if !libc_called_abort {
-                libc_called_abort = direct_call_target(w) == Some(abort_fn);
-                continue;
-            }
-            if let Some((name, start, size)) = &l.symbol {
-                let inside = w >= *start && (w < start + size || *size == 0);
-                if inside && MALLOC_FUNCTIONS.contains(&name.as_str()) {
-                    taint = Some(format!(
-                        "SIGABRT raised from inside {name}() (heap corruption detected): the malloc arena lock may be held"
-                    ));
-                    break;
-                }
-            }
-        }
+        taint = abort_taint(&frames, pc_in_libc);
     }
     if let Some(t) = &taint {
         set_taint(&module.name, t);
@@ -512,8 +575,8 @@ pub(crate) fn build_report(
         time: raw.time,
         taint,
         exit_status: None,
-        frames: Vec::new(),
-        called: None,
+        frames,
+        called,
         probe_pid: None,
     }
 }
@@ -533,6 +596,9 @@ fn exit_report(
     // function, the return address may already be the next function's first byte).
     let site = raw.pc.saturating_sub(1);
     let here = locate(site);
+    let contains = |a: u64| module.contains(a);
+    let view = crate::backtrace::ModuleView { path: &module.path, contains: &contains };
+    let called = raw.called.and_then(|f| crate::backtrace::symbol_name_at(f, &view));
     CrashReport {
         module: module.name.clone(),
         path: module.path.clone(),
@@ -555,7 +621,7 @@ fn exit_report(
         taint: None,
         exit_status: Some(status),
         frames: Vec::new(),
-        called: None,
+        called,
         probe_pid: None,
     }
 }

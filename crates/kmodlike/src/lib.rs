@@ -39,6 +39,7 @@
 //! [`modinfo()`]), after illumos `ddi_modopen(9F)` and Linux kmod.
 #![warn(missing_docs)]
 
+mod backtrace;
 pub mod crash;
 mod elf;
 mod error;

@@ -122,6 +122,9 @@ int kml_fast_register_thread(void) {
     if (t == NULL)
         return ENOMEM;
     t->tid = (int32_t)syscall(SYS_gettid);
+    /* The handler's copy of a crashed stack goes here (it allocates nothing itself). Without
+     * it a crash is still recovered, with no backtrace. */
+    t->stack_copy = malloc(KML_STACK_COPY);
     pthread_mutex_lock(&kml_threads_lock);
     t->next = kml_threads;
     if (kml_threads != NULL)
@@ -150,6 +153,7 @@ static void kml_thread_exit(void *p) {
         t->next->prev = t->prev;
     kml_nthreads--;
     pthread_mutex_unlock(&kml_threads_lock);
+    free(t->stack_copy);
     free(t);
 }
 

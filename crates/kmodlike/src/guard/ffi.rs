@@ -26,6 +26,13 @@ pub(super) struct CRawCrash {
     /// `KML_CAUSE_*`: 0 a fatal signal, 1 the module called `exit` (`code` = its status).
     pub cause: u32,
     pub stack_words: [u64; STACK_WORDS],
+    /// Frame pointer (and, on aarch64, link register) at the fault.
+    pub fp: u64,
+    pub lr: u64,
+    /// The handler's copy of the faulting stack from `sp`: `copy_len` bytes at `copy_buf`.
+    pub copy_buf: u64,
+    pub copy_len: u32,
+    pub copy_pad: u32,
 }
 
 /// Most threads `kml_sample_threads` samples at once (`KML_SAMPLE_SLOTS`).
@@ -57,7 +64,9 @@ extern "C" {
         ctx: *mut c_void,
         module_id: u64,
         out: *mut CRawCrash,
+        stack_copy: *mut u8,
     ) -> c_int;
+    pub(super) fn kml_stack_copy_size() -> usize;
     #[cfg(test)]
     pub(super) fn kml_guard_active() -> c_int;
     pub(super) fn kml_register_module_text(module_id: u64, ranges: *const u64, n: u32) -> c_int;

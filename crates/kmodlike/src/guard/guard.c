@@ -37,6 +37,7 @@
 #include "shim.h"
 
 size_t kml_raw_crash_size(void) { return sizeof(struct kml_raw_crash); }
+size_t kml_stack_copy_size(void) { return KML_STACK_COPY; }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Per-thread guard records.                                                                   */
@@ -56,6 +57,7 @@ struct kml_guard {
     uint32_t fast_mark; /* the fast entry's depth when this record was pushed (fast.c) */
     int mask_saved; /* the module changed the signal mask: put saved_mask back at the end */
     sigset_t saved_mask;
+    uint8_t *stack_copy; /* KML_STACK_COPY bytes for the handler's copy of the stack, or NULL */
     struct kml_raw_crash crash;
 };
 
@@ -152,8 +154,9 @@ static void kml_handler(int signo, siginfo_t *si, void *uc) {
         }
         struct kml_raw_crash *c = &kml_self->crash;
         kml_record(c, signo, si, uc, id);
-        if (si->si_code <= 0)
-            kml_scan_stack(c->sp, fast->frame, 16384, c);
+        /* The faulting stack up to the slot's frame (the module function's return address is
+         * its last word), into the record's buffer: see kml_copy_stack. */
+        kml_copy_stack(c, uc, fast->frame, kml_self->stack_copy);
         /* Resume with the mask of the fault minus the six signals (the landing pad puts back
          * the mask from before the call if the module changed it). sigdelset: AS-safe. */
         sigset_t mask = ((const ucontext_t *)uc)->uc_sigmask;
@@ -173,11 +176,9 @@ static void kml_handler(int signo, siginfo_t *si, void *uc) {
         /* Ours: a guarded call on this thread raised it. Record it in the guard's own record
          * (on this thread's stack, touched by nobody else). */
         kml_record(&g->crash, signo, si, uc, g->module_id);
-        if (si->si_code <= 0) {
-            /* raise()/abort(): the PC is in libc; keep the return addresses between the
-             * signal and the guard so the loader can tell an abort from inside malloc. */
-            kml_scan_stack(g->crash.sp, (uint64_t)(uintptr_t)g, 16384, &g->crash);
-        }
+        /* The faulting stack up to the record (a local of kml_guard_call, older than every
+         * frame of the guarded function), into the buffer the caller gave: kml_copy_stack. */
+        kml_copy_stack(&g->crash, uc, (uint64_t)(uintptr_t)g, g->stack_copy);
         /* Unblock the six signals: the jump does not restore the mask (sigsetjmp(env, 0), to
          * keep guarded calls free of system calls) and a signal raised while blocked (for
          * example by a library that blocks signals around raise()) would otherwise stay
@@ -269,10 +270,12 @@ __attribute__((noinline)) static int kml_guard_enter(struct kml_guard *rec, void
 }
 
 /* Run fn(ctx) under a guard attributed to module_id. 0 when fn returned; 1 when it raised a
- * fatal signal, with *out filled. */
+ * fatal signal, with *out filled (and its stack copy in stack_copy: KML_STACK_COPY bytes
+ * owned by the caller, or NULL for no copy). */
 int kml_guard_call(void (*fn)(void *), void *ctx, uint64_t module_id,
-                   struct kml_raw_crash *out) {
+                   struct kml_raw_crash *out, uint8_t *stack_copy) {
     struct kml_guard rec;
+    rec.stack_copy = stack_copy;
     kml_thread_entered_guard = 1;
     rec.prev = kml_current;
     rec.fast_mark = kml_self != NULL ? kml_self->depth : 0;

@@ -12,16 +12,16 @@
 //! thread's slot gets `{module, stack pointer, landing, callee-saved registers}` with plain
 //! stores, the module's state is checked with a plain load, and the function is called. When it
 //! raises SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT or SIGSYS, the handler (`guard.c`) writes the
-//! raw facts (signal, `si_code`, address, PC, thread id, time and, for a raised signal, the
-//! return addresses near the top of the stack) into the thread's record and resumes the slot's
+//! raw facts (signal, `si_code`, address, PC, SP, frame pointer, thread id, time, and a copy of
+//! the faulting stack up to the guard's frame for the unwinder) into the thread's record and resumes the slot's
 //! landing through a glibc `sigjmp_buf` it builds (`fast.c`); the entry returns 1 and the crash
 //! is taken from the record. An unload drains calls in flight with `membarrier` and a scan of
 //! the slots ([`calls_in_flight`]). Where the entry's start-up check fails (another libc,
 //! another architecture), [`call`] is used instead: a C shim that pushes a guard record on its
 //! own stack and takes `sigsetjmp(env, 0)`; the lifecycle entry points (init, fini, the version
 //! check, `can_unload`) always use it. Everything the handler does is async-signal-safe; each
-//! step's reason is written next to it in the C files. Naming the signal, symbolising the PC
-//! (`dladdr`) and deciding taint happen later, in normal context, from [`RawCrash`].
+//! step's reason is written next to it in the C files. Naming the signal, unwinding the stack
+//! copy (`backtrace.rs`) and deciding taint happen later, in normal context, from [`RawCrash`].
 //!
 //! # The rule for frames the jump skips
 //!
@@ -121,16 +121,10 @@ pub(crate) struct RawCrash {
     /// The module the fault is attributed to (the active guard's, or the one whose text holds
     /// the PC / a return address on a module thread).
     pub module_id: u64,
-    /// Return addresses found on the faulting stack that lie outside any module (for SIGABRT:
-    /// used after the jump to tell an abort from inside malloc).
-    ///
-    /// Filled for raised signals (`SI_TKILL`: `abort`, `raise`) only: words from the faulting
-    /// stack pointer towards older frames, up to the guard's own frame (at most 16 KiB), that
-    /// point into an executable segment of a loaded object other than a module, just after a
-    /// call instruction; nearest first, up to 32. A stack holds stale values too (slots a frame
-    /// never wrote keep what earlier calls left), so a word is evidence, not proof: the
-    /// nearest are the best.
-    pub stack_words: Vec<u64>,
+    /// What the unwinder starts from (boxed: the record stays small).
+    pub stack: Box<StackCopy>,
+    /// The function the guarded call ran, when the caller knows it (set after the jump).
+    pub called: Option<u64>,
     /// The fault happened on a thread with no guard (a thread the module started).
     pub on_module_thread: bool,
     /// Not a signal: the module called `exit`/`_exit`/`_Exit` with this status inside a
@@ -142,9 +136,21 @@ pub(crate) struct RawCrash {
     pub exit_function: Option<&'static str>,
 }
 
+/// The registers and stack bytes a backtrace is unwound from.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StackCopy {
+    /// Stack pointer, frame pointer and (aarch64) link register at the fault.
+    pub sp: u64,
+    pub fp: u64,
+    pub lr: u64,
+    /// The handler's copy of the faulting stack from `sp` up to the guard's own frame (at most
+    /// 64 KiB). Empty for a crash on a module thread, an exit, or when the thread had no
+    /// buffer.
+    pub bytes: Vec<u8>,
+}
+
 impl RawCrash {
     fn from_c(c: &ffi::CRawCrash) -> RawCrash {
-        let n = (c.n_stack_words as usize).min(ffi::STACK_WORDS);
         let since_epoch =
             Duration::new(c.time_sec.max(0) as u64, c.time_nsec.clamp(0, 999_999_999) as u32);
         let exited = c.cause == ffi::CAUSE_EXIT;
@@ -164,12 +170,64 @@ impl RawCrash {
             tid: c.tid,
             time: SystemTime::UNIX_EPOCH + since_epoch,
             module_id: c.module_id,
-            stack_words: c.stack_words[..n].to_vec(),
+            stack: Box::new(StackCopy { sp: c.sp, fp: c.fp, lr: c.lr, bytes: stack_copy_of(c) }),
+            called: None,
             on_module_thread: c.on_module_thread != 0,
             exit_status: exited.then_some(c.code),
             exit_function,
         }
     }
+}
+
+/// The handler's stack copy of `c`, copied out of its per-thread buffer.
+fn stack_copy_of(c: &ffi::CRawCrash) -> Vec<u8> {
+    if c.copy_buf == 0 || c.cause == ffi::CAUSE_EXIT {
+        return Vec::new();
+    }
+    // SAFETY: kml_stack_copy_size returns a constant.
+    let cap = unsafe { ffi::kml_stack_copy_size() };
+    let len = (c.copy_len as usize).min(cap);
+    // SAFETY: `copy_buf` is this thread's buffer of `cap` bytes (the fast entry's thread
+    // record, or STACK_COPY below), alive while the thread is; the handler wrote `len` bytes
+    // into it before the jump, and nothing writes it again until this thread's next crash.
+    unsafe { std::slice::from_raw_parts(c.copy_buf as *const u8, len) }.to_vec()
+}
+
+std::thread_local! {
+    /// The `sigsetjmp` entry's buffer for the handler's copy of a crashed stack on this thread
+    /// (allocated on the thread's first such call, in normal context: the handler allocates
+    /// nothing).
+    static STACK_COPY: std::cell::Cell<*mut u8> = const { std::cell::Cell::new(std::ptr::null_mut()) };
+    static STACK_COPY_OWNER: StackCopyOwner = const { StackCopyOwner };
+}
+
+/// Frees this thread's [`STACK_COPY`] at thread exit.
+struct StackCopyOwner;
+
+impl Drop for StackCopyOwner {
+    fn drop(&mut self) {
+        let p = STACK_COPY.try_with(|c| c.replace(std::ptr::null_mut())).unwrap_or_default();
+        if !p.is_null() {
+            // SAFETY: allocated by `stack_copy_buffer` with malloc; no guarded call runs on
+            // this thread any more with it (its pointer was cleared above).
+            unsafe { libc::free(p.cast()) };
+        }
+    }
+}
+
+/// This thread's buffer for the `sigsetjmp` entry's stack copy, or null (no copy) when it
+/// cannot be had (allocation failed, or the thread is exiting).
+fn stack_copy_buffer() -> *mut u8 {
+    STACK_COPY
+        .try_with(|c| {
+            if c.get().is_null() && STACK_COPY_OWNER.try_with(|_| ()).is_ok() {
+                // SAFETY: kml_stack_copy_size returns a constant; malloc of that size.
+                let p = unsafe { libc::malloc(ffi::kml_stack_copy_size()) };
+                c.set(p.cast());
+            }
+            c.get()
+        })
+        .unwrap_or(std::ptr::null_mut())
 }
 
 /// Install the handlers (idempotent, cheap after the first call).
@@ -275,7 +333,9 @@ pub(crate) unsafe fn call(
     let mut out = MaybeUninit::<ffi::CRawCrash>::uninit();
     // SAFETY: `f(ctx)` is callable (the caller's contract); the frames the jump can skip are
     // `f`'s and what it calls (the caller's contract again), never ours; `out` is writable.
-    let crashed = unsafe { ffi::kml_guard_call(f, ctx, module_id, out.as_mut_ptr()) };
+    let buf = stack_copy_buffer();
+    // SAFETY: as above; `buf` is null or this thread's buffer of kml_stack_copy_size bytes.
+    let crashed = unsafe { ffi::kml_guard_call(f, ctx, module_id, out.as_mut_ptr(), buf) };
     if crashed == 0 {
         Ok(())
     } else {

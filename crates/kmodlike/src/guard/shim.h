@@ -25,6 +25,8 @@
 
 /* Shared layout with mod.rs (struct CRawCrash there must match field for field). */
 #define KML_STACK_WORDS 32
+/* The most bytes of the faulting stack the handler copies for the unwinder (from the SP up). */
+#define KML_STACK_COPY 65536
 
 /* What the handler records about one fatal signal: raw numbers only. */
 struct kml_raw_crash {
@@ -41,6 +43,15 @@ struct kml_raw_crash {
     uint32_t n_stack_words;
     uint32_t cause; /* KML_CAUSE_*: a fatal signal, or the module called exit (code = status) */
     uint64_t stack_words[KML_STACK_WORDS];
+    /* What the unwinder needs (crash forensics), filled for a crash the guard recovers:
+     * the frame pointer and link register at the fault (lr: aarch64 only, else 0), and the
+     * copy of the faulting stack from sp: copy_len bytes at copy_buf (a per-thread buffer the
+     * crash's guard owns; 0 bytes when there was no buffer or nothing could be read). */
+    uint64_t fp;
+    uint64_t lr;
+    uint64_t copy_buf;
+    uint32_t copy_len;
+    uint32_t copy_pad;
 };
 
 /* A module as the fast entry sees it: struct GuardModule in mod.rs, field for field. Records are
@@ -79,7 +90,9 @@ struct kml_thread {
     struct kml_slot slot[KML_DEPTH];
     sigset_t masks[KML_DEPTH];
     struct kml_raw_crash crash; /* the last crash of a fast call on this thread */
-    /* room for a copy of the crashed stack (crash forensics) */
+    /* KML_STACK_COPY bytes (malloc'd at registration, or NULL): the handler's copy of the
+     * crashed stack, read by the loader after the jump (kml_fast_take_crash's copy_buf). */
+    uint8_t *stack_copy;
 };
 extern __thread struct kml_thread *kml_self __attribute__((tls_model("initial-exec")));
 
@@ -128,6 +141,7 @@ int kml_is_synchronous(int signo, const siginfo_t *si);
 void kml_context_regs(const void *ucv, uint64_t *pc, uint64_t *sp);
 ssize_t kml_read_memory(uint64_t addr, void *out, size_t len);
 int kml_follows_call(uint64_t w);
+void kml_copy_stack(struct kml_raw_crash *c, const void *uc, uint64_t limit, uint8_t *buf);
 uint64_t kml_scan_stack(uint64_t sp, uint64_t limit, size_t max_bytes, struct kml_raw_crash *c);
 void kml_record(struct kml_raw_crash *c, int signo, const siginfo_t *si, const void *uc,
                 uint64_t module_id);

@@ -80,7 +80,8 @@ int kml_follows_call(uint64_t w) {
  * the best order of evidence.
  *
  *   - Return addresses outside every module (libc and friends) go to c->stack_words, nearest
- *     first, up to KML_STACK_WORDS: the loader looks for an abort raised from inside malloc.
+ *     first, up to KML_STACK_WORDS (kept in the record for the curious; the loader's taint
+ *     verdict no longer reads them: it unwinds the stack copy of kml_copy_stack instead).
  *   - The first return address into a module's text gives the returned module key (id + 1),
  *     or 0: it attributes an abort on a thread without a guard.
  *
@@ -122,6 +123,38 @@ uint64_t kml_scan_stack(uint64_t sp, uint64_t limit, size_t max_bytes,
     return found;
 }
 
+/*
+ * For the unwinder (run by the loader after the jump, in normal context): the frame pointer and
+ * link register of the fault, and a copy of the faulting stack from the SP up to limit (the
+ * guard's own frame: the unwinder needs nothing older) and at most KML_STACK_COPY bytes, into
+ * buf (KML_STACK_COPY bytes allocated in normal context before the call; NULL: no copy).
+ * Async-signal-safe: plain loads from the ucontext, stores into c, and process_vm_readv
+ * (kml_read_memory), a system call that stops at the first unmapped page instead of faulting,
+ * into memory this thread owns. Nothing is allocated.
+ */
+void kml_copy_stack(struct kml_raw_crash *c, const void *ucv, uint64_t limit, uint8_t *buf) {
+    const ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+    c->fp = (uint64_t)uc->uc_mcontext.gregs[REG_RBP];
+    c->lr = 0;
+#elif defined(__aarch64__)
+    c->fp = (uint64_t)uc->uc_mcontext.regs[29];
+    c->lr = (uint64_t)uc->uc_mcontext.regs[30];
+#endif
+    c->copy_buf = (uint64_t)(uintptr_t)buf;
+    c->copy_len = 0;
+    if (buf == NULL)
+        return;
+    uint64_t end = c->sp + KML_STACK_COPY;
+    if (limit > c->sp && limit < end)
+        end = limit;
+    if (end <= c->sp)
+        return;
+    ssize_t got = kml_read_memory(c->sp, buf, (size_t)(end - c->sp));
+    if (got > 0)
+        c->copy_len = (uint32_t)got;
+}
+
 /* Fill c with what the kernel told us. Async-signal-safe: plain stores into c, getpid(),
  * gettid (a raw system call), clock_gettime (listed in signal-safety(7)). */
 void kml_record(struct kml_raw_crash *c, int signo, const siginfo_t *si, const void *uc,
@@ -140,6 +173,10 @@ void kml_record(struct kml_raw_crash *c, int signo, const siginfo_t *si, const v
     c->time_nsec = ts.tv_nsec;
     c->on_module_thread = 0;
     c->n_stack_words = 0;
+    c->fp = 0;
+    c->lr = 0;
+    c->copy_buf = 0;
+    c->copy_len = 0;
     c->cause = KML_CAUSE_SIGNAL;
 }
 

@@ -228,21 +228,53 @@ fn a_fault_inside_libc_is_caught_and_its_pc_is_outside_the_caller() {
     assert_eq!(object_of(c.pc).as_deref().map(base_name), Some("libc.so.6"));
 }
 
-#[test]
-fn abort_records_return_addresses_into_libc() {
-    let c = expect_crash(6, fault_abrt, std::ptr::null_mut());
-    assert!(!c.stack_words.is_empty(), "no stack words recorded for abort()");
-    assert!(
-        c.stack_words.iter().any(|&w| object_of(w).as_deref().map(base_name) == Some("libc.so.6")),
-        "no stack word points into libc: {:x?}",
-        c.stack_words
-    );
+/// The backtrace of a crash `expect_crash` returned, module text being `module`.
+fn frames_of(c: &RawCrash, module: std::ops::Range<u64>) -> Vec<crate::Frame> {
+    let contains = move |a: u64| module.contains(&a);
+    let view = crate::backtrace::ModuleView {
+        path: std::path::Path::new("/nonexistent"),
+        contains: &contains,
+    };
+    let fault = crate::backtrace::Fault {
+        pc: c.pc,
+        sp: c.stack.sp,
+        fp: c.stack.fp,
+        lr: c.stack.lr,
+        stack: &c.stack.bytes,
+    };
+    crate::backtrace::backtrace(&fault, &view)
+}
+
+fn names(frames: &[crate::Frame]) -> Vec<String> {
+    frames.iter().map(|f| f.symbol.clone().unwrap_or_else(|| format!("{:#x}", f.pc))).collect()
 }
 
 #[test]
-fn hardware_faults_record_no_stack_words() {
+fn abort_is_unwound_through_libc_to_the_guarded_function() {
+    let c = expect_crash(6, fault_abrt, std::ptr::null_mut());
+    assert!(!c.stack.bytes.is_empty(), "no stack copy for abort()");
+    let frames = frames_of(&c, 0..0);
+    let names = names(&frames);
+    let abort = names.iter().position(|n| n == "abort").unwrap_or_else(|| panic!("{names:?}"));
+    let guarded = names
+        .iter()
+        .position(|n| n.ends_with("fault_abrt"))
+        .unwrap_or_else(|| panic!("the guarded function is not in {names:?}"));
+    assert!(abort < guarded, "{names:?}");
+    assert!(frames[..=guarded].iter().all(|f| !f.guessed), "{frames:#?}");
+    assert_eq!(frames[abort].object.as_deref(), Some("libc.so.6"));
+}
+
+#[test]
+fn a_hardware_fault_copies_the_stack_and_names_the_faulting_function() {
     let c = expect_crash(7, fault_segv, std::ptr::null_mut());
-    assert!(c.stack_words.is_empty());
+    assert!(!c.stack.bytes.is_empty());
+    let frames = frames_of(&c, 0..0);
+    assert_eq!(frames[0].pc, c.pc);
+    // Frame 0 is the faulting read (a helper of std's in an unoptimised build), then its caller.
+    let names = names(&frames);
+    assert!(names.iter().take(2).any(|n| n.ends_with("fault_segv")), "{names:?}");
+    assert!(frames.iter().take(2).all(|f| !f.guessed), "{frames:#?}");
 }
 
 fn object_of(addr: u64) -> Option<String> {
@@ -748,35 +780,28 @@ extern "C" fn sort_with_aborting_comparator(_: *mut c_void) {
 }
 
 #[test]
-fn stack_words_look_past_module_frames_to_the_libc_frames_behind_them() {
-    // The comparator stands in for module text: the return address into it sits between
-    // abort's frames and qsort's. The scan must not stop there.
+fn the_backtrace_goes_past_module_frames_to_the_libc_frames_behind_them() {
+    // The comparator stands in for module text: its frame sits between abort's frames and
+    // qsort's, and the unwinding goes on through libc to the function that called qsort.
     let cmp = aborting_comparator as *const () as usize as u64;
     let id = u64::MAX - 200;
     register_module(id, &[(cmp, cmp + 256)]).unwrap();
     let c = expect_crash(id, sort_with_aborting_comparator, std::ptr::null_mut());
     unregister_module(id);
     assert_eq!(c.signo, libc::SIGABRT);
-    let names: Vec<String> = c.stack_words.iter().map(|&w| symbol_of(w)).collect();
+    let frames = frames_of(&c, cmp..cmp + 256);
+    let names = names(&frames);
+    let module = frames.iter().position(|f| f.in_module).unwrap_or_else(|| panic!("{names:?}"));
+    assert!(names[module].ends_with("aborting_comparator"), "{names:?}");
+    let sorter = names
+        .iter()
+        .position(|n| n.ends_with("sort_with_aborting_comparator"))
+        .unwrap_or_else(|| panic!("no frame of the qsort caller: {names:?}"));
     assert!(
-        names.iter().any(|n| n.starts_with("qsort")),
-        "no return address into qsort behind the module's frame: {names:?}"
+        frames[module + 1..sorter].iter().any(|f| f.object.as_deref() == Some("libc.so.6")),
+        "no libc frame between the comparator and the qsort caller: {names:?}"
     );
-    assert!(
-        c.stack_words.iter().all(|&w| !(cmp..cmp + 256).contains(&w)),
-        "a module word was recorded as a libc word"
-    );
-}
-
-fn symbol_of(addr: u64) -> String {
-    // SAFETY: all-zero Dl_info is a valid out value; dladdr only reads `addr` as a number.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: `info` is a valid out pointer.
-    if unsafe { libc::dladdr(addr as *const c_void, &mut info) } == 0 || info.dli_sname.is_null() {
-        return format!("{addr:#x}");
-    }
-    // SAFETY: dladdr returned a NUL-terminated symbol name owned by the dynamic linker.
-    unsafe { CStr::from_ptr(info.dli_sname) }.to_string_lossy().into_owned()
+    assert!(frames[..=sorter].iter().all(|f| !f.guessed), "{frames:#?}");
 }
 
 #[test]

@@ -229,10 +229,11 @@ impl Handle {
             arg,
             ret: MaybeUninit::uninit(),
         };
+        let called = f as usize as u64;
         // SAFETY: the trampoline calls `f(arg)`, safe to call by its type; the frames a crash
         // may skip are the trampoline's (it owns only `Copy` values) and `f`'s, which the
         // caller vouched for.
-        unsafe { self.enter(trampoline::<A, R>, &mut ctx as *mut _ as *mut c_void)? };
+        unsafe { self.enter(trampoline::<A, R>, &mut ctx as *mut _ as *mut c_void, called)? };
         // SAFETY: the trampoline wrote the result before returning normally.
         Ok(unsafe { ctx.ret.assume_init() })
     }
@@ -253,7 +254,7 @@ impl Handle {
                 std::mem::transmute::<extern "C" fn() -> R, unsafe extern "C" fn(*mut c_void)>(f)
             };
             // SAFETY: forwarded contract: `f` is callable and abandonable where it faults.
-            unsafe { self.enter(g, std::ptr::null_mut())? };
+            unsafe { self.enter(g, std::ptr::null_mut(), f as usize as u64)? };
             // SAFETY: a zero-sized value has no bytes; `f` returned one (an uninhabited `R`
             // never returns, so this is not reached for it).
             return Ok(unsafe { std::mem::zeroed::<R>() });
@@ -265,10 +266,11 @@ impl Handle {
             },
             ret: MaybeUninit::uninit(),
         };
+        let called = f as usize as u64;
         // SAFETY: the trampoline calls `f()`, safe to call by its type; the frames a crash
         // may skip are the trampoline's (it owns only `Copy` values) and `f`'s, which the
         // caller vouched for.
-        unsafe { self.enter(trampoline0::<R>, &mut ctx as *mut _ as *mut c_void)? };
+        unsafe { self.enter(trampoline0::<R>, &mut ctx as *mut _ as *mut c_void, called)? };
         // SAFETY: the trampoline wrote the result before returning normally.
         Ok(unsafe { ctx.ret.assume_init() })
     }
@@ -285,24 +287,30 @@ impl Handle {
         ctx: *mut c_void,
     ) -> Result<()> {
         // SAFETY: forwarded contract.
-        unsafe { self.enter(f, ctx) }
+        unsafe { self.enter(f, ctx, f as usize as u64) }
     }
 
     /// The guarded entry: the guard's fast entry runs `f(ctx)` if the module is live; the rest
     /// (a crash, a module that is not live, another thread's crash meanwhile) is
-    /// [`finish`](Self::finish)'s.
+    /// [`finish`](Self::finish)'s. `called` is the function the caller asked for (`f` itself,
+    /// or the one a trampoline runs), for the crash report.
     ///
     /// # Safety
     /// As [`call_raw`](Self::call_raw).
     #[inline(always)]
-    unsafe fn enter(&self, f: unsafe extern "C" fn(*mut c_void), ctx: *mut c_void) -> Result<()> {
+    unsafe fn enter(
+        &self,
+        f: unsafe extern "C" fn(*mut c_void),
+        ctx: *mut c_void,
+        called: u64,
+    ) -> Result<()> {
         // SAFETY: forwarded contract.
         let r = unsafe { self.fast_entry().call(f, ctx) };
         if r.returned() {
             return Ok(());
         }
         // SAFETY: forwarded contract.
-        unsafe { self.finish(r, f, ctx) }
+        unsafe { self.finish_called(r, f, ctx, called) }
     }
 
     /// What the guard's fast entry reads about this module, for a caller that keeps it at hand
@@ -329,6 +337,23 @@ impl Handle {
         f: unsafe extern "C" fn(*mut c_void),
         ctx: *mut c_void,
     ) -> Result<()> {
+        // SAFETY: forwarded contract.
+        unsafe { self.finish_called(r, f, ctx, f as usize as u64) }
+    }
+
+    /// [`finish`](Self::finish), naming `called` as the function the call ran.
+    ///
+    /// # Safety
+    /// As [`finish`](Self::finish).
+    #[cold]
+    #[inline(never)]
+    unsafe fn finish_called(
+        &self,
+        r: FastResult,
+        f: unsafe extern "C" fn(*mut c_void),
+        ctx: *mut c_void,
+        called: u64,
+    ) -> Result<()> {
         let m = &self.module;
         let mut r = r;
         for _ in 0..8 {
@@ -339,7 +364,8 @@ impl Handle {
                     }
                     return Ok(());
                 }
-                guard::Outcome::Crashed(raw) => {
+                guard::Outcome::Crashed(mut raw) => {
+                    raw.called = Some(called);
                     let report = self.loader.record_crash(m, &raw, Phase::Call);
                     return Err(Error::Crashed(Box::new(report)));
                 }
