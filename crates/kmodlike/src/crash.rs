@@ -191,7 +191,10 @@ impl fmt::Display for CrashReport {
             write!(f, ", {sym}")?;
         }
         writeln!(f)?;
-        write!(f, "  thread:  {}", self.thread_id)?;
+        match self.probe_pid {
+            Some(pid) => write!(f, "  thread:  {} of the probe child, pid {pid}", self.thread_id)?,
+            None => write!(f, "  thread:  {}", self.thread_id)?,
+        }
         if let Some(t) = &self.taint {
             write!(f, "\n  TAINTED: {t}")?;
         }

@@ -325,7 +325,13 @@ impl Answer {
     }
 
     /// The parent's view: `Ok(())` or the crash.
-    fn into_result(self, name: &str, path: &Path, module_fd: Option<RawFd>) -> Result<()> {
+    fn into_result(
+        self,
+        name: &str,
+        path: &Path,
+        module_fd: Option<RawFd>,
+        pid: u32,
+    ) -> Result<()> {
         match self {
             Answer::Ok => Ok(()),
             // A plain failure: the real load reports it precisely (it runs no crashing code).
@@ -372,7 +378,7 @@ impl Answer {
                     exit_status: None,
                     frames: Vec::new(),
                     called: None,
-                    probe_pid: None,
+                    probe_pid: Some(pid),
                 })))
             }
         }
@@ -586,7 +592,7 @@ pub fn run(
             child.wait().map_err(|e| io_err("reaping the probe", e))?;
             // It answered in time and was on its way out.
             if let Some(a) = answer {
-                return a.into_result(name, path, args.module_fd);
+                return a.into_result(name, path, args.module_fd, child.id());
             }
             return Err(probe_err(format!(
                 "the module hangs: its probe did not finish within {:?} (a constructor or \
@@ -597,7 +603,7 @@ pub fn run(
         }
     };
     match answer {
-        Some(a) => a.into_result(name, path, args.module_fd),
+        Some(a) => a.into_result(name, path, args.module_fd, child.id()),
         None => no_answer(name, path, status, child.id(), &tails),
     }
 }
@@ -674,7 +680,7 @@ fn no_answer(name: &str, path: &Path, status: ExitStatus, pid: u32, tails: &str)
             exit_status: None,
             frames: Vec::new(),
             called: None,
-            probe_pid: None,
+            probe_pid: Some(pid),
         }))),
         None => Err(Error::Probe {
             path: path.to_owned(),

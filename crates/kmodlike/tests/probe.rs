@@ -87,6 +87,9 @@ fn a_crash_in_module_init_under_the_probe_is_a_crash_report() {
     assert_eq!(r.signal_name, "SIGSEGV");
     assert_eq!(r.phase, Phase::Probe);
     assert!(r.pc_in_module, "{r}");
+    let pid = r.probe_pid.expect("a probe crash names the probe child");
+    assert_ne!(pid, std::process::id(), "the child's pid, not ours");
+    assert!(r.to_string().contains(&format!("of the probe child, pid {pid}")), "{r}");
     assert_eq!(loader.crashes().len(), 1);
     assert!(loader.list().is_empty());
 }
@@ -121,6 +124,9 @@ fn the_probe_tests_the_descriptor_not_the_path() {
     let r = e.crash_report().unwrap_or_else(|| panic!("expected a crash report: {e}"));
     assert_eq!(r.phase, Phase::Probe);
     assert!(r.pc_in_module, "{r}");
+    let pid = r.probe_pid.expect("a probe crash names the probe child");
+    assert_ne!(pid, std::process::id(), "the child's pid, not ours");
+    assert!(r.to_string().contains(&format!("of the probe child, pid {pid}")), "{r}");
     assert_eq!(r.pc_object.as_deref(), Some("gone.so"), "named by its path, not the fd: {r}");
 }
 
