@@ -80,7 +80,27 @@ fn a_panic_in_a_module_built_with_panic_abort_is_logged_then_contained_as_sigabr
         let give_up: extern "C" fn() = unsafe { export(&handle, "give_up") };
         // SAFETY: `give_up` is the test module's own export; a fault skips only its frames.
         match unsafe { handle.call0(give_up) } {
-            Err(Error::Crashed(report)) => assert_eq!(report.signal, libc::SIGABRT),
+            Err(Error::Crashed(report)) => {
+                assert_eq!(report.signal, libc::SIGABRT);
+                // A Rust module's own abort: no taint, and a backtrace of demangled Rust frames
+                // of the module down to the export that was called.
+                assert_eq!(report.taint, None, "{report}");
+                assert!(
+                    report.frames.iter().any(|f| f.in_module
+                        && f.symbol.as_deref().is_some_and(|s| s.contains("give_up"))),
+                    "the module's give_up frame: {:#?}",
+                    report.frames
+                );
+                assert!(
+                    report
+                        .frames
+                        .iter()
+                        .filter_map(|f| f.symbol.as_deref())
+                        .all(|s| !s.starts_with("_ZN") && !s.starts_with("_R")),
+                    "every Rust name demangled: {:#?}",
+                    report.frames
+                );
+            }
             other => panic!("expected a contained SIGABRT, got {other:?}"),
         }
         let (module, level, msg) = logs.find("giving up under panic=abort").expect("logged first");
