@@ -442,7 +442,8 @@ fn abort_taint(frames: &[Frame], pc_in_libc: bool) -> Option<String> {
     if !reached_module && pc_in_libc {
         let at = frames.first().and_then(|f| f.symbol.as_deref()).unwrap_or("?");
         return Some(format!(
-            "unknown: SIGABRT in libc ({at}) and the stack could not be unwound to the module,              so a libc lock may be held"
+            "unknown: SIGABRT in libc ({at}) and the stack could not be unwound to the module, \
+             so a libc lock may be held"
         ));
     }
     None

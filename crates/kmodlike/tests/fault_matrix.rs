@@ -207,6 +207,14 @@ fn run_cell(place: Where, signo: c_int) -> Result<CrashReport, String> {
     if !error_text.contains(sig_name) {
         return Err(format!("the error does not name {sig_name}: {error_text}"));
     }
+    // abort() called by the module itself never taints, wherever it runs: the backtrace shows
+    // only raise/abort between the signal and the module's frame.
+    if signo == libc::SIGABRT && report.taint.is_some() {
+        return Err(format!("a plain abort() tainted the process: {report}"));
+    }
+    if signo == libc::SIGABRT && !report.frames.iter().any(|f| f.in_module) {
+        return Err(format!("the backtrace does not reach the module: {:#?}", report.frames));
+    }
     if let Some(m) = loader.list().iter().find(|m| m.name == name) {
         return Err(format!("the module is still listed after the crash: {:?}", m.state));
     }

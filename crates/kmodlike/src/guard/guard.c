@@ -194,6 +194,9 @@ static void kml_handler(int signo, siginfo_t *si, void *uc) {
     if (fast == NULL && g == NULL && sync) {
         struct kml_raw_crash c;
         kml_record(&c, signo, si, uc, 0);
+        /* The frame pointer (and link register) only: a parked thread's stack stays as it is,
+         * and the service thread reads it there (mod.rs). */
+        kml_copy_stack(&c, uc, 0, NULL);
         /* The main thread is never parked: parking it would hang the host. */
         if (c.tid != getpid()) {
             uint64_t key = kml_text_key_at(c.pc);

@@ -530,7 +530,10 @@ fn service_loop(read_fd: c_int) {
             continue;
         }
         // SAFETY: filled by kml_take_thread_crash when it returns 1.
-        let crash = RawCrash::from_c(unsafe { out.assume_init_ref() });
+        let mut crash = RawCrash::from_c(unsafe { out.assume_init_ref() });
+        if crash.stack.bytes.is_empty() {
+            crash.stack.bytes = read_parked_stack(crash.stack.sp);
+        }
         debug_assert!(crash.on_module_thread, "a guarded crash reached the service thread");
         let sink = {
             let mut s = THREAD_SINK.lock().unwrap_or_else(|e| e.into_inner());
@@ -544,6 +547,36 @@ fn service_loop(read_fd: c_int) {
         };
         deliver(sink, crash);
     }
+}
+
+/// The stack of a parked module thread, from its stack pointer at the fault up to 64 KiB (or the
+/// end of its mapping): the thread never runs again, so the words there stay as they were at
+/// the fault, and the backtrace unwinds them like the handler's copy of a guarded call's stack.
+/// `process_vm_readv` stops at the first unmapped page instead of faulting.
+fn read_parked_stack(sp: u64) -> Vec<u8> {
+    const MAX: usize = 64 * 1024;
+    let page = page_size();
+    let mut bytes = vec![0u8; MAX];
+    let mut got = 0usize;
+    while got < MAX {
+        let at = sp as usize + got;
+        // Up to the next page boundary, so a short read ends exactly at the mapping's end.
+        let want = (page - at % page).min(MAX - got);
+        let local = libc::iovec { iov_base: bytes[got..].as_mut_ptr().cast(), iov_len: want };
+        let remote = libc::iovec { iov_base: at as *mut c_void, iov_len: want };
+        // SAFETY: reads our own address space into `bytes`, which has `want` bytes left at
+        // `got`; process_vm_readv returns an error instead of faulting on unmapped memory.
+        let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+        if n <= 0 {
+            break;
+        }
+        got += n as usize;
+        if (n as usize) < want {
+            break;
+        }
+    }
+    bytes.truncate(got);
+    bytes
 }
 
 /// The byte guard.c writes to the service pipe when a report found no free slot
