@@ -106,6 +106,20 @@ int kml_fast_install(const char **why) {
 #endif
 }
 
+/* A buffer for the handler's copy of a crashed stack: an anonymous mapping, so its pages cost
+ * nothing until a crash writes them (a thread that never crashes keeps 64 KiB of address space,
+ * not of memory). NULL when it cannot be had. Normal context. */
+uint8_t *kml_stack_copy_alloc(void) {
+    void *p = mmap(NULL, KML_STACK_COPY, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void kml_stack_copy_free(uint8_t *p) {
+    if (p != NULL)
+        munmap(p, KML_STACK_COPY);
+}
+
 /* Normal context: give this thread its record (first guarded call on it), or re-arm it (the
  * first call after fork()). 0 when the entry should be tried again; -1 when the record was
  * armed already (guards nest deeper than its slots); or an errno. */
@@ -124,7 +138,7 @@ int kml_fast_register_thread(void) {
     t->tid = (int32_t)syscall(SYS_gettid);
     /* The handler's copy of a crashed stack goes here (it allocates nothing itself). Without
      * it a crash is still recovered, with no backtrace. */
-    t->stack_copy = malloc(KML_STACK_COPY);
+    t->stack_copy = kml_stack_copy_alloc();
     pthread_mutex_lock(&kml_threads_lock);
     t->next = kml_threads;
     if (kml_threads != NULL)
@@ -153,7 +167,7 @@ static void kml_thread_exit(void *p) {
         t->next->prev = t->prev;
     kml_nthreads--;
     pthread_mutex_unlock(&kml_threads_lock);
-    free(t->stack_copy);
+    kml_stack_copy_free(t->stack_copy);
     free(t);
 }
 

@@ -58,6 +58,8 @@ extern "C" {
     #[cfg(target_arch = "x86_64")]
     pub fn kml_fast_restore_mask(slot: *mut c_void, code: c_int) -> c_int;
     pub(super) fn kml_raw_crash_size() -> usize;
+    pub(super) fn kml_stack_copy_alloc() -> *mut u8;
+    pub(super) fn kml_stack_copy_free(p: *mut u8);
     pub(super) fn kml_install() -> c_int;
     pub(super) fn kml_guard_call(
         f: unsafe extern "C" fn(*mut c_void),

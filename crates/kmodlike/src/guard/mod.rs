@@ -208,9 +208,9 @@ impl Drop for StackCopyOwner {
     fn drop(&mut self) {
         let p = STACK_COPY.try_with(|c| c.replace(std::ptr::null_mut())).unwrap_or_default();
         if !p.is_null() {
-            // SAFETY: allocated by `stack_copy_buffer` with malloc; no guarded call runs on
-            // this thread any more with it (its pointer was cleared above).
-            unsafe { libc::free(p.cast()) };
+            // SAFETY: allocated by `stack_copy_buffer` with kml_stack_copy_alloc; no guarded
+            // call runs on this thread any more with it (its pointer was cleared above).
+            unsafe { ffi::kml_stack_copy_free(p) };
         }
     }
 }
@@ -221,9 +221,9 @@ fn stack_copy_buffer() -> *mut u8 {
     STACK_COPY
         .try_with(|c| {
             if c.get().is_null() && STACK_COPY_OWNER.try_with(|_| ()).is_ok() {
-                // SAFETY: kml_stack_copy_size returns a constant; malloc of that size.
-                let p = unsafe { libc::malloc(ffi::kml_stack_copy_size()) };
-                c.set(p.cast());
+                // SAFETY: normal context; an anonymous mapping of the copy's size, or null.
+                let p = unsafe { ffi::kml_stack_copy_alloc() };
+                c.set(p);
             }
             c.get()
         })

@@ -90,13 +90,15 @@ struct kml_thread {
     struct kml_slot slot[KML_DEPTH];
     sigset_t masks[KML_DEPTH];
     struct kml_raw_crash crash; /* the last crash of a fast call on this thread */
-    /* KML_STACK_COPY bytes (malloc'd at registration, or NULL): the handler's copy of the
+    /* KML_STACK_COPY bytes (an anonymous mapping made at registration, or NULL): the handler's copy of the
      * crashed stack, read by the loader after the jump (kml_fast_take_crash's copy_buf). */
     uint8_t *stack_copy;
 };
 extern __thread struct kml_thread *kml_self __attribute__((tls_model("initial-exec")));
 
 /* fast.c */
+uint8_t *kml_stack_copy_alloc(void);
+void kml_stack_copy_free(uint8_t *p);
 struct kml_slot *kml_fast_innermost(uint32_t records_depth_mark, int have_record);
 void kml_fast_save_mask(struct kml_slot *s);
 __attribute__((noreturn)) void kml_fast_resume(const sigset_t *mask);
