@@ -90,8 +90,9 @@ struct kml_thread {
     struct kml_slot slot[KML_DEPTH];
     sigset_t masks[KML_DEPTH];
     struct kml_raw_crash crash; /* the last crash of a fast call on this thread */
-    /* KML_STACK_COPY bytes (an anonymous mapping made at registration, or NULL): the handler's copy of the
-     * crashed stack, read by the loader after the jump (kml_fast_take_crash's copy_buf). */
+    /* KML_STACK_COPY bytes (an anonymous mapping made at registration, or NULL): the
+     * handler's copy of the crashed stack, read by the loader after the jump
+     * (kml_fast_take_crash's copy_buf). */
     uint8_t *stack_copy;
 };
 extern __thread struct kml_thread *kml_self __attribute__((tls_model("initial-exec")));
