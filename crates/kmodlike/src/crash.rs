@@ -523,14 +523,7 @@ pub(crate) fn build_report(
     let here = locate(raw.pc);
     let contains = |a: u64| module.contains(a);
     let view = crate::backtrace::ModuleView { path: &module.path, contains: &contains };
-    let fault = crate::backtrace::Fault {
-        pc: raw.pc,
-        sp: raw.stack.sp,
-        fp: raw.stack.fp,
-        lr: raw.stack.lr,
-        stack: &raw.stack.bytes,
-    };
-    let frames = crate::backtrace::backtrace(&fault, &view);
+    let frames = crate::backtrace::backtrace(&raw.fault(), &view);
     let symbol = frames
         .first()
         .and_then(|f| Some(format!("{}+{:#x}", f.symbol.as_ref()?, f.symbol_offset?)));

@@ -150,6 +150,17 @@ pub(crate) struct StackCopy {
 }
 
 impl RawCrash {
+    /// What the backtrace unwinds: the PC, the registers and the stack copy.
+    pub(crate) fn fault(&self) -> crate::backtrace::Fault<'_> {
+        crate::backtrace::Fault {
+            pc: self.pc,
+            sp: self.stack.sp,
+            fp: self.stack.fp,
+            lr: self.stack.lr,
+            stack: &self.stack.bytes,
+        }
+    }
+
     fn from_c(c: &ffi::CRawCrash) -> RawCrash {
         let since_epoch =
             Duration::new(c.time_sec.max(0) as u64, c.time_nsec.clamp(0, 999_999_999) as u32);

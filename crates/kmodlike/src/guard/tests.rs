@@ -235,14 +235,7 @@ fn frames_of(c: &RawCrash, module: std::ops::Range<u64>) -> Vec<crate::Frame> {
         path: std::path::Path::new("/nonexistent"),
         contains: &contains,
     };
-    let fault = crate::backtrace::Fault {
-        pc: c.pc,
-        sp: c.stack.sp,
-        fp: c.stack.fp,
-        lr: c.stack.lr,
-        stack: &c.stack.bytes,
-    };
-    crate::backtrace::backtrace(&fault, &view)
+    crate::backtrace::backtrace(&c.fault(), &view)
 }
 
 fn names(frames: &[crate::Frame]) -> Vec<String> {
