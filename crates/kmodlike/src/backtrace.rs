@@ -395,41 +395,34 @@ fn unwind(
     });
     let mut out = Vec::new();
     let mut prev = fault.pc;
+    // The same walk on every architecture, with that architecture's unwinder, cache and
+    // registers.
+    macro_rules! walk {
+        ($unwinder:ident, $cache:ident, $regs:expr) => {{
+            let mut unwinder = $unwinder::<Arc<[u8]>>::new();
+            modules.for_each(|m| unwinder.add_module(m));
+            let mut cache = $cache::<_>::new();
+            let mut it = unwinder.iter_frames(fault.pc, $regs, &mut cache, &mut read_stack);
+            while let Ok(Some(frame)) = it.next() {
+                if let FrameAddress::ReturnAddress(ra) = frame {
+                    out.push((ra.get(), !has_cfi(prev)));
+                    prev = ra.get() - 1;
+                }
+                if out.len() >= MAX_FRAMES {
+                    break;
+                }
+            }
+        }};
+    }
     #[cfg(target_arch = "x86_64")]
     {
         use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
-        let mut unwinder = UnwinderX86_64::<Arc<[u8]>>::new();
-        modules.for_each(|m| unwinder.add_module(m));
-        let mut cache = CacheX86_64::<_>::new();
-        let regs = UnwindRegsX86_64::new(fault.pc, fault.sp, fault.fp);
-        let mut it = unwinder.iter_frames(fault.pc, regs, &mut cache, &mut read_stack);
-        while let Ok(Some(frame)) = it.next() {
-            if let FrameAddress::ReturnAddress(ra) = frame {
-                out.push((ra.get(), !has_cfi(prev)));
-                prev = ra.get() - 1;
-            }
-            if out.len() >= MAX_FRAMES {
-                break;
-            }
-        }
+        walk!(UnwinderX86_64, CacheX86_64, UnwindRegsX86_64::new(fault.pc, fault.sp, fault.fp));
     }
     #[cfg(target_arch = "aarch64")]
     {
         use framehop::aarch64::{CacheAarch64, UnwindRegsAarch64, UnwinderAarch64};
-        let mut unwinder = UnwinderAarch64::<Arc<[u8]>>::new();
-        modules.for_each(|m| unwinder.add_module(m));
-        let mut cache = CacheAarch64::<_>::new();
-        let regs = UnwindRegsAarch64::new(fault.lr, fault.sp, fault.fp);
-        let mut it = unwinder.iter_frames(fault.pc, regs, &mut cache, &mut read_stack);
-        while let Ok(Some(frame)) = it.next() {
-            if let FrameAddress::ReturnAddress(ra) = frame {
-                out.push((ra.get(), !has_cfi(prev)));
-                prev = ra.get() - 1;
-            }
-            if out.len() >= MAX_FRAMES {
-                break;
-            }
-        }
+        walk!(UnwinderAarch64, CacheAarch64, UnwindRegsAarch64::new(fault.lr, fault.sp, fault.fp));
     }
     out
 }
