@@ -3,8 +3,8 @@
 //! `src/guard/mod.rs` for why it is C and assembly.
 
 fn main() {
-    const FILES: [&str; 7] =
-        ["guard.c", "fast.c", "text.c", "stack.c", "park.c", "sample.c", "interpose.c"];
+    const FILES: [&str; 8] =
+        ["guard.c", "fast.c", "text.c", "stack.c", "park.c", "sample.c", "interpose.c", "arena.c"];
     println!("cargo:rerun-if-changed=src/guard/shim.h");
     let mut build = cc::Build::new();
     for f in FILES {

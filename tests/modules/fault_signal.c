@@ -124,6 +124,17 @@ void double_free(void) {
     free(p);
 }
 
+/* A double free of a block too large for the thread cache and the fast bins: glibc finds it in
+ * _int_free with the arena's lock held ("double free or corruption (!prev)") and aborts. The
+ * second block keeps the first from merging into the top chunk. */
+void double_free_large(void) {
+    void *volatile p = malloc(20000);
+    void *volatile q = malloc(64);
+    free(p);
+    free(p);
+    free(q);
+}
+
 /* A fault inside printf, while printf holds the stdout lock. */
 int crash_in_printf(void) {
     const char *volatile bad = (const char *)16;

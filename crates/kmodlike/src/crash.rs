@@ -101,6 +101,9 @@ pub struct CrashReport {
     /// For a crash in the probe's child process: its pid (`thread_id` is a thread of that
     /// process, not of this one).
     pub probe_pid: Option<u32>,
+    /// For a SIGABRT raised by glibc after one of its checks failed: the message it printed
+    /// (`"double free or corruption (!prev)"`, `"free(): invalid pointer"`).
+    pub abort_message: Option<String>,
 }
 
 /// One frame of a crash's backtrace.
@@ -194,6 +197,9 @@ impl fmt::Display for CrashReport {
         match self.probe_pid {
             Some(pid) => write!(f, "  thread:  {} of the probe child, pid {pid}", self.thread_id)?,
             None => write!(f, "  thread:  {}", self.thread_id)?,
+        }
+        if let Some(m) = &self.abort_message {
+            write!(f, "\n  glibc:   {m}")?;
         }
         if let Some(t) = &self.taint {
             write!(f, "\n  TAINTED: {t}")?;
@@ -549,6 +555,22 @@ pub(crate) fn build_report(
     }
     if taint.is_none() && raw.signo == libc::SIGABRT {
         taint = abort_taint(&frames, pc_in_libc);
+        if taint.is_none() {
+            // glibc said why it aborted, and it is the allocator's check: the frames did not
+            // show it (no unwind information), the message does.
+            taint = raw
+                .glibc_abort
+                .as_deref()
+                .map(|g| g.message.as_str())
+                .filter(|m| is_allocator_message(m))
+                .map(|m| format!("SIGABRT raised by glibc's allocator ({m}): the heap is corrupt"));
+        }
+        if let Some(t) = taint.as_mut() {
+            if raw.glibc_abort.as_ref().is_some_and(|g| g.arena_released.is_some()) {
+                *t = t.replace("the malloc arena lock may be held", "it held a malloc arena lock");
+            }
+            t.push_str(&allocator_lock_note(raw));
+        }
     }
     if let Some(t) = &taint {
         set_taint(&module.name, t);
@@ -575,6 +597,36 @@ pub(crate) fn build_report(
         frames,
         called,
         probe_pid: None,
+        abort_message: raw.glibc_abort.as_ref().map(|g| g.message.clone()),
+    }
+}
+
+/// Does glibc's abort message come from its allocator's checks?
+fn is_allocator_message(m: &str) -> bool {
+    ["malloc", "free(", "realloc(", "double free", "corrupted", "munmap_chunk", "invalid fastbin"]
+        .iter()
+        .any(|p| m.starts_with(p))
+        || m.contains("tcache")
+}
+
+/// What the taint adds about the allocator's lock: released after the jump (arena.c), or
+/// still held.
+fn allocator_lock_note(raw: &crate::guard::RawCrash) -> String {
+    let glibc = raw.glibc_abort.as_deref();
+    match glibc.and_then(|g| g.arena_released) {
+        Some(arena) => format!(
+            " (arena lock at {arena:#x}, released after the jump so the process does not hang; \
+             the heap is corrupt: drain the process and restart it)"
+        ),
+        None => {
+            match (glibc.map(|g| g.message.as_str()), crate::guard::arena_release_unavailable()) {
+                (Some(m), Some(why)) if is_allocator_message(m) => format!(
+                "; if glibc held an arena lock it is still held (the loader cannot release it: \
+                 {why}), and the next allocation in that arena blocks: restart now"
+            ),
+                _ => String::new(),
+            }
+        }
     }
 }
 
@@ -620,6 +672,7 @@ fn exit_report(
         frames: Vec::new(),
         called,
         probe_pid: None,
+        abort_message: None,
     }
 }
 

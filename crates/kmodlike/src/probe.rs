@@ -379,6 +379,7 @@ impl Answer {
                     frames: Vec::new(),
                     called: None,
                     probe_pid: Some(pid),
+                    abort_message: None,
                 })))
             }
         }
@@ -681,6 +682,7 @@ fn no_answer(name: &str, path: &Path, status: ExitStatus, pid: u32, tails: &str)
             frames: Vec::new(),
             called: None,
             probe_pid: Some(pid),
+            abort_message: None,
         }))),
         None => Err(Error::Probe {
             path: path.to_owned(),

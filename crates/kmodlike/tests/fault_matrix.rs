@@ -470,6 +470,47 @@ fn a_double_free_with_a_second_thread_alive_is_recovered_tainted_and_does_not_ha
     });
 }
 
+/// glibc finds a large block's double free in `_int_free` with the arena's lock held, then
+/// aborts. The loader releases that lock after the jump (it is in the crashed call's own
+/// frames), so this thread's next allocation, the report's, and a second thread sharing the
+/// arena all go on. Without the release the report itself deadlocks.
+#[test]
+fn a_large_double_free_under_the_arena_lock_is_tainted_and_nothing_hangs() {
+    with_deadline("large double free", DEADLINE, || {
+        let p = Plain::new();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        // A second thread alive: glibc's malloc takes its locks only when the process has more
+        // than one thread; this one allocates the whole time, and must finish.
+        let allocator = std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                n = n.wrapping_add(std::hint::black_box(vec![n as u8; 30000]).len());
+                std::thread::yield_now();
+            }
+            n
+        });
+        let h = p.open("double_free_large");
+        let f: extern "C" fn() = function(&h, "double_free_large");
+        // SAFETY: `f` is the fixture module's C code; a fault skips only its frames.
+        let r = crash_of(unsafe { h.call0(f) }.unwrap_err());
+        assert_eq!(r.signal_name, "SIGABRT", "{r}");
+        // "(!prev)" or "(out)": which check fires depends on the arena the block came from.
+        let said = r.abort_message.clone().unwrap_or_default();
+        assert!(said.starts_with("double free or corruption ("), "glibc's message: {r}");
+        let taint = r.taint.clone().unwrap_or_else(|| panic!("a double free taints: {r}"));
+        assert!(taint.contains("free"), "the taint names the allocator frame: {taint}");
+        assert!(taint.contains("released"), "the taint says the lock was released: {taint}");
+        assert!(r.to_string().contains(&format!("glibc:   {said}")), "{r}");
+        // The module is gone, and this thread and the other allocate again.
+        assert!(!h.is_live(), "the module is still live after its crash");
+        let after: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 40000]).collect();
+        assert_eq!(after.len(), 64);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        allocator.join().expect("the allocating thread finishes");
+    });
+}
+
 #[test]
 fn a_crash_inside_printf_does_not_deadlock_printf_on_another_thread() {
     with_deadline("printf", DEADLINE, || {

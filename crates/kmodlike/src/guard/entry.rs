@@ -293,8 +293,10 @@ pub(crate) unsafe fn take_fast_crash() -> Box<RawCrash> {
     let mut out = MaybeUninit::<ffi::CRawCrash>::uninit();
     // SAFETY: the entry recorded this thread's crash; `out` is writable.
     unsafe { ffi::kml_fast_take_crash(out.as_mut_ptr()) };
-    // SAFETY: filled by kml_fast_take_crash (this thread has a record: it crashed).
-    Box::new(RawCrash::from_c(unsafe { out.assume_init_ref() }))
+    // SAFETY: filled by kml_fast_take_crash (this thread has a record: it crashed). Settled
+    // before the box: the crashed call may hold the allocator's lock.
+    let raw = RawCrash::settle(unsafe { out.assume_init_mut() });
+    Box::new(raw)
 }
 
 /// A thread's first call (it gets its record and alternate stack, and the fast entry is tried

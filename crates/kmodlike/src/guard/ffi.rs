@@ -33,7 +33,20 @@ pub(super) struct CRawCrash {
     pub copy_buf: u64,
     pub copy_len: u32,
     pub copy_pad: u32,
+    /// Callee-saved registers at the fault (`KML_SAVED_REGS`).
+    pub saved_regs: [u64; SAVED_REGS],
+    /// For a SIGABRT: the `__abort_msg` buffer `abort_msg` was copied from, or 0.
+    pub abort_msg_ptr: u64,
+    /// The arena whose lock `kml_crash_release_arena` released, or 0.
+    pub arena_released: u64,
+    /// glibc's abort message, NUL-terminated (`KML_ABORT_MSG` bytes).
+    pub abort_msg: [u8; ABORT_MSG],
 }
+
+/// `KML_SAVED_REGS`.
+pub(super) const SAVED_REGS: usize = 10;
+/// `KML_ABORT_MSG`.
+pub(super) const ABORT_MSG: usize = 160;
 
 /// Most threads `kml_sample_threads` samples at once (`KML_SAMPLE_SLOTS`).
 pub(super) const SAMPLE_SLOTS: usize = 64;
@@ -58,6 +71,11 @@ extern "C" {
     #[cfg(target_arch = "x86_64")]
     pub fn kml_fast_restore_mask(slot: *mut c_void, code: c_int) -> c_int;
     pub(super) fn kml_raw_crash_size() -> usize;
+    /// Finds glibc's main arena and `__abort_msg` (arena.c); 0 with `why` when unavailable.
+    pub(super) fn kml_arena_discover(why: *mut *const c_char) -> c_int;
+    /// After the jump, before anything allocates: releases the arena lock the crashed call held
+    /// when glibc aborted under it (arena.c).
+    pub(super) fn kml_crash_release_arena(c: *mut CRawCrash) -> u64;
     pub(super) fn kml_stack_copy_alloc() -> *mut u8;
     pub(super) fn kml_stack_copy_free(p: *mut u8);
     pub(super) fn kml_install() -> c_int;

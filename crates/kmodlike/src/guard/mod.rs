@@ -134,6 +134,19 @@ pub(crate) struct RawCrash {
     /// With `exit_status`: which function the module called (`"exit"`, `"_exit"`, `"_Exit"`,
     /// `"quick_exit"`), when known. `pc` is then the module's return address at that call.
     pub exit_function: Option<&'static str>,
+    /// For a SIGABRT raised by glibc after one of its checks failed: what it said (boxed: the
+    /// record stays small).
+    pub glibc_abort: Option<Box<GlibcAbort>>,
+}
+
+/// A SIGABRT glibc raised itself (arena.c).
+#[derive(Debug, Clone)]
+pub(crate) struct GlibcAbort {
+    /// The message it printed (`"double free or corruption (!prev)"`).
+    pub message: String,
+    /// It aborted with an allocator arena's lock held by the crashed call, and the loader
+    /// released that lock after the jump: the arena's address.
+    pub arena_released: Option<u64>,
 }
 
 /// The registers and stack bytes a backtrace is unwound from.
@@ -186,8 +199,30 @@ impl RawCrash {
             on_module_thread: c.on_module_thread != 0,
             exit_status: exited.then_some(c.code),
             exit_function,
+            glibc_abort: abort_message_of(c).map(|message| {
+                let arena_released = (c.arena_released != 0).then_some(c.arena_released);
+                Box::new(GlibcAbort { message, arena_released })
+            }),
         }
     }
+
+    /// Settle a record just taken, before anything allocates: an allocator lock the crashed
+    /// call held is released (arena.c), then the record becomes a `RawCrash`.
+    fn settle(c: &mut ffi::CRawCrash) -> RawCrash {
+        // SAFETY: normal context; `c` is a complete record; the shim allocates nothing.
+        unsafe { ffi::kml_crash_release_arena(c) };
+        RawCrash::from_c(c)
+    }
+}
+
+/// glibc's abort message in `c`, when the handler found a new one.
+fn abort_message_of(c: &ffi::CRawCrash) -> Option<String> {
+    if c.abort_msg_ptr == 0 {
+        return None;
+    }
+    let end = c.abort_msg.iter().position(|&b| b == 0).unwrap_or(c.abort_msg.len());
+    let msg = String::from_utf8_lossy(&c.abort_msg[..end]).trim().to_owned();
+    (!msg.is_empty()).then_some(msg)
 }
 
 /// The handler's stack copy of `c`, copied out of its per-thread buffer.
@@ -246,6 +281,14 @@ fn stack_copy_buffer() -> *mut u8 {
 /// Also starts the service thread that reports crashes on threads without a guard. Call it
 /// after anything else that installs handlers for these signals (Rust's std does so before
 /// `main`), so that those handlers stay behind ours and are chained to.
+/// Why the allocator's lock cannot be released after an abort inside it (arena.c), when so.
+static ARENA_UNAVAILABLE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Why the loader cannot release an allocator lock a crashed call held, or `None` when it can.
+pub(crate) fn arena_release_unavailable() -> Option<&'static str> {
+    ARENA_UNAVAILABLE.get().map(String::as_str)
+}
+
 pub(crate) fn install() {
     restart_after_fork_if_needed();
     static INSTALL: Once = Once::new();
@@ -263,6 +306,14 @@ pub(crate) fn install() {
         );
         // The entry first: the handler reads the records the fast entry registers.
         entry::choose();
+        // Where glibc's main arena and abort message are, for a crash inside the allocator.
+        let mut why = std::ptr::null();
+        // SAFETY: normal context, before the handler can record a crash; `why` is writable.
+        if unsafe { ffi::kml_arena_discover(&mut why) } == 0 {
+            // SAFETY: kml_arena_discover sets `why` to a static C string when it returns 0.
+            let why = unsafe { std::ffi::CStr::from_ptr(why) }.to_string_lossy();
+            let _ = ARENA_UNAVAILABLE.set(why.into_owned());
+        }
         // SAFETY: installs our handler for six signals, saving the previous actions; the
         // handler only touches state the shim owns.
         let rc = unsafe { ffi::kml_install() };
@@ -351,7 +402,7 @@ pub(crate) unsafe fn call(
         Ok(())
     } else {
         // SAFETY: the shim filled `out` when it reports a crash.
-        Err(RawCrash::from_c(unsafe { out.assume_init_ref() }))
+        Err(RawCrash::settle(unsafe { out.assume_init_mut() }))
     }
 }
 
@@ -541,7 +592,7 @@ fn service_loop(read_fd: c_int) {
             continue;
         }
         // SAFETY: filled by kml_take_thread_crash when it returns 1.
-        let mut crash = RawCrash::from_c(unsafe { out.assume_init_ref() });
+        let mut crash = RawCrash::settle(unsafe { out.assume_init_mut() });
         if crash.stack.bytes.is_empty() {
             crash.stack.bytes = read_parked_stack(crash.stack.sp);
         }

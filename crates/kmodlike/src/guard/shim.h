@@ -27,6 +27,10 @@
 #define KML_STACK_WORDS 32
 /* The most bytes of the faulting stack the handler copies for the unwinder (from the SP up). */
 #define KML_STACK_COPY 65536
+/* Callee-saved registers kept at the fault (x86_64: rbx rbp r12-r15; aarch64: x19-x28). */
+#define KML_SAVED_REGS 10
+/* The most bytes of glibc's abort message (__abort_msg) a record keeps, with the NUL. */
+#define KML_ABORT_MSG 160
 
 /* What the handler records about one fatal signal: raw numbers only. */
 struct kml_raw_crash {
@@ -52,6 +56,13 @@ struct kml_raw_crash {
     uint64_t copy_buf;
     uint32_t copy_len;
     uint32_t copy_pad;
+    /* arena.c: the callee-saved registers at the fault; for a SIGABRT, glibc's message when it
+     * was new (abort_msg_ptr: the buffer it came from, or 0); the arena whose lock the loader
+     * released after the jump, or 0. */
+    uint64_t saved_regs[KML_SAVED_REGS];
+    uint64_t abort_msg_ptr;
+    uint64_t arena_released;
+    char abort_msg[KML_ABORT_MSG];
 };
 
 /* A module as the fast entry sees it: struct GuardModule in mod.rs, field for field. Records are
@@ -148,6 +159,11 @@ void kml_copy_stack(struct kml_raw_crash *c, const void *uc, uint64_t limit, uin
 uint64_t kml_scan_stack(uint64_t sp, uint64_t limit, size_t max_bytes, struct kml_raw_crash *c);
 void kml_record(struct kml_raw_crash *c, int signo, const siginfo_t *si, const void *uc,
                 uint64_t module_id);
+
+/* arena.c: glibc's allocator after an abort it raised itself. */
+int kml_arena_discover(const char **why);          /* normal context, once */
+void kml_note_abort(struct kml_raw_crash *c);       /* async-signal-safe */
+uint64_t kml_crash_release_arena(struct kml_raw_crash *c); /* normal context, no allocation */
 
 /* park.c: crashes on threads without a guard. */
 __attribute__((noreturn)) void kml_park(const struct kml_raw_crash *c);

@@ -178,6 +178,25 @@ void kml_record(struct kml_raw_crash *c, int signo, const siginfo_t *si, const v
     c->copy_buf = 0;
     c->copy_len = 0;
     c->cause = KML_CAUSE_SIGNAL;
+    c->arena_released = 0;
+    const ucontext_t *u = uc;
+#if defined(__x86_64__)
+    static const int saved[6] = {REG_RBX, REG_RBP, REG_R12, REG_R13, REG_R14, REG_R15};
+    for (int i = 0; i < KML_SAVED_REGS; i++)
+        c->saved_regs[i] = i < 6 ? (uint64_t)u->uc_mcontext.gregs[saved[i]] : 0;
+#elif defined(__aarch64__)
+    for (int i = 0; i < KML_SAVED_REGS; i++)
+        c->saved_regs[i] = (uint64_t)u->uc_mcontext.regs[19 + i];
+#else
+    for (int i = 0; i < KML_SAVED_REGS; i++)
+        c->saved_regs[i] = 0;
+#endif
+    if (signo == SIGABRT)
+        kml_note_abort(c);
+    else {
+        c->abort_msg[0] = 0;
+        c->abort_msg_ptr = 0;
+    }
 }
 
 /* Does w look like a return address (the instruction before it is a call)? Normal context. */
