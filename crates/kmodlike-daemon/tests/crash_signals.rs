@@ -86,7 +86,7 @@ fn crash_in_module_init_under_the_probe_is_refused_and_the_daemon_lives() {
     d.ctl(&["ping"]).ok();
 }
 
-/// 200 `abort()` crashes in `Call`, the daemon's connection threads doing varied amounts of
+/// 200 `abort()` and `raise(SIGABRT)` crashes (alternating) in `Call`, the daemon's connection threads doing varied amounts of
 /// allocation work (List, Status, Info, Crashes) between them: not one is tainted (the verdict
 /// comes from the unwound backtrace, not from stale words on the daemon's stacks), and each
 /// report carries a backtrace naming the module's `crash` function.
@@ -105,7 +105,8 @@ fn two_hundred_aborts_through_the_daemon_taint_nothing() {
         // The crash-loop policy quarantines a module after 5 crashes a minute: let it back.
         let _ = d.ctl(&["clear", "abort_many"]);
         d.ctl(&["load", "abort_many"]).ok();
-        let out = d.ctl(&["--json", "call", "abort_many", "crash", "--returns", "int"]);
+        let function = if round % 2 == 0 { "crash" } else { "raise_abort" };
+        let out = d.ctl(&["--json", "call", "abort_many", function, "--returns", "int"]);
         assert_eq!(out.code(), 1, "round {round}: {out:?}");
         let report = &out.json()["parameters"]["report"];
         assert_eq!(report["signal_name"], "SIGABRT", "round {round}: {report}");
@@ -113,9 +114,10 @@ fn two_hundred_aborts_through_the_daemon_taint_nothing() {
         let frames = report["frames"].as_array().cloned().unwrap_or_default();
         assert!(
             frames.iter().any(|f| f["in_module"] == true
-                && f["symbol"].as_str().is_some_and(|s| s.starts_with("crash"))),
-            "round {round}: the backtrace names the module's crash(): {report}"
+                && f["symbol"].as_str().is_some_and(|s| s.starts_with(function))),
+            "round {round}: the backtrace names the module's {function}(): {report}"
         );
+        assert_eq!(report["called"], function, "round {round}: {report}");
     }
     let status = d.ctl(&["--json", "status"]).json();
     assert!(status["taint"].is_null(), "the daemon is not tainted: {status}");

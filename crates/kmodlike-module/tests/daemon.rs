@@ -138,3 +138,40 @@ fn a_panic_in_an_export_called_through_the_daemon_is_contained() {
     assert!(!crashes.contains("rs_lifecycle"), "a caught panic is no crash: {crashes}");
     daemon.ctl_ok(&["unload", "rs_lifecycle"]);
 }
+
+/// 200 `std::process::abort()` calls in a Rust module through the daemon, its connection
+/// threads doing allocation work in between: each is contained, and not one taints (the verdict
+/// comes from the unwound backtrace, which reaches the module's frame).
+#[test]
+fn two_hundred_rust_aborts_through_the_daemon_taint_nothing() {
+    let dir = temp_dir();
+    install(&example_module("rs_lifecycle"), dir.path(), "modules/misc/rs_lifecycle.so");
+    let daemon = Daemon::start(dir.path());
+    for round in 0..200 {
+        if round % 3 == 0 {
+            daemon.ctl(&["--json", "status"]);
+            daemon.ctl(&["--json", "crashes"]);
+        }
+        // The crash-loop policy quarantines a module after 5 crashes a minute: let it back.
+        daemon.ctl(&["clear", "rs_lifecycle"]);
+        daemon.ctl_ok(&["load", "misc/rs_lifecycle", "--no-hello"]);
+        let (ok, out) = daemon.ctl(&["--json", "call", "rs_lifecycle", "abort_now"]);
+        assert!(!ok, "round {round}: abort_now returned: {out}");
+        // The reply is the first JSON value printed (stdout before stderr).
+        let reply: serde_json::Value = serde_json::Deserializer::from_str(&out)
+            .into_iter()
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("round {round}: not JSON: {out}"));
+        let report = &reply["parameters"]["report"];
+        assert_eq!(report["signal_name"], "SIGABRT", "round {round}: {report}");
+        assert!(report["taint"].is_null(), "round {round}: a plain abort tainted: {report}");
+        assert!(
+            report["frames"].as_array().is_some_and(|f| f.iter().any(|f| f["in_module"] == true)),
+            "round {round}: the backtrace reaches the module: {report}"
+        );
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&daemon.ctl_ok(&["--json", "status"])).expect("status JSON");
+    assert!(status["taint"].is_null(), "the daemon is not tainted: {status}");
+}

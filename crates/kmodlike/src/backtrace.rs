@@ -14,7 +14,7 @@
 //!   `.dynsym`), checked against the loaded object's build id, else from `dladdr`. A name is
 //!   given only when the address lies inside the symbol (its size): a stripped library's
 //!   internal function is left unnamed rather than named after its exported neighbour.
-//!   Rust names are demangled.
+//!   Rust names (`rustc-demangle`) and C++ names (`cpp_demangle`) are demangled.
 //! - **Caches**, per object (path and build id): the unwind tables and the symbols, so a crash
 //!   does not parse libc again.
 
@@ -257,12 +257,18 @@ fn path_of(o: &Object, module: &ModuleView<'_>) -> Option<PathBuf> {
     Some(PathBuf::from(&o.name))
 }
 
-/// Demangle a Rust name (without its hash); other names as they are.
-fn demangle(name: &str) -> String {
-    match rustc_demangle::try_demangle(name) {
-        Ok(d) => format!("{d:#}"),
-        Err(_) => name.to_owned(),
+/// Demangle a Rust name (without its hash) or a C++ name (Itanium ABI, `_Z...`); other names
+/// as they are.
+pub(crate) fn demangle(name: &str) -> String {
+    if let Ok(d) = rustc_demangle::try_demangle(name) {
+        return format!("{d:#}");
     }
+    if name.starts_with("_Z") {
+        if let Some(d) = cpp_demangle::Symbol::new(name).ok().and_then(|s| s.demangle().ok()) {
+            return d;
+        }
+    }
+    name.to_owned()
 }
 
 /// The function symbols of the file at `path`, when its build id is `build_id` (cached).

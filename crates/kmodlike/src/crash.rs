@@ -34,6 +34,18 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The module's function the loader itself calls in this phase (`"module_init"`), if any.
+    pub fn entry_point(self) -> Option<&'static str> {
+        match self {
+            Phase::Init => Some("module_init"),
+            Phase::Version => Some("module_get_interface_version"),
+            Phase::Fini => Some("module_fini"),
+            Phase::CanUnload => Some("module_can_unload"),
+            Phase::Hello => Some("mod_hello"),
+            Phase::Call | Phase::Thread | Phase::Probe => None,
+        }
+    }
+
     /// A lowercase name: `"init"`, `"call"`, `"thread"`, ...
     pub fn name(self) -> &'static str {
         match self {
@@ -539,7 +551,12 @@ pub(crate) fn build_report(
         here.object_path.as_deref().and_then(&file_of).or_else(|| here.object.clone())
     };
     let signal_name = signal_name(raw.signo);
-    let called = raw.called.and_then(|f| crate::backtrace::symbol_name_at(f, &view));
+    // The function the call ran: named from the module's symbols, or, for the loader's own
+    // lifecycle calls, the entry point of the phase.
+    let called = raw
+        .called
+        .and_then(|f| crate::backtrace::symbol_name_at(f, &view))
+        .or_else(|| phase.entry_point().map(str::to_owned));
     let pc_in_libc = !pc_in_module && here.object.as_deref().is_some_and(is_libc_object);
 
     // Taint: a fault with the PC inside libc or ld.so may have happened with one of their
@@ -647,7 +664,12 @@ fn exit_report(
     let here = locate(site);
     let contains = |a: u64| module.contains(a);
     let view = crate::backtrace::ModuleView { path: &module.path, contains: &contains };
-    let called = raw.called.and_then(|f| crate::backtrace::symbol_name_at(f, &view));
+    // The function the call ran: named from the module's symbols, or, for the loader's own
+    // lifecycle calls, the entry point of the phase.
+    let called = raw
+        .called
+        .and_then(|f| crate::backtrace::symbol_name_at(f, &view))
+        .or_else(|| phase.entry_point().map(str::to_owned));
     CrashReport {
         module: module.name.clone(),
         path: module.path.clone(),

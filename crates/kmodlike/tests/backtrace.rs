@@ -98,6 +98,53 @@ fn a_crash_three_calls_deep_without_frame_pointers_names_every_frame() {
     crash_three_deep_and_check(&["-O1", "-fomit-frame-pointer"], "bt_nofp");
 }
 
+/// A module built without unwind tables (no `.eh_frame` for its code) but with frame
+/// pointers: the unwinder falls back to the frame-pointer chain there, and says so: those
+/// frames are marked guessed, still named.
+#[test]
+fn frames_without_unwind_information_are_found_by_frame_pointer_and_marked_guessed() {
+    let flags = [
+        "-O1",
+        "-fno-omit-frame-pointer",
+        "-fno-asynchronous-unwind-tables",
+        "-fno-unwind-tables",
+        "-Wl,--no-eh-frame-hdr",
+    ];
+    let built = module("bt_nocfi", &flags);
+    let dir = tempfile::tempdir().unwrap();
+    let loader = Loader::new();
+    let h = open(&loader, &dir, &built, "bt_nocfi");
+    let f: extern "C" fn() = function(&h, "crash_deep");
+    // SAFETY: `f` is the fixture module's C code; a fault skips only its frames.
+    let r = crash_of(unsafe { h.call0(f) }.unwrap_err());
+    let frames = &r.frames;
+    let three = position(frames, "deep_three");
+    let one = position(frames, "deep_one");
+    assert_eq!(three, 0, "{:?}", names(frames));
+    assert!(one > three, "{:?}", names(frames));
+    assert!(frames[1..=one].iter().all(|f| f.guessed), "{frames:#?}");
+    assert!(r.to_string().contains("deep_three"), "{r}");
+}
+
+/// A C++ module: the frames' names come back demangled, templates and parameter types
+/// included.
+#[test]
+fn a_crash_in_a_cpp_module_names_its_frames_demangled() {
+    let src = ts::test_modules_dir().join("backtrace_cpp.cpp");
+    let built = ts::build_module("bt_cpp.so", &[&src], &["-O1", "-fno-exceptions"]);
+    let dir = tempfile::tempdir().unwrap();
+    let loader = Loader::new();
+    let h = open(&loader, &dir, &built, "bt_cpp");
+    let f: extern "C" fn() = function(&h, "crash_cpp");
+    // SAFETY: `f` is the fixture module's C++ code; a fault skips only its frames.
+    let r = crash_of(unsafe { h.call0(f) }.unwrap_err());
+    let names = names(&r.frames);
+    assert_eq!(names[0], "vendor::Decoder<int>::parse(int*, int)", "{names:?}");
+    assert_eq!(names[1], "crash_cpp", "{names:?}");
+    assert_eq!(r.called.as_deref(), Some("crash_cpp"));
+    assert!(r.to_string().contains("vendor::Decoder<int>::parse"), "{r}");
+}
+
 #[test]
 fn two_hundred_aborts_after_malloc_work_never_taint() {
     let built = module("bt_abort", &["-O1"]);

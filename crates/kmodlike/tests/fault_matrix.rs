@@ -204,6 +204,17 @@ fn run_cell(place: Where, signo: c_int) -> Result<CrashReport, String> {
     if report.module != name {
         return Err(format!("report names module {}, expected {name}", report.module));
     }
+    // The report names the function that ran: the loader's lifecycle entry point, or the
+    // function the guarded call was given; none for a thread the module started.
+    let called = match place {
+        Where::Init => Some("module_init"),
+        Where::Fini => Some("module_fini"),
+        Where::Call => Some("fault"),
+        Where::Thread => None,
+    };
+    if report.called.as_deref() != called {
+        return Err(format!("expected called {called:?}, got {:?}", report.called));
+    }
     if !error_text.contains(sig_name) {
         return Err(format!("the error does not name {sig_name}: {error_text}"));
     }

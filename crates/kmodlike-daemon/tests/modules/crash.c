@@ -9,6 +9,7 @@
  *   SIGSYS   a system call trapped by a seccomp SECCOMP_RET_TRAP filter  (SYS_SECCOMP)
  * Built with -DCTOR_CRASH, its constructor writes through NULL (for the probe test).
  * crash_in_libc() faults inside libc (strlen(NULL)): a crash that taints the daemon.
+ * raise_abort() raises SIGABRT with raise(): the module's own abort, like abort().
  * It also exports plain functions for Call (answer, add_one, sleep_ms) and logs its init and
  * fini through the host, naming itself (-DNAME="...").
  */
@@ -65,6 +66,12 @@ int crash(void) {
     real_fault(SIG);
 #endif
     return -1; /* not reached when SIG is set */
+}
+
+/* raise(SIGABRT): the module's own abort through raise, never a taint. */
+int raise_abort(void) {
+    raise(SIGABRT);
+    return -1;
 }
 
 /* strlen(NULL): SIGSEGV with the PC in libc, so the daemon counts itself tainted. */

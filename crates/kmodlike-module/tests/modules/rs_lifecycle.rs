@@ -85,4 +85,9 @@ export! {
         let _armed = PanicsOnDrop;
         panic!("first panic");
     }
+
+    /// `std::process::abort()`: SIGABRT raised by the module's own code, never a taint.
+    fn abort_now() -> i32 {
+        std::process::abort()
+    }
 }
