@@ -478,6 +478,7 @@ mod tests {
             ],
             called: Some("crash_now".into()),
             probe_pid: None,
+            abort_message: None,
         };
         CrashReport::from(&core)
     }

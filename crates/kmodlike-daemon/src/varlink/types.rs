@@ -452,6 +452,7 @@ mod tests {
             frames: Vec::new(),
             called: None,
             probe_pid: None,
+            abort_message: None,
         }
     }
 
