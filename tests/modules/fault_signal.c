@@ -77,6 +77,26 @@ int start_fault_thread(int signo) {
     return rc;
 }
 
+void double_free_large(void);
+
+static void *double_free_thread(void *arg) {
+    (void)arg;
+    double_free_large();
+    return NULL;
+}
+
+/* Start a detached thread that frees a large block twice (glibc aborts under the arena lock
+ * on that thread, where no guard is active). 0 on success. */
+int start_double_free_thread(void) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, double_free_thread, NULL);
+    pthread_attr_destroy(&attr);
+    return rc;
+}
+
 static void *ticker(void *arg) {
     (void)arg;
     for (;;) {

@@ -522,6 +522,33 @@ fn a_large_double_free_under_the_arena_lock_is_tainted_and_nothing_hangs() {
     });
 }
 
+/// The same on a thread the module started: the thread is parked with the lock held, and the
+/// loader's service thread releases it (it is in the parked thread's live frames) before it
+/// builds the report; then every thread allocates again.
+#[test]
+fn a_large_double_free_on_a_module_thread_is_tainted_and_nothing_hangs() {
+    with_deadline("large double free on a module thread", DEADLINE, || {
+        let p = Plain::new();
+        let events = crash_events(&p.loader);
+        let h = p.open("double_free_thread");
+        let start: extern "C" fn() -> c_int = function(&h, "start_double_free_thread");
+        // SAFETY: `start` is the fixture module's C code; a fault skips only its frames.
+        assert_eq!(unsafe { h.call0(start) }.expect("start the thread"), 0);
+        let r = events.recv_timeout(DEADLINE).expect("a crash report for the module's thread");
+        assert_eq!(r.signal_name, "SIGABRT", "{r}");
+        assert_eq!(r.phase, kmodlike::Phase::Thread, "{r}");
+        let said = r.abort_message.clone().unwrap_or_default();
+        assert!(said.starts_with("double free or corruption ("), "glibc's message: {r}");
+        let taint = r.taint.clone().unwrap_or_else(|| panic!("a double free taints: {r}"));
+        assert!(taint.contains("released"), "the taint says the lock was released: {taint}");
+        assert!(!p.listed("double_free_thread"), "the module is still listed after its crash");
+        let after: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 40000]).collect();
+        assert_eq!(after.len(), 64);
+        let other = std::thread::spawn(|| vec![7u8; 50000].len());
+        assert_eq!(other.join().expect("another thread allocates"), 50000);
+    });
+}
+
 #[test]
 fn a_crash_inside_printf_does_not_deadlock_printf_on_another_thread() {
     with_deadline("printf", DEADLINE, || {
