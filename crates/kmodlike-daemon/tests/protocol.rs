@@ -376,6 +376,7 @@ fn the_pypi_varlink_client_sees_the_backtrace_fields_and_clear_taint() {
         "frames: ?[]CrashFrame",
         "called: ?string",
         "probe_pid: ?int",
+        "abort_message: ?string",
         "method ClearTaint() -> (acknowledged: TaintAck)",
         "taint_acks: ?[]TaintAck",
         "error NotTainted",

@@ -165,6 +165,9 @@ pub struct CrashReport {
     /// The probe child's pid, for a crash seen by the probe.
     #[serde(default)]
     pub probe_pid: Option<u32>,
+    /// glibc's message, for a SIGABRT glibc raised after one of its checks failed.
+    #[serde(default)]
+    pub abort_message: Option<String>,
 }
 
 /// `type CrashFrame`: one frame of a crash's backtrace.
@@ -236,6 +239,7 @@ impl From<&kmodlike::CrashReport> for CrashReport {
             frames: (!r.frames.is_empty()).then(|| r.frames.iter().map(CrashFrame::from).collect()),
             called: r.called.clone(),
             probe_pid: r.probe_pid,
+            abort_message: r.abort_message.clone(),
         }
     }
 }
