@@ -137,6 +137,15 @@ void bad_free(void) {
     free(p);
 }
 
+/* free() of a pointer into this function's own stack frame: glibc aborts from inside free
+ * ("free(): invalid pointer" or "free(): invalid size"). */
+void bad_free_stack(void) {
+    char on_stack[64];
+    char *volatile p = on_stack + 16;
+    memset(on_stack, 0, sizeof on_stack);
+    free(p);
+}
+
 /* A double free: glibc detects it and aborts from inside free. */
 void double_free(void) {
     void *volatile p = malloc(64);

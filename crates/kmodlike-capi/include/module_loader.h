@@ -371,6 +371,11 @@ typedef struct {
      * the function has a name; "" otherwise.
      */
     char called[MODULE_CRASH_SYMBOL_MAX];
+    /**
+     * For a SIGABRT glibc raised after one of its checks failed: the message it printed
+     * ("double free or corruption (!prev)"); "" otherwise.
+     */
+    char abort_message[MODULE_CRASH_SYMBOL_MAX];
 } module_crash_info_ext_t;
 
 /**

@@ -162,6 +162,9 @@ pub struct module_crash_info_ext_t {
     /// The function the guarded call ran ("crash_now"), when the crash happened in a call and
     /// the function has a name; "" otherwise.
     pub called: [c_char; MODULE_CRASH_SYMBOL_MAX],
+    /// For a SIGABRT glibc raised after one of its checks failed: the message it printed
+    /// ("double free or corruption (!prev)"); "" otherwise.
+    pub abort_message: [c_char; MODULE_CRASH_SYMBOL_MAX],
 }
 
 impl module_crash_info_ext_t {
@@ -171,8 +174,10 @@ impl module_crash_info_ext_t {
             probe_pid: r.probe_pid.unwrap_or(0),
             frame_count: r.frames.len(),
             called: [0; MODULE_CRASH_SYMBOL_MAX],
+            abort_message: [0; MODULE_CRASH_SYMBOL_MAX],
         };
         copy_to_array(r.called.as_deref().unwrap_or(""), &mut ext.called);
+        copy_to_array(r.abort_message.as_deref().unwrap_or(""), &mut ext.abort_message);
         ext
     }
 }

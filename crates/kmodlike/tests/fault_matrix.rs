@@ -454,6 +454,28 @@ fn a_bad_free_is_recovered_and_taints_the_process() {
 }
 
 #[test]
+fn a_free_of_a_stack_pointer_is_recovered_tainted_naming_free_and_does_not_hang() {
+    with_deadline("free of a stack pointer", DEADLINE, || {
+        let p = Plain::new();
+        let helper = std::thread::spawn(|| vec![1u8; 100].len()); // glibc locks when threaded
+        let h = p.open("bad_free_stack");
+        let f: extern "C" fn() = function(&h, "bad_free_stack");
+        // SAFETY: `f` is the fixture module's C code; a fault skips only its frames.
+        let r = crash_of(unsafe { h.call0(f) }.unwrap_err());
+        assert_eq!(r.signal_name, "SIGABRT", "{r}");
+        let taint = r.taint.clone().unwrap_or_else(|| panic!("a bad free() taints: {r}"));
+        assert!(taint.contains("free"), "the taint names the allocator frame: {taint}");
+        assert!(
+            r.abort_message.as_deref().is_some_and(|m| m.starts_with("free(): invalid")),
+            "{r}"
+        );
+        assert!(!h.is_live(), "the module is still live after its crash");
+        assert_eq!(helper.join().unwrap(), 100);
+        assert_eq!(vec![2u8; 50000].len(), 50000, "this thread allocates after the crash");
+    });
+}
+
+#[test]
 fn a_double_free_with_a_second_thread_alive_is_recovered_tainted_and_does_not_hang() {
     with_deadline("double free", DEADLINE, || {
         let p = Plain::new();
