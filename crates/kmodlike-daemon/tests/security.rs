@@ -24,9 +24,10 @@ fn chown(path: &Path, uid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
 }
 
-/// kmodctl run as another uid.
-fn ctl_as(uid: u32, socket: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(kmodctl_bin());
+/// kmodctl run as another uid, from a copy in `dir` that uid can reach.
+fn ctl_as(uid: u32, dir: &Path, socket: &Path, args: &[&str]) -> Output {
+    let program = copy_for_other_uid(dir, &kmodctl_bin(), "kmodctl");
+    let mut cmd = Command::new(program);
     cmd.arg("--socket").arg(socket).args(args).env("NO_COLOR", "1").uid(uid).gid(uid);
     run_with_deadline(&mut cmd, CTL_DEADLINE)
 }
@@ -46,16 +47,14 @@ fn another_uid_is_refused_by_the_mode_and_by_peercred() {
     }
     // Default mode 0600: the kernel refuses the connect itself.
     let d = Daemon::start(&[], &[]);
-    chmod(d.dir.path(), 0o755);
-    let out = ctl_as(NOBODY, &d.socket, &["ping"]);
+    let out = ctl_as(NOBODY, d.dir.path(), &d.socket, &["ping"]);
     assert_eq!(out.code(), 3, "{out:?}");
     assert!(out.stderr.contains("Permission denied"), "{out:?}");
 
     // A world-writable socket: the connect succeeds, SO_PEERCRED refuses the caller.
     let mut wide = Daemon::start(&[], &["--socket-mode", "0666"]);
-    chmod(wide.dir.path(), 0o755);
     assert_eq!(std::fs::metadata(&wide.socket).unwrap().mode() & 0o777, 0o666);
-    let out = ctl_as(NOBODY, &wide.socket, &["--json", "ping"]);
+    let out = ctl_as(NOBODY, wide.dir.path(), &wide.socket, &["--json", "ping"]);
     assert_eq!(out.code(), 3, "{out:?}");
     assert_eq!(out.json()["error"], "io.kmodlike.Loader.PermissionDenied");
     assert_eq!(out.json()["parameters"]["uid"], NOBODY);
@@ -71,10 +70,9 @@ fn socket_group_members_may_call() {
         return;
     }
     let d = Daemon::start(&[], &["--socket-group", "65534", "--socket-mode", "0660"]);
-    chmod(d.dir.path(), 0o755);
     let meta = std::fs::metadata(&d.socket).unwrap();
     assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, NOBODY));
-    let out = ctl_as(NOBODY, &d.socket, &["ping"]);
+    let out = ctl_as(NOBODY, d.dir.path(), &d.socket, &["ping"]);
     assert!(out.ok().contains("answers"), "{out:?}");
 }
 
@@ -84,9 +82,9 @@ fn client_refuses_a_socket_served_by_another_uid() {
         return;
     }
     let dir = Daemon::prepare(&[]);
-    chmod(dir.path(), 0o755);
+    let program = copy_for_other_uid(dir.path(), &daemon_bin(), "kmodlike");
     chown(dir.path(), NOBODY);
-    let cfg = DaemonConfig { uid: Some(NOBODY), ..Default::default() };
+    let cfg = DaemonConfig { uid: Some(NOBODY), program: Some(program), ..Default::default() };
     let d = Daemon::start_in(dir, cfg);
     assert_eq!(std::fs::metadata(&d.socket).unwrap().uid(), NOBODY);
     let out = d.ctl(&["ping"]);
@@ -136,13 +134,7 @@ fn a_file_that_is_not_a_socket_is_never_replaced() {
 
 /// A copy of the daemon named `name` in `dir` (the socket is named after the program).
 fn renamed_daemon(dir: &Path, name: &str) -> PathBuf {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    chmod(&bin, 0o755);
-    let copy = bin.join(name);
-    std::fs::copy(daemon_bin(), &copy).unwrap();
-    chmod(&copy, 0o755);
-    copy
+    copy_for_other_uid(dir, &daemon_bin(), name)
 }
 
 fn unique(prefix: &str) -> String {

@@ -71,7 +71,7 @@ pub fn test_module(stem: &str) -> PathBuf {
 /// Run `cmd` to completion within `deadline` (killed and failing the test otherwise).
 pub fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut child = spawn_retrying_busy(cmd);
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let out_t = std::thread::spawn(move || {
@@ -87,6 +87,42 @@ pub fn run_with_deadline(cmd: &mut Command, deadline: Duration) -> Output {
     let status = wait_deadline(&mut child, deadline)
         .unwrap_or_else(|| panic!("{cmd:?} did not finish within {deadline:?}"));
     Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() }
+}
+
+/// Spawn `cmd`. A freshly copied program can be briefly "busy" (ETXTBSY): another test
+/// thread's fork may hold a copy of the copy's write descriptor until its exec. Retry that case.
+pub fn spawn_retrying_busy(cmd: &mut Command) -> Child {
+    let mut attempts = 0;
+    loop {
+        match cmd.spawn() {
+            Ok(c) => return c,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot start {cmd:?}: {e}"),
+        }
+    }
+}
+
+/// A copy of `program` in `<dir>/bin/` (both made world-readable and executable), for a test
+/// that runs it as another uid: the build tree may sit in a directory only its owner can enter
+/// (a clone in root's 0700 home, say), and the copy lives in the test's own temporary
+/// directory, which the test opens to that uid.
+pub fn copy_for_other_uid(dir: &Path, program: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let open = |p: &Path| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    open(dir);
+    open(&bin);
+    let copy = bin.join(name);
+    std::fs::copy(program, &copy)
+        .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", program.display(), copy.display()));
+    open(&copy);
+    copy
 }
 
 /// Wait for `child` up to `deadline`; on timeout kill it and return `None`.
@@ -229,19 +265,7 @@ impl Daemon {
         modules: PathBuf,
     ) -> Daemon {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        // A freshly copied program can be briefly "busy": another test thread's fork may hold
-        // a copy of our write descriptor until its exec. Retry that case.
-        let mut attempts = 0;
-        let mut child = loop {
-            match cmd.spawn() {
-                Ok(c) => break c,
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempts < 100 => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("cannot start {cmd:?}: {e}"),
-            }
-        };
+        let mut child = spawn_retrying_busy(&mut cmd);
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(String::new()));
         let log2 = log.clone();
