@@ -194,9 +194,17 @@ carry the same."
         long_about = "Show the crash log, newest first. Each report is followed by the function \
 the crashed call ran (called:), the probe child's pid for a crash seen by the probe (probe:), and \
 the backtrace, innermost first, like gdb's bt: `#N PC SYMBOL+OFFSET (in OBJECT +OFFSET)`, ?? for \
-an unknown symbol, [guessed] for a frame found without unwind information."
+an unknown symbol, [guessed] for a frame found without unwind information. The time of each \
+crash is shown for a person on a terminal (UTC, and how long ago) and in RFC 3339 otherwise."
     )]
-    Crashes,
+    Crashes {
+        /// Only the crashes of this module.
+        #[arg(long, value_name = "NAME")]
+        module: Option<String>,
+        /// Only crashes at or after TIME: RFC 3339 (2026-12-01T09:00:00Z) or an age (10m, 2h).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+    },
     /// Show the daemon's state: uptime, taint and its acknowledgements, counts.
     Status,
     /// Print load, unload and crash events as they happen.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::connect_errors::{explain, ConnectProblem};
 use crate::socket::{peer_cred, server_is_trusted};
 use crate::varlink::codec::{write_frame, FrameError, FrameReader, Reply, Request, MAX_MESSAGE};
 use crate::varlink::VarlinkError;
@@ -24,6 +25,8 @@ pub enum ClientError {
         /// Why.
         source: io::Error,
     },
+    /// The socket path is not a socket, or its mode keeps the caller out.
+    Refused(ConnectProblem),
     /// The socket is served by another uid; nothing was sent.
     Untrusted {
         /// The socket.
@@ -62,6 +65,7 @@ impl std::fmt::Display for ClientError {
                 }
                 Ok(())
             }
+            ClientError::Refused(problem) => problem.fmt(f),
             ClientError::Untrusted { path, uid, pid } => write!(
                 f,
                 "refusing {}: it is served by uid {uid} (pid {pid}), neither root nor you; \
@@ -92,8 +96,10 @@ impl Connection {
     /// Connect to `path` and check that the server runs as root or as this process's uid.
     /// `timeout` bounds the wait for each reply (`None`: no bound).
     pub fn connect(path: &Path, timeout: Option<Duration>) -> Result<Connection, ClientError> {
-        let stream = UnixStream::connect(path)
-            .map_err(|source| ClientError::Unreachable { path: path.to_owned(), source })?;
+        let stream = UnixStream::connect(path).map_err(|source| match explain(path, &source) {
+            Some(problem) => ClientError::Refused(problem),
+            None => ClientError::Unreachable { path: path.to_owned(), source },
+        })?;
         let server = peer_cred(&stream)
             .map_err(|source| ClientError::Unreachable { path: path.to_owned(), source })?;
         let me = rustix::process::geteuid().as_raw();

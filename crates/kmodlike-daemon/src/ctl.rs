@@ -3,11 +3,16 @@
 //! Exit codes: 0 ok; 1 the operation failed (an error reply); 2 usage (clap's own code); 3 the
 //! daemon cannot be reached, is not trusted (served by another uid), refused the connection, or
 //! went away mid-call.
+//!
+//! Output never panics: a reader that went away (EPIPE, `kmodctl list | head -0`) ends kmodctl
+//! quietly with exit 0; any other write error (`> /dev/full`) is one line on stderr and exit 1
+//! (see [`crate::stdout`]). With `--json` every outcome is one JSON document on stdout, errors
+//! included: `{"error": NAME, "parameters": {...}, "message": TEXT}`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
@@ -16,6 +21,8 @@ use crate::cli::{CtlArgs, CtlCommand};
 use crate::client::{ClientError, Connection};
 use crate::render::{self, Style};
 use crate::socket::{client_socket_path, SOCKET_ENV};
+use crate::stdout::{write_stderr_line, write_stdout, WriteError};
+use crate::times::{format_time, parse_since, TimeStyle};
 use crate::varlink::types::{
     CallReply, ClearTaintReply, CrashesReply, InfoReply, ListReply, LoadReply, MonitorReply,
     PingReply, ReloadReply, StatusReply,
@@ -41,6 +48,32 @@ enum Failure {
     Usage(String),
     /// Something local failed (exit 1).
     Local(String),
+    /// Standard output's reader went away: stop quietly (exit 0).
+    OutputClosed,
+}
+
+impl From<WriteError> for Failure {
+    fn from(e: WriteError) -> Failure {
+        match e {
+            WriteError::Closed => Failure::OutputClosed,
+            WriteError::Failed(_) => Failure::Local(e.to_string()),
+        }
+    }
+}
+
+/// `print!` that returns a [`Failure`] instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => { write_stdout(&format!($($arg)*)).map_err(Failure::from)? };
+}
+
+/// `println!` that returns a [`Failure`] instead of panicking.
+macro_rules! outln {
+    () => { write_stdout("\n").map_err(Failure::from)? };
+    ($($arg:tt)*) => {{
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        write_stdout(&line).map_err(Failure::from)?
+    }};
 }
 
 impl From<ClientError> for Failure {
@@ -54,31 +87,76 @@ pub fn run(args: CtlArgs) -> ExitCode {
     let socket =
         args.socket.clone().unwrap_or_else(|| client_socket_path(std::env::var_os(SOCKET_ENV)));
     let err_style = Style::new(render::use_colour(std::io::stderr().is_terminal()));
-    match execute(&args, &socket) {
-        Ok(()) => ExitCode::from(EXIT_OK),
-        Err(Failure::Reply(e)) => {
-            if args.json {
-                let doc = json!({ "error": e.name, "parameters": e.parameters });
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-            }
-            let msg = render::error_message(&e, &socket.display().to_string());
-            eprintln!("{} {msg}", err_style.red("kmodctl:"));
+    let failure = match execute(&args, &socket) {
+        Ok(()) => return ExitCode::from(EXIT_OK),
+        Err(Failure::OutputClosed) => return ExitCode::from(EXIT_OK),
+        Err(f) => f,
+    };
+    let (name, parameters, message, code) = match failure {
+        Failure::Reply(e) => {
+            let message = render::error_message(&e, &socket.display().to_string());
             let code =
                 if e.short_name() == "PermissionDenied" { EXIT_UNREACHABLE } else { EXIT_FAILED };
-            ExitCode::from(code)
+            (e.name, Value::Object(e.parameters), message, code)
         }
-        Err(Failure::Client(e)) => {
-            eprintln!("{} {e}", err_style.red("kmodctl:"));
-            ExitCode::from(EXIT_UNREACHABLE)
+        Failure::Client(e) => {
+            let (name, path) = client_error_name(&e);
+            let parameters = json!({ "socket": path.display().to_string() });
+            (name.to_owned(), parameters, e.to_string(), EXIT_UNREACHABLE)
         }
-        Err(Failure::Usage(msg)) => {
-            eprintln!("{} {msg}", err_style.red("kmodctl:"));
-            ExitCode::from(EXIT_USAGE)
+        Failure::Usage(msg) => ("kmodctl.UsageError".to_owned(), json!({}), msg, EXIT_USAGE),
+        Failure::Local(msg) => ("kmodctl.Failed".to_owned(), json!({}), msg, EXIT_FAILED),
+        Failure::OutputClosed => unreachable!("returned above"),
+    };
+    if args.json {
+        let doc = json!({ "error": name, "parameters": parameters, "message": message });
+        // Nothing more can be said when stdout itself is what failed.
+        let _ =
+            write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
+    }
+    write_stderr_line(&format!("{} {message}", err_style.red("kmodctl:")));
+    ExitCode::from(code)
+}
+
+/// The `error` name `--json` prints for a failure that is not an error reply.
+fn client_error_name(e: &ClientError) -> (&'static str, &Path) {
+    use crate::connect_errors::ConnectProblem;
+    match e {
+        ClientError::Refused(ConnectProblem::NotASocket { path, .. }) => {
+            ("kmodctl.NotASocket", path)
         }
-        Err(Failure::Local(msg)) => {
-            eprintln!("{} {msg}", err_style.red("kmodctl:"));
-            ExitCode::from(EXIT_FAILED)
+        ClientError::Refused(ConnectProblem::Forbidden { path, .. }) => {
+            ("kmodctl.PermissionDenied", path)
         }
+        ClientError::Unreachable { path, .. } => ("kmodctl.Unreachable", path),
+        ClientError::Untrusted { path, .. } => ("kmodctl.Untrusted", path),
+        ClientError::Connection { path, .. } => ("kmodctl.ConnectionFailed", path),
+        ClientError::Protocol { path, .. } => ("kmodctl.ProtocolError", path),
+    }
+}
+
+/// A module argument as the daemon should see it: a path relative to kmodctl's working
+/// directory (`./x.so`, `../m/x.so`, or `dir/x.so` when that file exists here) is made absolute,
+/// since the daemon has its own working directory. Specs (`misc/hello`, `hello`) and absolute
+/// paths pass unchanged.
+pub fn resolve_module_arg(arg: &str, cwd: &Path) -> String {
+    let p = Path::new(arg);
+    if p.is_absolute() || !arg.contains('/') {
+        return arg.to_owned();
+    }
+    let explicit = arg.starts_with("./") || arg.starts_with("../");
+    let here = cwd.join(p);
+    if explicit || std::fs::symlink_metadata(&here).is_ok() {
+        here.display().to_string()
+    } else {
+        arg.to_owned()
+    }
+}
+
+fn module_arg(arg: &str) -> String {
+    match std::env::current_dir() {
+        Ok(cwd) => resolve_module_arg(arg, &cwd),
+        Err(_) => arg.to_owned(),
     }
 }
 
@@ -95,7 +173,7 @@ fn call<T: DeserializeOwned>(
 ) -> Result<T, Failure> {
     let reply = conn.call(&method(name), params)?.map_err(Failure::Reply)?;
     if args.json {
-        print_json(&reply);
+        print_json(&reply)?;
     }
     decode(conn, reply)
 }
@@ -109,9 +187,10 @@ fn decode<T: DeserializeOwned>(conn: &Connection, reply: Map<String, Value>) -> 
     })
 }
 
-fn print_json(v: &Map<String, Value>) {
+fn print_json(v: &Map<String, Value>) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(v).unwrap_or_default();
-    println!("{text}");
+    outln!("{text}");
+    Ok(())
 }
 
 fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
@@ -119,7 +198,7 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
         let files = crate::generate::generate(&g.out)
             .map_err(|e| Failure::Local(format!("cannot write into {}: {e}", g.out.display())))?;
         for f in files {
-            println!("{}", f.display());
+            outln!("{}", f.display());
         }
         return Ok(());
     }
@@ -132,26 +211,28 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
     let timeout = (args.timeout > 0.0).then(|| Duration::from_secs_f64(args.timeout));
     let mut conn = Connection::connect(socket, timeout)?;
     let style = Style::new(render::use_colour(std::io::stdout().is_terminal()));
+    let time_style = TimeStyle::for_terminal(std::io::stdout().is_terminal());
     let text = !args.json;
     match &args.command {
         CtlCommand::List => {
             let r: ListReply = call(args, &mut conn, "List", json!({}))?;
             if text {
-                print!("{}", render::module_table(&r.modules, style));
+                out!("{}", render::module_table(&r.modules, style));
             }
         }
         CtlCommand::Load { spec, no_hello } => {
+            let spec = module_arg(spec);
             let r: LoadReply =
                 call(args, &mut conn, "Load", json!({ "spec": spec, "hello": !no_hello }))?;
             if text {
                 let m = &r.module;
                 if r.already_loaded {
-                    println!("module {} is already loaded from {}", m.name, m.path);
+                    outln!("module {} is already loaded from {}", m.name, m.path);
                 } else {
-                    println!("loaded module {} from {}", m.name, m.path);
+                    outln!("loaded module {} from {}", m.name, m.path);
                 }
                 if r.hello_called {
-                    println!("called {}'s mod_hello()", m.name);
+                    outln!("called {}'s mod_hello()", m.name);
                 }
             }
         }
@@ -163,15 +244,17 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                 json!({ "module": name, "force": force, "wait": wait }),
             )?;
             if text {
-                println!("unloaded module {name}");
+                outln!("unloaded module {name}");
             }
         }
         CtlCommand::Reload { name } => {
             let r: ReloadReply = call(args, &mut conn, "Reload", json!({ "module": name }))?;
             if text {
-                println!(
+                outln!(
                     "reloaded module {} from {} (instance {})",
-                    name, r.module.path, r.module.id
+                    name,
+                    r.module.path,
+                    r.module.id
                 );
             }
         }
@@ -179,9 +262,11 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
             let r: ClearTaintReply = call(args, &mut conn, "ClearTaint", json!({}))?;
             if text {
                 let a = &r.acknowledged;
-                println!(
+                outln!(
                     "acknowledged and cleared the taint by module {}: {} (by {})",
-                    a.taint.module, a.taint.reason, a.by
+                    a.taint.module,
+                    a.taint.reason,
+                    a.by
                 );
             }
         }
@@ -189,15 +274,16 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
             let name = name.as_deref().unwrap_or_default();
             let _: Map<String, Value> = call(args, &mut conn, "Clear", json!({ "module": name }))?;
             if text {
-                println!("cleared the quarantine of module {name}");
+                outln!("cleared the quarantine of module {name}");
             }
         }
         CtlCommand::Info { module } => {
+            let module = module_arg(module);
             let r: InfoReply = call(args, &mut conn, "Info", json!({ "module": module }))?;
             if text {
                 match (&r.loaded, &r.file) {
-                    (Some(m), _) => print!("{}", render::module_block(m, style)),
-                    (None, Some(f)) => print!("{}", render::file_block(f)),
+                    (Some(m), _) => out!("{}", render::module_block(m, style)),
+                    (None, Some(f)) => out!("{}", render::file_block(f)),
                     (None, None) => {}
                 }
             }
@@ -211,35 +297,45 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
             if text {
                 let shown_arg = arg.map(|a| a.to_string()).unwrap_or_default();
                 match r.result {
-                    Some(v) => println!("{name}: {symbol}({shown_arg}) returned {v}"),
-                    None => println!("{name}: {symbol}({shown_arg}) returned"),
+                    Some(v) => outln!("{name}: {symbol}({shown_arg}) returned {v}"),
+                    None => outln!("{name}: {symbol}({shown_arg}) returned"),
                 }
             }
         }
-        CtlCommand::Crashes => {
-            let r: CrashesReply = call(args, &mut conn, "Crashes", json!({}))?;
-            if text {
+        CtlCommand::Crashes { module, since } => {
+            let now = SystemTime::now();
+            let since = since.as_deref().map(|t| parse_since(t, now)).transpose();
+            let since = since.map_err(Failure::Usage)?;
+            let reply = conn.call(&method("Crashes"), json!({}))?.map_err(Failure::Reply)?;
+            let mut r: CrashesReply = decode(&conn, reply)?;
+            r.crashes.retain(|c| {
+                module.as_ref().is_none_or(|m| &c.module == m) && since.is_none_or(|t| c.time >= t)
+            });
+            if args.json {
+                outln!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
                 if r.crashes.is_empty() {
-                    println!("no crashes");
+                    outln!("{}", no_crashes_line(module.as_deref(), since.is_some()));
                 }
                 for (i, c) in r.crashes.iter().enumerate() {
                     if i > 0 {
-                        println!();
+                        outln!();
                     }
-                    print!("{}", render::crash_block(c));
+                    let when = format_time(c.time, time_style, now);
+                    out!("{}", render::crash_block(c, &when));
                 }
             }
         }
         CtlCommand::Status => {
             let r: StatusReply = call(args, &mut conn, "Status", json!({}))?;
             if text {
-                print!("{}", render::status_block(&r, &socket.display().to_string()));
+                out!("{}", render::status_block(&r, &socket.display().to_string()));
             }
         }
         CtlCommand::Ping => {
             let r: PingReply = call(args, &mut conn, "Ping", json!({}))?;
             if text {
-                println!("kmodlike {} (pid {}) answers at {}", r.version, r.pid, socket.display());
+                outln!("kmodlike {} (pid {}) answers at {}", r.version, r.pid, socket.display());
             }
         }
         CtlCommand::Describe => {
@@ -250,21 +346,36 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                 )?
                 .map_err(Failure::Reply)?;
             if args.json {
-                print_json(&r);
+                print_json(&r)?;
             } else {
-                print!("{}", r.get("description").and_then(Value::as_str).unwrap_or_default());
+                out!("{}", r.get("description").and_then(Value::as_str).unwrap_or_default());
             }
         }
-        CtlCommand::Monitor { count } => monitor(args, conn, *count)?,
+        CtlCommand::Monitor { count } => monitor(args, conn, *count, time_style)?,
         CtlCommand::Generate(_) => unreachable!("handled above"),
     }
     Ok(())
 }
 
-fn monitor(args: &CtlArgs, conn: Connection, count: Option<u64>) -> Result<(), Failure> {
+fn no_crashes_line(module: Option<&str>, since: bool) -> String {
+    match (module, since) {
+        (Some(m), true) => format!("no crashes of module {m} in that time"),
+        (Some(m), false) => format!("no crashes of module {m}"),
+        (None, true) => "no crashes in that time".to_owned(),
+        (None, false) => "no crashes".to_owned(),
+    }
+}
+
+fn monitor(
+    args: &CtlArgs,
+    conn: Connection,
+    count: Option<u64>,
+    time_style: TimeStyle,
+) -> Result<(), Failure> {
     let mut conn = conn.without_timeout();
     let mut seen = 0u64;
     let mut decode_error = None;
+    let mut write_error = None;
     let path = conn.path().to_owned();
     let result = conn.call_more(&method("Monitor"), json!({}), |params| {
         let reply: MonitorReply = match serde_json::from_value(Value::Object(params.clone())) {
@@ -275,18 +386,31 @@ fn monitor(args: &CtlArgs, conn: Connection, count: Option<u64>) -> Result<(), F
             }
         };
         let started = reply.event.kind == "started";
-        let mut out = std::io::stdout().lock();
-        if args.json {
-            let _ = writeln!(out, "{}", Value::Object(params));
-        } else if let Some(line) = render::event_line(&reply.event) {
-            let _ = writeln!(out, "{line}");
+        if started && !args.json {
+            // On stderr, so that stdout stays one line per event: tells a person (and a
+            // script waiting for it) that events from now on will be seen.
+            write_stderr_line(&format!("kmodctl: monitoring the events of {}", path.display()));
         }
-        let _ = out.flush();
+        let line = if args.json {
+            Some(Value::Object(params).to_string())
+        } else {
+            let when = format_time(reply.event.time, time_style, SystemTime::now());
+            render::event_line(&reply.event, &when)
+        };
+        if let Some(line) = line {
+            if let Err(e) = write_stdout(&format!("{line}\n")) {
+                write_error = Some(e);
+                return false;
+            }
+        }
         if !started {
             seen += 1;
         }
         !matches!(count, Some(n) if seen >= n)
     })?;
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
     if let Some(detail) = decode_error {
         return Err(Failure::Client(ClientError::Protocol { path, detail }));
     }
@@ -299,4 +423,25 @@ fn monitor(args: &CtlArgs, conn: Connection, count: Option<u64>) -> Result<(), F
         }));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_made_absolute_against_the_callers_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("mods")).unwrap();
+        std::fs::write(dir.path().join("mods/x.so"), b"").unwrap();
+        let cwd = dir.path();
+        let abs = |rel: &str| cwd.join(rel).display().to_string();
+        assert_eq!(resolve_module_arg("./x.so", cwd), abs("./x.so"));
+        assert_eq!(resolve_module_arg("../y.so", cwd), abs("../y.so"));
+        assert_eq!(resolve_module_arg("mods/x.so", cwd), abs("mods/x.so"));
+        // Specs and absolute paths pass unchanged.
+        assert_eq!(resolve_module_arg("misc/hello", cwd), "misc/hello");
+        assert_eq!(resolve_module_arg("hello", cwd), "hello");
+        assert_eq!(resolve_module_arg("/abs/z.so", cwd), "/abs/z.so");
+    }
 }

@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod connect_errors;
 pub mod ctl;
 pub mod daemon;
 pub mod generate;
@@ -18,4 +19,6 @@ pub mod render;
 pub mod server;
 pub mod service;
 pub mod socket;
+pub mod stdout;
+pub mod times;
 pub mod varlink;

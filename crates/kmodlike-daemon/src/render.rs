@@ -199,9 +199,11 @@ fn duration(secs: f64) -> String {
     }
 }
 
-/// One crash report, as the daemon logged it, followed by its backtrace.
-pub fn crash_block(c: &CrashReport) -> String {
-    let mut text = c.text.clone();
+/// One crash report, as the daemon logged it, with `when` (the crash's time, formatted by the
+/// caller) after its first line, followed by its backtrace.
+pub fn crash_block(c: &CrashReport, when: &str) -> String {
+    let (headline, rest) = c.text.split_once('\n').unwrap_or((&c.text, ""));
+    let mut text = format!("{headline}\n  time:    {when}\n{rest}");
     if !text.ends_with('\n') {
         text.push('\n');
     }
@@ -259,8 +261,9 @@ pub fn frame_line(index: usize, f: &CrashFrame) -> String {
     line
 }
 
-/// One Monitor event as a line; `None` for the stream's `started` marker.
-pub fn event_line(e: &Event) -> Option<String> {
+/// One Monitor event as a line starting with `when` (its time, formatted by the caller); `None`
+/// for the stream's `started` marker.
+pub fn event_line(e: &Event, when: &str) -> Option<String> {
     let name = e.name.as_deref().unwrap_or("?");
     let what = match e.kind.as_str() {
         "started" => return None,
@@ -285,7 +288,7 @@ pub fn event_line(e: &Event) -> Option<String> {
         },
         other => format!("{other} {name}"),
     };
-    Some(format!("{:.3} {what}", e.time))
+    Some(format!("{when} {what}"))
 }
 
 /// The message for an error reply, naming the module, path or signal. The caller prefixes
@@ -424,14 +427,14 @@ mod tests {
     #[test]
     fn events_are_one_line_each_and_started_is_silent() {
         let mut e = Event::started();
-        assert_eq!(event_line(&e), None);
+        assert_eq!(event_line(&e, "T"), None);
         e.kind = "unloaded".into();
         e.name = Some("hello".into());
         e.time = 12.5;
-        assert_eq!(event_line(&e).as_deref(), Some("12.500 unloaded hello"));
+        assert_eq!(event_line(&e, "T").as_deref(), Some("T unloaded hello"));
         e.kind = "loaded".into();
         e.module = Some(module("hello", 1, 1, &[], "live"));
-        assert_eq!(event_line(&e).as_deref(), Some("12.500 loaded   hello from /m/hello.so"));
+        assert_eq!(event_line(&e, "T").as_deref(), Some("T loaded   hello from /m/hello.so"));
     }
 
     /// A report the unwinder would fill: two frames, the second one guessed, the called
@@ -486,12 +489,13 @@ mod tests {
     #[test]
     fn backtrace_follows_the_report_innermost_first_like_gdb() {
         let r = report_with_frames();
-        let block = crash_block(&r);
+        let block = crash_block(&r, "T");
         let lines: Vec<&str> = block.lines().collect();
         let at = |needle: &str| {
             lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{block}"))
         };
         assert!(at("crashed: SIGSEGV") < at("called:  crash_now"), "{block}");
+        assert_eq!(at("time:    T"), 1, "the time follows the headline: {block}");
         assert!(at("called:") < at("backtrace (innermost first):"), "{block}");
         assert_eq!(
             lines[at("backtrace") + 1],
@@ -515,7 +519,7 @@ mod tests {
         ev.kind = "crashed".into();
         ev.name = Some("crash_mod".into());
         ev.report = Some(r);
-        let line = event_line(&ev).unwrap();
+        let line = event_line(&ev, "T").unwrap();
         assert!(line.contains("crashed  crash_mod: SIGSEGV (SEGV_MAPERR) in call\n"), "{line}");
         assert!(
             line.ends_with("    #1 0x560000002000 ?? (in kmodlike +0x2000) [guessed]"),
@@ -529,7 +533,8 @@ mod tests {
         r.frames = None;
         r.called = None;
         assert_eq!(backtrace(&r), "");
-        assert_eq!(crash_block(&r), format!("{}\n", r.text));
+        let (head, rest) = r.text.split_once('\n').unwrap();
+        assert_eq!(crash_block(&r, "T"), format!("{head}\n  time:    T\n{rest}\n"));
         r.probe_pid = Some(99);
         assert_eq!(backtrace(&r), "  probe:   pid 99\n");
     }

@@ -49,7 +49,10 @@ fn another_uid_is_refused_by_the_mode_and_by_peercred() {
     let d = Daemon::start(&[], &[]);
     let out = ctl_as(NOBODY, d.dir.path(), &d.socket, &["ping"]);
     assert_eq!(out.code(), 3, "{out:?}");
-    assert!(out.stderr.contains("Permission denied"), "{out:?}");
+    assert!(
+        out.stderr.contains("permission denied (socket mode 0600: only uid 0 may connect)"),
+        "{out:?}"
+    );
 
     // A world-writable socket: the connect succeeds, SO_PEERCRED refuses the caller.
     let mut wide = Daemon::start(&[], &["--socket-mode", "0666"]);
