@@ -60,13 +60,18 @@ FORCE:
 run: all
 	$(RELEASE)/kmodlike --module-path $(BUILD)/modules $(MODDIR)/hello.so
 
-# Tools the tests need beyond the Rust toolchain and gcc: socat (raw socket client) and the
-# PyPI varlink client in a virtualenv under target/.
+# Tools the tests need beyond the Rust toolchain and gcc: socat (raw socket client),
+# systemd-socket-activate and systemd-analyze (package systemd), and the PyPI varlink client in
+# a virtualenv under target/.
 test-deps:
 	@command -v socat >/dev/null 2>&1 || { \
 	  echo "installing socat (needed by the daemon tests)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat) >/dev/null 2>&1 \
 	  || echo "warning: could not install socat; the socat tests will fail"; }
+	@command -v systemd-socket-activate >/dev/null 2>&1 && command -v systemd-analyze >/dev/null 2>&1 || { \
+	  echo "installing systemd's tools (systemd-socket-activate, systemd-analyze; the systemd tests use them)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd) >/dev/null 2>&1 \
+	  || echo "warning: could not install systemd; the systemd tests will be skipped"; }
 	@test -x $(VENV)/bin/python || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q varlink; }
 
 # The seed's C host is checked against a real `make install`: done once here, before the tests

@@ -15,7 +15,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about = "Runs in the foreground: loads each MODULE given (a path or a spec such as \
 misc/hello), calls its mod_hello() when it exports one, and serves the control socket until \
 SIGINT or SIGTERM, which unload every module (module_fini runs, dependents first), remove the \
-socket and exit 0. A module that raises a fatal signal is unloaded and reported; the daemon \
+socket and exit 0. SIGHUP reloads the configuration (the module path) and keeps running. A \
+module named on the command line that cannot be loaded stops the start (exit 1); modules given \
+with --optional-module only warn. A module that raises a fatal signal is unloaded and reported; the daemon \
 keeps running. Drive it with kmodctl or any Varlink client (interface io.kmodlike.Loader).",
     after_help = "Socket path: --socket, else $KMODLIKE_SOCKET, else /var/run/<program name>.sock \
 when /var/run is writable, else /tmp/<program name>.sock. Logs go to stderr; set RUST_LOG \
@@ -69,7 +71,12 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub read_timeout: f64,
 
-    /// Modules to load at start (paths or specs).
+    /// Load SPEC at start too, but only warn when it cannot be loaded (repeat for several).
+    #[arg(long = "optional-module", value_name = "SPEC")]
+    pub optional_modules: Vec<String>,
+
+    /// Modules to load at start (paths or specs). Each is required: when one cannot be
+    /// loaded the daemon exits with status 1 and never reports ready (see --optional-module).
     #[arg(value_name = "MODULE")]
     pub modules: Vec<String>,
 }

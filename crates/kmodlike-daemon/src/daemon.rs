@@ -1,5 +1,6 @@
 //! The main program, `kmodlike`: take the socket, load the modules named on the command line,
-//! serve until SIGINT or SIGTERM, then unload everything and clean up.
+//! serve until SIGINT or SIGTERM, then unload everything and clean up. SIGHUP reloads the
+//! configuration ([`crate::reload`]); systemd hears of each step ([`crate::notify`]).
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -9,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kmodlike::{CrashLoop, Loader};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{error, info, warn};
 
 use crate::cli::DaemonArgs;
+use crate::notify::{self, StatusUpdater};
+use crate::reload::{reload_configuration, ReloadSource};
 use crate::server::{Connections, Limits, Server, ServiceInfo};
 use crate::service::{DaemonFacts, LoaderService};
 use crate::socket::{
@@ -102,6 +105,10 @@ fn serve(args: DaemonArgs) -> Result<(), String> {
     }
     let loader = builder.build();
     loader.subscribe(log_event);
+    let status = StatusUpdater::start(loader.clone())
+        .map_err(|e| format!("cannot start the sd-notify thread: {e}"))?;
+    let status_changed = status.notifier();
+    loader.subscribe(move |_| status_changed());
 
     let conns = Connections::new();
     let facts = DaemonFacts {
@@ -134,15 +141,21 @@ fn serve(args: DaemonArgs) -> Result<(), String> {
 
     // Signals first, so that a SIGTERM during the module loads below is not lost.
     let stop = server.stop_handle();
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| format!("cannot install the SIGINT/SIGTERM handlers: {e}"))?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot install the SIGINT/SIGTERM/SIGHUP handlers: {e}"))?;
+    let reload_source = ReloadSource { module_path: args.module_path.clone() };
     {
         let service = service.clone();
+        let loader = loader.clone();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
                 let mut seen = 0;
                 for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        reload(&loader, &reload_source);
+                        continue;
+                    }
                     seen += 1;
                     let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
                     if seen == 1 {
@@ -158,31 +171,94 @@ fn serve(args: DaemonArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     }
 
+    let socket_name = socket.path().display().to_string();
+    let mut start_failure = None;
     for spec in &args.modules {
-        load_at_start(&service, spec);
+        if let Err(message) = load_at_start(&service, spec, &socket_name) {
+            error!("cannot load the required module {spec}: {message}");
+            start_failure = Some(format!(
+                "the required module {spec} could not be loaded: {message}; fix it, or pass it \
+                 with --optional-module to start without it"
+            ));
+            break;
+        }
+    }
+    if start_failure.is_none() {
+        for spec in &args.optional_modules {
+            if let Err(message) = load_at_start(&service, spec, &socket_name) {
+                warn!("cannot load the optional module {spec}: {message}; starting without it");
+            }
+        }
+    }
+    if let Some(message) = start_failure {
+        notify::stopping();
+        service.close_monitors();
+        loader.shutdown();
+        service.release_all();
+        remove_socket(socket);
+        return Err(message);
     }
 
-    let _ = sd_notify::notify(
-        false,
-        &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")],
-    );
+    notify::ready(&loader);
     info!(socket = %socket.path().display(), "ready");
 
     let served = server.run();
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    notify::stopping();
     service.close_monitors();
     // Dependents before their dependencies, fini for each; the daemon's own references are
     // dead handles after this and are merely released.
     loader.shutdown();
     service.release_all();
+    remove_socket(socket);
+    drop(status);
+    served.map_err(|e| format!("the accept loop failed: {e}"))?;
+    info!("stopped");
+    Ok(())
+}
+
+/// SIGHUP: `RELOADING=1`, read the configuration again, `READY=1`, and say so in the log.
+fn reload(loader: &Loader, source: &ReloadSource) {
+    info!("SIGHUP: reloading the configuration");
+    notify::reloading();
+    match reload_configuration(loader, source) {
+        Ok(summary) => info!("configuration reloaded: {summary}"),
+        Err(e) => error!("the configuration reload failed, keeping the previous one: {e}"),
+    }
+    notify::ready(loader);
+}
+
+/// Remove a socket we created (systemd owns an activated one).
+fn remove_socket(socket: Socket) {
     if let Socket::Owned { path, lock } = socket {
         if let Err(e) = std::fs::remove_file(&path) {
             warn!("cannot remove the socket {}: {e}", path.display());
         }
         drop(lock);
     }
-    served.map_err(|e| format!("the accept loop failed: {e}"))?;
-    info!("stopped");
+}
+
+/// A passed descriptor must be a listening Unix stream socket: `Accept=yes` hands over one
+/// connection instead, which this daemon does not serve (it would wait for connections on a
+/// connected socket for ever).
+fn check_activated_socket(fd: &OwnedFd) -> Result<(), String> {
+    use rustix::net::{sockopt, AddressFamily, SocketType};
+    let not_ours = |what: String| {
+        format!(
+            "systemd passed {what} in LISTEN_FDS; kmodlike serves a listening Unix stream socket: \
+             use Accept=no (the default) in the .socket unit, with ListenStream=/path"
+        )
+    };
+    match sockopt::socket_domain(fd) {
+        Ok(AddressFamily::UNIX) => {}
+        Ok(_) => return Err(not_ours("a socket that is not a Unix-domain socket".into())),
+        Err(e) => return Err(not_ours(format!("a descriptor that is not a socket ({e})"))),
+    }
+    if sockopt::socket_type(fd).map_err(|e| e.to_string())? != SocketType::STREAM {
+        return Err(not_ours("a Unix socket that is not a stream socket".into()));
+    }
+    if !sockopt::socket_acceptconn(fd).map_err(|e| e.to_string())? {
+        return Err(not_ours("a connected socket (Accept=yes)".into()));
+    }
     Ok(())
 }
 
@@ -198,7 +274,15 @@ fn take_socket(args: &DaemonArgs, group: Option<u32>) -> Result<(Socket, UnixLis
         }
         // SAFETY: systemd passed this descriptor to us (LISTEN_PID is our pid, checked by
         // listen_fds); nothing else in this process owns it.
-        let listener = UnixListener::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        check_activated_socket(&fd)?;
+        if let Some(ignored) = &args.socket {
+            warn!(
+                "--socket {} is ignored: systemd passed the socket to serve (LISTEN_FDS)",
+                ignored.display()
+            );
+        }
+        let listener = UnixListener::from(fd);
         let path = listener
             .local_addr()
             .ok()
@@ -228,7 +312,8 @@ fn take_socket(args: &DaemonArgs, group: Option<u32>) -> Result<(Socket, UnixLis
     Ok((Socket::Owned { path, lock }, listener))
 }
 
-fn load_at_start(service: &LoaderService, spec: &str) {
+/// Load one module named at start; the error is a sentence (as kmodctl would print it).
+fn load_at_start(service: &LoaderService, spec: &str, socket: &str) -> Result<(), String> {
     match service.load(spec, true) {
         Ok(r) => {
             let m = &r.module;
@@ -240,15 +325,16 @@ fn load_at_start(service: &LoaderService, spec: &str) {
                 m.interface_version.as_deref().unwrap_or(if m.legacy { "legacy" } else { "none" }),
                 if r.hello_called { "; mod_hello() returned" } else { "" }
             );
+            Ok(())
         }
         Err(e) if e.short_name() == "ModuleCrashed" => {
             // The crash itself is reported by the event log; say what it cost.
-            error!("{spec}: the module crashed while loading and was unloaded; the daemon keeps running");
+            Err("the module crashed while loading and was unloaded".to_owned())
         }
         Err(e) => {
-            let message =
-                e.param_str("message").map(str::to_owned).unwrap_or_else(|| e.to_string());
-            error!("cannot load {spec}: {message}");
+            // The first line only: a crash report's details are already in the log.
+            let message = crate::render::error_message(&e, socket);
+            Err(message.lines().next().unwrap_or_default().to_owned())
         }
     }
 }
