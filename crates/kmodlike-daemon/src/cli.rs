@@ -121,7 +121,11 @@ pub struct CtlArgs {
 pub enum CtlCommand {
     /// List the loaded modules (lsmod style: Module, Size, Used by, State).
     #[command(visible_alias = "lsmod")]
-    List,
+    List {
+        /// Print only the names, one a line (for scripts and shell completion).
+        #[arg(long)]
+        names: bool,
+    },
     /// Load a module: a path, or a spec such as misc/hello searched along the module path.
     #[command(visible_alias = "insmod")]
     Load {
@@ -237,7 +241,7 @@ is followed by the function the call ran and its backtrace, innermost first, ind
 /// `kmodctl generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// The output directory (a `share/` tree: man/man1, bash-completion, zsh, fish).
+    /// The output directory (a `share/` tree: man/man1, man/man8, bash-completion, zsh, fish).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 }

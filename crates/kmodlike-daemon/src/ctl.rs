@@ -214,9 +214,13 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
     let time_style = TimeStyle::for_terminal(std::io::stdout().is_terminal());
     let text = !args.json;
     match &args.command {
-        CtlCommand::List => {
+        CtlCommand::List { names } => {
             let r: ListReply = call(args, &mut conn, "List", json!({}))?;
-            if text {
+            if text && *names {
+                for m in &r.modules {
+                    outln!("{}", m.name);
+                }
+            } else if text {
                 out!("{}", render::module_table(&r.modules, style));
             }
         }

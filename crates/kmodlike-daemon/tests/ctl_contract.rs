@@ -211,3 +211,51 @@ fn monitor_lines_start_with_an_rfc3339_time_off_a_terminal() {
     assert!(rest.starts_with("loaded   monplain from "), "{line}");
     assert_eq!(wait_deadline(&mut child, LOG_WAIT).and_then(|s| s.code()), Some(0));
 }
+
+/// The generated bash completion offers the loaded modules' names (it runs the real kmodctl,
+/// found on PATH, against the real daemon).
+#[test]
+fn bash_completion_offers_loaded_module_names() {
+    let bash = std::path::PathBuf::from("/bin/bash");
+    if !require_tool(&bash, "apt-get install bash") {
+        return;
+    }
+    let plain = crash_module("complete_me", 0, &[]);
+    let d = Daemon::start(&[(&plain, "complete_me.so")], &["complete_me"]);
+    let share = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(kmodctl_bin());
+    cmd.arg("generate").arg("--out").arg(share.path());
+    run_with_deadline(&mut cmd, CTL_DEADLINE).ok();
+    let script = share.path().join("bash-completion/completions/kmodctl");
+    let socket = d.socket.display().to_string();
+    let complete = |words: &[&str]| {
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let program = format!(
+            "source '{}'; COMP_WORDS=({}); COMP_CWORD={}; COMP_LINE=\"${{COMP_WORDS[*]}}\"; \
+             COMP_POINT=${{#COMP_LINE}}; _kmodctl_with_modules kmodctl '{}' '{}'; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display(),
+            quoted.join(" "),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let path = format!(
+            "{}:{}",
+            kmodctl_bin().parent().unwrap().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = Command::new(&bash);
+        cmd.arg("-c").arg(program).env("PATH", path);
+        run_with_deadline(&mut cmd, CTL_DEADLINE).ok().to_owned()
+    };
+    assert_eq!(complete(&["kmodctl", "--socket", &socket, "unload", ""]), "complete_me\n");
+    assert_eq!(complete(&["kmodctl", "--socket", &socket, "call", "comp"]), "complete_me\n");
+    assert_eq!(
+        complete(&["kmodctl", "--socket", &socket, "crashes", "--module", ""]),
+        "complete_me\n"
+    );
+    // The second argument of call is a symbol, not a module.
+    assert!(!complete(&["kmodctl", "--socket", &socket, "call", "complete_me", ""])
+        .contains("complete_me"));
+}
