@@ -8,7 +8,7 @@
 #   make test-unit         unit tests only (library code, no real daemon)
 #   make test-integration  integration tests only (real modules, real daemon, real clients)
 #   make bench             criterion benchmarks, summary in target/bench/summary.json
-#   make install PREFIX=DIR
+#   make install PREFIX=DIR  (binaries stripped, debug info in PREFIX/lib/debug; STRIP=no keeps it)
 #   make lint              cargo fmt --check and clippy -D warnings
 #   make clean
 
@@ -22,6 +22,10 @@ RELEASE   := target/release
 CFLAGS    ?= -O2 -g -Wall -Wextra
 MODFLAGS  := -shared -fPIC -Wl,-z,noexecstack -I$(INCLUDE)
 VENV      := target/venv
+OBJCOPY   ?= objcopy
+STRIP     ?= yes
+# Installed programs and libraries whose debug info goes into separate files.
+STRIPPED  := bin/kmodlike bin/kmodctl libexec/kmodlike/kmodlike-probe lib/libmodule.so.1
 
 # Use cargo-nextest when the machine has it (it does on ours); plain cargo test otherwise.
 NEXTEST   := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
@@ -112,6 +116,18 @@ install: all lib
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 0644 contrib/kmodlike.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/
 	sed -e 's|/usr/local|$(PREFIX)|g' contrib/kmodlike.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/kmodlike.service
+ifeq ($(STRIP),yes)
+	@# Debug info moves to PREFIX/lib/debug/PREFIX/<file>.debug (gdb's layout under its
+	@# debug-file-directory, /usr/lib/debug for PREFIX=/usr); the installed file keeps its symbol
+	@# table (crash backtraces name the daemon's frames) and a .gnu_debuglink to the debug file.
+	@for f in $(STRIPPED); do \
+	  dbg=$(DESTDIR)$(PREFIX)/lib/debug$(PREFIX)/$$f.debug; \
+	  install -d "$$(dirname "$$dbg")" && \
+	  $(OBJCOPY) --only-keep-debug $(DESTDIR)$(PREFIX)/$$f "$$dbg" && chmod 0644 "$$dbg" && \
+	  $(OBJCOPY) --strip-debug --add-gnu-debuglink="$$dbg" $(DESTDIR)$(PREFIX)/$$f || exit 1; \
+	  echo "stripped $(PREFIX)/$$f (debug info: $(PREFIX)/lib/debug$(PREFIX)/$$f.debug)"; \
+	done
+endif
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -42,6 +42,8 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 enum Failure {
     /// An error reply (exit 1; 3 for PermissionDenied).
     Reply(VarlinkError),
+    /// An error reply with a message more precise than the generic one (exit 1).
+    Explained(VarlinkError, String),
     /// The daemon could not be used (exit 3).
     Client(ClientError),
     /// A usage error found after parsing (exit 2).
@@ -98,6 +100,9 @@ pub fn run(args: CtlArgs) -> ExitCode {
             let code =
                 if e.short_name() == "PermissionDenied" { EXIT_UNREACHABLE } else { EXIT_FAILED };
             (e.name, Value::Object(e.parameters), message, code)
+        }
+        Failure::Explained(e, message) => {
+            (e.name, Value::Object(e.parameters), message, EXIT_FAILED)
         }
         Failure::Client(e) => {
             let (name, path) = client_error_name(&e);
@@ -283,11 +288,24 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
         }
         CtlCommand::Info { module } => {
             let module = module_arg(module);
-            let r: InfoReply = call(args, &mut conn, "Info", json!({ "module": module }))?;
+            let r: InfoReply = call(args, &mut conn, "Info", json!({ "module": module }))
+                .map_err(|f| not_a_module_file(f, &module))?;
             if text {
                 match (&r.loaded, &r.file) {
                     (Some(m), _) => out!("{}", render::module_block(m, style)),
-                    (None, Some(f)) => out!("{}", render::file_block(f)),
+                    (None, Some(f)) => {
+                        // A bare name that is not loaded but has a file: a module that crashed.
+                        let crash = if module.contains('/') {
+                            None
+                        } else {
+                            last_crash(&mut conn, &module)?
+                        };
+                        if let Some(c) = &crash {
+                            let when = format_time(c.time, time_style, SystemTime::now());
+                            out!("{}", render::crashed_module_block(c, &when, style));
+                        }
+                        out!("{}", render::file_block(f));
+                    }
                     (None, None) => {}
                 }
             }
@@ -359,6 +377,30 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
         CtlCommand::Generate(_) => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// The newest crash of `module` in the daemon's crash log.
+fn last_crash(
+    conn: &mut Connection,
+    module: &str,
+) -> Result<Option<crate::varlink::types::CrashReport>, Failure> {
+    let reply = conn.call(&method("Crashes"), json!({}))?.map_err(Failure::Reply)?;
+    let r: CrashesReply = decode(conn, reply)?;
+    Ok(r.crashes.into_iter().find(|c| c.module == module))
+}
+
+/// `info FILE` reads a file without loading it: a file that cannot be read as a module is
+/// "not a module file" (with the reason: not ELF, a directory, ...), never "cannot load".
+fn not_a_module_file(f: Failure, subject: &str) -> Failure {
+    match f {
+        Failure::Reply(e) if e.short_name() == "LoadFailed" => {
+            let path = e.param_str("path").unwrap_or(subject).to_owned();
+            let detail = e.param_str("message").unwrap_or("?");
+            let detail = detail.strip_prefix(&format!("{path}: ")).unwrap_or(detail).to_owned();
+            Failure::Explained(e, format!("{path} is not a module file: {detail}"))
+        }
+        other => other,
+    }
 }
 
 fn no_crashes_line(module: Option<&str>, since: bool) -> String {

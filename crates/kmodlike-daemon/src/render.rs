@@ -131,6 +131,21 @@ pub fn module_block(m: &Module, style: Style) -> String {
     out
 }
 
+/// `kmodctl info NAME` for a module that crashed: its name, state and last crash (the file's
+/// metadata follows).
+pub fn crashed_module_block(c: &CrashReport, when: &str, style: Style) -> String {
+    let mut out = String::new();
+    field(&mut out, "name", &c.module);
+    field(&mut out, "state", format!("{} (not loaded)", style.state("crashed")));
+    field(
+        &mut out,
+        "last crash",
+        format!("{} ({}) in {}, {when}", c.signal_name, c.code_name, c.phase),
+    );
+    field(&mut out, "reload", format!("kmodctl reload {}", c.module));
+    out
+}
+
 /// `kmodctl info FILE`: modinfo style.
 pub fn file_block(f: &ModuleFile) -> String {
     let mut out = String::new();

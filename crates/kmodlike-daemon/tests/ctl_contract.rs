@@ -259,3 +259,55 @@ fn bash_completion_offers_loaded_module_names() {
     assert!(!complete(&["kmodctl", "--socket", &socket, "call", "complete_me", ""])
         .contains("complete_me"));
 }
+
+#[test]
+fn after_a_crash_the_name_still_leads_to_the_module() {
+    let segv = crash_module("after_crash", libc::SIGSEGV, &[]);
+    let d = Daemon::start(&[(&segv, "after_crash.so")], &["after_crash"]);
+    let path = d.modules.join("misc/after_crash.so").display().to_string();
+    assert_eq!(d.ctl(&["call", "after_crash", "crash"]).code(), 1);
+
+    // call: the reason names the crash and the way back.
+    let out = d.ctl(&["call", "after_crash", "crash"]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(
+        out.stderr.contains("module after_crash is not loaded: it crashed with SIGSEGV")
+            && out.stderr.contains("`kmodctl reload after_crash` loads"),
+        "{out:?}"
+    );
+    let j = d.ctl(&["--json", "call", "after_crash", "crash"]).json();
+    assert!(j["parameters"]["reason"].as_str().unwrap().contains("SIGSEGV"), "{j}");
+    let out = d.ctl(&["unload", "after_crash"]);
+    assert!(out.stderr.contains("it crashed with SIGSEGV"), "{out:?}");
+
+    // info NAME: the name, the state, the last crash, and the file.
+    let info = d.ctl(&["info", "after_crash"]);
+    let text = info.ok();
+    assert!(text.contains("crashed (not loaded)"), "{text}");
+    assert!(
+        text.contains("last crash:") && text.contains("SIGSEGV (SEGV_MAPERR) in call"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("filename:   {path}")) || text.contains(&path), "{text}");
+
+    // reload NAME: from the recorded path.
+    let out = d.ctl(&["reload", "after_crash"]);
+    assert!(out.ok().starts_with(&format!("reloaded module after_crash from {path}")), "{out:?}");
+    let list = d.ctl(&["--json", "list"]).json();
+    assert_eq!(list["modules"][0]["name"], "after_crash");
+    assert_eq!(list["modules"][0]["state"], "live");
+}
+
+#[test]
+fn info_on_a_file_that_is_not_a_module_says_why() {
+    let d = Daemon::start(&[], &[]);
+    let out = d.ctl(&["info", "/etc/passwd"]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(
+        out.stderr.starts_with("kmodctl: /etc/passwd is not a module file: not an ELF file"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("cannot load"), "{out:?}");
+    let out = d.ctl(&["info", "/etc"]);
+    assert!(out.stderr.contains("/etc is not a module file: not a regular file"), "{out:?}");
+}

@@ -24,6 +24,7 @@ use crate::varlink::types::{
 };
 use crate::varlink::{VarlinkError, INTERFACE, INTERFACE_DESCRIPTION};
 
+mod after_crash;
 mod errors;
 mod monitor;
 
@@ -168,7 +169,10 @@ impl LoaderService {
         if let Some(h) = self.held().get(name) {
             return Ok(h.clone());
         }
-        self.loader.get(name).map(Arc::new).map_err(|e| map_error(&e, name))
+        self.loader
+            .get(name)
+            .map(Arc::new)
+            .map_err(|e| after_crash::explain_not_loaded(&self.loader, name, map_error(&e, name)))
     }
 
     fn module_info(&self, name: &str) -> Option<types::Module> {
@@ -190,7 +194,7 @@ impl LoaderService {
                         m.holders.join(", ")
                     ),
                 )),
-                None => Err(not_loaded(name, None)),
+                None => Err(after_crash::not_loaded_explained(&self.loader, name)),
             };
         };
         loop {
@@ -238,16 +242,20 @@ impl LoaderService {
         }
     }
 
-    /// Unload a module and load its file again.
+    /// Unload a module and load its file again; a module that crashed (and so is unloaded
+    /// already) is loaded again from the file its crash report names.
     pub fn reload(&self, name: &str) -> Result<ReloadReply, VarlinkError> {
-        let path: PathBuf = match self.held().get(name) {
-            Some(h) => h.path().to_owned(),
-            None => match self.module_info(name) {
-                Some(m) => PathBuf::from(m.path),
+        let held = self.held().get(name).map(|h| h.path().to_owned());
+        let path: PathBuf = match held.or_else(|| self.module_info(name).map(|m| m.path.into())) {
+            Some(path) => {
+                self.unload(name, false, true)?;
+                path
+            }
+            None => match after_crash::crashed_path(&self.loader, name) {
+                Some(path) => path,
                 None => return Err(not_loaded(name, None)),
             },
         };
-        self.unload(name, false, true)?;
         let spec = path.to_string_lossy().into_owned();
         let reply = self.load(&spec, false)?;
         Ok(ReloadReply { module: reply.module })
@@ -313,6 +321,9 @@ impl LoaderService {
         }
         let path = if target.contains('/') && Path::new(target).exists() {
             PathBuf::from(target)
+        } else if let Some(crashed) = after_crash::crashed_path(&self.loader, target) {
+            // A module that crashed: its file (the client shows the crash with it).
+            crashed
         } else {
             self.loader.resolve(target).map_err(|e| map_error(&e, target))?
         };
