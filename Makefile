@@ -37,11 +37,18 @@ endif
 
 .PHONY: all lib mod run test test-unit test-integration test-deps bench install lint clean headers
 
+# Every release build names the same packages: cargo unifies features per invocation, so
+# `-p kmodlike-capi` alone, then `-p kmodlike-daemon`, then `-p hello-rs` would each compile
+# their own variants of shared crates (syn and every proc-macro after it). With one package
+# set the first call builds everything once and the others find it done.
+RELEASE_PKGS  := -p kmodlike-daemon -p kmodlike -p kmodlike-capi -p hello-rs
+RELEASE_BUILD  = $(CARGO) build --release $(RELEASE_PKGS)
+
 all: mod
-	$(CARGO) build --release -p kmodlike-daemon -p kmodlike
+	$(RELEASE_BUILD)
 
 lib:
-	$(CARGO) build --release -p kmodlike-capi
+	$(RELEASE_BUILD)
 	cd $(RELEASE) && cp -f libmodule.so libmodule.so.1.tmp && mv -f libmodule.so.1.tmp libmodule.so.1
 
 mod: $(MODDIR)/hello.so $(MODDIR)/dltest.so $(MODDIR)/hello-rs.so
@@ -56,7 +63,7 @@ $(MODDIR)/dltest.so: modules/dltest/dltest.c $(INCLUDE)/module_interface.h
 
 $(MODDIR)/hello-rs.so: FORCE
 	@mkdir -p $(MODDIR)
-	$(CARGO) build --release -p hello-rs
+	$(RELEASE_BUILD)
 	cp -f $(RELEASE)/libhello_rs.so $@
 
 FORCE:
@@ -82,10 +89,12 @@ test-deps:
 # run, so its release build does not compete with them.
 TEST_PREFIX := $(CURDIR)/target/test-prefix
 
+# `cargo build --all-targets` compiles the benches too (test profile); building them again
+# optimized (`cargo bench --no-run`) would compile the whole release graph a second time, with
+# the dev-dependencies' features, for no test: `make bench` does it when benches are run.
 test: test-deps mod
 	$(MAKE) install PREFIX=$(TEST_PREFIX)
 	$(CARGO) build --workspace --all-targets
-	$(CARGO) bench --workspace --no-run
 	$(CARGO) test --workspace --doc
 	KMODLIKE_TEST_PREFIX=$(TEST_PREFIX) $(TEST_RUN)
 
@@ -113,6 +122,8 @@ install: all lib
 	install -m 0755 $(MODDIR)/hello.so $(MODDIR)/dltest.so $(MODDIR)/hello-rs.so $(DESTDIR)$(PREFIX)/lib/kmodlike/modules/misc/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' contrib/module.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/module.pc
 	$(RELEASE)/kmodctl generate --out $(DESTDIR)$(PREFIX)/share
+	@# kmodlike(8) was kmodlike(1) before: drop the old page from an earlier install.
+	rm -f $(DESTDIR)$(PREFIX)/share/man/man1/kmodlike.1
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
 	install -m 0644 contrib/kmodlike.socket $(DESTDIR)$(PREFIX)/lib/systemd/system/
 	sed -e 's|/usr/local|$(PREFIX)|g' contrib/kmodlike.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/kmodlike.service

@@ -175,7 +175,6 @@ fn serve(args: DaemonArgs) -> Result<(), String> {
     let mut start_failure = None;
     for spec in &args.modules {
         if let Err(message) = load_at_start(&service, spec, &socket_name) {
-            error!("cannot load the required module {spec}: {message}");
             start_failure = Some(format!(
                 "the required module {spec} could not be loaded: {message}; fix it, or pass it \
                  with --optional-module to start without it"
