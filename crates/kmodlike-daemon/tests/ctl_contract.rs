@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -29,7 +28,7 @@ fn a_closed_stdout_ends_quietly_with_exit_0() {
         let (read_end, write_end) = rustix::pipe::pipe().unwrap();
         drop(read_end);
         let mut cmd = ctl_cmd(&d, args);
-        cmd.stdin(Stdio::null()).stdout(OwnedFd::from(write_end)).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(write_end).stderr(Stdio::piped());
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
@@ -70,7 +69,7 @@ fn relative_paths_are_resolved_against_the_callers_directory() {
     let mut cmd = ctl_cmd(&d, &["info", "sub/relplain.so"]);
     cmd.current_dir(here.path());
     let out = run_with_deadline(&mut cmd, CTL_DEADLINE);
-    assert!(out.ok().contains(&format!("filename:")), "{out:?}");
+    assert!(out.ok().contains("filename:"), "{out:?}");
     assert!(out.stdout.contains(&here.path().join("sub/relplain.so").display().to_string()));
 
     let mut cmd = ctl_cmd(&d, &["load", "./relplain.so"]);
