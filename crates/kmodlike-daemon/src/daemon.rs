@@ -6,6 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,16 +145,19 @@ fn serve(args: DaemonArgs) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install the SIGINT/SIGTERM/SIGHUP handlers: {e}"))?;
     let reload_source = ReloadSource { module_path: args.module_path.clone() };
+    // Set once READY=1 is sent: a reload during the start must not announce readiness early.
+    let ready = Arc::new(AtomicBool::new(false));
     {
         let service = service.clone();
         let loader = loader.clone();
+        let ready = ready.clone();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
                 let mut seen = 0;
                 for sig in signals.forever() {
                     if sig == SIGHUP {
-                        reload(&loader, &reload_source);
+                        reload(&loader, &reload_source, ready.load(Ordering::SeqCst));
                         continue;
                     }
                     seen += 1;
@@ -199,6 +203,7 @@ fn serve(args: DaemonArgs) -> Result<(), String> {
     }
 
     notify::ready(&loader);
+    ready.store(true, Ordering::SeqCst);
     info!(socket = %socket.path().display(), "ready");
 
     let served = server.run();
@@ -216,14 +221,19 @@ fn serve(args: DaemonArgs) -> Result<(), String> {
 }
 
 /// SIGHUP: `RELOADING=1`, read the configuration again, `READY=1`, and say so in the log.
-fn reload(loader: &Loader, source: &ReloadSource) {
+/// Before the start is complete (`was_ready` false) the notifications are left to the start.
+fn reload(loader: &Loader, source: &ReloadSource, was_ready: bool) {
     info!("SIGHUP: reloading the configuration");
-    notify::reloading();
+    if was_ready {
+        notify::reloading();
+    }
     match reload_configuration(loader, source) {
         Ok(summary) => info!("configuration reloaded: {summary}"),
         Err(e) => error!("the configuration reload failed, keeping the previous one: {e}"),
     }
-    notify::ready(loader);
+    if was_ready {
+        notify::ready(loader);
+    }
 }
 
 /// Remove a socket we created (systemd owns an activated one).
@@ -252,10 +262,11 @@ fn check_activated_socket(fd: &OwnedFd) -> Result<(), String> {
         Ok(_) => return Err(not_ours("a socket that is not a Unix-domain socket".into())),
         Err(e) => return Err(not_ours(format!("a descriptor that is not a socket ({e})"))),
     }
-    if sockopt::socket_type(fd).map_err(|e| e.to_string())? != SocketType::STREAM {
+    let inspect = |e: rustix::io::Errno| format!("cannot inspect the socket systemd passed: {e}");
+    if sockopt::socket_type(fd).map_err(inspect)? != SocketType::STREAM {
         return Err(not_ours("a Unix socket that is not a stream socket".into()));
     }
-    if !sockopt::socket_acceptconn(fd).map_err(|e| e.to_string())? {
+    if !sockopt::socket_acceptconn(fd).map_err(inspect)? {
         return Err(not_ours("a connected socket (Accept=yes)".into()));
     }
     Ok(())
