@@ -123,6 +123,30 @@ pub fn run(args: CtlArgs) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// A command line clap refused (or `--help`/`--version`): clap's own output and exit status,
+/// except that with `--json` somewhere on the line a usage error is also one JSON document on
+/// stdout, as every other outcome is.
+pub fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let informational = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    let json = std::env::args_os().skip(1).take_while(|a| a != "--").any(|a| a == "--json");
+    if json && !informational {
+        let message = e.render().to_string();
+        let message = message.trim().trim_start_matches("error: ").to_owned();
+        let doc = json!({ "error": "kmodctl.UsageError", "parameters": {}, "message": message });
+        let _ =
+            write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default()));
+    }
+    // clap prints to stdout (help) or stderr (errors) and ignores a failed write.
+    let _ = e.print();
+    ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK })
+}
+
 /// The `error` name `--json` prints for a failure that is not an error reply.
 fn client_error_name(e: &ClientError) -> (&'static str, &Path) {
     use crate::connect_errors::ConnectProblem;

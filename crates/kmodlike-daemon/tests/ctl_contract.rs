@@ -123,6 +123,20 @@ fn json_is_printed_for_every_outcome() {
     assert_eq!(out.code(), 3, "{out:?}");
     assert_eq!(out.json()["error"], "kmodctl.Unreachable");
 
+    // A usage error clap finds.
+    let mut cmd = Command::new(kmodctl_bin());
+    cmd.arg("--socket").arg(&missing).args(["--json", "frobnicate"]);
+    let out = run_with_deadline(&mut cmd, CTL_DEADLINE);
+    assert_eq!(out.code(), 2, "{out:?}");
+    assert_eq!(out.json()["error"], "kmodctl.UsageError");
+    assert!(out.json()["message"].as_str().unwrap().contains("frobnicate"), "{out:?}");
+    assert!(out.stderr.contains("frobnicate"), "clap's message stays on stderr: {out:?}");
+    // --help stays help.
+    let mut cmd = Command::new(kmodctl_bin());
+    cmd.args(["--json", "--help"]);
+    let out = run_with_deadline(&mut cmd, CTL_DEADLINE);
+    assert!(out.ok().contains("Usage:"), "{out:?}");
+
     let d = Daemon::start(&[], &[]);
     // A usage error found after parsing.
     let out = d.ctl(&["--json", "call", "m", "f", "--arg", "1", "--returns", "void"]);

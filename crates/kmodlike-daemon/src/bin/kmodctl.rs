@@ -7,5 +7,8 @@ use kmodlike_daemon::cli::CtlArgs;
 use kmodlike_daemon::ctl;
 
 fn main() -> ExitCode {
-    ctl::run(CtlArgs::parse())
+    match CtlArgs::try_parse() {
+        Ok(args) => ctl::run(args),
+        Err(e) => ctl::usage_error(e),
+    }
 }
