@@ -375,7 +375,9 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
         CtlCommand::Status => {
             let r: StatusReply = call(args, &mut conn, "Status", json!({}))?;
             if text {
-                out!("{}", render::status_block(&r, &socket.display().to_string()));
+                let now = SystemTime::now();
+                let when = |t: f64| format_time(t, time_style, now);
+                out!("{}", render::status_block(&r, &socket.display().to_string(), &when));
             }
         }
         CtlCommand::Ping => {

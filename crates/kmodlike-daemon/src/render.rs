@@ -161,7 +161,8 @@ pub fn file_block(f: &ModuleFile) -> String {
 }
 
 /// `kmodctl status`.
-pub fn status_block(s: &StatusReply, socket: &str) -> String {
+/// `when` formats a time (epoch seconds) for the reader: see [`crate::times`].
+pub fn status_block(s: &StatusReply, socket: &str, when: &dyn Fn(f64) -> String) -> String {
     let mut out = String::new();
     field(&mut out, "daemon", format!("kmodlike {} (pid {})", s.version, s.pid));
     field(&mut out, "socket", if s.socket.is_empty() { socket } else { &s.socket });
@@ -187,13 +188,7 @@ pub fn status_block(s: &StatusReply, socket: &str) -> String {
         field(
             &mut out,
             "taint acknowledged",
-            format!(
-                "{} by {} (was: {}: {})",
-                timestamp(a.time),
-                a.by,
-                a.taint.module,
-                a.taint.reason
-            ),
+            format!("{} by {} (was: {}: {})", when(a.time), a.by, a.taint.module, a.taint.reason),
         );
     }
     field(&mut out, "module path", s.module_path.join(":"));
@@ -201,10 +196,6 @@ pub fn status_block(s: &StatusReply, socket: &str) -> String {
 }
 
 /// Epoch seconds as `@1700000000.123`, what `date -d` takes.
-fn timestamp(secs: f64) -> String {
-    format!("@{secs:.3}")
-}
-
 fn duration(secs: f64) -> String {
     let s = secs as u64;
     match s {

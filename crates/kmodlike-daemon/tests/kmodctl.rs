@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -256,20 +256,21 @@ fn unload_is_busy_during_a_call_and_waits_with_wait() {
     let mut call = Command::new(kmodctl_bin())
         .arg("--socket")
         .arg(&d.socket)
-        .args(["call", "slow", "sleep_ms", "--arg", "2000"])
+        .args(["call", "slow", "sleep_ms", "--arg", "3000"])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    // Give the call time to enter the module.
-    std::thread::sleep(Duration::from_millis(400));
+    // The call is in the module (it says so) for the next 3 s.
+    d.wait_log("sleep_ms begins in slow", LOG_WAIT);
     let out = d.ctl(&["unload", "slow"]);
     assert_eq!(out.code(), 1, "{out:?}");
     assert!(out.stderr.contains("busy") && out.stderr.contains("slow"), "{out:?}");
-    let started = Instant::now();
     d.ctl(&["unload", "--wait", "slow"]).ok();
-    assert!(started.elapsed() > Duration::from_millis(500), "waited for the call");
-    assert!(wait_deadline(&mut call, Duration::from_secs(10)).unwrap().success());
     d.wait_log("fini slow", LOG_WAIT);
+    let log = d.log();
+    let ended = log.find("sleep_ms ends in slow").expect("the call ended");
+    assert!(ended < log.find("fini slow").unwrap(), "the unload waited for the call:\n{log}");
+    assert!(wait_deadline(&mut call, Duration::from_secs(10)).unwrap().success());
 }
 
 #[test]
@@ -458,7 +459,10 @@ fn clear_taint_acknowledges_the_taint_and_status_keeps_the_history() {
     let text = d.ctl(&["status"]);
     let text = text.ok();
     assert!(text.contains("not tainted"), "{text}");
-    assert!(text.contains("taint acknowledged: @"), "{text}");
+    // Off a terminal, the time is RFC 3339 (UTC).
+    let ack_line = text.lines().find(|l| l.starts_with("taint acknowledged:")).expect(&text);
+    let stamp = ack_line.trim_start_matches("taint acknowledged:").trim_start();
+    assert!(stamp.starts_with("20") && stamp[..20].ends_with('Z'), "{ack_line}");
     assert!(text.contains(&format!("by {by} (was: taint_segv: {reason})")), "{text}");
 
     // A second tainting crash taints again; its acknowledgement is added to the history.

@@ -85,8 +85,11 @@ int answer(void) { return 42; }
 int add_one(int x) { return x + 1; }
 
 /* Sleeps `ms` milliseconds inside the module (a call in flight). */
+/* Logs when it starts and ends, so that a test waits on those lines, not on the clock. */
 int sleep_ms(int ms) {
     struct timespec t = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    say("sleep_ms begins in");
     nanosleep(&t, NULL);
+    say("sleep_ms ends in");
     return ms;
 }
