@@ -460,7 +460,7 @@ fn clear_taint_acknowledges_the_taint_and_status_keeps_the_history() {
     let text = text.ok();
     assert!(text.contains("not tainted"), "{text}");
     // Off a terminal, the time is RFC 3339 (UTC).
-    let ack_line = text.lines().find(|l| l.starts_with("taint acknowledged:")).expect(&text);
+    let ack_line = text.lines().find(|l| l.starts_with("taint acknowledged:")).expect(text);
     let stamp = ack_line.trim_start_matches("taint acknowledged:").trim_start();
     assert!(stamp.starts_with("20") && stamp[..20].ends_with('Z'), "{ack_line}");
     assert!(text.contains(&format!("by {by} (was: taint_segv: {reason})")), "{text}");
