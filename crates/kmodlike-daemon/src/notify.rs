@@ -5,6 +5,7 @@
 //!
 //! Every notification is a no-op without `NOTIFY_SOCKET` (not started by systemd).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -43,8 +44,12 @@ pub fn reloading() {
     }
 }
 
+/// Set by [`stopping`]: the unloads that follow must not put "serving" back in `STATUS=`.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
 /// `STOPPING=1`.
 pub fn stopping() {
+    STOPPING.store(true, Ordering::SeqCst);
     send(&[NotifyState::Stopping, NotifyState::Status("stopping: unloading every module")]);
 }
 
@@ -77,7 +82,9 @@ impl StatusUpdater {
                     Ok(()) => {
                         // Coalesce a burst of events into one update.
                         while rx.try_recv().is_ok() {}
-                        send(&[NotifyState::Status(&status_text(&loader))]);
+                        if !STOPPING.load(Ordering::SeqCst) {
+                            send(&[NotifyState::Status(&status_text(&loader))]);
+                        }
                     }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => return,

@@ -129,9 +129,15 @@ fn notifications_ready_status_watchdog_reloading_and_stopping() {
     let list = d.ctl(&["--json", "list"]).json();
     assert_eq!(list["modules"].as_array().unwrap().len(), 2, "{list}");
 
-    // SIGTERM: STOPPING=1 before the modules are unloaded.
+    // SIGTERM: STOPPING=1 before the modules are unloaded; their unloads do not put "serving"
+    // back in the status.
     assert_eq!(d.terminate().code(), Some(0), "{}", d.log());
-    notify.wait_for("STOPPING=1");
+    let (stopping, _) = notify.wait_for("STOPPING=1");
+    assert!(stopping.contains("STATUS=stopping"), "{stopping:?}");
+    // The daemon has exited: a marker sent now arrives after everything it sent.
+    UnixDatagram::unbound().unwrap().send_to(b"TEST-END", &notify.path).unwrap();
+    let (_, after) = notify.wait_for("TEST-END");
+    assert!(!after.iter().any(|m| m.contains("STATUS=serving")), "{after:?}");
 }
 
 #[test]
