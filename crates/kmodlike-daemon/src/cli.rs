@@ -71,6 +71,11 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub read_timeout: f64,
 
+    /// Keep the crash log, quarantines and taint history in DIR across restarts (default:
+    /// $STATE_DIRECTORY when systemd sets it, else /var/lib/kmodlike).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
     /// Load SPEC at start too, but only warn when it cannot be loaded (repeat for several).
     #[arg(long = "optional-module", value_name = "SPEC")]
     pub optional_modules: Vec<String>,

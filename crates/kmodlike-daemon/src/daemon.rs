@@ -119,6 +119,11 @@ fn serve(args: DaemonArgs) -> Result<(), String> {
         max_connections: args.max_connections as usize,
     };
     let service = Arc::new(LoaderService::new(loader.clone(), facts, conns.clone()));
+    let state_dir = crate::state::choose_state_dir(
+        args.state_dir.as_deref(),
+        std::env::var_os("STATE_DIRECTORY").as_deref(),
+    );
+    service.restore_state(crate::state::StateStore::open(&state_dir));
     let limits = Limits {
         max_connections: args.max_connections as usize,
         read_timeout: Duration::from_secs_f64(args.read_timeout.max(0.01)),

@@ -23,6 +23,7 @@ pub mod render;
 pub mod server;
 pub mod service;
 pub mod socket;
+pub mod state;
 pub mod stdout;
 pub mod times;
 pub mod varlink;

@@ -184,6 +184,16 @@ pub fn status_block(s: &StatusReply, socket: &str, when: &dyn Fn(f64) -> String)
         None => "not tainted".to_owned(),
     };
     field(&mut out, "taint", taint);
+    if let Some(t) = &s.previous_taint {
+        field(
+            &mut out,
+            "earlier run",
+            format!(
+                "TAINTED by {}: {} (not acknowledged: kmodctl clear --taint)",
+                t.module, t.reason
+            ),
+        );
+    }
     for a in s.taint_acks.iter().flatten() {
         field(
             &mut out,
@@ -192,6 +202,7 @@ pub fn status_block(s: &StatusReply, socket: &str, when: &dyn Fn(f64) -> String)
         );
     }
     field(&mut out, "module path", s.module_path.join(":"));
+    field(&mut out, "state", s.state_dir.as_deref().unwrap_or("not kept across restarts"));
     out
 }
 
@@ -206,10 +217,12 @@ fn duration(secs: f64) -> String {
 }
 
 /// One crash report, as the daemon logged it, with `when` (the crash's time, formatted by the
-/// caller) after its first line, followed by its backtrace.
+/// caller) after its first line, followed by its backtrace. A crash of an earlier run of the
+/// daemon starts with `[previous run]`.
 pub fn crash_block(c: &CrashReport, when: &str) -> String {
     let (headline, rest) = c.text.split_once('\n').unwrap_or((&c.text, ""));
-    let mut text = format!("{headline}\n  time:    {when}\n{rest}");
+    let previous = if c.previous_run == Some(true) { "[previous run] " } else { "" };
+    let mut text = format!("{previous}{headline}\n  time:    {when}\n{rest}");
     if !text.ends_with('\n') {
         text.push('\n');
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::sync_channel;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use kmodlike::{BusyReason, Error, Handle, Loader};
@@ -27,10 +27,14 @@ use crate::varlink::{VarlinkError, INTERFACE, INTERFACE_DESCRIPTION};
 mod after_crash;
 mod errors;
 mod monitor;
+mod persist;
 
 pub use errors::map_error;
 use errors::{busy, not_loaded};
 use monitor::{monitor_event, MonitorHub};
+use persist::Persisted;
+
+use crate::state::StateStore;
 
 /// How long `Unload` with `wait` waits for calls in flight.
 pub const UNLOAD_WAIT: Duration = Duration::from_secs(30);
@@ -63,6 +67,8 @@ pub struct LoaderService {
     monitors: Arc<MonitorHub>,
     facts: DaemonFacts,
     conns: Arc<Connections>,
+    /// What is kept across restarts (set once, by [`LoaderService::restore_state`]).
+    persisted: Arc<OnceLock<Persisted>>,
 }
 
 impl LoaderService {
@@ -70,12 +76,20 @@ impl LoaderService {
     pub fn new(loader: Loader, facts: DaemonFacts, conns: Arc<Connections>) -> LoaderService {
         let monitors = Arc::new(MonitorHub::default());
         let crash_count = Arc::new(AtomicU64::new(0));
+        let persisted: Arc<OnceLock<Persisted>> = Arc::new(OnceLock::new());
         {
             let monitors = monitors.clone();
             let crash_count = crash_count.clone();
+            let persisted = persisted.clone();
+            // The subscriber outlives no one: the loader and this service live until exit.
+            let me = loader.clone();
             loader.subscribe(move |event| {
                 if matches!(event, kmodlike::Event::Crashed(_)) {
                     crash_count.fetch_add(1, Ordering::Relaxed);
+                    // The crash, and the quarantine or taint it may have caused.
+                    if let Some(p) = persisted.get() {
+                        p.save(&me);
+                    }
                 }
                 monitors.publish(monitor_event(event));
             });
@@ -88,6 +102,28 @@ impl LoaderService {
             monitors,
             facts,
             conns,
+            persisted,
+        }
+    }
+
+    /// Keep crashes, quarantines and taints in `store` from now on, and restore what earlier
+    /// runs left there (quarantines take effect at once). Call once, before serving.
+    pub fn restore_state(&self, store: StateStore) {
+        let _ = self.persisted.set(Persisted::restore(store, &self.loader));
+    }
+
+    /// Write the persisted state now (after a change the loader does not announce).
+    fn save_state(&self) {
+        if let Some(p) = self.persisted.get() {
+            p.save(&self.loader);
+        }
+    }
+
+    /// The crash log, earlier runs' included.
+    fn crash_log(&self) -> Vec<types::CrashReport> {
+        match self.persisted.get() {
+            Some(p) => p.crashes(&self.loader),
+            None => self.loader.crashes().iter().map(types::CrashReport::from).collect(),
         }
     }
 
@@ -348,9 +384,18 @@ impl LoaderService {
                 window_secs: c.window.as_secs(),
             }),
             taint: kmodlike::taint().as_ref().map(types::Taint::from),
-            taint_acks: Some(
-                kmodlike::taint_acknowledgements().iter().map(types::TaintAck::from).collect(),
-            ),
+            taint_acks: Some(match self.persisted.get() {
+                Some(p) => p.taint_acks(),
+                None => {
+                    kmodlike::taint_acknowledgements().iter().map(types::TaintAck::from).collect()
+                }
+            }),
+            previous_taint: self.persisted.get().and_then(Persisted::previous_taint),
+            state_dir: self
+                .persisted
+                .get()
+                .and_then(|p| p.store.dir())
+                .map(|d| d.display().to_string()),
             module_path: self
                 .loader
                 .module_path()
@@ -411,11 +456,15 @@ impl LoaderService {
                 self.loader.clear_quarantine(&name).map_err(|_| {
                     VarlinkError::loader("NotQuarantined", json!({ "module": name }))
                 })?;
+                self.save_state();
                 Ok(json!({}))
             })(),
             "ClearTaint" => p.finish().and_then(|()| {
                 let by = format!("uid {} pid {}", ctx.peer.uid, ctx.peer.pid);
+                // This process's taint first; else an earlier run's, never acknowledged.
                 let ack = kmodlike::acknowledge_taint(&by)
+                    .map(|a| types::TaintAck::from(&a))
+                    .or_else(|| self.persisted.get()?.acknowledge_previous_taint(&by))
                     .ok_or_else(|| VarlinkError::loader("NotTainted", json!({})))?;
                 tracing::warn!(
                     module = %ack.taint.module,
@@ -423,7 +472,8 @@ impl LoaderService {
                     by = %ack.by,
                     "taint acknowledged and cleared"
                 );
-                reply(ClearTaintReply { acknowledged: types::TaintAck::from(&ack) })
+                self.save_state();
+                reply(ClearTaintReply { acknowledged: ack })
             }),
             "Call" => (|| {
                 let name = p.string("module")?;
@@ -448,10 +498,9 @@ impl LoaderService {
                 }
                 reply(self.call(&name, &symbol, signature, arg)?)
             })(),
-            "Crashes" => p.finish().and_then(|()| {
-                let crashes = self.loader.crashes().iter().map(types::CrashReport::from).collect();
-                reply(CrashesReply { crashes })
-            }),
+            "Crashes" => {
+                p.finish().and_then(|()| reply(CrashesReply { crashes: self.crash_log() }))
+            }
             "Status" => p.finish().and_then(|()| reply(self.status())),
             "Monitor" => {
                 return match p.finish() {

@@ -168,6 +168,9 @@ pub struct CrashReport {
     /// glibc's message, for a SIGABRT glibc raised after one of its checks failed.
     #[serde(default)]
     pub abort_message: Option<String>,
+    /// True for a crash of an earlier run of the daemon (read back from the state directory).
+    #[serde(default)]
+    pub previous_run: Option<bool>,
 }
 
 /// `type CrashFrame`: one frame of a crash's backtrace.
@@ -240,6 +243,7 @@ impl From<&kmodlike::CrashReport> for CrashReport {
             called: r.called.clone(),
             probe_pid: r.probe_pid,
             abort_message: r.abort_message.clone(),
+            previous_run: None,
         }
     }
 }
@@ -419,6 +423,12 @@ pub struct StatusReply {
     /// Taints acknowledged so far, oldest first.
     #[serde(default)]
     pub taint_acks: Option<Vec<TaintAck>>,
+    /// A taint of an earlier run that was never acknowledged.
+    #[serde(default)]
+    pub previous_taint: Option<Taint>,
+    /// The state directory, null when nothing is kept across restarts.
+    #[serde(default)]
+    pub state_dir: Option<String>,
 }
 
 /// The reply of `Monitor`.

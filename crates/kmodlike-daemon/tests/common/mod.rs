@@ -237,10 +237,20 @@ impl Daemon {
         if !probe_available() || cfg.program.is_some() {
             cmd.arg("--no-probe");
         }
+        // Each daemon keeps its state in its own directory (never the machine's /var/lib).
+        if !cfg.args.iter().any(|a| a == "--state-dir") {
+            cmd.arg("--state-dir").arg(dir.path().join("state"));
+        }
         cmd.args(&cfg.args);
-        for var in
-            ["KMODLIKE_SOCKET", "KMODLIKE_MODULE_PATH", "LISTEN_PID", "LISTEN_FDS", "NOTIFY_SOCKET"]
-        {
+        for var in [
+            "KMODLIKE_SOCKET",
+            "KMODLIKE_MODULE_PATH",
+            "LISTEN_PID",
+            "LISTEN_FDS",
+            "NOTIFY_SOCKET",
+            "JOURNAL_STREAM",
+            "STATE_DIRECTORY",
+        ] {
             cmd.env_remove(var);
         }
         cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");

@@ -301,6 +301,13 @@ impl Loader {
         }
     }
 
+    /// Quarantine `name` as if it had crashed `crashes` times within the crash-loop window: a
+    /// host restoring the quarantines it persisted before a restart. [`Loader::open`] refuses
+    /// the name until [`Loader::clear_quarantine`]. Works without a crash-loop policy too.
+    pub fn restore_quarantine(&self, name: &str, crashes: usize) {
+        lock(&self.shared.reg).quarantined.insert(name.to_owned(), crashes);
+    }
+
     /// Call `f` for every load, unload and crash, after the loader's lock is released.
     pub fn subscribe(&self, f: impl Fn(&Event) + Send + Sync + 'static) {
         self.shared.subscribers.write().unwrap_or_else(|e| e.into_inner()).push(Arc::new(f));
