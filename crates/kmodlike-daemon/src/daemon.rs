@@ -24,19 +24,32 @@ use crate::socket::{
     InstanceLock, LockError, SOCKET_ENV,
 };
 
-/// Set up logging to stderr: `RUST_LOG` decides the level (default `info`); no colour unless
-/// stderr is a terminal and `NO_COLOR` is unset.
+/// Set up logging (see [`crate::journal`]): native journal records under systemd, `<N>`
+/// priority prefixes on a pipe or file, human-readable lines on a terminal. `RUST_LOG` decides
+/// the level (default `info`); no colour unless stderr is a terminal and `NO_COLOR` is unset.
 pub fn init_tracing() {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi)
-        .try_init();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    use crate::journal::{choose_target, JournalLayer, LogTarget, PrefixedLayer};
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    let registry = tracing_subscriber::registry();
+    let _ = match choose_target() {
+        LogTarget::Journal(path) => registry.with(filter()).with(JournalLayer::new(path)).try_init(),
+        LogTarget::Prefixed => registry.with(filter()).with(PrefixedLayer).try_init(),
+        LogTarget::Human => {
+            let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            let fmt = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(ansi);
+            registry.with(filter()).with(fmt).try_init()
+        }
+    };
 }
 
 /// The socket the daemon serves and how it got it.
@@ -209,7 +222,11 @@ fn serve(args: DaemonArgs) -> Result<(), String> {
 
     notify::ready(&loader);
     ready.store(true, Ordering::SeqCst);
-    info!(socket = %socket.path().display(), "ready");
+    info!(
+        message_id = crate::journal::message_id::READY,
+        socket = %socket.path().display(),
+        "ready"
+    );
 
     let served = server.run();
     notify::stopping();
@@ -221,7 +238,7 @@ fn serve(args: DaemonArgs) -> Result<(), String> {
     remove_socket(socket);
     drop(status);
     served.map_err(|e| format!("the accept loop failed: {e}"))?;
-    info!("stopped");
+    info!(message_id = crate::journal::message_id::STOPPED, "stopped");
     Ok(())
 }
 
@@ -364,13 +381,21 @@ fn log_module_message(module: &str, level: i32, msg: &str) {
     }
 }
 
-/// Loads, unloads and, above all, crashes, whoever caused them.
+/// Loads, unloads and, above all, crashes, whoever caused them. A crash is one record holding
+/// the whole report (one journal entry; `<3>` on every line otherwise).
 fn log_event(event: &kmodlike::Event) {
+    use crate::journal::message_id;
     match event {
-        kmodlike::Event::Loaded(m) => {
-            info!(module = %m.name, "module {} loaded from {}", m.name, m.path.display())
+        kmodlike::Event::Loaded(m) => info!(
+            message_id = message_id::LOADED,
+            module = %m.name,
+            "module {} loaded from {}",
+            m.name,
+            m.path.display()
+        ),
+        kmodlike::Event::Unloaded { name } => {
+            info!(message_id = message_id::UNLOADED, module = %name, "module {name} unloaded")
         }
-        kmodlike::Event::Unloaded { name } => info!(module = %name, "module {name} unloaded"),
         kmodlike::Event::Crashed(report) => {
             let fate = if report.phase == kmodlike::Phase::Probe {
                 "was refused (it crashed in the probe child)"
@@ -378,12 +403,15 @@ fn log_event(event: &kmodlike::Event) {
                 "was unloaded"
             };
             error!(
+                message_id = message_id::CRASHED,
                 module = %report.module,
-                "module {} crashed with {} and {fate}; the daemon keeps running",
+                signal = %report.signal_name,
+                phase = %report.phase.name(),
+                "module {} crashed with {} and {fate}; the daemon keeps running\n{}",
                 report.module,
-                report.signal_name
+                report.signal_name,
+                report.to_string().trim_end()
             );
-            eprintln!("{report}");
         }
     }
 }

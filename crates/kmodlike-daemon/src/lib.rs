@@ -15,6 +15,7 @@ pub mod connect_errors;
 pub mod ctl;
 pub mod daemon;
 pub mod generate;
+pub mod journal;
 pub mod man_sections;
 pub mod module_completion;
 pub mod notify;

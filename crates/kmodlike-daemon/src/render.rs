@@ -305,7 +305,10 @@ pub fn event_line(e: &Event, when: &str) -> Option<String> {
             }
             None => format!("crashed  {name}"),
         },
-        other => format!("{other} {name}"),
+        other => match &e.detail {
+            Some(d) => format!("{other} {name}: {d}"),
+            None => format!("{other} {name}"),
+        },
     };
     Some(format!("{when} {what}"))
 }

@@ -25,6 +25,7 @@ use crate::varlink::types::{
 use crate::varlink::{VarlinkError, INTERFACE, INTERFACE_DESCRIPTION};
 
 mod after_crash;
+mod audit;
 mod errors;
 mod monitor;
 mod persist;
@@ -92,6 +93,9 @@ impl LoaderService {
                     }
                 }
                 monitors.publish(monitor_event(event));
+                if let kmodlike::Event::Crashed(report) = event {
+                    announce_consequences(&me, &monitors, report);
+                }
             });
         }
         LoaderService {
@@ -417,7 +421,25 @@ impl LoaderService {
         Outcome::Stream(rx)
     }
 
-    fn dispatch(&self, method: &str, mut p: Params, ctx: &CallContext) -> Outcome {
+    fn dispatch(&self, method: &str, p: Params, ctx: &CallContext) -> Outcome {
+        if !audit::AUDITED.contains(&method) {
+            return self.dispatch_method(method, p, ctx);
+        }
+        let subject = ["module", "spec"]
+            .iter()
+            .find_map(|k| p.peek_str(k))
+            .unwrap_or_default()
+            .to_owned();
+        let outcome = self.dispatch_method(method, p, ctx);
+        let result = match &outcome {
+            Outcome::Error(e) => Err(e.clone()),
+            _ => Ok(Value::Null),
+        };
+        audit::log_request(method, &subject, ctx, &result);
+        outcome
+    }
+
+    fn dispatch_method(&self, method: &str, mut p: Params, ctx: &CallContext) -> Outcome {
         let r = match method {
             "Ping" => p.finish().and_then(|()| {
                 reply(PingReply { version: env!("CARGO_PKG_VERSION").into(), pid: *PID })
@@ -457,6 +479,13 @@ impl LoaderService {
                     VarlinkError::loader("NotQuarantined", json!({ "module": name }))
                 })?;
                 self.save_state();
+                let who = audit::caller(ctx);
+                tracing::info!(
+                    message_id = crate::journal::message_id::QUARANTINE_CLEARED,
+                    module = %name,
+                    "quarantine of module {name} cleared by {who}"
+                );
+                self.monitors.publish(types::Event::about("quarantine_cleared", &name, who));
                 Ok(json!({}))
             })(),
             "ClearTaint" => p.finish().and_then(|()| {
@@ -467,11 +496,17 @@ impl LoaderService {
                     .or_else(|| self.persisted.get()?.acknowledge_previous_taint(&by))
                     .ok_or_else(|| VarlinkError::loader("NotTainted", json!({})))?;
                 tracing::warn!(
+                    message_id = crate::journal::message_id::TAINT_CLEARED,
                     module = %ack.taint.module,
                     reason = %ack.taint.reason,
                     by = %ack.by,
                     "taint acknowledged and cleared"
                 );
+                self.monitors.publish(types::Event::about(
+                    "taint_cleared",
+                    &ack.taint.module,
+                    format!("by {}", audit::caller(ctx)),
+                ));
                 self.save_state();
                 reply(ClearTaintReply { acknowledged: ack })
             }),
@@ -555,6 +590,31 @@ impl Signature {
                 ),
             )),
         }
+    }
+}
+
+/// What a crash led to beyond the crash itself: a quarantine, a taint. Logged and published
+/// as Monitor events.
+fn announce_consequences(loader: &Loader, monitors: &MonitorHub, report: &kmodlike::CrashReport) {
+    let name = &report.module;
+    if let Some((_, n)) = loader.quarantined().into_iter().find(|(q, _)| q == name) {
+        tracing::warn!(
+            message_id = crate::journal::message_id::QUARANTINED,
+            module = %name,
+            crashes = n,
+            "module {name} is quarantined after {n} crash(es): loads are refused until              `kmodctl clear {name}`"
+        );
+        monitors.publish(types::Event::about("quarantined", name, format!("{n} crash(es)")));
+    }
+    if let Some(t) = kmodlike::taint().filter(|t| &t.module == name && report.taint.is_some()) {
+        tracing::error!(
+            message_id = crate::journal::message_id::TAINTED,
+            module = %name,
+            reason = %t.reason,
+            "the daemon is tainted by module {name}'s crash: {}; restart it when convenient,              or acknowledge with `kmodctl clear --taint`",
+            t.reason
+        );
+        monitors.publish(types::Event::about("tainted", name, t.reason.clone()));
     }
 }
 

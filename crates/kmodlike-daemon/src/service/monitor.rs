@@ -37,6 +37,7 @@ pub(crate) fn monitor_event(event: &kmodlike::Event) -> types::Event {
             name: Some(info.name.clone()),
             module: Some(types::Module::from(info)),
             report: None,
+            detail: None,
         },
         kmodlike::Event::Unloaded { name } => types::Event {
             kind: "unloaded".into(),
@@ -44,6 +45,7 @@ pub(crate) fn monitor_event(event: &kmodlike::Event) -> types::Event {
             name: Some(name.clone()),
             module: None,
             report: None,
+            detail: None,
         },
         kmodlike::Event::Crashed(report) => types::Event {
             kind: "crashed".into(),
@@ -51,6 +53,7 @@ pub(crate) fn monitor_event(event: &kmodlike::Event) -> types::Event {
             name: Some(report.module.clone()),
             module: None,
             report: Some(types::CrashReport::from(&**report)),
+            detail: None,
         },
     }
 }

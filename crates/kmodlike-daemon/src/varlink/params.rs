@@ -18,6 +18,11 @@ impl Params {
         Params { map }
     }
 
+    /// A string parameter without consuming it (`None` when absent or not a string).
+    pub fn peek_str(&self, name: &str) -> Option<&str> {
+        self.map.get(name).and_then(Value::as_str)
+    }
+
     /// A required string.
     pub fn string(&mut self, name: &str) -> Result<String, VarlinkError> {
         self.opt_string(name)?.ok_or_else(|| missing(name))

@@ -301,7 +301,8 @@ pub struct CrashLoop {
 /// `type Event`: one Monitor event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
-    /// `started`, `loaded`, `unloaded` or `crashed`.
+    /// `started`, `loaded`, `unloaded`, `crashed`, `quarantined`, `quarantine_cleared`,
+    /// `tainted` or `taint_cleared`.
     pub kind: String,
     /// When the daemon saw it (epoch seconds).
     pub time: f64,
@@ -314,6 +315,10 @@ pub struct Event {
     /// The crash (`crashed`).
     #[serde(default)]
     pub report: Option<CrashReport>,
+    /// What else there is to say (`quarantined`: the crashes; `tainted`: the reason;
+    /// `quarantine_cleared`, `taint_cleared`: who).
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 impl Event {
@@ -325,6 +330,19 @@ impl Event {
             name: None,
             module: None,
             report: None,
+            detail: None,
+        }
+    }
+
+    /// An event about module `name` with a `detail` (quarantines, clears, taints).
+    pub fn about(kind: &str, name: &str, detail: String) -> Event {
+        Event {
+            kind: kind.into(),
+            time: epoch_secs(SystemTime::now()),
+            name: Some(name.to_owned()),
+            module: None,
+            report: None,
+            detail: Some(detail),
         }
     }
 }
