@@ -39,7 +39,9 @@ pub fn init_tracing() {
     };
     let registry = tracing_subscriber::registry();
     let _ = match choose_target() {
-        LogTarget::Journal(path) => registry.with(filter()).with(JournalLayer::new(path)).try_init(),
+        LogTarget::Journal(path) => {
+            registry.with(filter()).with(JournalLayer::new(path)).try_init()
+        }
         LogTarget::Prefixed => registry.with(filter()).with(PrefixedLayer).try_init(),
         LogTarget::Human => {
             let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();

@@ -226,7 +226,8 @@ impl<S: Subscriber> Layer<S> for JournalLayer {
         // A datagram too large for the socket (a huge report) or a journal that went away:
         // the record goes to stderr, which systemd also collects.
         if !self.send(&encode_record(&record)) {
-            let _ = std::io::stderr().write_all(prefixed_lines(prio, &f.message, &f.fields).as_bytes());
+            let _ =
+                std::io::stderr().write_all(prefixed_lines(prio, &f.message, &f.fields).as_bytes());
         }
     }
 }
@@ -268,7 +269,10 @@ mod tests {
     #[test]
     fn prefixed_lines_carry_the_priority_on_every_line() {
         let fields = vec![("module".to_owned(), "m".to_owned())];
-        assert_eq!(prefixed_lines(3, "crashed\n  pc: 0x1", &fields), "<3>crashed\n<3>  pc: 0x1 module=m\n");
+        assert_eq!(
+            prefixed_lines(3, "crashed\n  pc: 0x1", &fields),
+            "<3>crashed\n<3>  pc: 0x1 module=m\n"
+        );
         assert_eq!(prefixed_lines(6, "ready", &[]), "<6>ready\n");
     }
 
@@ -276,8 +280,16 @@ mod tests {
     fn message_ids_are_distinct_128_bit_hex() {
         use message_id::*;
         let ids = [
-            CRASHED, LOADED, UNLOADED, QUARANTINED, QUARANTINE_CLEARED, TAINTED, TAINT_CLEARED,
-            REQUEST, READY, STOPPED,
+            CRASHED,
+            LOADED,
+            UNLOADED,
+            QUARANTINED,
+            QUARANTINE_CLEARED,
+            TAINTED,
+            TAINT_CLEARED,
+            REQUEST,
+            READY,
+            STOPPED,
         ];
         for id in ids {
             assert!(id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");

@@ -425,11 +425,8 @@ impl LoaderService {
         if !audit::AUDITED.contains(&method) {
             return self.dispatch_method(method, p, ctx);
         }
-        let subject = ["module", "spec"]
-            .iter()
-            .find_map(|k| p.peek_str(k))
-            .unwrap_or_default()
-            .to_owned();
+        let subject =
+            ["module", "spec"].iter().find_map(|k| p.peek_str(k)).unwrap_or_default().to_owned();
         let outcome = self.dispatch_method(method, p, ctx);
         let result = match &outcome {
             Outcome::Error(e) => Err(e.clone()),
