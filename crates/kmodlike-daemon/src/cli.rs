@@ -116,6 +116,11 @@ pub struct CtlArgs {
     #[arg(long, global = true, value_name = "SECS", default_value_t = 60.0)]
     pub timeout: f64,
 
+    /// Run the command against the daemon on HOST, over `ssh [user@]HOST kmodctl bridge`
+    /// (--socket then names the socket on HOST; $KMODCTL_SSH replaces ssh).
+    #[arg(long, global = true, value_name = "[USER@]HOST")]
+    pub host: Option<String>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
@@ -238,6 +243,16 @@ is followed by the function the call ran and its backtrace, innermost first, ind
     Ping,
     /// Print the interface description (io.kmodlike.Loader) the daemon serves.
     Describe,
+    /// Join stdin and stdout to the daemon's socket (the Varlink bridge convention), for
+    /// `ssh HOST kmodctl bridge` and Varlink clients that run a bridge command.
+    #[command(
+        long_about = "Join stdin and stdout to the daemon's socket, byte for byte (the Varlink \
+bridge convention): a Varlink client that runs a command instead of connecting to a socket \
+(`varlinkctl --bridge`-style, or `kmodctl --host`) reaches the daemon through it, typically as \
+`ssh HOST kmodctl bridge`. Ends when the daemon closes the connection, or when stdin ends and \
+the daemon has answered. The socket's owner is checked first, as for every command."
+    )]
+    Bridge,
     /// Write man pages and shell completions into DIR (for packaging).
     #[command(hide = true)]
     Generate(GenerateArgs),

@@ -84,36 +84,76 @@ impl std::fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
-/// One connection to the daemon.
+/// One connection to the daemon: its socket, or a bridge (`ssh HOST kmodctl bridge`).
 #[derive(Debug)]
 pub struct Connection {
     stream: UnixStream,
     reader: FrameReader,
     path: PathBuf,
+    /// The bridge process at the other end of `stream`, when there is one.
+    bridge: Option<std::process::Child>,
+}
+
+/// Connect to the socket at `path` and check that the server runs as root or as this
+/// process's uid; nothing is sent to an untrusted server.
+pub fn connect_trusted(path: &Path) -> Result<UnixStream, ClientError> {
+    let stream = UnixStream::connect(path).map_err(|source| match explain(path, &source) {
+        Some(problem) => ClientError::Refused(problem),
+        None => ClientError::Unreachable { path: path.to_owned(), source },
+    })?;
+    let server = peer_cred(&stream)
+        .map_err(|source| ClientError::Unreachable { path: path.to_owned(), source })?;
+    let me = rustix::process::geteuid().as_raw();
+    if !server_is_trusted(&server, me) {
+        return Err(ClientError::Untrusted {
+            path: path.to_owned(),
+            uid: server.uid,
+            pid: server.pid,
+        });
+    }
+    Ok(stream)
 }
 
 impl Connection {
     /// Connect to `path` and check that the server runs as root or as this process's uid.
     /// `timeout` bounds the wait for each reply (`None`: no bound).
     pub fn connect(path: &Path, timeout: Option<Duration>) -> Result<Connection, ClientError> {
-        let stream = UnixStream::connect(path).map_err(|source| match explain(path, &source) {
-            Some(problem) => ClientError::Refused(problem),
-            None => ClientError::Unreachable { path: path.to_owned(), source },
-        })?;
-        let server = peer_cred(&stream)
-            .map_err(|source| ClientError::Unreachable { path: path.to_owned(), source })?;
-        let me = rustix::process::geteuid().as_raw();
-        if !server_is_trusted(&server, me) {
-            return Err(ClientError::Untrusted {
-                path: path.to_owned(),
-                uid: server.uid,
-                pid: server.pid,
-            });
-        }
+        let stream = connect_trusted(path)?;
+        Ok(Connection::over(stream, path.to_owned(), timeout, None))
+    }
+
+    /// Talk to a daemon through a bridge program: `program` runs with its stdin and stdout
+    /// connected to this connection (one end of a socket pair), as `varlinkctl --bridge` does.
+    /// `label` names the connection in errors (`ssh://host`). The program's stderr is ours, so
+    /// its own complaints (ssh's "Could not resolve hostname") reach the user.
+    pub fn over_bridge(
+        program: &mut std::process::Command,
+        label: PathBuf,
+        timeout: Option<Duration>,
+    ) -> Result<Connection, ClientError> {
+        let (mine, theirs) = UnixStream::pair()
+            .map_err(|source| ClientError::Unreachable { path: label.clone(), source })?;
+        let theirs_out = theirs
+            .try_clone()
+            .map_err(|source| ClientError::Unreachable { path: label.clone(), source })?;
+        let child = program
+            .stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .stdout(std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs_out)))
+            .spawn()
+            .map_err(|source| ClientError::Unreachable { path: label.clone(), source })?;
+        Ok(Connection::over(mine, label, timeout, Some(child)))
+    }
+
+    fn over(
+        stream: UnixStream,
+        path: PathBuf,
+        timeout: Option<Duration>,
+        bridge: Option<std::process::Child>,
+    ) -> Connection {
         let _ = stream.set_write_timeout(timeout);
         let reader = FrameReader::new(MAX_MESSAGE * 16, timeout.unwrap_or(Duration::from_secs(60)))
             .with_idle_timeout(timeout);
-        Ok(Connection { stream, reader, path: path.to_owned() })
+        Connection { stream, reader, path, bridge }
     }
 
     /// The socket path.
@@ -198,6 +238,23 @@ impl Connection {
 
     fn connection_error(&self, detail: String) -> ClientError {
         ClientError::Connection { path: self.path.clone(), detail }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let Some(mut child) = self.bridge.take() else { return };
+        // Closing our end is the bridge's end of input: it exits on its own once it has
+        // passed that on. One that does not (a hung ssh) is not waited for.
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        for _ in 0..100 {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

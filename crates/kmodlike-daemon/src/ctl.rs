@@ -237,8 +237,21 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
         }
         _ => None,
     };
+    if let CtlCommand::Bridge = &args.command {
+        if args.host.is_some() {
+            return Err(Failure::Usage("bridge runs on the daemon's host: drop --host".into()));
+        }
+        return crate::bridge::run_bridge(socket).map_err(Failure::Client);
+    }
     let timeout = (args.timeout > 0.0).then(|| Duration::from_secs_f64(args.timeout));
-    let mut conn = Connection::connect(socket, timeout)?;
+    let mut conn = match &args.host {
+        Some(host) => Connection::over_bridge(
+            &mut crate::bridge::ssh_command(host, args.socket.as_deref()),
+            crate::bridge::host_label(host),
+            timeout,
+        )?,
+        None => Connection::connect(socket, timeout)?,
+    };
     let style = Style::new(render::use_colour(std::io::stdout().is_terminal()));
     let time_style = TimeStyle::for_terminal(std::io::stdout().is_terminal());
     let text = !args.json;
@@ -383,7 +396,12 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
         CtlCommand::Ping => {
             let r: PingReply = call(args, &mut conn, "Ping", json!({}))?;
             if text {
-                outln!("kmodlike {} (pid {}) answers at {}", r.version, r.pid, socket.display());
+                outln!(
+                    "kmodlike {} (pid {}) answers at {}",
+                    r.version,
+                    r.pid,
+                    conn.path().display()
+                );
             }
         }
         CtlCommand::Describe => {
@@ -400,7 +418,7 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
             }
         }
         CtlCommand::Monitor { count } => monitor(args, conn, *count, time_style)?,
-        CtlCommand::Generate(_) => unreachable!("handled above"),
+        CtlCommand::Generate(_) | CtlCommand::Bridge => unreachable!("handled above"),
     }
     Ok(())
 }

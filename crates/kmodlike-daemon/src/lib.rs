@@ -9,6 +9,7 @@
 //! serves to clients through `org.varlink.service.GetInterfaceDescription`.
 #![warn(missing_docs)]
 
+pub mod bridge;
 pub mod cli;
 pub mod client;
 pub mod connect_errors;
