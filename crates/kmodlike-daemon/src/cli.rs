@@ -239,6 +239,19 @@ is followed by the function the call ran and its backtrace, innermost first, ind
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Show the directories the daemon searches for module specs, or replace them with --set.
+    #[command(
+        long_about = "Show the directories the daemon searches for module specs, in order (the \
+configured ones, then $KMODLIKE_MODULE_PATH of the daemon, then the built-in directories), or \
+replace the configured ones with --set DIR[:DIR...] until the daemon restarts or reloads its \
+configuration. Relative directories are taken from the current directory. Loaded modules are \
+not affected; dependencies already loaded keep satisfying their names."
+    )]
+    Path {
+        /// Replace the configured directories (colon-separated).
+        #[arg(long, value_name = "DIR[:DIR...]")]
+        set: Option<String>,
+    },
     /// Check that the daemon answers.
     Ping,
     /// Print the interface description (io.kmodlike.Loader) the daemon serves.

@@ -25,7 +25,7 @@ use crate::stdout::{write_stderr_line, write_stdout, WriteError};
 use crate::times::{format_time, parse_since, TimeStyle};
 use crate::varlink::types::{
     CallReply, ClearTaintReply, CrashesReply, InfoReply, ListReply, LoadReply, MonitorReply,
-    PingReply, ReloadReply, StatusReply,
+    PingReply, ReloadReply, SetModulePathReply, StatusReply,
 };
 use crate::varlink::{VarlinkError, INTERFACE};
 
@@ -204,6 +204,12 @@ fn call<T: DeserializeOwned>(
     if args.json {
         print_json(&reply)?;
     }
+    decode(conn, reply)
+}
+
+/// Call a method without parameters and decode its reply, printing nothing.
+fn call_quiet<T: DeserializeOwned>(conn: &mut Connection, name: &str) -> Result<T, Failure> {
+    let reply = conn.call(&method(name), json!({}))?.map_err(Failure::Reply)?;
     decode(conn, reply)
 }
 
@@ -391,6 +397,30 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                 let now = SystemTime::now();
                 let when = |t: f64| format_time(t, time_style, now);
                 out!("{}", render::status_block(&r, &socket.display().to_string(), &when));
+            }
+        }
+        CtlCommand::Path { set: None } => {
+            let r: StatusReply = call_quiet(&mut conn, "Status")?;
+            if args.json {
+                print_json(&Map::from_iter([("module_path".to_owned(), json!(r.module_path))]));
+            } else {
+                for d in &r.module_path {
+                    println!("{d}");
+                }
+            }
+        }
+        CtlCommand::Path { set: Some(dirs) } => {
+            // Resolved here: the daemon's working directory is not the caller's.
+            let dirs: Vec<String> = std::env::split_paths(dirs)
+                .filter(|d| !d.as_os_str().is_empty())
+                .map(|d| std::path::absolute(&d).unwrap_or(d).display().to_string())
+                .collect();
+            let r: SetModulePathReply =
+                call(args, &mut conn, "SetModulePath", json!({ "dirs": dirs }))?;
+            if text {
+                for d in &r.module_path {
+                    println!("{d}");
+                }
             }
         }
         CtlCommand::Ping => {

@@ -278,6 +278,7 @@ fn reply_checks() -> BTreeMap<&'static str, Option<Checker>> {
         ("ClearTaint", Some(check::<ClearTaintReply>)),
         ("Call", Some(check::<CallReply>)),
         ("Crashes", Some(check::<CrashesReply>)),
+        ("SetModulePath", Some(check::<SetModulePathReply>)),
         ("Status", Some(check::<StatusReply>)),
         ("Monitor", Some(check::<MonitorReply>)),
     ])

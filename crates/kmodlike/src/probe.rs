@@ -62,6 +62,9 @@ pub struct ProbeConfig {
     pub helper: Option<PathBuf>,
     /// The module path, for the module's dependencies (`--module-path`).
     pub dirs: Vec<PathBuf>,
+    /// Modules loaded in the parent, by name: dependencies they satisfy there resolve to the
+    /// same files in the child (`--dependency NAME=PATH`).
+    pub dependency_paths: Vec<(String, PathBuf)>,
     /// Refuse legacy modules (`--strict`).
     pub strict: bool,
     /// How long the child may take before it is killed and the module refused as hung.
@@ -79,6 +82,7 @@ const ANSWER_MAX: usize = 64 * 1024;
 
 /// The helper's usage line.
 pub const USAGE: &str = "usage: kmodlike-probe [--strict] [--module-path DIR]... \
+                         [--dependency NAME=PATH]... \
                          --answer-fd N [--module-fd N] -- FILE";
 
 /// The helper's command line: what the parent asks of the child.
@@ -88,6 +92,8 @@ pub struct ChildArgs {
     pub strict: bool,
     /// The module path, for dependencies.
     pub dirs: Vec<PathBuf>,
+    /// Dependencies satisfied by files the parent has loaded: `(name, path)`.
+    pub dependency_paths: Vec<(String, PathBuf)>,
     /// Where the answer goes: an inherited pipe's write end.
     pub answer_fd: RawFd,
     /// An inherited descriptor of the module's bytes, loaded as `/proc/self/fd/N`.
@@ -107,6 +113,13 @@ impl ChildArgs {
             a.push("--module-path".into());
             a.push(d.into());
         }
+        for (name, path) in &self.dependency_paths {
+            let mut arg = OsString::from(name);
+            arg.push("=");
+            arg.push(path);
+            a.push("--dependency".into());
+            a.push(arg);
+        }
         a.push("--answer-fd".into());
         a.push(self.answer_fd.to_string().into());
         if let Some(fd) = self.module_fd {
@@ -123,6 +136,7 @@ impl ChildArgs {
         let mut args = args.into_iter();
         let (mut strict, mut dirs, mut answer_fd, mut module_fd, mut path) =
             (false, Vec::new(), None, None, None);
+        let mut dependency_paths = Vec::new();
         let fd = |v: Option<OsString>, what: &str| -> std::result::Result<RawFd, String> {
             v.and_then(|v| v.to_str()?.parse::<RawFd>().ok())
                 .filter(|&n| n >= 0)
@@ -132,6 +146,14 @@ impl ChildArgs {
             match a.to_str() {
                 Some("--strict") => strict = true,
                 Some("--module-path") => dirs.extend(args.next().map(PathBuf::from)),
+                Some("--dependency") => {
+                    let v = args.next().unwrap_or_default();
+                    let (name, path) = v
+                        .to_str()
+                        .and_then(|v| v.split_once('='))
+                        .ok_or_else(|| format!("--dependency needs NAME=PATH\n{USAGE}"))?;
+                    dependency_paths.push((name.to_owned(), PathBuf::from(path)));
+                }
                 Some("--answer-fd") => answer_fd = Some(fd(args.next(), "--answer-fd")?),
                 Some("--module-fd") => module_fd = Some(fd(args.next(), "--module-fd")?),
                 Some("--") => path = args.next().map(PathBuf::from),
@@ -143,7 +165,7 @@ impl ChildArgs {
         }
         match (answer_fd, path) {
             (Some(answer_fd), Some(path)) => {
-                Ok(ChildArgs { strict, dirs, answer_fd, module_fd, path })
+                Ok(ChildArgs { strict, dirs, dependency_paths, answer_fd, module_fd, path })
             }
             _ => Err(USAGE.to_owned()),
         }
@@ -523,6 +545,7 @@ pub fn run(
     let args = ChildArgs {
         strict: cfg.strict,
         dirs: cfg.dirs.clone(),
+        dependency_paths: cfg.dependency_paths.clone(),
         answer_fd: answer_w.as_raw_fd(),
         module_fd: module_fd.as_ref().map(AsRawFd::as_raw_fd),
         path: path.to_owned(),

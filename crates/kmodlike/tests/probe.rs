@@ -23,7 +23,13 @@ fn misbehaving(out_stem: &str, flag: &str) -> PathBuf {
 }
 
 fn config(timeout: Duration) -> ProbeConfig {
-    ProbeConfig { helper: Some(helper()), dirs: Vec::new(), strict: false, timeout }
+    ProbeConfig {
+        helper: Some(helper()),
+        dirs: Vec::new(),
+        dependency_paths: Vec::new(),
+        strict: false,
+        timeout,
+    }
 }
 
 #[test]
@@ -174,6 +180,7 @@ fn the_command_line_survives_building_and_parsing() {
     let args = probe::ChildArgs {
         strict: true,
         dirs: vec![PathBuf::from("/a"), PathBuf::from("/b c")],
+        dependency_paths: vec![("base".into(), PathBuf::from("/x/base=1.so"))],
         answer_fd: 5,
         module_fd: Some(6),
         path: PathBuf::from("/m/--strict.so"),

@@ -20,7 +20,7 @@ use crate::server::{CallContext, Connections, Outcome, Service};
 use crate::varlink::params::Params;
 use crate::varlink::types::{
     self, CallReply, ClearTaintReply, CrashesReply, InfoReply, ListReply, LoadReply, ModuleFile,
-    MonitorReply, PingReply, ReloadReply, StatusReply,
+    MonitorReply, PingReply, ReloadReply, SetModulePathReply, StatusReply,
 };
 use crate::varlink::{VarlinkError, INTERFACE, INTERFACE_DESCRIPTION};
 
@@ -371,6 +371,23 @@ impl LoaderService {
         Ok(InfoReply { loaded: None, file: Some(file) })
     }
 
+    /// Replace the configured module directories (absolute paths only: a relative one would
+    /// be resolved against the daemon's working directory, not the caller's).
+    pub fn set_module_path(&self, dirs: &[String]) -> Result<SetModulePathReply, VarlinkError> {
+        if let Some(bad) = dirs.iter().find(|d| !Path::new(d).is_absolute()) {
+            return Err(VarlinkError::invalid_parameter_because(
+                "dirs",
+                &format!("{bad:?} is not an absolute path; give the full path of the directory"),
+            ));
+        }
+        self.loader.set_module_path(dirs.iter().map(PathBuf::from).collect());
+        Ok(SetModulePathReply { module_path: self.module_path_strings() })
+    }
+
+    fn module_path_strings(&self) -> Vec<String> {
+        self.loader.module_path().iter().map(|p| p.display().to_string()).collect()
+    }
+
     fn status(&self) -> StatusReply {
         StatusReply {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -425,8 +442,14 @@ impl LoaderService {
         if !audit::AUDITED.contains(&method) {
             return self.dispatch_method(method, p, ctx);
         }
-        let subject =
-            ["module", "spec"].iter().find_map(|k| p.peek_str(k)).unwrap_or_default().to_owned();
+        let named = ["module", "spec"].iter().find_map(|k| p.peek_str(k));
+        let subject = match (named, p.peek("dirs")) {
+            (Some(s), _) => s.to_owned(),
+            (None, Some(Value::Array(dirs))) => {
+                dirs.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(":")
+            }
+            _ => String::new(),
+        };
         let outcome = self.dispatch_method(method, p, ctx);
         let result = match &outcome {
             Outcome::Error(e) => Err(e.clone()),
@@ -529,6 +552,11 @@ impl LoaderService {
                     _ => {}
                 }
                 reply(self.call(&name, &symbol, signature, arg)?)
+            })(),
+            "SetModulePath" => (|| {
+                let dirs = p.strings("dirs")?;
+                p.finish()?;
+                reply(self.set_module_path(&dirs)?)
             })(),
             "Crashes" => {
                 p.finish().and_then(|()| reply(CrashesReply { crashes: self.crash_log() }))

@@ -18,6 +18,11 @@ impl Params {
         Params { map }
     }
 
+    /// A parameter without consuming it.
+    pub fn peek(&self, name: &str) -> Option<&Value> {
+        self.map.get(name)
+    }
+
     /// A string parameter without consuming it (`None` when absent or not a string).
     pub fn peek_str(&self, name: &str) -> Option<&str> {
         self.map.get(name).and_then(Value::as_str)
@@ -34,6 +39,21 @@ impl Params {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(other) => Err(wrong_type(name, "a string", &other)),
+        }
+    }
+
+    /// A required array of strings.
+    pub fn strings(&mut self, name: &str) -> Result<Vec<String>, VarlinkError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Err(missing(name)),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(wrong_type(name, "an array of strings", &other)),
+                })
+                .collect(),
+            Some(other) => Err(wrong_type(name, "an array of strings", &other)),
         }
     }
 

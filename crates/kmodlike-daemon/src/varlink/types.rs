@@ -400,6 +400,13 @@ pub struct CallReply {
     pub result: Option<i64>,
 }
 
+/// The reply of `SetModulePath`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetModulePathReply {
+    /// The full search list now.
+    pub module_path: Vec<String>,
+}
+
 /// The reply of `Crashes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrashesReply {

@@ -2,7 +2,8 @@
 //! survived.
 //! Run by the loader when its probe option is on; not meant to be run by hand.
 //!
-//! `kmodlike-probe [--strict] [--module-path DIR]... --answer-fd N [--module-fd N] -- FILE`
+//! `kmodlike-probe [--strict] [--module-path DIR]... [--dependency NAME=PATH]... --answer-fd N
+//! [--module-fd N] -- FILE`
 //!
 //! The command line and the answer are `kmodlike::probe::{ChildArgs, Answer}`, shared with the
 //! parent's side; the rest is the public loader, with `dlopen` itself guarded. The benchmark
@@ -19,6 +20,7 @@ fn main() {
     let loader = Loader::builder()
         .strict(args.strict)
         .module_path(args.dirs.clone())
+        .dependency_paths(args.dependency_paths.clone())
         .guard_dlopen_in_probe_child(true)
         .build();
     let file = args.file_to_load();

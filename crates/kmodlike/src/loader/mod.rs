@@ -45,6 +45,9 @@ struct Config {
     crash_loop: Option<CrashLoop>,
     log: Option<LogSink>,
     guard_dlopen: bool,
+    /// Where dependencies of these names are, before the module path (the probe child's copy
+    /// of what its parent has loaded).
+    dependency_paths: Vec<(String, PathBuf)>,
 }
 
 /// Builds a [`Loader`].
@@ -122,6 +125,14 @@ impl LoaderBuilder {
         self.cfg.guard_dlopen = on;
         self
     }
+    /// Satisfy a dependency on `name` with the file at `path` rather than searching the module
+    /// path. Only the probe child uses this: its parent passes the modules it has loaded, so a
+    /// dependency the parent satisfies with a module loaded by path resolves the same way here.
+    #[doc(hidden)]
+    pub fn dependency_paths(mut self, paths: Vec<(String, PathBuf)>) -> Self {
+        self.cfg.dependency_paths = paths;
+        self
+    }
     /// Build the loader.
     pub fn build(self) -> Loader {
         guard::install();
@@ -190,6 +201,7 @@ impl Loader {
                 crash_loop: None,
                 log: None,
                 guard_dlopen: false,
+                dependency_paths: Vec::new(),
             },
             path: Vec::new(),
         }

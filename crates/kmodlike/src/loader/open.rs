@@ -95,6 +95,46 @@ impl LoaderShared {
         })
     }
 
+    /// What to open for a dependency `dep` (a `depends=` entry, `[namespace/[dirspace/]]name`):
+    /// a module loaded under that name satisfies it, however it was loaded (by path too), so
+    /// its file is opened (and shared), as module names are unique in a loader; else a name
+    /// given to [`LoaderBuilder::dependency_paths`]; else `dep` itself, searched along the
+    /// module path. A `dep` that is an absolute path is left alone.
+    ///
+    /// [`LoaderBuilder::dependency_paths`]: super::LoaderBuilder::dependency_paths
+    fn dependency_spec(&self, spec: &str) -> String {
+        if spec.starts_with('/') {
+            return spec.to_owned();
+        }
+        let dep = spec.rsplit('/').next().unwrap_or(spec);
+        let loaded = {
+            let reg = lock(&self.reg);
+            reg.by_name.get(dep).and_then(|id| reg.entries.get(id)).and_then(|e| {
+                let live = e.unloading_by.is_none() && e.module.state() == ModuleState::Live;
+                live.then(|| e.module.path.clone())
+            })
+        };
+        let known =
+            || self.cfg.dependency_paths.iter().find(|(n, _)| n == dep).map(|(_, p)| p.clone());
+        // A path that is not UTF-8 cannot be a spec: search by name then.
+        loaded
+            .or_else(known)
+            .and_then(|p| p.to_str().map(str::to_owned))
+            .unwrap_or_else(|| spec.to_owned())
+    }
+
+    /// Every loaded module's name and file, for the probe child's dependencies.
+    fn loaded_paths(&self) -> Vec<(String, PathBuf)> {
+        let reg = lock(&self.reg);
+        let mut out: Vec<(String, PathBuf)> = reg
+            .by_name
+            .iter()
+            .filter_map(|(n, id)| Some((n.clone(), reg.entries.get(id)?.module.path.clone())))
+            .collect();
+        out.extend(self.cfg.dependency_paths.iter().cloned());
+        out
+    }
+
     /// Take a reference to `key` when it is loaded, wait when another thread is loading or
     /// unloading it, or reserve it for this thread.
     fn claim(&self, key: FileKey, name: &str, path: &Path, as_dep: bool) -> Result<Claim> {
@@ -192,7 +232,8 @@ impl LoaderShared {
         let mut deps: Vec<u64> = Vec::new();
         for dep in facts.modinfo.depends() {
             let dep_opts = OpenOptions { mode: OpenMode::Module, init_args: opts.init_args };
-            match self.open_node(&dep, &dep_opts, chain, true) {
+            let dep_spec = self.dependency_spec(&dep);
+            match self.open_node(&dep_spec, &dep_opts, chain, true) {
                 Ok(m) => deps.push(m.id),
                 Err(e) => {
                     chain.pop();
@@ -231,6 +272,7 @@ impl LoaderShared {
     ) -> Result<Arc<Module>> {
         if self.cfg.probe && opts.mode == OpenMode::Module {
             let probe_cfg = probe::ProbeConfig {
+                dependency_paths: self.loaded_paths(),
                 helper: self.cfg.probe_helper.clone(),
                 dirs: search_path(&self.path.read().unwrap_or_else(|e| e.into_inner())),
                 strict: self.cfg.strict,
