@@ -71,6 +71,11 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub read_timeout: f64,
 
+    /// Read the configuration from FILE (default /etc/kmodlike/kmodlike.toml when it exists)
+    /// and the module lists of modules.d/*.conf next to it. Options given here win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Keep the crash log, quarantines and taint history in DIR across restarts (default:
     /// $STATE_DIRECTORY when systemd sets it, else /var/lib/kmodlike).
     #[arg(long, value_name = "DIR")]
@@ -84,6 +89,29 @@ pub struct DaemonArgs {
     /// loaded the daemon exits with status 1 and never reports ready (see --optional-module).
     #[arg(value_name = "MODULE")]
     pub modules: Vec<String>,
+
+    /// The ids of the options given on the command line (filled by
+    /// [`DaemonArgs::parse_with_sources`]), which the configuration file does not override.
+    #[arg(skip)]
+    pub explicit: Vec<String>,
+}
+
+impl DaemonArgs {
+    /// Parse this process's arguments (exiting on a usage error, as `parse` does) and record
+    /// which options were given, so that the configuration file fills only the others.
+    pub fn parse_with_sources() -> DaemonArgs {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = DaemonArgs::command().get_matches();
+        let mut args = DaemonArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        args.explicit = matches
+            .ids()
+            .filter(|id| {
+                matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        args
+    }
 }
 
 fn parse_mode_arg(s: &str) -> Result<u32, String> {
@@ -239,6 +267,15 @@ is followed by the function the call ran and its backtrace, innermost first, ind
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Make the daemon read its configuration again (as SIGHUP does).
+    #[command(
+        name = "reload-config",
+        long_about = "Make the daemon read kmodlike.toml and modules.d again (as SIGHUP does): the \
+module path is updated and newly listed modules are loaded; modules no longer listed stay loaded. \
+When the configuration does not read, nothing changes and the error names the file, the line and \
+the key."
+    )]
+    ReloadConfig,
     /// Show the directories the daemon searches for module specs, or replace them with --set.
     #[command(
         long_about = "Show the directories the daemon searches for module specs, in order (the \

@@ -25,7 +25,7 @@ use crate::stdout::{write_stderr_line, write_stdout, WriteError};
 use crate::times::{format_time, parse_since, TimeStyle};
 use crate::varlink::types::{
     CallReply, ClearTaintReply, CrashesReply, InfoReply, ListReply, LoadReply, MonitorReply,
-    PingReply, ReloadReply, SetModulePathReply, StatusReply,
+    PingReply, ReloadConfigurationReply, ReloadReply, SetModulePathReply, StatusReply,
 };
 use crate::varlink::{VarlinkError, INTERFACE};
 
@@ -399,10 +399,24 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                 out!("{}", render::status_block(&r, &socket.display().to_string(), &when));
             }
         }
+        CtlCommand::ReloadConfig => {
+            let r: ReloadConfigurationReply =
+                call(args, &mut conn, "ReloadConfiguration", json!({}))?;
+            if text {
+                println!(
+                    "configuration reloaded from {}; {} listed module(s) loaded",
+                    r.config_file.as_deref().unwrap_or("(no file)"),
+                    r.loaded.len()
+                );
+                for f in &r.failed {
+                    println!("failed: {f}");
+                }
+            }
+        }
         CtlCommand::Path { set: None } => {
             let r: StatusReply = call_quiet(&mut conn, "Status")?;
             if args.json {
-                print_json(&Map::from_iter([("module_path".to_owned(), json!(r.module_path))]));
+                print_json(&Map::from_iter([("module_path".to_owned(), json!(r.module_path))]))?;
             } else {
                 for d in &r.module_path {
                     println!("{d}");

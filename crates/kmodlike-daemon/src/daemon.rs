@@ -98,7 +98,21 @@ fn raise_descriptor_limit() {
     }
 }
 
-fn serve(args: DaemonArgs) -> Result<(), String> {
+fn serve(mut args: DaemonArgs) -> Result<(), String> {
+    // The whole configuration reads, or the daemon does not start: nothing half-applied.
+    let config = crate::config::read(args.config.as_deref()).map_err(|e| e.to_string())?;
+    let config_source = crate::service::ConfigSource {
+        explicit: args.config.clone(),
+        cli_module_path: args.module_path.clone(),
+    };
+    crate::config::apply_to_args(&mut args, &config.settings);
+    if let Some(file) = &config.file {
+        info!(
+            "configuration read from {} ({} module(s) listed)",
+            file.display(),
+            config.modules.len()
+        );
+    }
     let group = match &args.socket_group {
         Some(g) => Some(group_id(g).map_err(|e| format!("--socket-group {g}: {e}"))?),
         None => None,
@@ -139,6 +153,7 @@ fn serve(args: DaemonArgs) -> Result<(), String> {
         std::env::var_os("STATE_DIRECTORY").as_deref(),
     );
     service.restore_state(crate::state::StateStore::open(&state_dir));
+    service.set_configuration(config_source, &config);
     let limits = Limits {
         max_connections: args.max_connections as usize,
         read_timeout: Duration::from_secs_f64(args.read_timeout.max(0.01)),
@@ -220,6 +235,18 @@ fn serve(args: DaemonArgs) -> Result<(), String> {
         service.release_all();
         remove_socket(socket);
         return Err(message);
+    }
+    if let Err(message) = service.load_listed(&config.modules) {
+        // A required module is missing: stop as cleanly as at SIGTERM, and say why.
+        error!("{message}");
+        service.close_monitors();
+        loader.shutdown();
+        service.release_all();
+        if let Socket::Owned { path, lock } = socket {
+            let _ = std::fs::remove_file(&path);
+            drop(lock);
+        }
+        return Err("a required module could not be loaded at start; not starting".into());
     }
 
     notify::ready(&loader);

@@ -45,7 +45,8 @@ pub mod message_id {
     pub const TAINTED: &str = "5d8e35b3093f46d68dd69d7da718d5a8";
     /// A taint was acknowledged.
     pub const TAINT_CLEARED: &str = "fe44fc1896284929b9e9bf65417fe048";
-    /// A request that changes state (Load, Unload, Reload, Clear, ClearTaint, SetModulePath),
+    /// A request that changes state (Load, Unload, Reload, Clear, ClearTaint, SetModulePath,
+    /// ReloadConfiguration),
     /// with the caller and the outcome.
     pub const REQUEST: &str = "e870ff4f82604091954654dee371c9d4";
     /// The daemon is ready.

@@ -12,6 +12,7 @@
 pub mod bridge;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod connect_errors;
 pub mod ctl;
 pub mod daemon;

@@ -203,6 +203,25 @@ pub fn status_block(s: &StatusReply, socket: &str, when: &dyn Fn(f64) -> String)
     }
     field(&mut out, "module path", s.module_path.join(":"));
     field(&mut out, "state", s.state_dir.as_deref().unwrap_or("not kept across restarts"));
+    field(&mut out, "configuration", s.config_file.as_deref().unwrap_or("none"));
+    for m in s.configured_modules.iter().flatten() {
+        let mut what = format!("{} ({}", m.spec, if m.required { "required" } else { "optional" });
+        if m.isolated {
+            what.push_str(", isolated");
+        }
+        if let Some(t) = m.call_timeout_secs {
+            let _ = write!(what, ", timeout {t} s");
+        }
+        match m.crash_loop {
+            Some(c) if c.max_crashes == 0 => what.push_str(", crash loop off"),
+            Some(c) => {
+                let _ = write!(what, ", crash loop {}/{} s", c.max_crashes, c.window_secs);
+            }
+            None => {}
+        }
+        let _ = write!(what, ") at {}", m.origin);
+        field(&mut out, "listed", what);
+    }
     out
 }
 

@@ -262,6 +262,7 @@ fn type_checks() -> BTreeMap<&'static str, Checker> {
         ("TaintAck", check::<TaintAck>),
         ("CrashLoop", check::<CrashLoop>),
         ("Event", check::<Event>),
+        ("ConfiguredModule", check::<ConfiguredModule>),
     ])
 }
 
@@ -279,6 +280,7 @@ fn reply_checks() -> BTreeMap<&'static str, Option<Checker>> {
         ("Call", Some(check::<CallReply>)),
         ("Crashes", Some(check::<CrashesReply>)),
         ("SetModulePath", Some(check::<SetModulePathReply>)),
+        ("ReloadConfiguration", Some(check::<ReloadConfigurationReply>)),
         ("Status", Some(check::<StatusReply>)),
         ("Monitor", Some(check::<MonitorReply>)),
     ])

@@ -3,12 +3,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use kmodlike_daemon::cli::DaemonArgs;
 use kmodlike_daemon::daemon;
 
 fn main() -> ExitCode {
-    let args = DaemonArgs::parse();
+    let args = DaemonArgs::parse_with_sources();
     daemon::init_tracing();
     daemon::run(args)
 }

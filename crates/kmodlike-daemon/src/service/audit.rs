@@ -10,7 +10,7 @@ use crate::varlink::VarlinkError;
 
 /// The methods that change the daemon's state, hence are audited.
 pub(crate) const AUDITED: &[&str] =
-    &["Load", "Unload", "Reload", "Clear", "ClearTaint", "SetModulePath"];
+    &["Load", "Unload", "Reload", "Clear", "ClearTaint", "SetModulePath", "ReloadConfiguration"];
 
 /// The caller's command name (`/proc/PID/comm`), `?` when it is gone or hidden.
 pub(crate) fn comm(pid: i32) -> String {

@@ -26,6 +26,7 @@ use crate::varlink::{VarlinkError, INTERFACE, INTERFACE_DESCRIPTION};
 
 mod after_crash;
 mod audit;
+mod configured;
 mod errors;
 mod monitor;
 mod persist;
@@ -34,6 +35,9 @@ pub use errors::map_error;
 use errors::{busy, not_loaded};
 use monitor::{monitor_event, MonitorHub};
 use persist::Persisted;
+
+pub use configured::ConfigSource;
+use configured::Configured;
 
 use crate::state::StateStore;
 
@@ -70,6 +74,8 @@ pub struct LoaderService {
     conns: Arc<Connections>,
     /// What is kept across restarts (set once, by [`LoaderService::restore_state`]).
     persisted: Arc<OnceLock<Persisted>>,
+    /// The configuration in force (set once, by [`LoaderService::set_configuration`]).
+    configured: OnceLock<Configured>,
 }
 
 impl LoaderService {
@@ -107,6 +113,7 @@ impl LoaderService {
             facts,
             conns,
             persisted,
+            configured: OnceLock::new(),
         }
     }
 
@@ -389,6 +396,7 @@ impl LoaderService {
     }
 
     fn status(&self) -> StatusReply {
+        let config = self.configuration_facts();
         StatusReply {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: *PID,
@@ -417,6 +425,8 @@ impl LoaderService {
                 .get()
                 .and_then(|p| p.store.dir())
                 .map(|d| d.display().to_string()),
+            config_file: config.0,
+            configured_modules: config.1,
             module_path: self
                 .loader
                 .module_path()
@@ -553,6 +563,9 @@ impl LoaderService {
                 }
                 reply(self.call(&name, &symbol, signature, arg)?)
             })(),
+            "ReloadConfiguration" => p
+                .finish()
+                .and_then(|()| reply(self.reload_configuration().map_err(VarlinkError::failed)?)),
             "SetModulePath" => (|| {
                 let dirs = p.strings("dirs")?;
                 p.finish()?;

@@ -407,6 +407,39 @@ pub struct SetModulePathReply {
     pub module_path: Vec<String>,
 }
 
+/// `type ConfiguredModule`: a module listed in `modules.d`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfiguredModule {
+    /// The spec or path.
+    pub spec: String,
+    /// A failure at start fails the start.
+    pub required: bool,
+    /// To run in its own process.
+    pub isolated: bool,
+    /// Its calls' deadline in seconds.
+    #[serde(default)]
+    pub call_timeout_secs: Option<f64>,
+    /// Its own crash-loop policy (`max_crashes` 0: off).
+    #[serde(default)]
+    pub crash_loop: Option<CrashLoop>,
+    /// Where it is listed: `FILE:LINE`.
+    pub origin: String,
+}
+
+/// The reply of `ReloadConfiguration`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadConfigurationReply {
+    /// The file read, if any.
+    #[serde(default)]
+    pub config_file: Option<String>,
+    /// The full module search list now.
+    pub module_path: Vec<String>,
+    /// The names of the listed modules that are loaded.
+    pub loaded: Vec<String>,
+    /// The listed modules that could not be loaded, each `FILE:LINE: cannot load SPEC: why`.
+    pub failed: Vec<String>,
+}
+
 /// The reply of `Crashes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CrashesReply {
@@ -454,6 +487,12 @@ pub struct StatusReply {
     /// The state directory, null when nothing is kept across restarts.
     #[serde(default)]
     pub state_dir: Option<String>,
+    /// The configuration file read, null when none.
+    #[serde(default)]
+    pub config_file: Option<String>,
+    /// The modules `modules.d` lists.
+    #[serde(default)]
+    pub configured_modules: Option<Vec<ConfiguredModule>>,
 }
 
 /// The reply of `Monitor`.

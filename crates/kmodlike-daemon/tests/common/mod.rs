@@ -241,6 +241,14 @@ impl Daemon {
         if !cfg.args.iter().any(|a| a == "--state-dir") {
             cmd.arg("--state-dir").arg(dir.path().join("state"));
         }
+        // ...and reads no configuration but its own (never the machine's /etc/kmodlike).
+        if !cfg.args.iter().any(|a| a == "--config") {
+            let config = dir.path().join("kmodlike.toml");
+            if !config.exists() {
+                std::fs::write(&config, "").unwrap();
+            }
+            cmd.arg("--config").arg(config);
+        }
         cmd.args(&cfg.args);
         for var in [
             "KMODLIKE_SOCKET",

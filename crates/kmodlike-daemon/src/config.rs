@@ -1,0 +1,431 @@
+//! The daemon's configuration: `/etc/kmodlike/kmodlike.toml` (or `--config FILE`) and the
+//! `modules.d/*.conf` directory next to it, which lists modules to load at start, as
+//! modules-load.d(5) does for the kernel.
+//!
+//! `kmodlike.toml` (every key optional; options given on the command line win, and
+//! `--module-path` directories are searched before the file's):
+//!
+//! ```toml
+//! module_path = ["/opt/acme/modules"]
+//! state_dir = "/var/lib/kmodlike"
+//! probe = true
+//! strict = false
+//! max_connections = 64
+//! read_timeout = 10.0
+//! [crash_loop]
+//! max_crashes = 5     # 0 turns the policy off
+//! window_secs = 60
+//! ```
+//!
+//! `modules.d/*.conf`, read in file-name order: one module a line, a spec or a path, then
+//! options; `#` or `;` starts a comment.
+//!
+//! ```text
+//! misc/hello                      # required (the default): the start fails without it
+//! acme/telemetry optional         # a failure is only a warning
+//! /opt/x/parser.so isolated timeout=2.5 crash-loop=3/60
+//! ```
+//!
+//! Options: `required` or `optional`; `isolated` (run the module in its own process);
+//! `timeout=SECS` (its calls' deadline); `crash-loop=N/SECS` or `crash-loop=off` (its own
+//! quarantine policy). `isolated`, `timeout` and `crash-loop` are recorded and shown, for the
+//! features that apply them.
+//!
+//! Everything is read and checked before anything is applied: one bad line fails the whole read
+//! with `FILE:LINE: what is wrong`, and a reload that fails keeps the running configuration.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The configuration file read when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/kmodlike/kmodlike.toml";
+
+/// The directory of module lists, next to the configuration file.
+pub const MODULES_DIR: &str = "modules.d";
+
+/// `kmodlike.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// Directories searched for specs, after `--module-path`.
+    #[serde(default)]
+    pub module_path: Vec<PathBuf>,
+    /// The state directory.
+    pub state_dir: Option<PathBuf>,
+    /// Probe modules in a child process first.
+    pub probe: Option<bool>,
+    /// Refuse legacy modules.
+    pub strict: Option<bool>,
+    /// Connection bound.
+    pub max_connections: Option<u32>,
+    /// Seconds a request may take to arrive.
+    pub read_timeout: Option<f64>,
+    /// The crash-loop policy.
+    pub crash_loop: Option<CrashLoopSetting>,
+}
+
+/// `[crash_loop]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrashLoopSetting {
+    /// Crashes that quarantine a module (0: off).
+    pub max_crashes: u32,
+    /// Within this many seconds.
+    #[serde(default = "default_window")]
+    pub window_secs: u64,
+}
+
+fn default_window() -> u64 {
+    60
+}
+
+/// One module listed in `modules.d`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleEntry {
+    /// The spec or path to load.
+    pub spec: String,
+    /// A failure to load it at start fails the start (else it is a warning).
+    pub required: bool,
+    /// Run it in its own process.
+    pub isolated: bool,
+    /// Its calls' deadline, in seconds.
+    pub call_timeout_secs: Option<f64>,
+    /// Its own crash-loop policy: `(max crashes, window seconds)`, `(0, 0)` for off.
+    pub crash_loop: Option<(u32, u64)>,
+    /// Where it is listed: `FILE:LINE`.
+    pub origin: String,
+}
+
+/// Everything read: the file's settings and the listed modules, in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Config {
+    /// The configuration file, when one was read.
+    pub file: Option<PathBuf>,
+    /// Its settings.
+    pub settings: FileSettings,
+    /// The modules of `modules.d`, in file then line order.
+    pub modules: Vec<ModuleEntry>,
+}
+
+/// A configuration problem: `FILE[:LINE]: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// The line, when known.
+    pub line: Option<usize>,
+    /// What is wrong, naming the key or option.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{l}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Let the file's settings fill what the command line left at its defaults: `explicit` holds
+/// the ids of the options given on the command line (see [`crate::cli::DaemonArgs::explicit`]).
+/// The file's `module_path` comes after `--module-path`'s directories.
+pub fn apply_to_args(args: &mut crate::cli::DaemonArgs, s: &FileSettings) {
+    let given = |id: &str| args.explicit.iter().any(|e| e == id);
+    args.module_path.extend(s.module_path.iter().cloned());
+    if !given("state_dir") && s.state_dir.is_some() {
+        args.state_dir.clone_from(&s.state_dir);
+    }
+    if let (false, Some(probe)) = (given("no_probe"), s.probe) {
+        args.no_probe = !probe;
+    }
+    if let (false, Some(strict)) = (given("strict"), s.strict) {
+        args.strict = strict;
+    }
+    if let (false, Some(n)) = (given("max_connections"), s.max_connections) {
+        args.max_connections = n;
+    }
+    if let (false, Some(t)) = (given("read_timeout"), s.read_timeout) {
+        args.read_timeout = t;
+    }
+    if let Some(c) = s.crash_loop {
+        if !given("crash_loop_max") {
+            args.crash_loop_max = c.max_crashes;
+        }
+        if !given("crash_loop_window") {
+            args.crash_loop_window = c.window_secs;
+        }
+    }
+}
+
+/// Read the configuration: `explicit` (`--config`, which must exist), else [`DEFAULT_CONFIG`]
+/// when it exists, else nothing (defaults). `modules.d` is read next to the file, whether the
+/// file itself exists or not.
+pub fn read(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    let path = explicit.map(Path::to_owned).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let settings = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(parse_settings(&path, &text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => None,
+        Err(e) => {
+            return Err(ConfigError {
+                file: path,
+                line: None,
+                message: format!("cannot read the configuration: {e}"),
+            })
+        }
+    };
+    let dir = path.parent().unwrap_or(Path::new("/")).join(MODULES_DIR);
+    let modules = read_modules_dir(&dir)?;
+    Ok(Config {
+        file: settings.is_some().then_some(path),
+        settings: settings.unwrap_or_default(),
+        modules,
+    })
+}
+
+/// Parse `kmodlike.toml`'s text.
+pub fn parse_settings(file: &Path, text: &str) -> Result<FileSettings, ConfigError> {
+    let settings: FileSettings = toml::from_str(text).map_err(|e| ConfigError {
+        file: file.to_owned(),
+        line: e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+        message: e.message().trim_end().to_owned(),
+    })?;
+    let err = |key: &str, message: String| {
+        let line = text.lines().position(|l| l.trim_start().starts_with(key)).map(|n| n + 1);
+        ConfigError { file: file.to_owned(), line, message }
+    };
+    if let Some(bad) = settings.module_path.iter().find(|d| !d.is_absolute()) {
+        return Err(err(
+            "module_path",
+            format!("module_path: {} is not an absolute path", bad.display()),
+        ));
+    }
+    if let Some(bad) = settings.state_dir.as_ref().filter(|d| !d.is_absolute()) {
+        return Err(err(
+            "state_dir",
+            format!("state_dir: {} is not an absolute path", bad.display()),
+        ));
+    }
+    if let Some(n) = settings.max_connections.filter(|n| !(1..=4096).contains(n)) {
+        return Err(err("max_connections", format!("max_connections: {n} is not in 1..=4096")));
+    }
+    if let Some(t) = settings.read_timeout.filter(|t| !(t.is_finite() && *t > 0.0)) {
+        return Err(err("read_timeout", format!("read_timeout: {t} is not a positive number")));
+    }
+    if settings.crash_loop.is_some_and(|c| c.window_secs == 0) {
+        return Err(err("window_secs", "crash_loop.window_secs: must be at least 1".into()));
+    }
+    Ok(settings)
+}
+
+/// Read every `*.conf` of `dir` in file-name order (a missing directory lists nothing).
+pub fn read_modules_dir(dir: &Path) -> Result<Vec<ModuleEntry>, ConfigError> {
+    let io_err = |file: &Path, e: std::io::Error| ConfigError {
+        file: file.to_owned(),
+        line: None,
+        message: format!("cannot read: {e}"),
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(dir, e)),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    files.sort();
+    let mut out: Vec<ModuleEntry> = Vec::new();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| io_err(&file, e))?;
+        for entry in parse_modules_file(&file, &text)? {
+            if let Some(first) = seen.get(&entry.spec) {
+                return Err(ConfigError {
+                    file: file.clone(),
+                    line: entry.origin.rsplit(':').next().and_then(|l| l.parse().ok()),
+                    message: format!("{} is listed already, at {first}", entry.spec),
+                });
+            }
+            seen.insert(entry.spec.clone(), entry.origin.clone());
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+/// Parse one `modules.d` file.
+pub fn parse_modules_file(file: &Path, text: &str) -> Result<Vec<ModuleEntry>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let content = raw.split(['#', ';']).next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let err =
+            |message: String| ConfigError { file: file.to_owned(), line: Some(line), message };
+        let mut words = content.split_whitespace();
+        let spec = words.next().unwrap_or_default().to_owned();
+        if !spec.starts_with('/') && spec.contains("./") {
+            return Err(err(format!(
+                "{spec}: a relative path; give an absolute path or a spec such as misc/name"
+            )));
+        }
+        let mut entry = ModuleEntry {
+            spec,
+            required: true,
+            isolated: false,
+            call_timeout_secs: None,
+            crash_loop: None,
+            origin: format!("{}:{line}", file.display()),
+        };
+        let (mut required, mut optional) = (false, false);
+        for word in words {
+            match word.split_once('=') {
+                None if word == "required" => required = true,
+                None if word == "optional" => optional = true,
+                None if word == "isolated" => entry.isolated = true,
+                Some(("timeout", v)) => {
+                    let secs: f64 =
+                        v.parse().ok().filter(|s: &f64| s.is_finite() && *s > 0.0).ok_or_else(
+                            || {
+                                err(format!(
+                                    "timeout={v}: give a positive number of seconds (timeout=2.5)"
+                                ))
+                            },
+                        )?;
+                    entry.call_timeout_secs = Some(secs);
+                }
+                Some(("crash-loop", "off")) => entry.crash_loop = Some((0, 0)),
+                Some(("crash-loop", v)) => {
+                    let parsed = v.split_once('/').and_then(|(n, w)| {
+                        Some((n.parse::<u32>().ok()?, w.parse::<u64>().ok().filter(|w| *w > 0)?))
+                    });
+                    entry.crash_loop = Some(parsed.ok_or_else(|| {
+                        err(format!(
+                            "crash-loop={v}: give CRASHES/SECONDS (crash-loop=3/60) or crash-loop=off"
+                        ))
+                    })?);
+                }
+                _ => {
+                    return Err(err(format!(
+                        "unknown option {word:?}; the options are required, optional, isolated, \
+                         timeout=SECS and crash-loop=N/SECS|off"
+                    )))
+                }
+            }
+        }
+        if required && optional {
+            return Err(err(format!("{}: both required and optional", entry.spec)));
+        }
+        entry.required = !optional;
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_and_bad_keys_name_file_line_and_key() {
+        let f = Path::new("/etc/kmodlike/kmodlike.toml");
+        let s = parse_settings(
+            f,
+            "module_path = [\"/opt/m\"]\nprobe = false\n[crash_loop]\nmax_crashes = 3\n",
+        )
+        .unwrap();
+        assert_eq!(s.module_path, [PathBuf::from("/opt/m")]);
+        assert_eq!(s.probe, Some(false));
+        assert_eq!(s.crash_loop, Some(CrashLoopSetting { max_crashes: 3, window_secs: 60 }));
+
+        let e = parse_settings(f, "probe = true\nmodul_path = []\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(
+            e.to_string().starts_with("/etc/kmodlike/kmodlike.toml:2: unknown field `modul_path`"),
+            "{e}"
+        );
+
+        let e = parse_settings(f, "\nprobe = \"yes\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("bool"), "{e}");
+
+        let e = parse_settings(f, "module_path = [\"rel\"]\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (Some(1), "module_path: rel is not an absolute path")
+        );
+    }
+
+    #[test]
+    fn module_lists_take_options_and_comments() {
+        let f = Path::new("/c/modules.d/10-a.conf");
+        let m = parse_modules_file(
+            f,
+            "# comment\nmisc/hello\n\nacme/t optional ; why\n/opt/p.so isolated timeout=2.5 crash-loop=3/60\nx crash-loop=off\n",
+        )
+        .unwrap();
+        assert_eq!(m.len(), 4);
+        assert_eq!(
+            (m[0].spec.as_str(), m[0].required, m[0].origin.as_str()),
+            ("misc/hello", true, "/c/modules.d/10-a.conf:2")
+        );
+        assert!(!m[1].required);
+        assert!(m[2].isolated);
+        assert_eq!(m[2].call_timeout_secs, Some(2.5));
+        assert_eq!(m[2].crash_loop, Some((3, 60)));
+        assert_eq!(m[3].crash_loop, Some((0, 0)));
+    }
+
+    #[test]
+    fn bad_module_lines_name_file_line_and_option() {
+        let f = Path::new("/c/modules.d/a.conf");
+        let e = parse_modules_file(f, "ok\nm timeout=soon\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.to_string().starts_with("/c/modules.d/a.conf:2: timeout=soon"), "{e}");
+        let e = parse_modules_file(f, "m bogus\n").unwrap_err();
+        assert!(e.message.contains("unknown option \"bogus\""), "{e}");
+        let e = parse_modules_file(f, "m required optional\n").unwrap_err();
+        assert!(e.message.contains("both"), "{e}");
+        let e = parse_modules_file(f, "m crash-loop=3\n").unwrap_err();
+        assert!(e.message.contains("CRASHES/SECONDS"), "{e}");
+        let e = parse_modules_file(f, "./m.so\n").unwrap_err();
+        assert!(e.message.contains("relative path"), "{e}");
+    }
+
+    #[test]
+    fn modules_d_is_read_in_name_order_and_a_duplicate_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join(MODULES_DIR);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("20-b.conf"), "b\n").unwrap();
+        std::fs::write(d.join("10-a.conf"), "a\n").unwrap();
+        std::fs::write(d.join("README"), "not read\n").unwrap();
+        let c = read(Some(&dir.path().join("kmodlike.toml")).map(|p| {
+            std::fs::write(p, "").unwrap();
+            p.as_path()
+        }))
+        .unwrap();
+        let specs: Vec<&str> = c.modules.iter().map(|m| m.spec.as_str()).collect();
+        assert_eq!(specs, ["a", "b"]);
+
+        std::fs::write(d.join("30-c.conf"), "\na\n").unwrap();
+        let e = read_modules_dir(&d).unwrap_err();
+        assert!(e.to_string().contains("30-c.conf:2: a is listed already, at "), "{e}");
+        assert!(e.to_string().contains("10-a.conf:1"), "{e}");
+    }
+
+    #[test]
+    fn an_explicit_config_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = read(Some(&dir.path().join("none.toml"))).unwrap_err();
+        assert!(e.message.contains("cannot read the configuration"), "{e}");
+    }
+}
