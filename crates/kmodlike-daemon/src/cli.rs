@@ -267,6 +267,16 @@ is followed by the function the call ran and its backtrace, innermost first, ind
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Print the daemon's metrics as OpenMetrics text (for a node_exporter textfile collector).
+    #[command(
+        long_about = "Print the daemon's metrics as OpenMetrics text: loads, unloads, calls, \
+crashes (per module and signal), timeouts and quarantines per module, calls in flight, \
+connections, taint, and a call-latency histogram per module. The daemon serves them through \
+systemd's Varlink metrics interface, io.systemd.Metrics (List, Describe), on its socket; with \
+--json, the List replies are printed as they came. For node_exporter: \
+`kmodctl metrics > /var/lib/node_exporter/kmodlike.prom.$$ && mv ... kmodlike.prom`."
+    )]
+    Metrics,
     /// Make the daemon read its configuration again (as SIGHUP does).
     #[command(
         name = "reload-config",

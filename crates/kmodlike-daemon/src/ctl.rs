@@ -399,6 +399,19 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                 out!("{}", render::status_block(&r, &socket.display().to_string(), &when));
             }
         }
+        CtlCommand::Metrics => {
+            let mut samples = Vec::new();
+            conn.call_more("io.systemd.Metrics.List", json!({}), |p| {
+                samples.push(Value::Object(p));
+                true
+            })?
+            .map_err(Failure::Reply)?;
+            if args.json {
+                print_json(&Map::from_iter([("metrics".to_owned(), Value::Array(samples))]))?;
+            } else {
+                print!("{}", crate::metrics::openmetrics(&samples));
+            }
+        }
         CtlCommand::ReloadConfig => {
             let r: ReloadConfigurationReply =
                 call(args, &mut conn, "ReloadConfiguration", json!({}))?;

@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod generate;
 pub mod journal;
 pub mod man_sections;
+pub mod metrics;
 pub mod module_completion;
 pub mod notify;
 pub mod reload;

@@ -270,7 +270,7 @@ fn socat_sends_pipelined_raw_requests() {
     assert_eq!(replies[0]["parameters"]["pid"], d.pid());
     assert_eq!(
         replies[1]["parameters"]["interfaces"],
-        json!(["org.varlink.service", "io.kmodlike.Loader"])
+        json!(["org.varlink.service", "io.kmodlike.Loader", "io.systemd.Metrics"])
     );
     assert_eq!(replies[2]["parameters"]["modules"][0]["name"], "hello");
     assert_eq!(replies[3]["parameters"]["result"], Value::Null);

@@ -81,6 +81,14 @@ fn handle_request(stream: &mut UnixStream, req: Request, peer: PeerCred, shared:
             stream_replies(stream, rx);
             false
         }
+        Outcome::Replies(values) => {
+            let last = values.len().saturating_sub(1);
+            values.into_iter().enumerate().all(|(i, v)| {
+                let mut reply = Reply::ok(v);
+                reply.continues = i < last;
+                write_frame(stream, &reply).is_ok()
+            })
+        }
     }
 }
 
@@ -98,6 +106,9 @@ fn dispatch(req: &Request, ctx: &CallContext, shared: &Shared) -> Outcome {
     if interface == shared.service.interface() {
         return shared.service.call(method, params, ctx);
     }
+    if shared.service.other_interfaces().iter().any(|(name, _)| *name == interface) {
+        return shared.service.call_other(interface, method, params, ctx);
+    }
     Outcome::Error(VarlinkError::interface_not_found(interface))
 }
 
@@ -112,12 +123,16 @@ fn service_interface(
         "GetInfo" => {
             params.finish()?;
             let info = &shared.info;
+            let interfaces: Vec<&str> = [SERVICE_INTERFACE, shared.service.interface()]
+                .into_iter()
+                .chain(shared.service.other_interfaces().iter().map(|(name, _)| *name))
+                .collect();
             Ok(json!({
                 "vendor": info.vendor,
                 "product": info.product,
                 "version": info.version,
                 "url": info.url,
-                "interfaces": [SERVICE_INTERFACE, shared.service.interface()],
+                "interfaces": interfaces,
             }))
         }
         "GetInterfaceDescription" => {
@@ -127,6 +142,10 @@ fn service_interface(
                 Ok(json!({ "description": SERVICE_DESCRIPTION }))
             } else if interface == shared.service.interface() {
                 Ok(json!({ "description": shared.service.description() }))
+            } else if let Some((_, d)) =
+                shared.service.other_interfaces().iter().find(|(name, _)| *name == interface)
+            {
+                Ok(json!({ "description": d }))
             } else {
                 Err(VarlinkError::interface_not_found(&interface))
             }

@@ -39,6 +39,9 @@ pub enum Outcome {
     /// A stream (`more`): each value received is sent as a reply with `continues`, until the
     /// sender is dropped (the connection is then closed) or the client hangs up.
     Stream(Receiver<Value>),
+    /// A finite series of replies (`more`): all but the last sent with `continues`; the
+    /// connection stays open. Never empty.
+    Replies(Vec<Value>),
 }
 
 impl From<Result<Value, VarlinkError>> for Outcome {
@@ -69,6 +72,21 @@ pub trait Service: Send + Sync + 'static {
     fn description(&self) -> &'static str;
     /// Handle `method` (without the interface prefix).
     fn call(&self, method: &str, params: Params, ctx: &CallContext) -> Outcome;
+    /// Further interfaces served on the same socket, as `(name, description)`.
+    fn other_interfaces(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+    /// Handle `method` of `interface`, one of [`Service::other_interfaces`].
+    fn call_other(
+        &self,
+        interface: &str,
+        method: &str,
+        params: Params,
+        ctx: &CallContext,
+    ) -> Outcome {
+        let _ = (method, params, ctx);
+        Outcome::Error(VarlinkError::interface_not_found(interface))
+    }
 }
 
 /// What `org.varlink.service.GetInfo` reports.

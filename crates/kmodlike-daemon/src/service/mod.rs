@@ -39,6 +39,7 @@ use persist::Persisted;
 pub use configured::ConfigSource;
 use configured::Configured;
 
+use crate::metrics::{Metrics, METRICS_DESCRIPTION, METRICS_INTERFACE};
 use crate::state::StateStore;
 
 /// How long `Unload` with `wait` waits for calls in flight.
@@ -76,6 +77,8 @@ pub struct LoaderService {
     persisted: Arc<OnceLock<Persisted>>,
     /// The configuration in force (set once, by [`LoaderService::set_configuration`]).
     configured: OnceLock<Configured>,
+    /// What `io.systemd.Metrics` reports.
+    metrics: Arc<Metrics>,
 }
 
 impl LoaderService {
@@ -84,13 +87,16 @@ impl LoaderService {
         let monitors = Arc::new(MonitorHub::default());
         let crash_count = Arc::new(AtomicU64::new(0));
         let persisted: Arc<OnceLock<Persisted>> = Arc::new(OnceLock::new());
+        let metrics = Arc::new(Metrics::default());
         {
+            let metrics = metrics.clone();
             let monitors = monitors.clone();
             let crash_count = crash_count.clone();
             let persisted = persisted.clone();
             // The subscriber outlives no one: the loader and this service live until exit.
             let me = loader.clone();
             loader.subscribe(move |event| {
+                metrics.on_event(event);
                 if matches!(event, kmodlike::Event::Crashed(_)) {
                     crash_count.fetch_add(1, Ordering::Relaxed);
                     // The crash, and the quarantine or taint it may have caused.
@@ -100,7 +106,9 @@ impl LoaderService {
                 }
                 monitors.publish(monitor_event(event));
                 if let kmodlike::Event::Crashed(report) = event {
-                    announce_consequences(&me, &monitors, report);
+                    if announce_consequences(&me, &monitors, report) {
+                        metrics.quarantined(&report.module);
+                    }
                 }
             });
         }
@@ -114,6 +122,7 @@ impl LoaderService {
             conns,
             persisted,
             configured: OnceLock::new(),
+            metrics,
         }
     }
 
@@ -318,6 +327,7 @@ impl LoaderService {
     ) -> Result<CallReply, VarlinkError> {
         let handle = self.handle_for(name)?;
         let ptr = handle.symbol_ptr(symbol).map_err(|e| map_error(&e, name))?;
+        let timer = self.metrics.start_call(name);
         // `ptr` is the address of a function the module itself defines (`symbol_ptr` refuses
         // symbols of dependencies or libc); the caller declared its C type through `signature`,
         // which is the documented contract of Call (a wrong declaration is undefined behaviour
@@ -347,6 +357,7 @@ impl LoaderService {
                 unsafe { handle.call(f, arg.unwrap_or(0)) }.map(|r| Some(i64::from(r)))
             }
         };
+        drop(timer);
         drop(handle);
         match result {
             Ok(result) => Ok(CallReply { result }),
@@ -592,6 +603,32 @@ impl Service for LoaderService {
         INTERFACE
     }
 
+    fn other_interfaces(&self) -> &'static [(&'static str, &'static str)] {
+        &[(METRICS_INTERFACE, METRICS_DESCRIPTION)]
+    }
+
+    fn call_other(&self, interface: &str, method: &str, p: Params, ctx: &CallContext) -> Outcome {
+        if interface != METRICS_INTERFACE {
+            return Outcome::Error(VarlinkError::interface_not_found(interface));
+        }
+        if let Err(e) = p.finish() {
+            return Outcome::Error(e);
+        }
+        let replies = match method {
+            "List" => self.metrics.list(self.conns.count() as u64, kmodlike::taint().is_some()),
+            "Describe" => crate::metrics::describe(),
+            _ => {
+                return Outcome::Error(VarlinkError::method_not_found(&format!(
+                    "{METRICS_INTERFACE}.{method}"
+                )))
+            }
+        };
+        if !ctx.more {
+            return Outcome::Error(VarlinkError::expected_more());
+        }
+        Outcome::Replies(replies)
+    }
+
     fn description(&self) -> &'static str {
         INTERFACE_DESCRIPTION
     }
@@ -633,9 +670,15 @@ impl Signature {
 
 /// What a crash led to beyond the crash itself: a quarantine, a taint. Logged and published
 /// as Monitor events.
-fn announce_consequences(loader: &Loader, monitors: &MonitorHub, report: &kmodlike::CrashReport) {
+/// True when the crash quarantined the module.
+fn announce_consequences(
+    loader: &Loader,
+    monitors: &MonitorHub,
+    report: &kmodlike::CrashReport,
+) -> bool {
     let name = &report.module;
-    if let Some((_, n)) = loader.quarantined().into_iter().find(|(q, _)| q == name) {
+    let quarantine = loader.quarantined().into_iter().find(|(q, _)| q == name);
+    if let Some((_, n)) = quarantine {
         tracing::warn!(
             message_id = crate::journal::message_id::QUARANTINED,
             module = %name,
@@ -654,6 +697,7 @@ fn announce_consequences(loader: &Loader, monitors: &MonitorHub, report: &kmodli
         );
         monitors.publish(types::Event::about("tainted", name, t.reason.clone()));
     }
+    quarantine.is_some()
 }
 
 fn reply<T: Serialize>(value: T) -> Result<Value, VarlinkError> {
