@@ -78,6 +78,8 @@ pub fn journal_socket_path() -> PathBuf {
 pub fn journal_stream_is_stderr(value: &str) -> bool {
     let Some((dev, ino)) = value.split_once(':') else { return false };
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else { return false };
+    // The field types differ between architectures (u64 on most, narrower on some).
+    #[allow(clippy::unnecessary_cast)]
     match rustix::fs::fstat(std::io::stderr()) {
         Ok(st) => st.st_dev as u64 == dev && st.st_ino as u64 == ino,
         Err(_) => false,

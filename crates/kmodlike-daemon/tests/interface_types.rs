@@ -34,12 +34,15 @@ enum Ty {
     Struct(Vec<(String, Ty)>),
 }
 
+/// A struct's fields, in order.
+type Fields = Vec<(String, Ty)>;
+
 #[derive(Debug)]
 struct Interface {
     types: BTreeMap<String, Ty>,
     /// Method name -> (parameters, reply).
-    methods: BTreeMap<String, (Vec<(String, Ty)>, Vec<(String, Ty)>)>,
-    errors: BTreeMap<String, Vec<(String, Ty)>>,
+    methods: BTreeMap<String, (Fields, Fields)>,
+    errors: BTreeMap<String, Fields>,
 }
 
 /// Tokens of the interface file, comments dropped.

@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -114,7 +113,7 @@ fn under_systemd_each_event_is_one_native_journal_record_with_its_fields() {
         .env_remove("KMODLIKE_SOCKET")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::from(OwnedFd::from(write_end)));
+        .stderr(Stdio::from(write_end));
     let _daemon = Killed(cmd.spawn().unwrap());
     // Whatever still reaches stderr (nothing should) is collected for the failure message.
     let (tx, stderr_lines) = mpsc::channel();
