@@ -58,7 +58,8 @@ fn the_systemd_metrics_interface_lists_and_describes_with_more() {
         .iter()
         .find(|r| r["parameters"]["name"] == "io.kmodlike.Loader.connections")
         .expect("the connections gauge");
-    assert_eq!(connections["parameters"]["value"], 1, "this connection");
+    // This connection at least (earlier ones may not be reaped yet).
+    assert!(connections["parameters"]["value"].as_u64().unwrap() >= 1, "{connections}");
 
     let info = exchange(&d.socket, json!({ "method": "org.varlink.service.GetInfo" }));
     assert_eq!(info[0]["parameters"]["interfaces"][2], "io.systemd.Metrics");
@@ -99,7 +100,6 @@ fn kmodctl_metrics_prints_openmetrics_for_loads_calls_crashes_and_latency() {
         "kmodlike_crashes_total{module=\"metrics_segv\",signal=\"SIGSEGV\"} 1",
         "kmodlike_quarantines_total{module=\"metrics_segv\"} 1",
         "kmodlike_calls_in_flight{module=\"hello\"} 0",
-        "kmodlike_connections 1",
         "kmodlike_tainted 0",
         "# TYPE kmodlike_call_duration_seconds histogram",
         "kmodlike_call_duration_seconds_bucket{module=\"hello\",le=\"+Inf\"} 2",
@@ -108,6 +108,8 @@ fn kmodctl_metrics_prints_openmetrics_for_loads_calls_crashes_and_latency() {
         assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
     }
     assert!(text.ends_with("# EOF\n"), "{text}");
+    let conns = text.lines().find_map(|l| l.strip_prefix("kmodlike_connections ")).unwrap();
+    assert!(conns.parse::<u64>().unwrap() >= 1, "{text}");
     // Buckets are cumulative: each at most the next.
     let buckets: Vec<u64> = text
         .lines()
