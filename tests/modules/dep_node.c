@@ -2,6 +2,7 @@
  *   -DNODE=a            its name: exports <NODE>_value() and logs "init <NODE>" / "fini <NODE>"
  *   -DDEPENDS='"misc/b"' its MODULE_DEPENDS entry (optional)
  *   -DUSES=b            calls <USES>_value() from its init, so the dependency's symbols must resolve
+ *   -DMARK='"/path"'     its constructor appends its process id to that file (who loaded it)
  */
 #include "module_interface.h"
 #include <stdio.h>
@@ -18,6 +19,18 @@ MODULE_DEPENDS(DEPENDS);
 MODULE_DESCRIPTION("dependency test node " STR(NODE));
 
 static const module_init_args_t *host;
+
+#ifdef MARK
+#include <unistd.h>
+__attribute__((constructor)) static void mark_loaded(void)
+{
+    FILE *f = fopen(MARK, "a");
+    if (f) {
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    }
+}
+#endif
 
 int CAT(NODE, _value)(void) { return 100; }
 
