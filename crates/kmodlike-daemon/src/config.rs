@@ -423,6 +423,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_contrib_reads() {
+        let example =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/kmodlike.toml.example");
+        let text = std::fs::read_to_string(&example).unwrap();
+        let s = parse_settings(&example, &text).unwrap();
+        assert_eq!(s.crash_loop, Some(CrashLoopSetting { max_crashes: 5, window_secs: 60 }));
+    }
+
+    #[test]
     fn an_explicit_config_must_exist() {
         let dir = tempfile::tempdir().unwrap();
         let e = read(Some(&dir.path().join("none.toml"))).unwrap_err();
