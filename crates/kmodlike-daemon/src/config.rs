@@ -167,14 +167,14 @@ pub fn apply_to_args(args: &mut crate::cli::DaemonArgs, s: &FileSettings) {
 /// file itself exists or not.
 pub fn read(explicit: Option<&Path>) -> Result<Config, ConfigError> {
     let path = explicit.map(Path::to_owned).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let settings = match std::fs::read_to_string(&path) {
-        Ok(text) => Some(parse_settings(&path, &text)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => None,
-        Err(e) => {
+    let settings = match read_trusted(&path)? {
+        Some(text) => Some(parse_settings(&path, &text)?),
+        None if explicit.is_none() => None,
+        None => {
             return Err(ConfigError {
                 file: path,
                 line: None,
-                message: format!("cannot read the configuration: {e}"),
+                message: "cannot read the configuration: it does not exist".into(),
             })
         }
     };
@@ -185,6 +185,40 @@ pub fn read(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         settings: settings.unwrap_or_default(),
         modules,
     })
+}
+
+/// Read a configuration file after checking who may change it: whoever can write it chooses
+/// code this daemon runs, so it must belong to root or the daemon's user and be writable by no
+/// one else. `Ok(None)`: it does not exist.
+fn read_trusted(file: &Path) -> Result<Option<String>, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let err = |message: String| ConfigError { file: file.to_owned(), line: None, message };
+    let mut f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(format!("cannot read the configuration: {e}"))),
+    };
+    let meta = f.metadata().map_err(|e| err(format!("cannot read the configuration: {e}")))?;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(err(format!(
+            "owned by uid {}, neither root nor this daemon's uid {me}: whoever owns it chooses \
+             the code this daemon runs; chown it to root",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(err(format!(
+            "writable by its group or others (mode {:04o}): they could choose the code this \
+             daemon runs; chmod go-w {}",
+            meta.mode() & 0o7777,
+            file.display()
+        )));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(|e| err(format!("cannot read the configuration: {e}")))?;
+    Ok(Some(text))
 }
 
 /// Parse `kmodlike.toml`'s text.
@@ -243,7 +277,7 @@ pub fn read_modules_dir(dir: &Path) -> Result<Vec<ModuleEntry>, ConfigError> {
     let mut out: Vec<ModuleEntry> = Vec::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).map_err(|e| io_err(&file, e))?;
+        let Some(text) = read_trusted(&file)? else { continue };
         for entry in parse_modules_file(&file, &text)? {
             if let Some(first) = seen.get(&entry.spec) {
                 return Err(ConfigError {
@@ -429,6 +463,24 @@ mod tests {
         let text = std::fs::read_to_string(&example).unwrap();
         let s = parse_settings(&example, &text).unwrap();
         assert_eq!(s.crash_loop, Some(CrashLoopSetting { max_crashes: 5, window_secs: 60 }));
+    }
+
+    #[test]
+    fn a_file_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kmodlike.toml");
+        std::fs::write(&file, "").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = read(Some(&file)).unwrap_err();
+        assert!(e.message.contains("writable by its group or others (mode 0666)"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let d = dir.path().join(MODULES_DIR);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("a.conf"), "m\n").unwrap();
+        std::fs::set_permissions(d.join("a.conf"), std::fs::Permissions::from_mode(0o620)).unwrap();
+        let e = read(Some(&file)).unwrap_err();
+        assert!(e.to_string().contains("a.conf: writable by its group"), "{e}");
     }
 
     #[test]
