@@ -28,8 +28,8 @@
 //!
 //! Options: `required` or `optional`; `isolated` (run the module in its own process);
 //! `timeout=SECS` (its calls' deadline); `crash-loop=N/SECS` or `crash-loop=off` (its own
-//! quarantine policy). `isolated`, `timeout` and `crash-loop` are recorded and shown, for the
-//! features that apply them.
+//! quarantine policy, applied by the daemon). `isolated` and `timeout` are recorded and shown,
+//! for the features that apply them.
 //!
 //! Everything is read and checked before anything is applied: one bad line fails the whole read
 //! with `FILE:LINE: what is wrong`, and a reload that fails keeps the running configuration.

@@ -141,3 +141,30 @@ fn reload_applies_a_good_configuration_and_keeps_the_running_one_otherwise() {
     assert_eq!(status["module_path"][1], extra.to_str().unwrap());
     assert_eq!(status["configured_modules"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_module_s_own_crash_loop_policy_replaces_the_daemon_s() {
+    let never = crash_module("cfg_never", libc::SIGSEGV, &[]);
+    let twice = crash_module("cfg_twice", libc::SIGSEGV, &[]);
+    let (dir, config) = prepare(
+        &[(&never, "cfg_never.so"), (&twice, "cfg_twice.so")],
+        &[],
+        "",
+        "cfg_never crash-loop=off\ncfg_twice crash-loop=2/600\n",
+    );
+    // The daemon's own policy would quarantine after one crash.
+    let d = start(dir, &config, &["--crash-loop-max", "1"], true);
+    let quarantined = || d.ctl(&["--json", "status"]).json()["quarantined"].clone();
+
+    assert_eq!(d.ctl(&["call", "cfg_never", "crash"]).code(), 1);
+    assert_eq!(quarantined(), serde_json::json!([]), "crash-loop=off: never quarantined");
+    d.ctl(&["load", "cfg_never"]).ok();
+
+    assert_eq!(d.ctl(&["call", "cfg_twice", "crash"]).code(), 1);
+    assert_eq!(quarantined(), serde_json::json!([]), "one crash of two");
+    d.ctl(&["load", "cfg_twice"]).ok();
+    assert_eq!(d.ctl(&["call", "cfg_twice", "crash"]).code(), 1);
+    assert_eq!(quarantined(), serde_json::json!(["cfg_twice"]));
+    let out = d.ctl(&["load", "cfg_twice"]);
+    assert!(out.stderr.contains("quarantined after 2 crashes"), "{out:?}");
+}

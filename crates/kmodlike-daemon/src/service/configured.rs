@@ -47,6 +47,7 @@ impl From<&ModuleEntry> for ConfiguredModule {
 impl LoaderService {
     /// Record the configuration read at start (for Status and later reloads).
     pub fn set_configuration(&self, source: ConfigSource, config: &Config) {
+        self.crash_loops.set(&config.modules);
         let _ = self.configured.set(Configured {
             source,
             file: Mutex::new(config.file.clone()),
@@ -141,6 +142,7 @@ impl LoaderService {
         self.loader.set_module_path(dirs);
         *c.file.lock().unwrap_or_else(|e| e.into_inner()) = config.file.clone();
         *c.modules.lock().unwrap_or_else(|e| e.into_inner()) = config.modules.clone();
+        self.crash_loops.set(&config.modules);
         // At run time a required module that fails does not stop the daemon: it is reported.
         let mut loaded = Vec::new();
         let mut failed = Vec::new();

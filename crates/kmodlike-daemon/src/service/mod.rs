@@ -27,6 +27,7 @@ use crate::varlink::{VarlinkError, INTERFACE, INTERFACE_DESCRIPTION};
 mod after_crash;
 mod audit;
 mod configured;
+mod crash_loop;
 mod errors;
 mod monitor;
 mod persist;
@@ -38,6 +39,7 @@ use persist::Persisted;
 
 pub use configured::ConfigSource;
 use configured::Configured;
+use crash_loop::CrashLoopOverrides;
 
 use crate::metrics::{Metrics, METRICS_DESCRIPTION, METRICS_INTERFACE};
 use crate::state::StateStore;
@@ -79,6 +81,8 @@ pub struct LoaderService {
     configured: OnceLock<Configured>,
     /// What `io.systemd.Metrics` reports.
     metrics: Arc<Metrics>,
+    /// The crash-loop policies of modules listed with their own.
+    crash_loops: Arc<CrashLoopOverrides>,
 }
 
 impl LoaderService {
@@ -88,6 +92,7 @@ impl LoaderService {
         let crash_count = Arc::new(AtomicU64::new(0));
         let persisted: Arc<OnceLock<Persisted>> = Arc::new(OnceLock::new());
         let metrics = Arc::new(Metrics::default());
+        let crash_loops = Arc::new(CrashLoopOverrides::default());
         {
             let metrics = metrics.clone();
             let monitors = monitors.clone();
@@ -95,10 +100,13 @@ impl LoaderService {
             let persisted = persisted.clone();
             // The subscriber outlives no one: the loader and this service live until exit.
             let me = loader.clone();
+            let crash_loops = crash_loops.clone();
             loader.subscribe(move |event| {
                 metrics.on_event(event);
-                if matches!(event, kmodlike::Event::Crashed(_)) {
+                if let kmodlike::Event::Crashed(report) = event {
                     crash_count.fetch_add(1, Ordering::Relaxed);
+                    // Its own crash-loop policy first: the verdict is then saved and announced.
+                    crash_loops.on_crash(&me, &report.module);
                     // The crash, and the quarantine or taint it may have caused.
                     if let Some(p) = persisted.get() {
                         p.save(&me);
@@ -123,6 +131,7 @@ impl LoaderService {
             persisted,
             configured: OnceLock::new(),
             metrics,
+            crash_loops,
         }
     }
 
