@@ -15,32 +15,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about = "Runs in the foreground: loads each MODULE given (a path or a spec such as \
 misc/hello), calls its mod_hello() when it exports one, and serves the control socket until \
 SIGINT or SIGTERM, which unload every module (module_fini runs, dependents first), remove the \
-socket and exit 0. SIGHUP reloads the configuration (the module path) and keeps running. A \
+socket and exit 0. SIGHUP reloads the configuration (kmodlike.toml, modules.d) and keeps running. A \
 module named on the command line that cannot be loaded stops the start (exit 1); modules given \
 with --optional-module only warn. A module that raises a fatal signal is unloaded and reported; the daemon \
 keeps running. Drive it with kmodctl or any Varlink client (interface io.kmodlike.Loader).",
     after_help = "Socket path: --socket, else $KMODLIKE_SOCKET, else /var/run/<program name>.sock \
 when /var/run is writable, else /tmp/<program name>.sock. Logs go to stderr; set RUST_LOG \
-(e.g. RUST_LOG=debug) to change the level.",
-    after_long_help = "Socket path: --socket, else $KMODLIKE_SOCKET, else \
-/var/run/<program name>.sock when /var/run is writable, else /tmp/<program name>.sock.\n\n\
-Configuration: /etc/kmodlike/kmodlike.toml (or --config FILE; options given here win, \
---module-path directories are searched before the file's module_path) and modules.d/*.conf next \
-to it, each line a module to load at start with options: required (the default: the start fails \
-without it), optional, isolated, timeout=SECS, crash-loop=N/SECS|off. A bad file stops the start \
-with FILE:LINE and the key. `kmodctl reload-config` re-reads both.\n\n\
-State: the crash log, quarantines and taint history are kept in state.json under --state-dir \
-(default $STATE_DIRECTORY, else /var/lib/kmodlike), written atomically, bounded to 1,000 crashes \
-and 1 MiB, restored at start; a corrupt file is kept aside as state.json.corrupt-<time>.\n\n\
-Logs: to the journal as native records (MESSAGE_ID per event, MODULE=, SIGNAL=, one record per \
-crash) when JOURNAL_STREAM names stderr; <N> priority prefixes on a pipe or file; plain lines on \
-a terminal. RUST_LOG sets the level. Every request that changes state is logged with the caller's \
-uid, pid and command name and the outcome.\n\n\
-Metrics: the socket also serves io.systemd.Metrics (List, Describe); `kmodctl metrics` prints \
-them as OpenMetrics text.\n\n\
-Environment: KMODLIKE_SOCKET, KMODLIKE_MODULE_PATH, KMODLIKE_PROBE, STATE_DIRECTORY, \
-JOURNAL_STREAM, RUST_LOG, NO_COLOR; KMODLIKE_JOURNAL_SOCKET (tests only: the journal socket).\n\n\
-See docs/configuration.md, docs/operations.md and docs/fleet.md."
+(e.g. RUST_LOG=debug) to change the level. Configuration: /etc/kmodlike/kmodlike.toml (or \
+--config) and modules.d/*.conf; state: --state-dir; see kmodlike(8)."
 )]
 pub struct DaemonArgs {
     /// Serve this socket path (default: see below).

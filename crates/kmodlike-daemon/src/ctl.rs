@@ -409,20 +409,20 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
             if args.json {
                 print_json(&Map::from_iter([("metrics".to_owned(), Value::Array(samples))]))?;
             } else {
-                print!("{}", crate::metrics::openmetrics(&samples));
+                out!("{}", crate::metrics::openmetrics(&samples));
             }
         }
         CtlCommand::ReloadConfig => {
             let r: ReloadConfigurationReply =
                 call(args, &mut conn, "ReloadConfiguration", json!({}))?;
             if text {
-                println!(
+                outln!(
                     "configuration reloaded from {}; {} listed module(s) loaded",
                     r.config_file.as_deref().unwrap_or("(no file)"),
                     r.loaded.len()
                 );
                 for f in &r.failed {
-                    println!("failed: {f}");
+                    outln!("failed: {f}");
                 }
             }
         }
@@ -432,7 +432,7 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                 print_json(&Map::from_iter([("module_path".to_owned(), json!(r.module_path))]))?;
             } else {
                 for d in &r.module_path {
-                    println!("{d}");
+                    outln!("{d}");
                 }
             }
         }
@@ -446,7 +446,7 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                 call(args, &mut conn, "SetModulePath", json!({ "dirs": dirs }))?;
             if text {
                 for d in &r.module_path {
-                    println!("{d}");
+                    outln!("{d}");
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The main program, `kmodlike`: take the socket, load the modules named on the command line,
 //! serve until SIGINT or SIGTERM, then unload everything and clean up. SIGHUP reloads the
-//! configuration ([`crate::reload`]); systemd hears of each step ([`crate::notify`]).
+//! configuration ([`LoaderService::reload_configuration`]); systemd hears of each step
+//! ([`crate::notify`]).
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
@@ -16,7 +17,6 @@ use tracing::{error, info, warn};
 
 use crate::cli::DaemonArgs;
 use crate::notify::{self, StatusUpdater};
-use crate::reload::{reload_configuration, ReloadSource};
 use crate::server::{Connections, Limits, Server, ServiceInfo};
 use crate::service::{DaemonFacts, LoaderService};
 use crate::socket::{
@@ -179,7 +179,6 @@ fn serve(mut args: DaemonArgs) -> Result<(), String> {
     let stop = server.stop_handle();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|e| format!("cannot install the SIGINT/SIGTERM/SIGHUP handlers: {e}"))?;
-    let reload_source = ReloadSource { module_path: args.module_path.clone() };
     // Set once READY=1 is sent: a reload during the start must not announce readiness early.
     let ready = Arc::new(AtomicBool::new(false));
     {
@@ -192,7 +191,7 @@ fn serve(mut args: DaemonArgs) -> Result<(), String> {
                 let mut seen = 0;
                 for sig in signals.forever() {
                     if sig == SIGHUP {
-                        reload(&loader, &reload_source, ready.load(Ordering::SeqCst));
+                        reload(&service, &loader, ready.load(Ordering::SeqCst));
                         continue;
                     }
                     seen += 1;
@@ -273,14 +272,23 @@ fn serve(mut args: DaemonArgs) -> Result<(), String> {
 
 /// SIGHUP: `RELOADING=1`, read the configuration again, `READY=1`, and say so in the log.
 /// Before the start is complete (`was_ready` false) the notifications are left to the start.
-fn reload(loader: &Loader, source: &ReloadSource, was_ready: bool) {
+fn reload(service: &LoaderService, loader: &Loader, was_ready: bool) {
     info!("SIGHUP: reloading the configuration");
     if was_ready {
         notify::reloading();
     }
-    match reload_configuration(loader, source) {
-        Ok(summary) => info!("configuration reloaded: {summary}"),
-        Err(e) => error!("the configuration reload failed, keeping the previous one: {e}"),
+    match service.reload_configuration() {
+        Ok(r) => info!(
+            "configuration reloaded: module path {}; {} listed module(s) loaded{}",
+            r.module_path.join(":"),
+            r.loaded.len(),
+            if r.failed.is_empty() {
+                String::new()
+            } else {
+                format!(", {} failed", r.failed.len())
+            }
+        ),
+        Err(e) => error!("the configuration reload failed: {e}"),
     }
     if was_ready {
         notify::ready(loader);

@@ -22,7 +22,6 @@ pub mod man_sections;
 pub mod metrics;
 pub mod module_completion;
 pub mod notify;
-pub mod reload;
 pub mod render;
 pub mod server;
 pub mod service;

@@ -22,6 +22,7 @@ const CTL: &[Section] = &[
         title: "ENVIRONMENT",
         items: &[
             ("KMODLIKE_SOCKET", "The daemon's socket when --socket is not given."),
+            ("KMODCTL_SSH", "With --host: the ssh command to run instead of ssh (split on whitespace, e.g. \"ssh -o BatchMode=yes\")."),
             ("NO_COLOR", "When set and not empty, no colour even on a terminal."),
         ],
     },
@@ -47,11 +48,15 @@ const CTL: &[Section] = &[
             ("The crashes of one module in the last ten minutes, as JSON:", "$ kmodctl --json crashes --module crash --since 10m"),
             ("Follow events; ask another daemon:", "$ kmodctl monitor\n$ kmodctl --socket /tmp/other.sock status"),
             ("The names of the loaded modules, one a line (for scripts and shell completion):", "$ kmodctl list --names"),
+            ("Another host, over ssh (ssh HOST kmodctl bridge):", "$ kmodctl --host ops@web1 list\n$ kmodctl --host web1 --json crashes"),
+            ("Many hosts (see docs/fleet.md for Ansible and Salt):", "$ for h in web1 web2 web3; do kmodctl --host $h --json status; done"),
+            ("Metrics for node_exporter's textfile collector:", "$ kmodctl metrics > /var/lib/node_exporter/kmodlike.prom.tmp && mv /var/lib/node_exporter/kmodlike.prom.tmp /var/lib/node_exporter/kmodlike.prom"),
+            ("Change the module path, re-read the configuration:", "$ kmodctl path --set /opt/mods:/srv/mods\n$ kmodctl reload-config"),
         ],
     },
     Section {
         title: "SEE ALSO",
-        items: &[("", "kmodlike(8), kmodctl-call(1), kmodctl-crashes(1), kmodctl-load(1), kmodctl-monitor(1), systemd.socket(5)")],
+        items: &[("", "kmodlike(8), kmodctl-call(1), kmodctl-crashes(1), kmodctl-load(1), kmodctl-monitor(1), kmodctl-bridge(1), kmodctl-metrics(1), kmodctl-path(1), kmodctl-reload-config(1), ssh(1), systemd.socket(5)")],
     },
 ];
 
@@ -60,7 +65,34 @@ const DAEMON: &[Section] = &[
         title: "SIGNALS",
         items: &[
             ("SIGTERM, SIGINT", "Unload every module (module_fini runs, dependents first), remove the socket (unless systemd passed it) and exit 0. A second one exits at once with status 1."),
-            ("SIGHUP", "Reload the configuration (today: the module path) and keep running; with systemd, RELOADING=1 then READY=1 are sent (systemctl reload kmodlike)."),
+            ("SIGHUP", "Reload the configuration (kmodlike.toml and modules.d, as kmodctl reload-config does) and keep running; with systemd, RELOADING=1 then READY=1 are sent (systemctl reload kmodlike)."),
+        ],
+    },
+    Section {
+        title: "CONFIGURATION",
+        items: &[
+            ("kmodlike.toml", "Read from --config FILE, else /etc/kmodlike/kmodlike.toml when it exists. Keys (all optional): module_path (absolute directories, searched after --module-path), state_dir, probe, strict, max_connections, read_timeout, and [crash_loop] max_crashes, window_secs. Options given on the command line win. An unknown key or a bad value stops the start with FILE:LINE and the key."),
+            ("modules.d/*.conf", "Next to kmodlike.toml, read in file-name order: one module a line (a spec or an absolute path), then options: required (the default: the start fails without it), optional (a failure only warns), isolated, timeout=SECS, crash-loop=N/SECS or crash-loop=off (its own quarantine policy). # and ; start comments. A module listed twice is an error naming both places."),
+            ("Trust", "Each file must belong to root or the daemon's user and be writable by no one else: whoever can write it chooses the code the daemon runs."),
+            ("Reload", "kmodctl reload-config or SIGHUP: the module path becomes --module-path then the file's, listed modules not loaded are loaded; a configuration that does not read changes nothing."),
+        ],
+    },
+    Section {
+        title: "STATE",
+        items: &[
+            ("", "The crash log, the quarantines and the taint history are kept in state.json under the state directory (--state-dir, else state_dir, else $STATE_DIRECTORY, else /var/lib/kmodlike), written atomically after every change, bounded to the newest 1,000 crashes and 1 MiB, and restored at start: kmodctl crashes shows earlier runs' crashes marked [previous run], and quarantines hold again. A corrupt file is kept aside as state.json.corrupt-TIME and the daemon starts empty."),
+        ],
+    },
+    Section {
+        title: "LOGGING",
+        items: &[
+            ("", "Under systemd (JOURNAL_STREAM names stderr) each event is one native journal record with MESSAGE, PRIORITY, a fixed MESSAGE_ID per kind of event, MODULE=, SIGNAL= and the event's other fields; a crash is one record with the whole report. On a pipe or file each line starts with its sd-daemon(3) priority (<3>, <4>, <6>, <7>); on a terminal, plain lines with times. Every request that changes state (Load, Unload, Reload, Clear, ClearTaint, SetModulePath, ReloadConfiguration) is logged with the caller's uid, pid and command name and the outcome. See docs/operations.md for the MESSAGE_IDs."),
+        ],
+    },
+    Section {
+        title: "METRICS",
+        items: &[
+            ("", "The socket also serves systemd's Varlink metrics interface io.systemd.Metrics (List, Describe): loads, unloads, calls, crashes (per module and signal), timeouts, quarantines, calls in flight, connections, taint and a call-latency histogram per module. kmodctl metrics prints them as OpenMetrics text."),
         ],
     },
     Section {
@@ -82,6 +114,9 @@ const DAEMON: &[Section] = &[
             ("LISTEN_FDS, LISTEN_PID", "Socket activation (systemd.socket(5)): the first passed socket is served; it must be a listening Unix stream socket (Accept=no). --socket is then ignored with a warning."),
             ("NOTIFY_SOCKET", "sd_notify(3): READY=1 once the modules named at start are loaded, STATUS= with the counts of modules, crashes and quarantines, RELOADING=1 on SIGHUP, STOPPING=1 at shutdown."),
             ("WATCHDOG_USEC, WATCHDOG_PID", "With WatchdogSec= in the unit: WATCHDOG=1 every half WATCHDOG_USEC."),
+            ("STATE_DIRECTORY", "The state directory when neither --state-dir nor state_dir is given (systemd sets it for StateDirectory=)."),
+            ("JOURNAL_STREAM", "Set by systemd when stderr is the journal: the log is then sent as native journal records."),
+            ("KMODLIKE_JOURNAL_SOCKET", "For tests only: the datagram socket journal records are sent to instead of /run/systemd/journal/socket."),
         ],
     },
     Section {
@@ -91,6 +126,8 @@ const DAEMON: &[Section] = &[
             ("PREFIX/lib/kmodlike/modules", "The built-in module directory (also ../lib/kmodlike/modules next to the program)."),
             ("PREFIX/libexec/kmodlike/kmodlike-probe", "The probe helper."),
             ("PREFIX/lib/systemd/system/kmodlike.service, kmodlike.socket", "The systemd units (hardened; see the comments in them)."),
+            ("/etc/kmodlike/kmodlike.toml, /etc/kmodlike/modules.d/*.conf", "The configuration (see CONFIGURATION)."),
+            ("/var/lib/kmodlike/state.json", "The persisted crash log, quarantines and taint history (see STATE)."),
         ],
     },
     Section {
@@ -98,6 +135,8 @@ const DAEMON: &[Section] = &[
         items: &[
             ("Serve /tmp/k.sock with two modules, the second one optional:", "$ kmodlike --socket /tmp/k.sock misc/hello --optional-module misc/dltest"),
             ("Under systemd, with the socket unit:", "$ systemctl enable --now kmodlike.socket\n$ systemctl reload kmodlike"),
+            ("A module list, then a reload:", "$ echo 'misc/hello optional' > /etc/kmodlike/modules.d/50-hello.conf\n$ kmodctl reload-config"),
+            ("Every crash report in the journal:", "$ journalctl -u kmodlike MESSAGE_ID=9b43da6acc80435ab336db98fac81d52"),
         ],
     },
     Section {

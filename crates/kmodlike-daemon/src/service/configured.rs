@@ -1,6 +1,6 @@
 //! The service's side of [`crate::config`]: loading the modules `modules.d` lists, and
 //! re-reading the configuration at run time ([`LoaderService::reload_configuration`], called on
-//! SIGHUP and by the `ReloadConfiguration` method).
+//! SIGHUP and by the `ReloadConfiguration` method; the caller logs the outcome).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -105,11 +105,8 @@ impl LoaderService {
         let Some(c) = self.configured.get() else {
             return Err("the daemon was started without configuration support".into());
         };
-        let config = config::read(c.source.explicit.as_deref()).map_err(|e| {
-            let msg = format!("{e}; the running configuration is kept");
-            tracing::error!("configuration reload failed: {msg}");
-            msg
-        })?;
+        let config = config::read(c.source.explicit.as_deref())
+            .map_err(|e| format!("{e}; the running configuration is kept"))?;
         let s = &config.settings;
         let old = &c.start_settings;
         let mut needs_restart = Vec::new();
@@ -152,16 +149,6 @@ impl LoaderService {
             loaded.extend(l);
             failed.extend(f);
         }
-        tracing::info!(
-            "configuration reloaded from {}: {} module(s) listed, {} failed",
-            config
-                .file
-                .as_deref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "(no file)".into()),
-            config.modules.len(),
-            failed.len()
-        );
         Ok(ReloadConfigurationReply {
             config_file: config.file.map(|p| p.display().to_string()),
             module_path: self.module_path_strings(),
