@@ -168,3 +168,20 @@ fn a_module_s_own_crash_loop_policy_replaces_the_daemon_s() {
     let out = d.ctl(&["load", "cfg_twice"]);
     assert!(out.stderr.contains("quarantined after 2 crashes"), "{out:?}");
 }
+
+#[test]
+fn sighup_reloads_modules_d() {
+    let hello = hello_module();
+    let (dir, config) = prepare(&[(&hello, "hello.so")], &[], "", "");
+    let root = dir.path().to_owned();
+    let mut d = start(dir, &config, &[], true);
+    assert_eq!(d.ctl(&["--json", "status"]).json()["modules"], 0);
+
+    std::fs::write(root.join("etc/modules.d/10-test.conf"), "hello\n").unwrap();
+    d.signal(rustix::process::Signal::HUP);
+    d.wait_log("configuration reloaded: module path ", WAIT);
+    assert!(d.log().contains("1 listed module(s) loaded"), "{}", d.log());
+    d.wait_log("Hello from the kmodlike example module!", WAIT);
+    assert!(d.is_running());
+    assert_eq!(d.ctl(&["--json", "list"]).json()["modules"][0]["name"], "hello");
+}

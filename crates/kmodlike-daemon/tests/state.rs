@@ -61,3 +61,38 @@ fn a_corrupt_state_file_is_kept_aside_and_the_daemon_starts_empty() {
     assert_eq!(aside.len(), 1, "the corrupt file is kept aside");
     assert!(d.log().contains(&aside[0].path().display().to_string()), "{}", d.log());
 }
+
+#[test]
+fn an_unacknowledged_taint_and_its_acknowledgement_survive_restarts() {
+    let segv = crash_module("taint_kept", libc::SIGSEGV, &[]);
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().to_str().unwrap().to_owned();
+    let args = ["--state-dir", state_arg.as_str()];
+
+    let mut d = Daemon::start(&[(&segv, "taint_kept.so")], &args);
+    d.ctl(&["load", "taint_kept"]).ok();
+    assert_eq!(d.ctl(&["call", "taint_kept", "crash_in_libc", "--returns", "int"]).code(), 1);
+    let reason = d.ctl(&["--json", "status"]).json()["taint"]["reason"].clone();
+    assert!(reason.is_string(), "the crash tainted the daemon");
+    assert_eq!(d.terminate().code(), Some(0));
+
+    // A fresh process is not tainted itself, but says the earlier run was, unacknowledged.
+    let mut d = Daemon::start(&[(&segv, "taint_kept.so")], &args);
+    let status = d.ctl(&["--json", "status"]).json();
+    assert!(status["taint"].is_null(), "{status}");
+    assert_eq!(status["previous_taint"]["module"], "taint_kept");
+    assert_eq!(status["previous_taint"]["reason"], reason);
+    assert!(d.log().contains("an earlier run was tainted by module taint_kept"), "{}", d.log());
+    assert!(d.ctl(&["status"]).ok().contains("earlier run:"));
+
+    // ClearTaint acknowledges it; the acknowledgement is kept across the next restart.
+    let ack = d.ctl(&["--json", "clear", "--taint"]).json();
+    assert_eq!(ack["acknowledged"]["taint"]["module"], "taint_kept");
+    assert!(d.ctl(&["--json", "status"]).json()["previous_taint"].is_null());
+    assert_eq!(d.terminate().code(), Some(0));
+
+    let d = Daemon::start(&[(&segv, "taint_kept.so")], &args);
+    let status = d.ctl(&["--json", "status"]).json();
+    assert!(status["previous_taint"].is_null(), "{status}");
+    assert_eq!(status["taint_acks"][0], ack["acknowledged"]);
+}
