@@ -279,6 +279,43 @@ pub enum Error {
         detail: String,
     },
 
+    /// The module file, or a directory above it, may be changed by someone other than root and
+    /// this process's user (see the `trust` rules in the README). Refused before any of its
+    /// code runs; `detail` names the path, its owner and mode, and the remedy.
+    #[error("{}: untrusted module path: {detail}", path.display())]
+    UntrustedPath {
+        /// The module file asked for.
+        path: PathBuf,
+        /// The offending path, its owner and mode, and what to do.
+        detail: String,
+    },
+
+    /// The signature policy refused the module (no valid signature by a trusted key), or the
+    /// revocation list cannot be read. Refused before any of its code runs.
+    #[error("{}: {detail}", path.display())]
+    Signature {
+        /// The module file (or the revocation list).
+        path: PathBuf,
+        /// Why, and what to do.
+        detail: String,
+    },
+
+    /// The file's SHA-256 digest is on the revocation list.
+    #[error(
+        "{}: refused: its SHA-256 digest {digest} is on the revocation list {}; install a fixed \
+         build of the module",
+        path.display(),
+        list.display()
+    )]
+    Revoked {
+        /// The module file.
+        path: PathBuf,
+        /// Its SHA-256, hex.
+        digest: String,
+        /// The revocation list that names it.
+        list: PathBuf,
+    },
+
     /// The probe (loading in a child process first) could not run.
     #[error("{}: probe failed: {detail}", path.display())]
     Probe {
@@ -327,6 +364,8 @@ impl Error {
             Error::Dependency { .. } => ErrorKind::Dependency,
             Error::Crashed(_) => ErrorKind::Crashed,
             Error::Quarantined { .. } => ErrorKind::Quarantined,
+            Error::UntrustedPath { .. } => ErrorKind::Untrusted,
+            Error::Signature { .. } | Error::Revoked { .. } => ErrorKind::Signature,
         }
     }
 
@@ -368,6 +407,10 @@ pub enum ErrorKind {
     Crashed,
     /// `MODULE_ERR_QUARANTINED`
     Quarantined,
+    /// `MODULE_ERR_UNTRUSTED`
+    Untrusted,
+    /// `MODULE_ERR_SIGNATURE`
+    Signature,
 }
 
 impl ErrorKind {
@@ -386,6 +429,8 @@ impl ErrorKind {
             ErrorKind::Dependency => "Dependency",
             ErrorKind::Crashed => "Crashed",
             ErrorKind::Quarantined => "Quarantined",
+            ErrorKind::Untrusted => "Untrusted",
+            ErrorKind::Signature => "Signature",
         }
     }
 }

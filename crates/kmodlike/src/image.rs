@@ -107,6 +107,33 @@ impl ModuleFile {
         })?;
         let stat = rustix::fs::fstat(&fd)
             .map_err(|e| Error::Unreadable { path: path.to_owned(), source: e.into() })?;
+        ModuleFile::from_opened(path, fd, stat)
+    }
+
+    /// [`open`](Self::open) through the path-trust walk: the file is opened from the checked
+    /// directory above it, and the first rule the path breaks is returned with it (see
+    /// `trust/paths.rs`).
+    pub(crate) fn open_walked(
+        path: &Path,
+        spec: &str,
+    ) -> Result<(ModuleFile, Option<crate::trust::paths::Untrusted>)> {
+        use crate::trust::paths::{open_checked, WalkError};
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let walked = open_checked(path, flags).map_err(|e| match e {
+            WalkError::NotFound => {
+                Error::NotFound { spec: spec.to_owned(), tried: vec![path.to_owned()] }
+            }
+            WalkError::Io(at, e) => Error::Unreadable {
+                path: path.to_owned(),
+                source: std::io::Error::new(e.kind(), format!("{}: {e}", at.display())),
+            },
+        })?;
+        let file = ModuleFile::from_opened(path, walked.fd, walked.stat)?;
+        Ok((file, walked.untrusted))
+    }
+
+    /// Refuse anything but a regular file of sane size.
+    fn from_opened(path: &Path, fd: OwnedFd, stat: rustix::fs::Stat) -> Result<ModuleFile> {
         if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
             return Err(Error::NotRegularFile {
                 path: path.to_owned(),
@@ -139,17 +166,38 @@ impl ModuleFile {
     /// Validation reads the stable bytes through a read-only mapping: only the pages the checks
     /// touch are read, and a large sparse file costs nothing.
     pub(crate) fn into_image(self, fresh: bool) -> Result<(Image, Arc<Checked>)> {
+        self.into_image_inspected(fresh, None)
+    }
+
+    /// [`into_image`](Self::into_image), and `inspect` the stable bytes (the very bytes ld.so
+    /// will map) once they are validated: the trust checks run here, before any code of the
+    /// file can run.
+    pub(crate) fn into_image_inspected(
+        self,
+        fresh: bool,
+        mut inspect: Option<&mut dyn FnMut(&[u8]) -> Result<()>>,
+    ) -> Result<(Image, Arc<Checked>)> {
         let unreadable =
             |e: std::io::Error| Error::Unreadable { path: self.path.clone(), source: e };
         if !fresh && take_lease(self.fd.as_fd()) {
-            let facts = match cached(&self.stat) {
-                Some(facts) => facts,
-                None => {
+            let known = cached(&self.stat);
+            let facts = match (known, inspect.as_mut()) {
+                (Some(facts), None) => facts,
+                (known, inspect) => {
                     // Writers wait while the lease is held: the mapping cannot shrink under us.
                     let map = Mapping::of(self.fd.as_fd(), self.stat.st_size as u64)
                         .map_err(unreadable)?;
-                    let facts = validate(&self.path, &map)?;
-                    remember(&self.stat, &facts);
+                    let facts = match known {
+                        Some(facts) => facts,
+                        None => {
+                            let facts = validate(&self.path, &map)?;
+                            remember(&self.stat, &facts);
+                            facts
+                        }
+                    };
+                    if let Some(inspect) = inspect {
+                        inspect(&map)?;
+                    }
                     facts
                 }
             };
@@ -167,6 +215,9 @@ impl ModuleFile {
             }
             let map = Mapping::of(image.fd(), seen.st_size as u64).map_err(unreadable)?;
             let facts = validate(&self.path, &map)?;
+            if let Some(inspect) = inspect.as_mut() {
+                inspect(&map)?;
+            }
             drop(map);
             return Ok((image, facts));
         }

@@ -55,6 +55,7 @@ mod options;
 #[doc(hidden)]
 pub mod probe;
 mod resolve;
+pub mod trust;
 
 pub use crash::{
     acknowledge_taint, taint, taint_acknowledgements, CrashReport, Frame, Phase, Taint, TaintAck,
@@ -73,6 +74,7 @@ pub use loader::{
 pub use modinfo::ModInfo;
 pub use module::ModuleState;
 pub use options::OpenMode;
+pub use trust::{SignaturePolicy, SignatureVerdict, TrustInfo};
 pub use resolve::{
     default_module_path, module_name_for, resolve_spec, search_path, NameSpec, DEFAULT_NAMESPACE,
     MODULE_PATH_ENV,

@@ -124,6 +124,8 @@ pub(crate) struct Module {
     symbols: RwLock<HashMap<Box<str>, usize>>,
     /// Why the module is dead, for errors on later calls.
     pub death: Mutex<Option<String>>,
+    /// What the trust checks said of its file (set once, before any of its code runs).
+    pub trust: OnceLock<crate::trust::TrustInfo>,
 }
 
 // SAFETY: the raw pointers inside (init args' user_data, function pointers) are only handed
@@ -173,6 +175,7 @@ impl Module {
             crashes: AtomicU64::new(0),
             symbols: RwLock::new(HashMap::new()),
             death: Mutex::new(None),
+            trust: OnceLock::new(),
         }
     }
 

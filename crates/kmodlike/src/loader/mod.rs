@@ -27,6 +27,7 @@ pub use crate::options::{
     CrashLoop, CrashPolicy, InitArgs, LogSink, OpenOptions, DEFAULT_MAX_KEPT_MAPPED,
 };
 use crate::resolve::{resolve_spec, search_path};
+use crate::trust::{SignaturePolicy, TrustSettings};
 
 pub use handle::{CloseError, FastEntry, FastResult, Handle, Symbol};
 use instances::lock;
@@ -48,6 +49,7 @@ struct Config {
     /// Where dependencies of these names are, before the module path (the probe child's copy
     /// of what its parent has loaded).
     dependency_paths: Vec<(String, PathBuf)>,
+    trust: TrustSettings,
 }
 
 /// Builds a [`Loader`].
@@ -118,11 +120,46 @@ impl LoaderBuilder {
         self.cfg.log = Some(Arc::new(sink));
         self
     }
+    /// Load modules whose path is not trusted (the file or a directory above it owned by
+    /// another user, or writable by group or others) instead of refusing them with
+    /// [`Error::UntrustedPath`]. Each such load taints the process ("untrusted path", see
+    /// [`taint`](crate::taint)). Default: refuse.
+    pub fn allow_untrusted_paths(mut self, allow: bool) -> Self {
+        self.cfg.trust.allow_untrusted_paths = allow;
+        self
+    }
+    /// The directory of trusted minisign public keys (`*.pub`). Default
+    /// [`DEFAULT_TRUSTED_KEYS`](crate::trust::DEFAULT_TRUSTED_KEYS) (`/etc/kmodlike/keys`).
+    /// It and its key files must pass the path rules, or no key of it is trusted.
+    pub fn trusted_keys(self, dir: PathBuf) -> Self {
+        *self.cfg.trust.keys_dir.write().unwrap_or_else(|e| e.into_inner()) = dir;
+        self
+    }
+    /// The revocation list: one hex SHA-256 digest per line (`sha256sum` output works); a
+    /// file whose digest is listed is refused ([`Error::Revoked`]) whatever the signature
+    /// policy. Default [`DEFAULT_REVOKED`](crate::trust::DEFAULT_REVOKED)
+    /// (`/etc/kmodlike/revoked`); a missing file is an empty list.
+    pub fn revoked(self, file: PathBuf) -> Self {
+        *self.cfg.trust.revoked.write().unwrap_or_else(|e| e.into_inner()) = file;
+        self
+    }
+    /// What to do with modules not validly signed by a trusted key (default
+    /// [`SignaturePolicy::Off`]). See [`Loader::set_signature_policy`] to raise it later.
+    pub fn signature_policy(self, policy: SignaturePolicy) -> Self {
+        // A fresh latch can take any policy.
+        let _ = self.cfg.trust.policy.set(policy);
+        self
+    }
     /// Run `dlopen` itself under the guard. Only the probe child does this: a jump out of a
     /// constructor leaves ld.so's lock held, which only a process about to exit can afford.
     #[doc(hidden)]
     pub fn guard_dlopen_in_probe_child(mut self, on: bool) -> Self {
         self.cfg.guard_dlopen = on;
+        // The child loads `/proc/self/fd/N`, bytes its parent already checked for trust.
+        self.cfg.trust.check_paths = !on;
+        if on {
+            *self.cfg.trust.revoked.write().unwrap_or_else(|e| e.into_inner()) = PathBuf::new();
+        }
         self
     }
     /// Satisfy a dependency on `name` with the file at `path` rather than searching the module
@@ -202,6 +239,7 @@ impl Loader {
                 log: None,
                 guard_dlopen: false,
                 dependency_paths: Vec::new(),
+                trust: TrustSettings::default(),
             },
             path: Vec::new(),
         }
@@ -251,6 +289,29 @@ impl Loader {
     pub unsafe fn open_with(&self, spec: &str, opts: &OpenOptions) -> Result<Handle> {
         let module = self.shared.open_node(spec, opts, &mut Vec::new(), false)?;
         Ok(Handle::new(module, self.shared.clone()))
+    }
+
+    /// Change the signature policy. Once it is [`SignaturePolicy::Enforce`] it stays so for
+    /// this loader's life (as the kernel's `module.sig_enforce`): lowering it is refused with
+    /// [`Error::InvalidArgument`]. Applies to the loads that start after it.
+    pub fn set_signature_policy(&self, policy: SignaturePolicy) -> Result<()> {
+        self.shared.cfg.trust.policy.set(policy)
+    }
+
+    /// The signature policy in force.
+    pub fn signature_policy(&self) -> SignaturePolicy {
+        self.shared.cfg.trust.policy.get()
+    }
+
+    /// Replace the directory of trusted keys (see [`LoaderBuilder::trusted_keys`]); read again
+    /// at every load.
+    pub fn set_trusted_keys(&self, dir: PathBuf) {
+        *self.shared.cfg.trust.keys_dir.write().unwrap_or_else(|e| e.into_inner()) = dir;
+    }
+
+    /// The directory of trusted keys.
+    pub fn trusted_keys(&self) -> PathBuf {
+        self.shared.cfg.trust.keys_dir()
     }
 
     /// Replace the configured module directories.

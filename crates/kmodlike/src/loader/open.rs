@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_LOCAL, RTLD_NOW};
 
-use crate::crash::Phase;
+use crate::crash::{self, Phase};
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::image::Checked;
@@ -24,6 +24,7 @@ use crate::module::{
 use crate::options::{CrashPolicy, InitArgs, OpenMode, OpenOptions};
 use crate::probe;
 use crate::resolve::{module_name_for, resolve_spec_with, search_path};
+use crate::trust::{SignatureVerdict, TrustInfo};
 
 use super::instances::{self, lock};
 use super::interpose::{self, After};
@@ -57,7 +58,7 @@ impl LoaderShared {
         let path = resolve_spec_with(spec, || {
             search_path(&self.path.read().unwrap_or_else(|e| e.into_inner()))
         })?;
-        let file = ModuleFile::open(&path, spec)?;
+        let (file, untrusted_path) = self.cfg.trust.open(&path, spec)?;
         let key = file.key();
         let name = module_name_for(&path);
         if let Some(pos) = chain.iter().position(|(k, _)| *k == key) {
@@ -72,7 +73,11 @@ impl LoaderShared {
         if let Claim::Existing(module) = self.claim(key, &name, &path, as_dep)? {
             return Ok(module);
         }
-        let loaded = self.load_reserved(file, key, &name, opts, chain, as_dep);
+        if let Some(why) = &untrusted_path {
+            // Before any of its code runs, as the kernel taints before it runs a module.
+            crash::set_taint(&name, &format!("untrusted path: {why}"));
+        }
+        let loaded = self.load_reserved(file, key, &name, opts, chain, as_dep, untrusted_path);
         let published = self.with_reg(|reg| {
             reg.pending.remove(&key);
             let (module, deps) = loaded?;
@@ -210,8 +215,10 @@ impl LoaderShared {
         Ok(Claim::Reserved)
     }
 
-    /// The unlocked part of a load: stable bytes, validation, dependencies, then the module.
-    /// Returns the module and the ids of its (pinned) dependencies.
+    /// The unlocked part of a load: stable bytes, validation and the trust checks of those
+    /// bytes, dependencies, then the module. Returns the module and the ids of its (pinned)
+    /// dependencies.
+    #[allow(clippy::too_many_arguments)]
     fn load_reserved(
         &self,
         file: ModuleFile,
@@ -220,10 +227,13 @@ impl LoaderShared {
         opts: &OpenOptions,
         chain: &mut Vec<(FileKey, String)>,
         as_dep: bool,
+        untrusted_path: Option<String>,
     ) -> Loaded {
         let path = file.path().to_owned();
         let fresh = instances::is_kept_mapped(key);
-        let (image, facts) = file.into_image(fresh).map_err(|e| (e, Vec::new()))?;
+        let (image, facts, signature) =
+            self.stable_trusted_bytes(file, fresh, name).map_err(|e| (e, Vec::new()))?;
+        let trust = TrustInfo { signature, untrusted_path };
         self.check_kept_bound(name, &path, &facts).map_err(|e| (e, Vec::new()))?;
         if opts.mode == OpenMode::Module {
             check_exports(&path, &facts, self.cfg.strict).map_err(|e| (e, Vec::new()))?;
@@ -252,10 +262,39 @@ impl LoaderShared {
             }
         }
         chain.pop();
-        match self.load_image(image, facts, path, key, name, opts, as_dep) {
+        match self.load_image(image, facts, path, key, name, opts, as_dep, trust) {
             Ok(module) => Ok((module, deps)),
             Err(e) => Err((e, deps)),
         }
+    }
+
+    /// Make the file's bytes stable and validate them, and check those very bytes against the
+    /// revocation list and the signature policy. An unsigned module loaded under `warn` taints
+    /// the process here, before any of its code runs.
+    fn stable_trusted_bytes(
+        &self,
+        file: ModuleFile,
+        fresh: bool,
+        name: &str,
+    ) -> Result<(Image, Arc<Checked>, SignatureVerdict)> {
+        let check = self.cfg.trust.bytes_check()?;
+        if check.is_noop() {
+            let (image, facts) = file.into_image(fresh)?;
+            return Ok((image, facts, SignatureVerdict::NotChecked));
+        }
+        let path = file.path().to_owned();
+        let mut verdict = SignatureVerdict::NotChecked;
+        let (image, facts) = {
+            let mut inspect = |data: &[u8]| {
+                verdict = check.check(&path, data)?;
+                Ok(())
+            };
+            file.into_image_inspected(fresh, Some(&mut inspect))?
+        };
+        if let SignatureVerdict::Unsigned { reason } = &verdict {
+            crash::set_taint(name, &format!("unsigned module: {reason}"));
+        }
+        Ok((image, facts, verdict))
     }
 
     /// Probe, map, check the interface version and run `module_init`.
@@ -269,6 +308,7 @@ impl LoaderShared {
         name: &str,
         opts: &OpenOptions,
         as_dep: bool,
+        trust: TrustInfo,
     ) -> Result<Arc<Module>> {
         if self.cfg.probe && opts.mode == OpenMode::Module {
             let probe_cfg = probe::ProbeConfig {
@@ -322,6 +362,7 @@ impl LoaderShared {
             mapped.bias,
             host,
         ));
+        let _ = module.trust.set(trust);
         if let Err(full) = guard::register_module(id, &module.text) {
             // Its threads' faults could not be contained: it must not run at all.
             module.set_state(ModuleState::Unloaded);

@@ -51,6 +51,9 @@ pub struct ModuleInfo {
     pub crashes: u64,
     /// Bytes mapped for it.
     pub size: u64,
+    /// What the trust checks said of its file: the signature verdict, and why its path is not
+    /// trusted when it was loaded anyway.
+    pub trust: crate::trust::TrustInfo,
 }
 
 impl ModuleInfo {
@@ -72,6 +75,7 @@ impl ModuleInfo {
             calls: m.calls(),
             crashes: m.crashes.load(Ordering::Relaxed),
             size: m.size,
+            trust: m.trust.get().cloned().unwrap_or_default(),
         }
     }
 }
