@@ -191,3 +191,23 @@ pub fn mkfifo(path: &Path) {
     let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
     assert_eq!(rc, 0, "mkfifo {}: {}", path.display(), std::io::Error::last_os_error());
 }
+
+mod signing;
+pub use signing::SigningKey;
+
+/// The signature file of `module`: `module.minisig`.
+pub fn signature_file(module: &Path) -> PathBuf {
+    let mut p = module.as_os_str().to_owned();
+    p.push(".minisig");
+    PathBuf::from(p)
+}
+
+/// A copy of the file `src` as `dir/<name>` with `mode`: a module a test can sign, tamper with
+/// or expose without touching the shared build artefact.
+pub fn copy_module(src: &Path, dir: &Path, name: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dst = dir.join(name);
+    std::fs::copy(src, &dst).expect("copy the module");
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    dst
+}
