@@ -17,6 +17,8 @@
  *   Handles       module_loader_open, module_loader_sym, module_loader_close,
  *                 module_loader_call_handle (many modules per loader, by name, refcounted)
  *   Metadata      module_loader_modinfo
+ *   Trust         module_loader_set_signature_policy, module_loader_set_trusted_keys,
+ *                 module_loader_set_revoked (and MODULE_LOADER_ALLOW_UNTRUSTED)
  *
  * Errors: calls return a module_error_t (MODULE_ERR_SUCCESS is 0) or, for the handle calls that
  * return a pointer, NULL plus the code in an optional `errp` out-parameter (as illumos
@@ -195,6 +197,19 @@ typedef enum {
      * A bug in libmodule itself (an internal panic was caught); the text says where.
      */
     MODULE_ERR_INTERNAL = 13,
+    /**
+     * The module file, or a directory above it, may be changed by a user other than root and
+     * this process's: owned by another user, or writable by group or others. The text names
+     * the path, its owner and mode. Fix the owner and mode, or create the loader with
+     * `MODULE_LOADER_ALLOW_UNTRUSTED` (which taints the process).
+     */
+    MODULE_ERR_UNTRUSTED = 14,
+    /**
+     * The signature policy is `MODULE_SIGNATURE_ENFORCE` and the module has no valid signature
+     * by a trusted key (missing, tampered, another file's, an untrusted key), or its digest is
+     * on the revocation list.
+     */
+    MODULE_ERR_SIGNATURE = 15,
 } module_error_t;
 
 /**
@@ -225,6 +240,12 @@ typedef enum {
      * `make install` puts it); without it, loads fail with `MODULE_ERR_LOAD_FAILED`.
      */
     MODULE_LOADER_PROBE = 4,
+    /**
+     * Load modules whose path is not trusted (the file or a directory above it owned by
+     * another user, or writable by group or others) instead of refusing them with
+     * `MODULE_ERR_UNTRUSTED`. Each such load taints the process (`module_loader_tainted()`).
+     */
+    MODULE_LOADER_ALLOW_UNTRUSTED = 8,
 } module_loader_flags_t;
 
 /**
@@ -795,6 +816,45 @@ module_error_t module_loader_modinfo(module_loader_t *loader,
                                      const char *spec,
                                      module_modinfo_fn_t func,
                                      void *ctx);
+
+/**
+ * ---- Trust: signatures, keys, revocation -------------------------------------------------
+ *
+ * Set the signature policy of `loader` for the loads that follow. Modules are signed with
+ * `minisign -S -m FILE` (a detached `FILE.minisig` next to the module) and verified against
+ * the public keys (`*.pub`) of the trusted key directory, over exactly the bytes that get
+ * mapped, before any code of the file runs.
+ *
+ * Once `MODULE_SIGNATURE_ENFORCE` is set, lowering it fails with
+ * `MODULE_ERR_INVALID_ARGUMENT` and the policy stays `ENFORCE` (as the kernel's
+ * `module.sig_enforce`).
+ *
+ * # Safety
+ * `loader` is NULL or a live loader.
+ */
+module_error_t module_loader_set_signature_policy(module_loader_t *loader,
+                                                  module_signature_policy_t policy);
+
+/**
+ * Set the directory of trusted minisign public keys (`*.pub`) of `loader`; default
+ * `/etc/kmodlike/keys`. Read at every load. The directory and its key files must be owned by
+ * root (or this process's user) and not writable by group or others, or no key of it counts.
+ *
+ * # Safety
+ * `loader` is NULL or a live loader; `dir` is NULL or a NUL-terminated string.
+ */
+module_error_t module_loader_set_trusted_keys(module_loader_t *loader, const char *dir);
+
+/**
+ * Set the revocation list of `loader`: a file of SHA-256 digests (hex, one per line, as
+ * `sha256sum` prints them); a module whose bytes have a listed digest is refused with
+ * `MODULE_ERR_SIGNATURE` whatever the policy. Default `/etc/kmodlike/revoked`; a missing file
+ * is an empty list.
+ *
+ * # Safety
+ * `loader` is NULL or a live loader; `file` is NULL or a NUL-terminated string.
+ */
+module_error_t module_loader_set_revoked(module_loader_t *loader, const char *file);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -53,12 +53,21 @@ pub enum module_error_t {
     MODULE_ERR_QUARANTINED = 12,
     /// A bug in libmodule itself (an internal panic was caught); the text says where.
     MODULE_ERR_INTERNAL = 13,
+    /// The module file, or a directory above it, may be changed by a user other than root and
+    /// this process's: owned by another user, or writable by group or others. The text names
+    /// the path, its owner and mode. Fix the owner and mode, or create the loader with
+    /// `MODULE_LOADER_ALLOW_UNTRUSTED` (which taints the process).
+    MODULE_ERR_UNTRUSTED = 14,
+    /// The signature policy is `MODULE_SIGNATURE_ENFORCE` and the module has no valid signature
+    /// by a trusted key (missing, tampered, another file's, an untrusted key), or its digest is
+    /// on the revocation list.
+    MODULE_ERR_SIGNATURE = 15,
 }
 
 use module_error_t::*;
 
 /// Every code, in numeric order.
-pub(crate) const ALL_CODES: [module_error_t; 14] = [
+pub(crate) const ALL_CODES: [module_error_t; 16] = [
     MODULE_ERR_SUCCESS,
     MODULE_ERR_INVALID_ARGUMENT,
     MODULE_ERR_NOT_FOUND,
@@ -73,6 +82,8 @@ pub(crate) const ALL_CODES: [module_error_t; 14] = [
     MODULE_ERR_CRASHED,
     MODULE_ERR_QUARANTINED,
     MODULE_ERR_INTERNAL,
+    MODULE_ERR_UNTRUSTED,
+    MODULE_ERR_SIGNATURE,
 ];
 
 impl module_error_t {
@@ -91,6 +102,8 @@ impl module_error_t {
             ErrorKind::Dependency => MODULE_ERR_DEPENDENCY,
             ErrorKind::Crashed => MODULE_ERR_CRASHED,
             ErrorKind::Quarantined => MODULE_ERR_QUARANTINED,
+            ErrorKind::Untrusted => MODULE_ERR_UNTRUSTED,
+            ErrorKind::Signature => MODULE_ERR_SIGNATURE,
             // A kind added to the core crate after this library was built.
             _ => MODULE_ERR_INTERNAL,
         }
@@ -118,6 +131,8 @@ impl module_error_t {
             MODULE_ERR_CRASHED => c"module crashed and was unloaded",
             MODULE_ERR_QUARANTINED => c"module is quarantined after repeated crashes",
             MODULE_ERR_INTERNAL => c"internal error in libmodule",
+            MODULE_ERR_UNTRUSTED => c"module path is not trusted (owner or mode)",
+            MODULE_ERR_SIGNATURE => c"module is not validly signed by a trusted key, or revoked",
         }
     }
 }
@@ -273,6 +288,8 @@ mod tests {
             ErrorKind::Dependency,
             ErrorKind::Crashed,
             ErrorKind::Quarantined,
+            ErrorKind::Untrusted,
+            ErrorKind::Signature,
         ];
         let codes: HashSet<module_error_t> =
             kinds.iter().map(|k| module_error_t::from_kind(*k)).collect();

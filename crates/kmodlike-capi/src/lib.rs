@@ -44,6 +44,8 @@ mod handle;
 
 mod entry;
 
+mod trust;
+
 /// The module interface, the source of `module_interface.h` (generated separately).
 ///
 /// cbindgen:ignore
@@ -68,5 +70,9 @@ pub use loader::{
     module_loader_create, module_loader_create_with_flags, module_loader_destroy,
     module_loader_flags_t, module_loader_last_error, module_loader_set_path,
     module_loader_strerror, module_loader_t, LoaderFlagsArg,
+};
+pub use trust::{
+    module_loader_set_revoked, module_loader_set_signature_policy, module_loader_set_trusted_keys,
+    module_signature_policy_t, SignaturePolicyArg,
 };
 pub use single::{module_loader_get_symbol, module_loader_load, module_loader_unload};

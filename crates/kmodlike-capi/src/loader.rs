@@ -71,12 +71,17 @@ pub enum module_loader_flags_t {
     /// the program, else `<program dir>/../libexec/kmodlike/kmodlike-probe` (where
     /// `make install` puts it); without it, loads fail with `MODULE_ERR_LOAD_FAILED`.
     MODULE_LOADER_PROBE = 4,
+    /// Load modules whose path is not trusted (the file or a directory above it owned by
+    /// another user, or writable by group or others) instead of refusing them with
+    /// `MODULE_ERR_UNTRUSTED`. Each such load taints the process (`module_loader_tainted()`).
+    MODULE_LOADER_ALLOW_UNTRUSTED = 8,
 }
 
 /// Every flag bit this library knows.
 const KNOWN_LOADER_FLAGS: u32 = module_loader_flags_t::MODULE_LOADER_STRICT as u32
     | module_loader_flags_t::MODULE_LOADER_RECLAIM as u32
-    | module_loader_flags_t::MODULE_LOADER_PROBE as u32;
+    | module_loader_flags_t::MODULE_LOADER_PROBE as u32
+    | module_loader_flags_t::MODULE_LOADER_ALLOW_UNTRUSTED as u32;
 
 /// `module_loader_flags_t` bits as received from C (any `|` of flags, read as a plain integer).
 ///
@@ -139,7 +144,13 @@ pub extern "C" fn module_loader_create_with_flags(flags: LoaderFlagsArg) -> *mut
             CrashPolicy::ReclaimWhenSafe
         };
         let probe = flags & module_loader_flags_t::MODULE_LOADER_PROBE as u32 != 0;
-        let loader = Loader::builder().strict(strict).crash_policy(policy).probe(probe).build();
+        let untrusted = flags & module_loader_flags_t::MODULE_LOADER_ALLOW_UNTRUSTED as u32 != 0;
+        let loader = Loader::builder()
+            .strict(strict)
+            .crash_policy(policy)
+            .probe(probe)
+            .allow_untrusted_paths(untrusted)
+            .build();
         Ok(Box::into_raw(Box::new(module_loader_t::new(loader))))
     });
     r.unwrap_or(std::ptr::null_mut())

@@ -309,6 +309,11 @@ impl Loader {
         *self.shared.cfg.trust.keys_dir.write().unwrap_or_else(|e| e.into_inner()) = dir;
     }
 
+    /// Replace the revocation list (see [`LoaderBuilder::revoked`]); read again at every load.
+    pub fn set_revoked(&self, file: PathBuf) {
+        *self.shared.cfg.trust.revoked.write().unwrap_or_else(|e| e.into_inner()) = file;
+    }
+
     /// The directory of trusted keys.
     pub fn trusted_keys(&self) -> PathBuf {
         self.shared.cfg.trust.keys_dir()
