@@ -267,6 +267,25 @@ typedef enum {
 } module_open_flags_t;
 
 /**
+ * What a loader does with a module that is not validly signed by a trusted key.
+ */
+typedef enum {
+    /**
+     * The default: signatures are not looked at (the revocation list still applies).
+     */
+    MODULE_SIGNATURE_OFF = 0,
+    /**
+     * Verify; load a module without a valid signature anyway and taint the process.
+     */
+    MODULE_SIGNATURE_WARN = 1,
+    /**
+     * Verify; refuse a module without a valid signature (`MODULE_ERR_SIGNATURE`). Once set it
+     * cannot be lowered for the loader's life.
+     */
+    MODULE_SIGNATURE_ENFORCE = 2,
+} module_signature_policy_t;
+
+/**
  * One reference to an opened module. Opaque: from `module_loader_open()`, released by
  * `module_loader_close()`.
  */

@@ -27,11 +27,12 @@
 //! | crash guard | `module_loader_call`, `module_loader_last_crash`, `module_loader_last_crash_ext`, `module_loader_last_crash_frames`, `module_loader_last_crash_backtrace`, `module_loader_tainted`, `module_loader_clear_taint` |
 //! | handles (ddi_modopen) | `module_loader_open`, `module_loader_sym`, `module_loader_close`, `module_loader_call_handle` |
 //! | metadata | `module_loader_modinfo` |
+//! | trust | `module_loader_set_signature_policy`, `module_loader_set_trusted_keys`, `module_loader_set_revoked` |
 #![allow(non_camel_case_types)]
 
 // The order of these modules is the order of the calls in module_loader.h (cbindgen keeps
 // source order): loader and errors, the seed's single-module calls, the crash guard, handles
-// and metadata.
+// and metadata, trust.
 mod loader;
 
 mod error;
