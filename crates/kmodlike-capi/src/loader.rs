@@ -256,7 +256,7 @@ mod tests {
             let s = unsafe { CStr::from_ptr(module_loader_strerror(ErrorCodeArg(code as i32))) };
             assert!(!s.to_bytes().is_empty(), "{code:?}");
         }
-        for bad in [-1, 14, i32::MAX, i32::MIN] {
+        for bad in [-1, crate::error::ALL_CODES.len() as i32, i32::MAX, i32::MIN] {
             // SAFETY: as above.
             let s = unsafe { CStr::from_ptr(module_loader_strerror(ErrorCodeArg(bad))) };
             assert_eq!(s.to_str().unwrap(), "unknown error code");
