@@ -33,9 +33,39 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "MODE", default_value = "0600", value_parser = parse_mode_arg)]
     pub socket_mode: u32,
 
-    /// Give the socket file to this group (name or number) and let its members call.
+    /// Give the socket file to this group (name or number) and let its members read (list,
+    /// info, crashes, status, monitor) and call module functions. They may not load or unload
+    /// modules unless --socket-group-may-load is given.
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
+
+    /// Let the members of --socket-group load, unload and reload modules too. A module runs with
+    /// the daemon's privileges: this makes the group as strong as the daemon's user (root).
+    #[arg(long, requires = "socket_group")]
+    pub socket_group_may_load: bool,
+
+    /// Load modules whose file or a directory above it is owned by another user or writable by
+    /// group or others, instead of refusing them. Each such load taints the daemon.
+    #[arg(long)]
+    pub allow_untrusted_paths: bool,
+
+    /// The directory of trusted minisign public keys (*.pub). It and its keys must be owned by
+    /// root (or the daemon's user) and not writable by group or others.
+    #[arg(long, value_name = "DIR", default_value = kmodlike::trust::DEFAULT_TRUSTED_KEYS)]
+    pub trusted_keys: PathBuf,
+
+    /// What to do with a module that has no valid signature (FILE.minisig, made with
+    /// `minisign -S -m FILE`) by a trusted key: off (do not check), warn (load, taint, report)
+    /// or enforce (refuse). Default: warn when the key directory exists, else off. Enforce can
+    /// be turned on at run time (kmodctl policy enforce) and never off.
+    #[arg(long, value_name = "POLICY", value_parser = ["off", "warn", "enforce"])]
+    pub signature_policy: Option<String>,
+
+    /// The revocation list: SHA-256 digests of module files that must never load (one per
+    /// line, sha256sum output works), whatever the signature policy. A missing file is an empty
+    /// list.
+    #[arg(long, value_name = "FILE", default_value = kmodlike::trust::DEFAULT_REVOKED)]
+    pub revoked: PathBuf,
 
     /// Search modules in DIR (repeat for several), before $KMODLIKE_MODULE_PATH and the
     /// built-in default directories.
@@ -208,6 +238,13 @@ acknowledgement, with your uid and pid and the time, is kept in `kmodctl status`
         /// Acknowledge and clear the daemon's taint instead.
         #[arg(long)]
         taint: bool,
+    },
+    /// Set the daemon's signature policy for the loads that follow: off, warn or enforce.
+    /// Enforce cannot be turned off again until the daemon restarts.
+    SignaturePolicy {
+        /// The policy.
+        #[arg(value_name = "POLICY", value_parser = ["off", "warn", "enforce"])]
+        policy: String,
     },
     /// Show a loaded module, or a module file's metadata without loading it.
     #[command(visible_alias = "modinfo")]

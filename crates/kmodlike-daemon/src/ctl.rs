@@ -25,7 +25,8 @@ use crate::stdout::{write_stderr_line, write_stdout, WriteError};
 use crate::times::{format_time, parse_since, TimeStyle};
 use crate::varlink::types::{
     CallReply, ClearTaintReply, CrashesReply, InfoReply, ListReply, LoadReply, MonitorReply,
-    PingReply, ReloadConfigurationReply, ReloadReply, SetModulePathReply, StatusReply,
+    PingReply, ReloadConfigurationReply, ReloadReply, SetModulePathReply, SetSignaturePolicyReply,
+    StatusReply,
 };
 use crate::varlink::{VarlinkError, INTERFACE};
 
@@ -327,6 +328,13 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
             let _: Map<String, Value> = call(args, &mut conn, "Clear", json!({ "module": name }))?;
             if text {
                 outln!("cleared the quarantine of module {name}");
+            }
+        }
+        CtlCommand::SignaturePolicy { policy } => {
+            let r: SetSignaturePolicyReply =
+                call(args, &mut conn, "SetSignaturePolicy", json!({ "policy": policy }))?;
+            if text {
+                println!("signature policy: {}", r.policy);
             }
         }
         CtlCommand::Info { module } => {

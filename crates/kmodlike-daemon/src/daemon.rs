@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kmodlike::{CrashLoop, Loader};
+use kmodlike::{CrashLoop, Loader, SignaturePolicy};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{error, info, warn};
 
@@ -124,7 +124,23 @@ fn serve(mut args: DaemonArgs) -> Result<(), String> {
         max_crashes: args.crash_loop_max as usize,
         window: Duration::from_secs(args.crash_loop_window),
     });
+    let policy = match &args.signature_policy {
+        Some(p) => p.parse::<SignaturePolicy>().map_err(|e| format!("--signature-policy: {e}"))?,
+        None if args.trusted_keys.is_dir() => SignaturePolicy::Warn,
+        None => SignaturePolicy::Off,
+    };
+    tracing::info!(
+        policy = %policy,
+        keys = %args.trusted_keys.display(),
+        revoked = %args.revoked.display(),
+        untrusted_paths = if args.allow_untrusted_paths { "allowed (taint)" } else { "refused" },
+        "module trust"
+    );
     let mut builder = Loader::builder()
+        .allow_untrusted_paths(args.allow_untrusted_paths)
+        .trusted_keys(args.trusted_keys.clone())
+        .revoked(args.revoked.clone())
+        .signature_policy(policy)
         .module_path(args.module_path.clone())
         .strict(args.strict)
         .probe(!args.no_probe)
@@ -169,7 +185,7 @@ fn serve(mut args: DaemonArgs) -> Result<(), String> {
         listener,
         service.clone(),
         info,
-        AccessPolicy::for_this_process(group),
+        AccessPolicy::for_this_process(group).with_group_may_load(args.socket_group_may_load),
         limits,
         conns,
     )
@@ -374,7 +390,7 @@ fn take_socket(args: &DaemonArgs, group: Option<u32>) -> Result<(Socket, UnixLis
         LockError::Held { .. } => {
             format!("{}: {e}; stop it first or pass another --socket", path.display())
         }
-        LockError::Io { .. } => e.to_string(),
+        LockError::Io { .. } | LockError::Foreign { .. } => e.to_string(),
     })?;
     let listener = bind_listener(&lock, &path, args.socket_mode, group)
         .map_err(|e| format!("cannot create the socket {}: {e}", path.display()))?;

@@ -66,6 +66,7 @@ pub fn module_table(modules: &[Module], style: Style) -> String {
             [m.name.clone(), m.size.to_string(), used_by, m.state.clone()]
         })
         .collect();
+    let marks: Vec<String> = modules.iter().map(trust_marks).collect();
     let mut width = header.map(str::len);
     for row in &rows {
         for (w, cell) in width.iter_mut().zip(row) {
@@ -87,11 +88,30 @@ pub fn module_table(modules: &[Module], style: Style) -> String {
     };
     let head = line([header[0], header[1], header[2], header[3]], header[3].to_owned());
     let _ = writeln!(out, "{}", style.bold(head.trim_end()));
-    for row in &rows {
-        let text = line([&row[0], &row[1], &row[2], &row[3]], style.state(&row[3]));
+    for (row, marks) in rows.iter().zip(&marks) {
+        let state = format!("{}{marks}", style.state(&row[3]));
+        let text = line([&row[0], &row[1], &row[2], &row[3]], state);
         let _ = writeln!(out, "{}", text.trim_end());
     }
     out
+}
+
+/// What `list` adds after a module's state when its trust is short of full: ` (unsigned)`
+/// when it was loaded under the warn policy without a valid signature, ` (untrusted path)`
+/// when its path broke the path rules and it was loaded anyway.
+fn trust_marks(m: &Module) -> String {
+    let mut marks = Vec::new();
+    if m.signature.as_deref() == Some("unsigned") {
+        marks.push("unsigned");
+    }
+    if m.untrusted_path.is_some() {
+        marks.push("untrusted path");
+    }
+    if marks.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", marks.join(", "))
+    }
 }
 
 fn field(out: &mut String, key: &str, value: impl std::fmt::Display) {
@@ -125,6 +145,22 @@ pub fn module_block(m: &Module, style: Style) -> String {
     field(&mut out, "depends on", list(&m.dependencies));
     field(&mut out, "used by", list(&m.holders));
     field(&mut out, "calls", m.calls);
+    let signature = match m.signature.as_deref() {
+        Some("signed") => format!(
+            "signed by key {} (trusted comment: {})",
+            m.signer_key_id.as_deref().unwrap_or("?"),
+            m.trusted_comment.as_deref().unwrap_or("")
+        ),
+        Some("unsigned") => {
+            format!("UNSIGNED: {}", m.signature_reason.as_deref().unwrap_or("no valid signature"))
+        }
+        Some(_) => "not checked (signature policy off)".to_owned(),
+        None => "unknown (the daemon does not report it)".to_owned(),
+    };
+    field(&mut out, "signature", signature);
+    if let Some(why) = &m.untrusted_path {
+        field(&mut out, "path trust", format!("UNTRUSTED, loaded anyway: {why}"));
+    }
     for e in &m.modinfo {
         field(&mut out, &e.tag, &e.value);
     }
@@ -172,6 +208,14 @@ pub fn status_block(s: &StatusReply, socket: &str, when: &dyn Fn(f64) -> String)
     field(&mut out, "quarantined", list(&s.quarantined));
     field(&mut out, "connections", format!("{} of at most {}", s.connections, s.max_connections));
     field(&mut out, "probe", if s.probe { "on" } else { "off" });
+    if let Some(policy) = &s.signature_policy {
+        let keys = s.trusted_keys.as_deref().unwrap_or("?");
+        field(&mut out, "signatures", format!("policy {policy}, trusted keys in {keys}"));
+    }
+    if let Some(allow) = s.allow_untrusted_paths {
+        let paths = if allow { "untrusted ones load and taint" } else { "untrusted ones refused" };
+        field(&mut out, "module paths", paths);
+    }
     let policy = match s.crash_loop {
         Some(c) => {
             format!("{} crashes within {} s quarantine a module", c.max_crashes, c.window_secs)
@@ -391,7 +435,7 @@ pub fn error_message(e: &VarlinkError, socket: &str) -> String {
             e.parameters.get("window_secs").map(|v| v.to_string()).unwrap_or_default(),
             p("module")
         ),
-        "Busy" | "SymbolNotFound" => p("message"),
+        "Busy" | "SymbolNotFound" | "NotPermitted" | "SignaturePolicyLocked" => p("message"),
         "NotQuarantined" => format!("module {} is not quarantined", p("module")),
         "NotTainted" => "the daemon is not tainted: there is nothing to acknowledge".to_owned(),
         "PermissionDenied" => format!(
@@ -439,7 +483,36 @@ mod tests {
             loaded_at: 0.0,
             calls: 0,
             crashes: 0,
+            signature: Some("not-checked".into()),
+            signer_key_id: None,
+            trusted_comment: None,
+            signature_reason: None,
+            untrusted_path: None,
         }
+    }
+
+    #[test]
+    fn list_marks_unsigned_and_untrusted_modules_and_info_names_the_signer() {
+        let mut unsigned = module("u", 1, 1, &[], "live");
+        unsigned.signature = Some("unsigned".into());
+        unsigned.signature_reason = Some("it has no signature".into());
+        unsigned.untrusted_path = Some("/m (owner uid 7, mode 0777) is writable".into());
+        let mut signed = module("s", 1, 1, &[], "live");
+        signed.signature = Some("signed".into());
+        signed.signer_key_id = Some("0123456789ABCDEF".into());
+        signed.trusted_comment = Some("timestamp:1 file:s.so".into());
+        let t = module_table(&[unsigned.clone(), signed.clone()], Style::new(false));
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].ends_with("live (unsigned, untrusted path)"), "{t}");
+        assert!(lines[2].ends_with("live"), "{t}");
+        let info = module_block(&signed, Style::new(false));
+        assert!(
+            info.contains("signed by key 0123456789ABCDEF (trusted comment: timestamp:1 file:s.so)"),
+            "{info}"
+        );
+        let info = module_block(&unsigned, Style::new(false));
+        assert!(info.contains("UNSIGNED: it has no signature"), "{info}");
+        assert!(info.contains("UNTRUSTED, loaded anyway"), "{info}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Access, FlockOperation, Mode};
+use rustix::fs::{Access as FileAccess, FlockOperation, Mode};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 /// The environment variable naming the socket (after `--socket`).
@@ -57,7 +57,7 @@ pub fn bin_name() -> String {
 
 /// Whether this process may create files in `dir` (write and search permission).
 pub fn is_writable_dir(dir: &Path) -> bool {
-    dir.is_dir() && rustix::fs::access(dir, Access::WRITE_OK | Access::EXEC_OK).is_ok()
+    dir.is_dir() && rustix::fs::access(dir, FileAccess::WRITE_OK | FileAccess::EXEC_OK).is_ok()
 }
 
 /// Why a socket path was chosen (for the log line).
@@ -135,6 +135,16 @@ pub enum LockError {
         /// The holder's pid, as written in the lock file.
         pid: Option<u32>,
     },
+    /// The lock file exists but was not made by this daemon's user, or has more than one name:
+    /// another user could hold it to stop the daemon, or read and rewrite it. Refused.
+    Foreign {
+        /// The lock file.
+        lock: PathBuf,
+        /// Its owner.
+        uid: u32,
+        /// Its number of hard links.
+        nlink: u64,
+    },
     /// The lock file could not be created or locked.
     Io {
         /// The lock file.
@@ -154,6 +164,26 @@ impl std::fmt::Display for LockError {
             ),
             LockError::Held { lock, pid: None } => {
                 write!(f, "another daemon already serves this socket: {} is locked", lock.display())
+            }
+            LockError::Foreign { lock, uid, nlink } => {
+                let me = rustix::process::geteuid().as_raw();
+                let why = if *uid != me {
+                    format!(
+                        "is owned by {} (uid {uid}), not by this daemon's uid {me}",
+                        user_name(*uid)
+                    )
+                } else {
+                    format!("has {nlink} hard links (another name could be used to hold it)")
+                };
+                write!(
+                    f,
+                    "the lock file {} {why}: someone else made it, perhaps to keep this daemon \
+                     from starting; refusing to use it. Remove it if it is stale (rm {}), or \
+                     serve another socket with --socket PATH in a directory only this user may \
+                     write (such as /var/run or $XDG_RUNTIME_DIR)",
+                    lock.display(),
+                    lock.display()
+                )
             }
             LockError::Io { lock, source } => {
                 write!(f, "cannot lock {}: {source}", lock.display())
@@ -181,6 +211,12 @@ impl InstanceLock {
         // A previous holder unlinks the file on exit; if we locked a file that was unlinked (or
         // replaced) meanwhile, another daemon may lock the new one: retry on the new file.
         for _ in 0..10 {
+            // An existing lock file must be ours: one another user made could be held by them
+            // forever, or be a hard link to a file of theirs. Checked before it is opened (the
+            // open could be refused in a sticky directory) and again on the descriptor.
+            if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                check_lock_owner(&path, meta.uid(), meta.nlink())?;
+            }
             let mut file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -190,6 +226,8 @@ impl InstanceLock {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
                 .map_err(io_err)?;
+            let meta = file.metadata().map_err(io_err)?;
+            check_lock_owner(&path, meta.uid(), meta.nlink())?;
             match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {}
                 Err(rustix::io::Errno::WOULDBLOCK) => {
@@ -216,6 +254,31 @@ impl InstanceLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Refuse a lock file owned by another uid or with more than one link.
+fn check_lock_owner(lock: &Path, uid: u32, nlink: u64) -> Result<(), LockError> {
+    if uid != rustix::process::geteuid().as_raw() || nlink > 1 {
+        return Err(LockError::Foreign { lock: lock.to_owned(), uid, nlink });
+    }
+    Ok(())
+}
+
+/// `"user NAME"` for a uid with a name in the user database, else `"a user with no name"`.
+pub fn user_name(uid: u32) -> String {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: `passwd` is plain old data that getpwuid_r fills; zeroed is a valid start.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call (a struct, a buffer of the length passed,
+    // an out-pointer); getpwuid_r is thread-safe.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() || pw.pw_name.is_null() {
+        return "a user with no name".to_owned();
+    }
+    // SAFETY: getpwuid_r succeeded: pw_name points to a NUL-terminated string in `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+    format!("user {}", name.to_string_lossy())
 }
 
 impl Drop for InstanceLock {
@@ -363,23 +426,61 @@ pub struct AccessPolicy {
     pub daemon_uid: u32,
     /// `--socket-group`: members of this group may call too.
     pub group: Option<u32>,
+    /// Members of `group` may also load, unload and reload modules (`--socket-group-may-load`).
+    pub group_may_load: bool,
+}
+
+/// What an admitted peer may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Everything: root, the daemon's uid, and the socket group with `--socket-group-may-load`.
+    Full,
+    /// Read (List, Info, Crashes, Status, Monitor, Ping) and Call, but not change which code is
+    /// loaded (Load, Unload, Reload, Clear, ClearTaint, SetSignaturePolicy): the socket group
+    /// by default. Loading a module runs its code as the daemon's user, so a group that may
+    /// load is as strong as that user.
+    Operate,
 }
 
 impl AccessPolicy {
     /// The policy for this process.
     pub fn for_this_process(group: Option<u32>) -> AccessPolicy {
-        AccessPolicy { daemon_uid: rustix::process::geteuid().as_raw(), group }
+        AccessPolicy {
+            daemon_uid: rustix::process::geteuid().as_raw(),
+            group,
+            group_may_load: false,
+        }
+    }
+
+    /// Let the socket group load, unload and reload modules too.
+    pub fn with_group_may_load(mut self, may_load: bool) -> AccessPolicy {
+        self.group_may_load = may_load;
+        self
     }
 
     /// Whether a peer may call: root, the daemon's uid, or (with a group) a member of it.
     /// `supplementary` is asked only when the group decides.
     pub fn allows(&self, peer: &PeerCred, supplementary: impl FnOnce() -> Vec<u32>) -> bool {
+        self.access(peer, supplementary).is_some()
+    }
+
+    /// What a peer may do, `None` when it may not connect at all.
+    pub fn access(
+        &self,
+        peer: &PeerCred,
+        supplementary: impl FnOnce() -> Vec<u32>,
+    ) -> Option<Access> {
         if peer.uid == 0 || peer.uid == self.daemon_uid {
-            return true;
+            return Some(Access::Full);
         }
-        match self.group {
+        let member = match self.group {
             Some(g) => peer.gid == g || supplementary().contains(&g),
             None => false,
+        };
+        match (member, self.group_may_load) {
+            (false, _) => None,
+            (true, true) => Some(Access::Full),
+            (true, false) => Some(Access::Operate),
         }
     }
 }
@@ -494,17 +595,40 @@ mod tests {
 
     #[test]
     fn policy_admits_root_self_and_group_members_only() {
-        let p = AccessPolicy { daemon_uid: 1000, group: None };
+        let p = AccessPolicy { daemon_uid: 1000, group: None, group_may_load: false };
         let cred = |uid, gid| PeerCred { pid: 1, uid, gid };
         assert!(p.allows(&cred(0, 0), Vec::new));
         assert!(p.allows(&cred(1000, 1000), Vec::new));
         assert!(!p.allows(&cred(65534, 65534), || vec![4242]));
-        let g = AccessPolicy { daemon_uid: 1000, group: Some(4242) };
+        let g = AccessPolicy { daemon_uid: 1000, group: Some(4242), group_may_load: false };
         assert!(g.allows(&cred(2000, 4242), Vec::new));
         assert!(g.allows(&cred(2000, 100), || vec![7, 4242]));
         assert!(!g.allows(&cred(2000, 100), || vec![7]));
         assert!(!server_is_trusted(&cred(65534, 65534), 1000));
         assert!(server_is_trusted(&cred(0, 0), 1000));
+    }
+
+    #[test]
+    fn the_group_operates_and_loads_only_when_allowed() {
+        let cred = |uid, gid| PeerCred { pid: 1, uid, gid };
+        let g = AccessPolicy { daemon_uid: 1000, group: Some(4242), group_may_load: false };
+        assert_eq!(g.access(&cred(0, 0), Vec::new), Some(Access::Full));
+        assert_eq!(g.access(&cred(1000, 1), Vec::new), Some(Access::Full));
+        assert_eq!(g.access(&cred(2000, 4242), Vec::new), Some(Access::Operate));
+        assert_eq!(g.access(&cred(2000, 1), Vec::new), None);
+        let g = g.with_group_may_load(true);
+        assert_eq!(g.access(&cred(2000, 4242), Vec::new), Some(Access::Full));
+    }
+
+    #[test]
+    fn a_lock_file_with_two_links_is_refused_naming_the_remedy() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("d.sock");
+        std::fs::write(dir.path().join("other"), b"").unwrap();
+        std::fs::hard_link(dir.path().join("other"), lock_path(&sock)).unwrap();
+        let e = InstanceLock::acquire(&sock).unwrap_err();
+        assert!(matches!(e, LockError::Foreign { nlink: 2, .. }), "{e}");
+        assert!(e.to_string().contains("2 hard links") && e.to_string().contains("--socket"), "{e}");
     }
 
     #[test]

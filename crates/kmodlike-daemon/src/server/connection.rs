@@ -10,7 +10,7 @@ use rustix::event::{PollFd, PollFlags};
 use serde_json::{json, Value};
 
 use super::{set, CallContext, Connections, Limits, Outcome, Service, ServiceInfo};
-use crate::socket::PeerCred;
+use crate::socket::{Access, PeerCred};
 use crate::varlink::codec::{write_frame, FrameError, FrameReader, Reply, Request};
 use crate::varlink::params::Params;
 use crate::varlink::{VarlinkError, SERVICE_DESCRIPTION, SERVICE_INTERFACE};
@@ -32,6 +32,7 @@ pub(super) fn serve_connection(
     id: u64,
     mut stream: UnixStream,
     peer: PeerCred,
+    access: Access,
     idle_since: Arc<Mutex<Option<Instant>>>,
     shared: Arc<Shared>,
 ) {
@@ -57,7 +58,7 @@ pub(super) fn serve_connection(
         set(&idle_since, None);
         let keep_going = match Request::parse(&frame) {
             Err(e) => write_frame(&mut stream, &Reply::error(&e)).is_ok(),
-            Ok(req) => handle_request(&mut stream, req, peer, &shared),
+            Ok(req) => handle_request(&mut stream, req, (peer, access), &shared),
         };
         if !keep_going {
             break;
@@ -68,8 +69,13 @@ pub(super) fn serve_connection(
 }
 
 /// Handle one request; false when the connection must be closed.
-fn handle_request(stream: &mut UnixStream, req: Request, peer: PeerCred, shared: &Shared) -> bool {
-    let ctx = CallContext { peer, more: req.more, oneway: req.oneway };
+fn handle_request(
+    stream: &mut UnixStream,
+    req: Request,
+    (peer, access): (PeerCred, Access),
+    shared: &Shared,
+) -> bool {
+    let ctx = CallContext { peer, access, more: req.more, oneway: req.oneway };
     let outcome = dispatch(&req, &ctx, shared);
     if req.oneway {
         return true;

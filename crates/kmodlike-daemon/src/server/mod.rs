@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use rustix::event::{PollFd, PollFlags};
 use serde_json::{json, Value};
 
-use crate::socket::{peer_cred, peer_groups, AccessPolicy, PeerCred};
+use crate::socket::{peer_cred, peer_groups, Access, AccessPolicy, PeerCred};
 use crate::varlink::params::Params;
 use crate::varlink::VarlinkError;
 
@@ -58,6 +58,8 @@ impl From<Result<Value, VarlinkError>> for Outcome {
 pub struct CallContext {
     /// The peer's credentials.
     pub peer: PeerCred,
+    /// What the peer may do (the socket group may be limited to reading and calling).
+    pub access: Access,
     /// The call was made with `more`.
     pub more: bool,
     /// The call was made with `oneway` (its reply is dropped).
@@ -309,7 +311,8 @@ impl Server {
                 return;
             }
         };
-        if !self.policy.allows(&peer, || peer_groups(&stream).unwrap_or_default()) {
+        let Some(access) = self.policy.access(&peer, || peer_groups(&stream).unwrap_or_default())
+        else {
             tracing::warn!(
                 uid = peer.uid,
                 pid = peer.pid,
@@ -318,7 +321,7 @@ impl Server {
             let err = VarlinkError::loader("PermissionDenied", json!({ "uid": peer.uid }));
             refuse(stream, &err);
             return;
-        }
+        };
         if self.conns.count() >= self.limits.max_connections && !self.conns.evict_idlest() {
             tracing::warn!(
                 limit = self.limits.max_connections,
@@ -342,7 +345,7 @@ impl Server {
         let shared2 = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("conn-{id}"))
-            .spawn(move || serve_connection(id, stream, peer, idle_since, shared2));
+            .spawn(move || serve_connection(id, stream, peer, access, idle_since, shared2));
         match spawned {
             Ok(t) => {
                 if let Some(c) = table.get_mut(&id) {

@@ -37,7 +37,10 @@ fn error_path(e: &Error) -> Option<&Path> {
         | Error::NoInterface { path, .. }
         | Error::VersionMismatch { path, .. }
         | Error::InitFailed { path, .. }
-        | Error::Probe { path, .. } => Some(path),
+        | Error::Probe { path, .. }
+        | Error::UntrustedPath { path, .. }
+        | Error::Signature { path, .. }
+        | Error::Revoked { path, .. } => Some(path),
         Error::AlreadyLoaded { existing, .. } => Some(existing),
         _ => None,
     }

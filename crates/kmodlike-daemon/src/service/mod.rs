@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::server::{CallContext, Connections, Outcome, Service};
+use crate::socket::Access;
 use crate::varlink::params::Params;
 use crate::varlink::types::{
     self, CallReply, ClearTaintReply, CrashesReply, InfoReply, ListReply, LoadReply, ModuleFile,
@@ -43,6 +44,18 @@ use crash_loop::CrashLoopOverrides;
 
 use crate::metrics::{Metrics, METRICS_DESCRIPTION, METRICS_INTERFACE};
 use crate::state::StateStore;
+
+/// The methods that change which code runs in the daemon: only for [`Access::Full`].
+const CHANGES_CODE: [&str; 8] = [
+    "Load",
+    "Unload",
+    "Reload",
+    "Clear",
+    "ClearTaint",
+    "SetModulePath",
+    "ReloadConfiguration",
+    "SetSignaturePolicy",
+];
 
 /// How long `Unload` with `wait` waits for calls in flight.
 pub const UNLOAD_WAIT: Duration = Duration::from_secs(30);
@@ -453,6 +466,9 @@ impl LoaderService {
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect(),
+            signature_policy: Some(self.loader.signature_policy().as_str().to_owned()),
+            trusted_keys: Some(self.loader.trusted_keys().display().to_string()),
+            allow_untrusted_paths: Some(self.loader.allows_untrusted_paths()),
         }
     }
 
@@ -490,7 +506,51 @@ impl LoaderService {
     }
 
     fn dispatch_method(&self, method: &str, mut p: Params, ctx: &CallContext) -> Outcome {
+        if ctx.access != Access::Full && CHANGES_CODE.contains(&method) {
+            tracing::warn!(
+                uid = ctx.peer.uid,
+                pid = ctx.peer.pid,
+                method,
+                "refused: the socket group may not change which code is loaded"
+            );
+            return Outcome::Error(VarlinkError::loader(
+                "NotPermitted",
+                json!({
+                    "method": method,
+                    "uid": ctx.peer.uid,
+                    "message": format!(
+                        "uid {} reaches the daemon through its socket group, which may read and \
+                         call but not {method}; ask the daemon's operator, or run the daemon \
+                         with --socket-group-may-load (which makes the group as strong as the \
+                         daemon's user)",
+                        ctx.peer.uid
+                    ),
+                }),
+            ));
+        }
         let r = match method {
+            "SetSignaturePolicy" => (|| {
+                let policy = p.string("policy")?;
+                p.finish()?;
+                let policy = policy.parse::<kmodlike::SignaturePolicy>().map_err(|e| {
+                    VarlinkError::invalid_parameter_because("policy", &e.to_string())
+                })?;
+                self.loader.set_signature_policy(policy).map_err(|e| {
+                    VarlinkError::loader(
+                        "SignaturePolicyLocked",
+                        json!({ "policy": policy.as_str(), "message": e.to_string() }),
+                    )
+                })?;
+                tracing::warn!(
+                    policy = %policy,
+                    uid = ctx.peer.uid,
+                    pid = ctx.peer.pid,
+                    "signature policy changed"
+                );
+                reply(types::SetSignaturePolicyReply {
+                    policy: self.loader.signature_policy().as_str().to_owned(),
+                })
+            })(),
             "Ping" => p.finish().and_then(|()| {
                 reply(PingReply { version: env!("CARGO_PKG_VERSION").into(), pid: *PID })
             }),

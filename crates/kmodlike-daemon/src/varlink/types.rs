@@ -63,6 +63,21 @@ pub struct Module {
     pub calls: u64,
     /// Crashes counted for it.
     pub crashes: u64,
+    /// The signature verdict: `not-checked`, `signed` or `unsigned`.
+    #[serde(default)]
+    pub signature: Option<String>,
+    /// The signer's minisign key id, when signed.
+    #[serde(default)]
+    pub signer_key_id: Option<String>,
+    /// The signature's trusted comment, when signed.
+    #[serde(default)]
+    pub trusted_comment: Option<String>,
+    /// Why it is unsigned, when it is.
+    #[serde(default)]
+    pub signature_reason: Option<String>,
+    /// Why its path is not trusted, when it was loaded anyway.
+    #[serde(default)]
+    pub untrusted_path: Option<String>,
 }
 
 impl From<&kmodlike::ModuleInfo> for Module {
@@ -86,6 +101,22 @@ impl From<&kmodlike::ModuleInfo> for Module {
             loaded_at: epoch_secs(m.loaded_at),
             calls: m.calls,
             crashes: m.crashes,
+            signature: Some(m.trust.signature.as_str().to_owned()),
+            signer_key_id: match &m.trust.signature {
+                kmodlike::SignatureVerdict::Signed { key_id, .. } => Some(key_id.clone()),
+                _ => None,
+            },
+            trusted_comment: match &m.trust.signature {
+                kmodlike::SignatureVerdict::Signed { trusted_comment, .. } => {
+                    Some(trusted_comment.clone())
+                }
+                _ => None,
+            },
+            signature_reason: match &m.trust.signature {
+                kmodlike::SignatureVerdict::Unsigned { reason } => Some(reason.clone()),
+                _ => None,
+            },
+            untrusted_path: m.trust.untrusted_path.clone(),
         }
     }
 }
@@ -493,6 +524,22 @@ pub struct StatusReply {
     /// The modules `modules.d` lists.
     #[serde(default)]
     pub configured_modules: Option<Vec<ConfiguredModule>>,
+    /// The signature policy: `off`, `warn` or `enforce`.
+    #[serde(default)]
+    pub signature_policy: Option<String>,
+    /// The directory of trusted keys.
+    #[serde(default)]
+    pub trusted_keys: Option<String>,
+    /// Whether modules with untrusted paths are loaded (with a taint) instead of refused.
+    #[serde(default)]
+    pub allow_untrusted_paths: Option<bool>,
+}
+
+/// The reply of `SetSignaturePolicy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetSignaturePolicyReply {
+    /// The policy in force now.
+    pub policy: String,
 }
 
 /// The reply of `Monitor`.

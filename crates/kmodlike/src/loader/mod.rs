@@ -314,6 +314,11 @@ impl Loader {
         *self.shared.cfg.trust.revoked.write().unwrap_or_else(|e| e.into_inner()) = file;
     }
 
+    /// Whether untrusted paths load (with a taint) instead of being refused.
+    pub fn allows_untrusted_paths(&self) -> bool {
+        self.shared.cfg.trust.allow_untrusted_paths
+    }
+
     /// The directory of trusted keys.
     pub fn trusted_keys(&self) -> PathBuf {
         self.shared.cfg.trust.keys_dir()
