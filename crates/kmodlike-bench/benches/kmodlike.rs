@@ -15,6 +15,8 @@
 //! - `symbol/{kmodlike_cached,dlsym}`;
 //! - `scale/{kmodlike_load,libloading_load,list}/{1,100,1000}`: with N modules loaded;
 //! - `daemon/{ping,raw_echo}/{1,8}`: round trips with 1 and 8 concurrent clients;
+//! - `trust/{verify_1mib,load_cycle_enforce}`: a minisign signature checked over 1 MiB, and
+//!   the load cycle of a signed module under the enforce policy;
 //! - memory (not criterion): the daemon's resident size idle, and after 10,000 load/unload
 //!   cycles.
 
@@ -749,6 +751,24 @@ fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
         )
         .values(m("daemon/ping/8"), m("daemon/raw_echo/8")),
     ];
+    f.push(
+        Figure::cost(
+            "signature_verify_1mib",
+            "minisign signature check of a 1 MiB module (keys and .minisig read, BLAKE2b, Ed25519)",
+            "",
+            Target::ValueAtMost(5e6),
+        )
+        .values(m("trust/verify_1mib"), None),
+    );
+    f.push(
+        Figure::cost(
+            "load_cycle_enforce",
+            "load cycle of a signed hello.so under the enforce policy",
+            "plain kmodlike load cycle (policy off)",
+            Target::None,
+        )
+        .values(m("trust/load_cycle_enforce"), m("load_cycle/kmodlike")),
+    );
     let rss = Figure::cost(
         "daemon_rss_idle",
         "daemon RSS, idle, example module loaded",
@@ -785,6 +805,35 @@ fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
     f
 }
 
+// ---------------------------------------------------------------------------------------------
+// 7. Trust
+// ---------------------------------------------------------------------------------------------
+
+fn trust(c: &mut Criterion, run: &Run) {
+    if !run.wants(&["trust/verify_1mib", "trust/load_cycle_enforce"]) {
+        return;
+    }
+    let signed = kmodlike_bench::trust::SignedFixtures::new(&run.tmp);
+    let mut g = c.benchmark_group("trust");
+    g.bench_function("verify_1mib", |b| {
+        b.iter(|| {
+            kmodlike::trust::verify_signature(
+                &signed.blob,
+                black_box(&signed.blob_data),
+                &signed.keys,
+            )
+            .expect("a valid signature")
+        })
+    });
+    let enforcing = Loader::builder()
+        .module_path(Vec::new())
+        .trusted_keys(signed.keys.clone())
+        .signature_policy(kmodlike::SignaturePolicy::Enforce)
+        .build();
+    g.bench_function("load_cycle_enforce", |b| b.iter(|| close(open(&enforcing, &signed.module))));
+    g.finish();
+}
+
 fn main() {
     let started = SystemTime::now() - Duration::from_secs(1);
     let run = Run::from_args();
@@ -802,6 +851,7 @@ fn main() {
     symbol(&mut c, &run);
     scale(&mut c, &run);
     daemon_round_trips(&mut c, &run);
+    trust(&mut c, &run);
     c.final_summary();
     let mem = memory(&run);
 

@@ -25,6 +25,7 @@ pub mod echo;
 pub mod fixtures;
 pub mod paired;
 pub mod summary;
+pub mod trust;
 
 use std::path::PathBuf;
 

@@ -72,8 +72,8 @@ pub use loader::{
     module_loader_flags_t, module_loader_last_error, module_loader_set_path,
     module_loader_strerror, module_loader_t, LoaderFlagsArg,
 };
+pub use single::{module_loader_get_symbol, module_loader_load, module_loader_unload};
 pub use trust::{
     module_loader_set_revoked, module_loader_set_signature_policy, module_loader_set_trusted_keys,
     module_signature_policy_t, SignaturePolicyArg,
 };
-pub use single::{module_loader_get_symbol, module_loader_load, module_loader_unload};

@@ -67,8 +67,10 @@ fn a_world_writable_module_is_refused_with_module_err_untrusted() {
 
 #[test]
 fn allow_untrusted_loads_and_taints() {
-    if !support::in_own_process("allow_untrusted_loads_and_taints", std::time::Duration::from_secs(120))
-    {
+    if !support::in_own_process(
+        "allow_untrusted_loads_and_taints",
+        std::time::Duration::from_secs(120),
+    ) {
         return;
     }
     let (_dir, m) = dltest_copy(0o666);

@@ -507,7 +507,9 @@ mod tests {
         assert!(lines[2].ends_with("live"), "{t}");
         let info = module_block(&signed, Style::new(false));
         assert!(
-            info.contains("signed by key 0123456789ABCDEF (trusted comment: timestamp:1 file:s.so)"),
+            info.contains(
+                "signed by key 0123456789ABCDEF (trusted comment: timestamp:1 file:s.so)"
+            ),
             "{info}"
         );
         let info = module_block(&unsigned, Style::new(false));

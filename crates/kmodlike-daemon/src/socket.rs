@@ -628,7 +628,10 @@ mod tests {
         std::fs::hard_link(dir.path().join("other"), lock_path(&sock)).unwrap();
         let e = InstanceLock::acquire(&sock).unwrap_err();
         assert!(matches!(e, LockError::Foreign { nlink: 2, .. }), "{e}");
-        assert!(e.to_string().contains("2 hard links") && e.to_string().contains("--socket"), "{e}");
+        assert!(
+            e.to_string().contains("2 hard links") && e.to_string().contains("--socket"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -57,7 +57,10 @@ fn enforce_loads_signed_modules_names_the_signer_and_refuses_unsigned_ones() {
     d.ctl(&["load", "misc/hello"]).ok();
     let info = d.ctl(&["info", "hello"]);
     assert!(info.ok().contains(&format!("signed by key {}", key.id())), "{info:?}");
-    assert!(info.stdout.contains("trusted comment: timestamp:1 file:hello.so release 7"), "{info:?}");
+    assert!(
+        info.stdout.contains("trusted comment: timestamp:1 file:hello.so release 7"),
+        "{info:?}"
+    );
     let json = d.ctl(&["--json", "info", "hello"]).json();
     assert_eq!(json["loaded"]["signature"], "signed");
     assert_eq!(json["loaded"]["signer_key_id"], key.id());
@@ -88,7 +91,10 @@ fn warn_loads_an_unsigned_module_marks_it_in_list_and_taints() {
     assert!(d.ctl(&["status"]).ok().contains("policy warn"));
     d.ctl(&["load", "misc/hello"]).ok();
     let list = d.ctl(&["list"]);
-    assert!(list.ok().lines().any(|l| l.starts_with("hello") && l.ends_with("(unsigned)")), "{list:?}");
+    assert!(
+        list.ok().lines().any(|l| l.starts_with("hello") && l.ends_with("(unsigned)")),
+        "{list:?}"
+    );
     let info = d.ctl(&["info", "hello"]);
     assert!(info.ok().contains("UNSIGNED: it has no signature"), "{info:?}");
     let status = d.ctl(&["--json", "status"]).json();

@@ -74,11 +74,11 @@ pub use loader::{
 pub use modinfo::ModInfo;
 pub use module::ModuleState;
 pub use options::OpenMode;
-pub use trust::{SignaturePolicy, SignatureVerdict, TrustInfo};
 pub use resolve::{
     default_module_path, module_name_for, resolve_spec, search_path, NameSpec, DEFAULT_NAMESPACE,
     MODULE_PATH_ENV,
 };
+pub use trust::{SignaturePolicy, SignatureVerdict, TrustInfo};
 
 /// Benchmark hook, not API: run `f(ctx)` under the crash guard with no module attached, as a
 /// guarded call does below its bookkeeping. Returns `true` when `f` raised a fatal signal (the

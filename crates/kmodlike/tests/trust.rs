@@ -38,8 +38,7 @@ fn a_world_writable_module_is_refused_naming_path_owner_mode_and_remedy() {
     assert!(matches!(e, Error::UntrustedPath { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::Untrusted);
     let text = e.to_string();
-    for part in [m.to_str().unwrap(), "owner uid", "mode 0666", "chmod go-w", "--allow-untrusted"]
-    {
+    for part in [m.to_str().unwrap(), "owner uid", "mode 0666", "chmod go-w", "--allow-untrusted"] {
         assert!(text.contains(part), "{part:?} missing from: {text}");
     }
 }

@@ -24,8 +24,8 @@ pub(crate) mod signature;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-pub use policy::SignaturePolicy;
 use policy::PolicyLatch;
+pub use policy::SignaturePolicy;
 pub use signature::signature_path;
 
 use crate::error::{Error, Result};

@@ -125,7 +125,8 @@ pub(crate) fn open_checked(path: &Path, flags: OFlags) -> Result<Walked, WalkErr
         }
     };
     let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let root = rustix::fs::open("/", dir_flags, Mode::empty()).map_err(|e| io(Path::new("/"), e))?;
+    let root =
+        rustix::fs::open("/", dir_flags, Mode::empty()).map_err(|e| io(Path::new("/"), e))?;
     let mut untrusted = None;
     let st = rustix::fs::fstat(&root).map_err(|e| io(Path::new("/"), e))?;
     note(&mut untrusted, judge(Path::new("/"), &st, euid));
@@ -146,15 +147,15 @@ pub(crate) fn open_checked(path: &Path, flags: OFlags) -> Result<Walked, WalkErr
         }
         let here = dir_path.join(&name);
         let open_sticky = dir_st.st_mode & STICKY != 0 && dir_st.st_mode & WRITABLE_BY_OTHERS != 0;
-        let entry = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| io(&here, e))?;
+        let entry =
+            rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io(&here, e))?;
         if open_sticky && !owner_trusted(entry.st_uid, euid) {
             note(
                 &mut untrusted,
                 Some(Untrusted {
-                path: here.clone(),
-                uid: entry.st_uid,
-                mode: entry.st_mode,
+                    path: here.clone(),
+                    uid: entry.st_uid,
+                    mode: entry.st_mode,
                     why: "is owned by another user in a directory anyone may write to",
                 }),
             );
@@ -164,7 +165,8 @@ pub(crate) fn open_checked(path: &Path, flags: OFlags) -> Result<Walked, WalkErr
             if links > MAX_LINKS {
                 return Err(WalkError::Io(here, std::io::Error::from_raw_os_error(libc::ELOOP)));
             }
-            let target = rustix::fs::readlinkat(dir, &name, Vec::new()).map_err(|e| io(&here, e))?;
+            let target =
+                rustix::fs::readlinkat(dir, &name, Vec::new()).map_err(|e| io(&here, e))?;
             let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
             if target.is_absolute() {
                 dirs.truncate(1);

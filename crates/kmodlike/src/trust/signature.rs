@@ -75,8 +75,11 @@ impl Keys {
                 return (Keys { keys: Vec::new(), problem: Some(problem) }, skipped);
             }
             Err(paths::WalkError::Io(at, e)) => {
-                let problem =
-                    format!("the key directory {} cannot be read ({}: {e})", dir.display(), at.display());
+                let problem = format!(
+                    "the key directory {} cannot be read ({}: {e})",
+                    dir.display(),
+                    at.display()
+                );
                 return (Keys { keys: Vec::new(), problem: Some(problem) }, skipped);
             }
         };
@@ -172,9 +175,7 @@ pub(crate) fn verify(data: &[u8], sig_file: &Path, keys: &Keys) -> Result<Signer
                 sig_file.display()
             ))
         }
-        Err(e) => {
-            return Err(format!("its signature {} cannot be read: {e}", sig_file.display()))
-        }
+        Err(e) => return Err(format!("its signature {} cannot be read: {e}", sig_file.display())),
     };
     let sig = Signature::decode(&text)
         .map_err(|e| format!("{} is not a minisign signature: {e}", sig_file.display()))?;
@@ -224,7 +225,9 @@ impl Revoked {
     /// an error naming the file and line.
     pub(crate) fn load(file: &Path) -> Result<Revoked, String> {
         let text = match std::fs::File::open(file) {
-            Ok(f) => read_small(f, MAX_REVOKED_FILE).map_err(|e| format!("{}: {e}", file.display()))?,
+            Ok(f) => {
+                read_small(f, MAX_REVOKED_FILE).map_err(|e| format!("{}: {e}", file.display()))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Revoked::default()),
             Err(e) => return Err(format!("{}: {e}", file.display())),
         };
