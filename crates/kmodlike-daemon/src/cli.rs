@@ -22,7 +22,20 @@ keeps running. Drive it with kmodctl or any Varlink client (interface io.kmodlik
     after_help = "Socket path: --socket, else $KMODLIKE_SOCKET, else /var/run/<program name>.sock \
 when /var/run is writable, else /tmp/<program name>.sock. Logs go to stderr; set RUST_LOG \
 (e.g. RUST_LOG=debug) to change the level. Configuration: /etc/kmodlike/kmodlike.toml (or \
---config) and modules.d/*.conf; state: --state-dir; see kmodlike(8)."
+--config) and modules.d/*.conf; state: --state-dir; see kmodlike(8).
+
+\
+Access: root and the daemon's own uid may do everything. Members of --socket-group may read \
+(list, info, crashes, status, monitor) and call; they may load, unload, reload, clear and change \
+the module path or the configuration only with --socket-group-may-load, which makes the group as \
+strong as the daemon's user (a module runs with its privileges).
+
+\
+Trust: a module file and every directory above it must be owned by root or the daemon's uid and \
+not writable by group or others, or it is refused (--allow-untrusted-paths loads it and taints). \
+Signatures: FILE.minisig (minisign -S -m FILE) verified against --trusted-keys under \
+--signature-policy; digests in --revoked never load. A lock file <socket>.lock owned by another \
+uid is refused."
 )]
 pub struct DaemonArgs {
     /// Serve this socket path (default: see below).

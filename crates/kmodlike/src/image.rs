@@ -72,6 +72,10 @@ pub fn modinfo(path: &Path) -> Result<ModInfo> {
     Ok(checked.modinfo.clone())
 }
 
+/// A check of a file's stable bytes, run before they are mapped (see
+/// [`ModuleFile::into_image_inspected`]).
+pub(crate) type Inspect<'a> = &'a mut dyn FnMut(&[u8]) -> Result<()>;
+
 /// A module file, opened once and known to be a regular file.
 pub(crate) struct ModuleFile {
     path: PathBuf,
@@ -175,7 +179,7 @@ impl ModuleFile {
     pub(crate) fn into_image_inspected(
         self,
         fresh: bool,
-        mut inspect: Option<&mut dyn FnMut(&[u8]) -> Result<()>>,
+        mut inspect: Option<Inspect<'_>>,
     ) -> Result<(Image, Arc<Checked>)> {
         let unreadable =
             |e: std::io::Error| Error::Unreadable { path: self.path.clone(), source: e };

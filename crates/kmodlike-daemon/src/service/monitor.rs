@@ -35,7 +35,7 @@ pub(crate) fn monitor_event(event: &kmodlike::Event) -> types::Event {
             kind: "loaded".into(),
             time,
             name: Some(info.name.clone()),
-            module: Some(types::Module::from(info)),
+            module: Some(types::Module::from(&**info)),
             report: None,
             detail: None,
         },

@@ -89,7 +89,7 @@ impl LoaderShared {
             reg.publish(module.clone(), as_dep, deps);
             if self.has_subscribers() {
                 if let Some(info) = reg.info(id) {
-                    reg.events.push(Event::Loaded(info));
+                    reg.events.push(Event::Loaded(Box::new(info)));
                 }
             }
             Ok(module)

@@ -84,7 +84,7 @@ impl ModuleInfo {
 #[derive(Debug, Clone)]
 pub enum Event {
     /// A module was loaded.
-    Loaded(ModuleInfo),
+    Loaded(Box<ModuleInfo>),
     /// A module was unloaded.
     Unloaded {
         /// Its name.

@@ -255,3 +255,57 @@ impl Revoked {
         self.digests.contains(digest)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn chmod(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn keys_are_read_with_their_ids_and_a_key_others_may_write_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = kmodlike_testsupport::SigningKey::generate();
+        let bad = kmodlike_testsupport::SigningKey::generate();
+        good.write_pub(dir.path(), "good");
+        chmod(&bad.write_pub(dir.path(), "bad"), 0o666);
+        std::fs::write(dir.path().join("junk.pub"), "not a key\n").unwrap();
+        std::fs::write(dir.path().join("README"), "ignored: not *.pub").unwrap();
+        let (keys, skipped) = Keys::load(dir.path());
+        assert_eq!(keys.ids(), vec![good.id()]);
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped.iter().any(|s| s.contains("bad.pub") && s.contains("mode 0666")));
+        assert!(skipped.iter().any(|s| s.contains("junk.pub") && s.contains("not a minisign")));
+    }
+
+    #[test]
+    fn a_missing_key_directory_names_itself_in_the_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = dir.path().join("m.so");
+        std::fs::write(&module, b"bytes").unwrap();
+        let key = kmodlike_testsupport::SigningKey::generate();
+        key.sign(&module, "timestamp:1");
+        let (keys, _) = Keys::load(&dir.path().join("no-keys"));
+        let e = verify(b"bytes", &signature_path(&module), &keys).unwrap_err();
+        assert!(e.contains(&key.id()) && e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn revocation_lists_take_sha256sum_output_and_refuse_malformed_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("revoked");
+        let digest = sha256_hex(b"abc");
+        assert_eq!(digest, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        std::fs::write(&list, format!("# recalled\n\n{}  ./m.so\n", digest.to_uppercase()))
+            .unwrap();
+        let r = Revoked::load(&list).unwrap();
+        assert!(r.contains(&digest) && !r.is_empty());
+        std::fs::write(&list, "abc123\n").unwrap();
+        let e = Revoked::load(&list).unwrap_err();
+        assert!(e.contains(":1:") && e.contains("not a SHA-256 digest"), "{e}");
+        assert!(Revoked::load(&dir.path().join("none")).unwrap().is_empty());
+    }
+}
