@@ -125,6 +125,8 @@ const DAEMON: &[Section] = &[
             ("/var/run/kmodlike.sock, /tmp/kmodlike.sock", "The default socket (named after the program), and its lock file with the suffix .lock."),
             ("PREFIX/lib/kmodlike/modules", "The built-in module directory (also ../lib/kmodlike/modules next to the program)."),
             ("PREFIX/libexec/kmodlike/kmodlike-probe", "The probe helper."),
+            ("/etc/kmodlike/keys/*.pub", "Trusted minisign public keys (--trusted-keys); a module's signature is FILE.minisig next to it. The directory and keys must be owned by root and not writable by group or others."),
+            ("/etc/kmodlike/revoked", "SHA-256 digests of module files that never load (--revoked), one per line."),
             ("PREFIX/lib/systemd/system/kmodlike.service, kmodlike.socket", "The systemd units (hardened; see the comments in them)."),
             ("/etc/kmodlike/kmodlike.toml, /etc/kmodlike/modules.d/*.conf", "The configuration (see CONFIGURATION)."),
             ("/var/lib/kmodlike/state.json", "The persisted crash log, quarantines and taint history (see STATE)."),
@@ -137,6 +139,7 @@ const DAEMON: &[Section] = &[
             ("Under systemd, with the socket unit:", "$ systemctl enable --now kmodlike.socket\n$ systemctl reload kmodlike"),
             ("A module list, then a reload:", "$ echo 'misc/hello optional' > /etc/kmodlike/modules.d/50-hello.conf\n$ kmodctl reload-config"),
             ("Every crash report in the journal:", "$ journalctl -u kmodlike MESSAGE_ID=9b43da6acc80435ab336db98fac81d52"),
+            ("Load only modules signed by a trusted key, and let the group ops read and call:", "$ minisign -S -s vendor.key -m hello.so\n$ kmodlike --signature-policy enforce --socket-group ops --socket-mode 0660 misc/hello"),
         ],
     },
     Section {
