@@ -8,6 +8,7 @@
 
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -87,11 +88,13 @@ impl Keys {
             let problem = format!("the key directory {} is not trusted: {u}", dir.display());
             return (Keys { keys: Vec::new(), problem: Some(problem) }, skipped);
         }
-        let mut names: Vec<std::ffi::OsString> = match std::fs::read_dir(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&walked.fd)
-        )) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect(),
+        let dir_entries = rustix::fs::Dir::read_from(&walked.fd).map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| std::ffi::OsStr::from_bytes(e.file_name().to_bytes()).to_owned())
+                .collect::<Vec<_>>()
+        });
+        let mut names = match dir_entries {
+            Ok(names) => names,
             Err(e) => {
                 let problem = format!("the key directory {} cannot be read: {e}", dir.display());
                 return (Keys { keys: Vec::new(), problem: Some(problem) }, skipped);
@@ -146,7 +149,23 @@ fn read_key(
     Ok(TrustedKey { id, key, file: file.to_owned() })
 }
 
+/// Open `path` without blocking (a FIFO put in its place must not hang a load); `Ok(None)` when
+/// it does not exist.
+fn open_small(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => Ok(Some(std::fs::File::from(fd))),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Read a small regular file whole (anything else is refused, naming what it is).
 fn read_small(f: std::fs::File, limit: u64) -> std::io::Result<String> {
+    let st = rustix::fs::fstat(&f)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(std::io::Error::other("not a regular file"));
+    }
     let mut text = String::new();
     f.take(limit + 1).read_to_string(&mut text)?;
     if text.len() as u64 > limit {
@@ -166,10 +185,10 @@ pub(crate) struct Signer {
 /// Verify `data` (the module's stable bytes) against the signature file `sig_file` and the
 /// trusted `keys`. The error says why it is not validly signed, in words an operator acts on.
 pub(crate) fn verify(data: &[u8], sig_file: &Path, keys: &Keys) -> Result<Signer, String> {
-    let text = match std::fs::File::open(sig_file) {
-        Ok(f) => read_small(f, MAX_SMALL_FILE)
+    let text = match open_small(sig_file) {
+        Ok(Some(f)) => read_small(f, MAX_SMALL_FILE)
             .map_err(|e| format!("its signature {} cannot be read: {e}", sig_file.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Ok(None) => {
             return Err(format!(
                 "it has no signature (no {}; sign it with `minisign -S -m FILE`)",
                 sig_file.display()
@@ -224,11 +243,11 @@ impl Revoked {
     /// Read `file`. A missing file is an empty list; an unreadable one or a malformed line is
     /// an error naming the file and line.
     pub(crate) fn load(file: &Path) -> Result<Revoked, String> {
-        let text = match std::fs::File::open(file) {
-            Ok(f) => {
+        let text = match open_small(file) {
+            Ok(Some(f)) => {
                 read_small(f, MAX_REVOKED_FILE).map_err(|e| format!("{}: {e}", file.display()))?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Revoked::default()),
+            Ok(None) => return Ok(Revoked::default()),
             Err(e) => return Err(format!("{}: {e}", file.display())),
         };
         let mut digests = std::collections::HashSet::new();
@@ -291,6 +310,15 @@ mod tests {
         let (keys, _) = Keys::load(&dir.path().join("no-keys"));
         let e = verify(b"bytes", &signature_path(&module), &keys).unwrap_err();
         assert!(e.contains(&key.id()) && e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_the_signature_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = dir.path().join("m.so");
+        kmodlike_testsupport::mkfifo(&signature_path(&module));
+        let e = verify(b"bytes", &signature_path(&module), &Keys::default()).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]
