@@ -439,13 +439,21 @@ fn log_module_message(module: &str, level: i32, msg: &str) {
 fn log_event(event: &kmodlike::Event) {
     use crate::journal::message_id;
     match event {
-        kmodlike::Event::Loaded(m) => info!(
-            message_id = message_id::LOADED,
-            module = %m.name,
-            "module {} loaded from {}",
-            m.name,
-            m.path.display()
-        ),
+        kmodlike::Event::Loaded(m) => {
+            info!(
+                message_id = message_id::LOADED,
+                module = %m.name,
+                "module {} loaded from {}",
+                m.name,
+                m.path.display()
+            );
+            if let kmodlike::SignatureVerdict::Unsigned { reason } = &m.trust.signature {
+                warn!(module = %m.name, "module {} loaded UNSIGNED (policy warn): {reason}", m.name);
+            }
+            if let Some(why) = &m.trust.untrusted_path {
+                warn!(module = %m.name, "module {} loaded from an UNTRUSTED path: {why}", m.name);
+            }
+        }
         kmodlike::Event::Unloaded { name } => {
             info!(message_id = message_id::UNLOADED, module = %name, "module {name} unloaded")
         }

@@ -86,7 +86,7 @@ fn warn_loads_an_unsigned_module_marks_it_in_list_and_taints() {
     let (keys, _key) = keys_in(dir.path());
     let args = ["--trusted-keys", keys.to_str().unwrap()];
     let cfg = DaemonConfig { args: args.iter().map(Into::into).collect(), ..Default::default() };
-    let d = Daemon::start_in(dir, cfg);
+    let mut d = Daemon::start_in(dir, cfg);
     // The key directory exists: the default policy is warn.
     assert!(d.ctl(&["status"]).ok().contains("policy warn"));
     d.ctl(&["load", "misc/hello"]).ok();
@@ -97,6 +97,7 @@ fn warn_loads_an_unsigned_module_marks_it_in_list_and_taints() {
     );
     let info = d.ctl(&["info", "hello"]);
     assert!(info.ok().contains("UNSIGNED: it has no signature"), "{info:?}");
+    d.wait_log("module hello loaded UNSIGNED (policy warn): it has no signature", START_DEADLINE);
     let status = d.ctl(&["--json", "status"]).json();
     assert!(
         status["taint"]["reason"].as_str().unwrap().starts_with("unsigned module: "),
