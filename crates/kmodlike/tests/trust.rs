@@ -232,6 +232,34 @@ fn warn_loads_good_signatures_clean_and_bad_ones_with_a_taint() {
 }
 
 #[test]
+fn warn_loads_a_stranger_key_and_another_files_signature_with_the_reason() {
+    // These loads taint this test process; the tests that look at the taint run in their own.
+    let s = Signed::new();
+    let loader = s.loader(SignaturePolicy::Warn);
+    let stranger = SigningKey::generate();
+    stranger.sign(&s.module, "timestamp:1 file:counter.so");
+    let h = open(&loader, &s.module).unwrap();
+    match h.info().trust.signature {
+        SignatureVerdict::Unsigned { reason } => {
+            assert!(reason.contains(&stranger.id()) && reason.contains("not trusted"), "{reason}")
+        }
+        other => panic!("expected an unsigned verdict, got {other:?}"),
+    }
+    h.close().unwrap();
+    let other = ts::test_module("veto", "veto", &[]);
+    let sig = s.key.sign_bytes(&std::fs::read(other).unwrap(), "timestamp:1 file:veto.so");
+    std::fs::write(ts::signature_file(&s.module), sig).unwrap();
+    let h = open(&loader, &s.module).unwrap();
+    match h.info().trust.signature {
+        SignatureVerdict::Unsigned { reason } => {
+            assert!(reason.contains("another file's"), "{reason}")
+        }
+        other => panic!("expected an unsigned verdict, got {other:?}"),
+    }
+    h.close().unwrap();
+}
+
+#[test]
 fn a_revoked_digest_is_refused_whatever_the_policy() {
     let s = Signed::new();
     let digest = {
