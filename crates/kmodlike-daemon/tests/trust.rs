@@ -148,7 +148,13 @@ fn a_socket_group_member_may_list_and_call_but_not_load() {
 
     assert!(ctl_as(&ctl, NOBODY, &d.socket, &["list"]).ok().contains("hello"));
     ctl_as(&ctl, NOBODY, &d.socket, &["call", "hello", "mod_hello"]).ok();
-    for args in [&["load", "misc/hello"][..], &["unload", "hello"], &["reload", "hello"]] {
+    for args in [
+        &["load", "misc/hello"][..],
+        &["unload", "hello"],
+        &["reload", "hello"],
+        &["path", "--set", "/tmp"],
+        &["signature-policy", "enforce"],
+    ] {
         let out = ctl_as(&ctl, NOBODY, &d.socket, args);
         assert_eq!(out.code(), 1, "{args:?}: {out:?}");
         assert!(out.stderr.contains("--socket-group-may-load"), "{args:?}: {out:?}");

@@ -9,8 +9,16 @@ use crate::server::CallContext;
 use crate::varlink::VarlinkError;
 
 /// The methods that change the daemon's state, hence are audited.
-pub(crate) const AUDITED: &[&str] =
-    &["Load", "Unload", "Reload", "Clear", "ClearTaint", "SetModulePath", "ReloadConfiguration"];
+pub(crate) const AUDITED: &[&str] = &[
+    "Load",
+    "Unload",
+    "Reload",
+    "Clear",
+    "ClearTaint",
+    "SetModulePath",
+    "ReloadConfiguration",
+    "SetSignaturePolicy",
+];
 
 /// The caller's command name (`/proc/PID/comm`), `?` when it is gone or hidden.
 pub(crate) fn comm(pid: i32) -> String {
