@@ -284,6 +284,7 @@ fn reply_checks() -> BTreeMap<&'static str, Option<Checker>> {
         ("Crashes", Some(check::<CrashesReply>)),
         ("SetModulePath", Some(check::<SetModulePathReply>)),
         ("ReloadConfiguration", Some(check::<ReloadConfigurationReply>)),
+        ("SetSignaturePolicy", Some(check::<SetSignaturePolicyReply>)),
         ("Status", Some(check::<StatusReply>)),
         ("Monitor", Some(check::<MonitorReply>)),
     ])
