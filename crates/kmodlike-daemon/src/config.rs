@@ -15,6 +15,11 @@
 //! [crash_loop]
 //! max_crashes = 5     # 0 turns the policy off
 //! window_secs = 60
+//! [trust]             # read at start (a reload does not change it)
+//! signature_policy = "enforce"        # off, warn or enforce
+//! trusted_keys = "/etc/kmodlike/keys"
+//! revoked = "/etc/kmodlike/revoked"
+//! allow_untrusted_paths = false
 //! ```
 //!
 //! `modules.d/*.conf`, read in file-name order: one module a line, a spec or a path, then
@@ -64,6 +69,23 @@ pub struct FileSettings {
     pub read_timeout: Option<f64>,
     /// The crash-loop policy.
     pub crash_loop: Option<CrashLoopSetting>,
+    /// Module trust.
+    pub trust: Option<TrustSetting>,
+}
+
+/// `[trust]`: the options `--signature-policy`, `--trusted-keys`, `--revoked` and
+/// `--allow-untrusted-paths`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSetting {
+    /// `off`, `warn` or `enforce`.
+    pub signature_policy: Option<String>,
+    /// The directory of trusted minisign public keys.
+    pub trusted_keys: Option<PathBuf>,
+    /// The revocation list.
+    pub revoked: Option<PathBuf>,
+    /// Load untrusted paths (with a taint) instead of refusing them.
+    pub allow_untrusted_paths: Option<bool>,
 }
 
 /// `[crash_loop]`.
@@ -151,6 +173,20 @@ pub fn apply_to_args(args: &mut crate::cli::DaemonArgs, s: &FileSettings) {
     }
     if let (false, Some(t)) = (given("read_timeout"), s.read_timeout) {
         args.read_timeout = t;
+    }
+    if let Some(t) = &s.trust {
+        if !given("signature_policy") && t.signature_policy.is_some() {
+            args.signature_policy.clone_from(&t.signature_policy);
+        }
+        if let (false, Some(dir)) = (given("trusted_keys"), &t.trusted_keys) {
+            args.trusted_keys.clone_from(dir);
+        }
+        if let (false, Some(file)) = (given("revoked"), &t.revoked) {
+            args.revoked.clone_from(file);
+        }
+        if let (false, Some(allow)) = (given("allow_untrusted_paths"), t.allow_untrusted_paths) {
+            args.allow_untrusted_paths = allow;
+        }
     }
     if let Some(c) = s.crash_loop {
         if !given("crash_loop_max") {
@@ -249,6 +285,26 @@ pub fn parse_settings(file: &Path, text: &str) -> Result<FileSettings, ConfigErr
     }
     if let Some(t) = settings.read_timeout.filter(|t| !(t.is_finite() && *t > 0.0)) {
         return Err(err("read_timeout", format!("read_timeout: {t} is not a positive number")));
+    }
+    if let Some(t) = &settings.trust {
+        if let Some(p) = t
+            .signature_policy
+            .as_deref()
+            .filter(|p| p.parse::<kmodlike::SignaturePolicy>().is_err())
+        {
+            return Err(err(
+                "signature_policy",
+                format!("trust.signature_policy: {p:?} is not off, warn or enforce"),
+            ));
+        }
+        for (key, path) in [("trusted_keys", &t.trusted_keys), ("revoked", &t.revoked)] {
+            if let Some(bad) = path.as_ref().filter(|d| !d.is_absolute()) {
+                return Err(err(
+                    key,
+                    format!("trust.{key}: {} is not an absolute path", bad.display()),
+                ));
+            }
+        }
     }
     if settings.crash_loop.is_some_and(|c| c.window_secs == 0) {
         return Err(err("window_secs", "crash_loop.window_secs: must be at least 1".into()));
@@ -390,6 +446,23 @@ mod tests {
         let e = parse_settings(f, "\nprobe = \"yes\"\n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
         assert!(e.message.contains("bool"), "{e}");
+
+        let s = parse_settings(
+            f,
+            "[trust]\nsignature_policy = \"enforce\"\ntrusted_keys = \"/k\"\nallow_untrusted_paths = true\n",
+        )
+        .unwrap();
+        let t = s.trust.clone().unwrap();
+        assert_eq!(t.signature_policy.as_deref(), Some("enforce"));
+        assert_eq!(t.trusted_keys, Some(PathBuf::from("/k")));
+        let mut args = <crate::cli::DaemonArgs as clap::Parser>::parse_from(["kmodlike"]);
+        apply_to_args(&mut args, &s);
+        assert_eq!(args.signature_policy.as_deref(), Some("enforce"));
+        assert_eq!(args.trusted_keys, PathBuf::from("/k"));
+        assert!(args.allow_untrusted_paths);
+        let e = parse_settings(f, "[trust]\nsignature_policy = \"strict\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.message.contains("not off, warn or enforce"), "{e}");
 
         let e = parse_settings(f, "module_path = [\"rel\"]\n").unwrap_err();
         assert_eq!(

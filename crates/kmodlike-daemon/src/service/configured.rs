@@ -128,6 +128,9 @@ impl LoaderService {
         if s.crash_loop != old.crash_loop {
             needs_restart.push("crash_loop");
         }
+        if s.trust != old.trust {
+            needs_restart.push("trust");
+        }
         if !needs_restart.is_empty() {
             tracing::warn!(
                 "configuration reload: {} changed and take(s) effect at the next start",
