@@ -80,8 +80,8 @@ fn owner_trusted(uid: u32, euid: u32) -> bool {
     uid == 0 || uid == euid
 }
 
-/// The rule for one opened object. `in_open_sticky` says its directory is sticky and writable
-/// by others, where only our own (or root's) entries are protected.
+/// The rule for one opened object: owned by root or `euid`, and not writable by group or others
+/// unless it is a sticky directory (whose entries the walk then checks for their owner).
 fn judge(path: &Path, st: &rustix::fs::Stat, euid: u32) -> Option<Untrusted> {
     let (uid, mode) = (st.st_uid, st.st_mode);
     let untrusted = |why| Some(Untrusted { path: path.to_owned(), uid, mode, why });
