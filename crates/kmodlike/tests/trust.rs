@@ -92,8 +92,15 @@ fn allow_untrusted_paths_loads_anyway_and_taints_naming_the_path() {
     }
     assert_eq!(kmodlike::taint(), None);
     let dir = tempfile::tempdir().unwrap();
+    let loader = builder().allow_untrusted_paths(true).build();
+    // A file refused for another reason runs nothing, and taints nothing.
+    let junk = dir.path().join("junk.so");
+    std::fs::write(&junk, b"not an ELF file at all").unwrap();
+    chmod(&junk, 0o666);
+    assert!(matches!(open(&loader, &junk).unwrap_err(), Error::NotElf { .. }));
+    assert_eq!(kmodlike::taint(), None, "a refused file taints nothing");
     let m = ts::copy_module(&counter(), dir.path(), "counter.so", 0o666);
-    let h = open(&builder().allow_untrusted_paths(true).build(), &m).unwrap();
+    let h = open(&loader, &m).unwrap();
     let why = h.info().trust.untrusted_path.expect("the verdict is kept");
     assert!(why.contains("mode 0666"), "{why}");
     let taint = kmodlike::taint().expect("tainted");

@@ -73,10 +73,6 @@ impl LoaderShared {
         if let Claim::Existing(module) = self.claim(key, &name, &path, as_dep)? {
             return Ok(module);
         }
-        if let Some(why) = &untrusted_path {
-            // Before any of its code runs, as the kernel taints before it runs a module.
-            crash::set_taint(&name, &format!("untrusted path: {why}"));
-        }
         let loaded = self.load_reserved(file, key, &name, opts, chain, as_dep, untrusted_path);
         let published = self.with_reg(|reg| {
             reg.pending.remove(&key);
@@ -232,7 +228,7 @@ impl LoaderShared {
         let path = file.path().to_owned();
         let fresh = instances::is_kept_mapped(key);
         let (image, facts, signature) =
-            self.stable_trusted_bytes(file, fresh, name).map_err(|e| (e, Vec::new()))?;
+            self.stable_trusted_bytes(file, fresh).map_err(|e| (e, Vec::new()))?;
         let trust = TrustInfo { signature, untrusted_path };
         self.check_kept_bound(name, &path, &facts).map_err(|e| (e, Vec::new()))?;
         if opts.mode == OpenMode::Module {
@@ -262,6 +258,14 @@ impl LoaderShared {
             }
         }
         chain.pop();
+        // Everything else passed: its code runs next (the probe, dlopen). Taint now, as the
+        // kernel taints before it runs an unsigned module; a refused file taints nothing.
+        if let Some(why) = &trust.untrusted_path {
+            crash::set_taint(name, &format!("untrusted path: {why}"));
+        }
+        if let SignatureVerdict::Unsigned { reason } = &trust.signature {
+            crash::set_taint(name, &format!("unsigned module: {reason}"));
+        }
         match self.load_image(image, facts, path, key, name, opts, as_dep, trust) {
             Ok(module) => Ok((module, deps)),
             Err(e) => Err((e, deps)),
@@ -269,13 +273,11 @@ impl LoaderShared {
     }
 
     /// Make the file's bytes stable and validate them, and check those very bytes against the
-    /// revocation list and the signature policy. An unsigned module loaded under `warn` taints
-    /// the process here, before any of its code runs.
+    /// revocation list and the signature policy.
     fn stable_trusted_bytes(
         &self,
         file: ModuleFile,
         fresh: bool,
-        name: &str,
     ) -> Result<(Image, Arc<Checked>, SignatureVerdict)> {
         let check = self.cfg.trust.bytes_check()?;
         if check.is_noop() {
@@ -291,9 +293,6 @@ impl LoaderShared {
             };
             file.into_image_inspected(fresh, Some(&mut inspect))?
         };
-        if let SignatureVerdict::Unsigned { reason } = &verdict {
-            crash::set_taint(name, &format!("unsigned module: {reason}"));
-        }
         Ok((image, facts, verdict))
     }
 
