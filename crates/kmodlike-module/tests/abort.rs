@@ -12,9 +12,11 @@ use kmodlike::{Error, Loader};
 
 #[test]
 fn a_panic_during_unwinding_aborts_inside_the_module_and_the_guard_contains_it() {
-    with_timeout(Duration::from_secs(60), || {
+    // Built before the clock starts: a cargo build on a loaded machine is not what is timed.
+    let built = example_module("rs_lifecycle");
+    with_timeout(Duration::from_secs(60), move || {
         let dir = temp_dir();
-        let so = install(&example_module("rs_lifecycle"), dir.path(), "rs_lifecycle.so");
+        let so = install(&built, dir.path(), "rs_lifecycle.so");
         let logs = Logs::default();
         let loader = Loader::builder().log(logs.sink()).build();
         // SAFETY: a test module of this workspace, built with kmodlike-module.
@@ -69,9 +71,10 @@ fn panic_abort_module() -> std::path::PathBuf {
 
 #[test]
 fn a_panic_in_a_module_built_with_panic_abort_is_logged_then_contained_as_sigabrt() {
-    with_timeout(Duration::from_secs(120), || {
+    let built = panic_abort_module();
+    with_timeout(Duration::from_secs(120), move || {
         let dir = temp_dir();
-        let so = install(&panic_abort_module(), dir.path(), "rs_panic_abort.so");
+        let so = install(&built, dir.path(), "rs_panic_abort.so");
         let logs = Logs::default();
         let loader = Loader::builder().log(logs.sink()).build();
         // SAFETY: a test module of this workspace, built with kmodlike-module.
