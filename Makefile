@@ -115,7 +115,7 @@ install: all lib
 	  $(DESTDIR)$(PREFIX)/include/kmodlike $(DESTDIR)$(PREFIX)/lib/kmodlike/modules/misc \
 	  $(DESTDIR)$(PREFIX)/libexec/kmodlike
 	install -m 0755 $(RELEASE)/kmodlike $(RELEASE)/kmodctl $(DESTDIR)$(PREFIX)/bin/
-	install -m 0755 $(RELEASE)/kmodlike-probe $(DESTDIR)$(PREFIX)/libexec/kmodlike/
+	install -m 0755 $(RELEASE)/kmodlike-probe $(RELEASE)/kmodlike-host $(DESTDIR)$(PREFIX)/libexec/kmodlike/
 	install -m 0755 $(RELEASE)/libmodule.so.1 $(DESTDIR)$(PREFIX)/lib/libmodule.so.1
 	ln -sf libmodule.so.1 $(DESTDIR)$(PREFIX)/lib/libmodule.so
 	install -m 0644 $(INCLUDE)/module_loader.h $(INCLUDE)/module_interface.h $(DESTDIR)$(PREFIX)/include/kmodlike/

@@ -107,6 +107,21 @@ struct module_init_args {
 };
 
 /**
+ * A message entry point, the one form of module function that works in both tiers (in the
+ * host's process, and isolated in a process of its own): read `in_len` bytes at `in`, write at
+ * most `out_cap` bytes at `out`, set `*out_len` to the bytes written, and return a result code
+ * of the module's choosing. An output that needs more than `out_cap` bytes sets `*out_len` to
+ * the size needed and returns without doing anything else: the loader calls again with a
+ * buffer that large (`module_loader_invoke()` gives `MODULE_ERR_BUFFER_TOO_SMALL` instead).
+ * Declare each one with `MODULE_INVOKE(fn)`: only declared functions can be invoked.
+ */
+typedef int (*module_invoke_fn)(const void *input,
+                                size_t in_len,
+                                void *out,
+                                size_t out_cap,
+                                size_t *out_len);
+
+/**
  * The interface version this header describes, and what module_get_interface_version()
  * returns. A loader accepts a module whose major equals its own and whose minor is not newer.
  */
@@ -133,5 +148,14 @@ typedef struct module_init_args module_init_args_t;
 #define MODULE_AUTHOR(a) MODULE_INFO(author, a)
 /** Modules to open first, space-separated specs: MODULE_DEPENDS("misc/a misc/b"). */
 #define MODULE_DEPENDS(d) MODULE_INFO(depends, d)
+/**
+ * Declare `fn`, defined above, a message entry point (a module_invoke_fn): it can then be
+ * called with module_loader_invoke() / Handle::invoke / kmodctl invoke, in both tiers. The
+ * compiler checks its type.
+ */
+#define MODULE_INVOKE(fn) \
+    static const module_invoke_fn MODULE_INFO__CAT(module_invoke_, fn) \
+        __attribute__((unused)) = fn; \
+    MODULE_INFO(invoke, #fn)
 
 #endif /* MODULE_INTERFACE_H */

@@ -210,6 +210,21 @@ typedef enum {
      * on the revocation list.
      */
     MODULE_ERR_SIGNATURE = 15,
+    /**
+     * The output of `module_loader_invoke()` does not fit `out_cap`: `*out_len` holds the
+     * size needed; call again with a buffer that large.
+     */
+    MODULE_ERR_BUFFER_TOO_SMALL = 16,
+    /**
+     * An isolated module's process exited (the module called `exit()`/`_exit()`, or made a raw
+     * exit system call): the text has the status; the module is unloaded.
+     */
+    MODULE_ERR_EXITED = 17,
+    /**
+     * A call into an isolated module ran past its deadline: its process was killed and the
+     * module unloaded.
+     */
+    MODULE_ERR_TIMED_OUT = 18,
 } module_error_t;
 
 /**
@@ -264,6 +279,15 @@ typedef enum {
      * `init_args` is ignored.
      */
     MODULE_OPEN_DATA = 1,
+    /**
+     * An isolated module: it runs in a `kmodlike-host` process of its own (one per module),
+     * confined with the default limits (1 GiB of address space, 64 open files), so nothing it
+     * does (a crash, heap corruption, `_exit()`, running out of memory) reaches this process.
+     * Only `module_loader_invoke()` reaches its code: `module_loader_sym()` and
+     * `module_loader_call_handle()` are refused. Its `log` and `get_time` calls are forwarded
+     * to `init_args`' callbacks; `user_data` is not shared (the module sees NULL).
+     */
+    MODULE_OPEN_ISOLATED = 2,
 } module_open_flags_t;
 
 /**
@@ -874,6 +898,37 @@ module_error_t module_loader_set_trusted_keys(module_loader_t *loader, const cha
  * `loader` is NULL or a live loader; `file` is NULL or a NUL-terminated string.
  */
 module_error_t module_loader_set_revoked(module_loader_t *loader, const char *file);
+
+/**
+ * ---- Messages: the entry point of both tiers ------------------------------------------
+ *
+ * Call the handle's module function `symbol`, a `module_invoke_fn` the module declares with
+ * `MODULE_INVOKE(symbol)`, with the `in_len` bytes at `in`: its output goes to `out` (at most
+ * `out_cap` bytes), its length to `*out_len`, and its return value to `*result` (when
+ * `result` is not NULL).
+ *
+ * For a module in this process this is a guarded call (as `module_loader_call_handle()`); for
+ * an isolated one (`MODULE_OPEN_ISOLATED`) one round trip to its process. An output larger
+ * than `out_cap` is `MODULE_ERR_BUFFER_TOO_SMALL` with the size needed in `*out_len`: call
+ * again with a buffer that large (the function runs again). A function the module does not
+ * declare is `MODULE_ERR_SYMBOL_NOT_FOUND`. A crash is `MODULE_ERR_CRASHED`; for an isolated
+ * module also `MODULE_ERR_EXITED` (its process exited: the text has the status) and
+ * `MODULE_ERR_TIMED_OUT` (past its deadline); after each the module is unloaded.
+ *
+ * # Safety
+ * `handle` is NULL or a live handle; `symbol` is NULL or a NUL-terminated string; `in` is
+ * readable for `in_len` bytes (or `in_len` is 0); `out` is writable for `out_cap` bytes (or
+ * `out_cap` is 0); `out_len` is valid for one write (NULL is refused); `result` is NULL or
+ * valid for one write.
+ */
+module_error_t module_loader_invoke(module_handle_t *handle,
+                                    const char *symbol,
+                                    const void *in,
+                                    size_t in_len,
+                                    void *out,
+                                    size_t out_cap,
+                                    size_t *out_len,
+                                    int *result);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -62,12 +62,21 @@ pub enum module_error_t {
     /// by a trusted key (missing, tampered, another file's, an untrusted key), or its digest is
     /// on the revocation list.
     MODULE_ERR_SIGNATURE = 15,
+    /// The output of `module_loader_invoke()` does not fit `out_cap`: `*out_len` holds the
+    /// size needed; call again with a buffer that large.
+    MODULE_ERR_BUFFER_TOO_SMALL = 16,
+    /// An isolated module's process exited (the module called `exit()`/`_exit()`, or made a raw
+    /// exit system call): the text has the status; the module is unloaded.
+    MODULE_ERR_EXITED = 17,
+    /// A call into an isolated module ran past its deadline: its process was killed and the
+    /// module unloaded.
+    MODULE_ERR_TIMED_OUT = 18,
 }
 
 use module_error_t::*;
 
 /// Every code, in numeric order.
-pub(crate) const ALL_CODES: [module_error_t; 16] = [
+pub(crate) const ALL_CODES: [module_error_t; 19] = [
     MODULE_ERR_SUCCESS,
     MODULE_ERR_INVALID_ARGUMENT,
     MODULE_ERR_NOT_FOUND,
@@ -84,6 +93,9 @@ pub(crate) const ALL_CODES: [module_error_t; 16] = [
     MODULE_ERR_INTERNAL,
     MODULE_ERR_UNTRUSTED,
     MODULE_ERR_SIGNATURE,
+    MODULE_ERR_BUFFER_TOO_SMALL,
+    MODULE_ERR_EXITED,
+    MODULE_ERR_TIMED_OUT,
 ];
 
 impl module_error_t {
@@ -104,6 +116,9 @@ impl module_error_t {
             ErrorKind::Quarantined => MODULE_ERR_QUARANTINED,
             ErrorKind::Untrusted => MODULE_ERR_UNTRUSTED,
             ErrorKind::Signature => MODULE_ERR_SIGNATURE,
+            ErrorKind::BufferTooSmall => MODULE_ERR_BUFFER_TOO_SMALL,
+            ErrorKind::Exited => MODULE_ERR_EXITED,
+            ErrorKind::TimedOut => MODULE_ERR_TIMED_OUT,
             // A kind added to the core crate after this library was built.
             _ => MODULE_ERR_INTERNAL,
         }
@@ -133,6 +148,9 @@ impl module_error_t {
             MODULE_ERR_INTERNAL => c"internal error in libmodule",
             MODULE_ERR_UNTRUSTED => c"module path is not trusted (owner or mode)",
             MODULE_ERR_SIGNATURE => c"module is not validly signed by a trusted key, or revoked",
+            MODULE_ERR_BUFFER_TOO_SMALL => c"the output does not fit the buffer",
+            MODULE_ERR_EXITED => c"the isolated module's process exited",
+            MODULE_ERR_TIMED_OUT => c"the call ran past its deadline",
         }
     }
 }
@@ -290,6 +308,9 @@ mod tests {
             ErrorKind::Quarantined,
             ErrorKind::Untrusted,
             ErrorKind::Signature,
+            ErrorKind::BufferTooSmall,
+            ErrorKind::Exited,
+            ErrorKind::TimedOut,
         ];
         let codes: HashSet<module_error_t> =
             kinds.iter().map(|k| module_error_t::from_kind(*k)).collect();

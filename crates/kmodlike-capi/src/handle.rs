@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int, c_uint, c_void, CString};
 use std::path::Path;
 use std::sync::Arc;
 
-use kmodlike::{Handle, InitArgs, OpenMode, OpenOptions};
+use kmodlike::{Handle, InitArgs, Isolation, OpenMode, OpenOptions};
 
 use crate::crash::module_call_fn_t;
 use crate::entry::{run_code, run_ptr, str_arg};
@@ -19,11 +19,11 @@ use crate::single::init_args_from;
 pub struct module_handle_t {
     /// `None` only while `module_loader_close()` runs.
     handle: Option<Handle>,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl module_handle_t {
-    fn handle(&self, call: &str) -> Result<&Handle, Failure> {
+    pub(crate) fn handle(&self, call: &str) -> Result<&Handle, Failure> {
         self.handle.as_ref().ok_or_else(|| {
             Failure::invalid(format!("{call}: the handle is being closed by another thread"))
         })
@@ -43,6 +43,13 @@ pub enum module_open_flags_t {
     /// looked for or run, only its symbols are used (`_binary_<name>_start`, `..._end`).
     /// `init_args` is ignored.
     MODULE_OPEN_DATA = 1,
+    /// An isolated module: it runs in a `kmodlike-host` process of its own (one per module),
+    /// confined with the default limits (1 GiB of address space, 64 open files), so nothing it
+    /// does (a crash, heap corruption, `_exit()`, running out of memory) reaches this process.
+    /// Only `module_loader_invoke()` reaches its code: `module_loader_sym()` and
+    /// `module_loader_call_handle()` are refused. Its `log` and `get_time` calls are forwarded
+    /// to `init_args`' callbacks; `user_data` is not shared (the module sees NULL).
+    MODULE_OPEN_ISOLATED = 2,
 }
 
 /// `module_open_flags_t` as received from C (read as a plain integer: an unknown value is an
@@ -96,13 +103,18 @@ pub unsafe extern "C" fn module_loader_open(
         let l = l.ok_or_else(|| Failure::invalid(format!("{CALL}: loader is NULL")))?;
         // SAFETY: the caller's contract on spec.
         let spec = unsafe { str_arg(CALL, "spec", spec) }?;
-        let mode = match flags.0 {
-            f if f == module_open_flags_t::MODULE_OPEN_DEFAULT as c_uint => OpenMode::Module,
-            f if f == module_open_flags_t::MODULE_OPEN_DATA as c_uint => OpenMode::Data,
+        let (mode, isolation) = match flags.0 {
+            f if f == module_open_flags_t::MODULE_OPEN_DEFAULT as c_uint => {
+                (OpenMode::Module, None)
+            }
+            f if f == module_open_flags_t::MODULE_OPEN_DATA as c_uint => (OpenMode::Data, None),
+            f if f == module_open_flags_t::MODULE_OPEN_ISOLATED as c_uint => {
+                (OpenMode::Module, Some(Isolation::default()))
+            }
             f => {
                 return Err(Failure::invalid(format!(
-                    "{CALL}: unknown flags {f:#x} for {spec:?} (use MODULE_OPEN_DEFAULT or \
-                     MODULE_OPEN_DATA)"
+                    "{CALL}: unknown flags {f:#x} for {spec:?} (use MODULE_OPEN_DEFAULT, \
+                     MODULE_OPEN_DATA or MODULE_OPEN_ISOLATED)"
                 )))
             }
         };
@@ -114,7 +126,8 @@ pub unsafe extern "C" fn module_loader_open(
         };
         // SAFETY: the C caller's promise (this function's `# Safety`): `spec` names a module
         // built for the interface, whose constructors and module_init may run here.
-        let opened = unsafe { l.loader.open_with(spec, &OpenOptions { mode, init_args }) };
+        let opened =
+            unsafe { l.loader.open_with(spec, &OpenOptions { mode, init_args, isolation }) };
         let handle = opened.map_err(|e| l.shared.fail(e))?;
         Ok(Box::into_raw(Box::new(module_handle_t {
             handle: Some(handle),

@@ -52,6 +52,24 @@ pub struct module_init_args {
     pub user_data: *mut c_void,
 }
 
+/// A message entry point, the one form of module function that works in both tiers (in the
+/// host's process, and isolated in a process of its own): read `in_len` bytes at `in`, write at
+/// most `out_cap` bytes at `out`, set `*out_len` to the bytes written, and return a result code
+/// of the module's choosing. An output that needs more than `out_cap` bytes sets `*out_len` to
+/// the size needed and returns without doing anything else: the loader calls again with a
+/// buffer that large (`module_loader_invoke()` gives `MODULE_ERR_BUFFER_TOO_SMALL` instead).
+/// Declare each one with `MODULE_INVOKE(fn)`: only declared functions can be invoked.
+#[allow(non_camel_case_types)]
+pub type module_invoke_fn = Option<
+    unsafe extern "C" fn(
+        input: *const c_void,
+        in_len: usize,
+        out: *mut c_void,
+        out_cap: usize,
+        out_len: *mut usize,
+    ) -> c_int,
+>;
+
 impl From<module_init_args> for kmodlike::ModuleInitArgs {
     fn from(a: module_init_args) -> Self {
         kmodlike::ModuleInitArgs {

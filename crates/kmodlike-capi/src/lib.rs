@@ -28,11 +28,12 @@
 //! | handles (ddi_modopen) | `module_loader_open`, `module_loader_sym`, `module_loader_close`, `module_loader_call_handle` |
 //! | metadata | `module_loader_modinfo` |
 //! | trust | `module_loader_set_signature_policy`, `module_loader_set_trusted_keys`, `module_loader_set_revoked` |
+//! | messages (both tiers) | `module_loader_invoke` |
 #![allow(non_camel_case_types)]
 
 // The order of these modules is the order of the calls in module_loader.h (cbindgen keeps
 // source order): loader and errors, the seed's single-module calls, the crash guard, handles
-// and metadata, trust.
+// and metadata, trust, messages.
 mod loader;
 
 mod error;
@@ -46,6 +47,8 @@ mod handle;
 mod entry;
 
 mod trust;
+
+mod invoke;
 
 /// The module interface, the source of `module_interface.h` (generated separately).
 ///
@@ -67,6 +70,7 @@ pub use handle::{
     module_loader_open, module_loader_sym, module_modinfo_fn_t, module_open_flags_t, OpenFlagsArg,
 };
 pub use interface::module_init_args;
+pub use invoke::module_loader_invoke;
 pub use loader::{
     module_loader_create, module_loader_create_with_flags, module_loader_destroy,
     module_loader_flags_t, module_loader_last_error, module_loader_set_path,

@@ -217,6 +217,10 @@ pub enum CtlCommand {
         /// Do not call the module's mod_hello() after loading it.
         #[arg(long)]
         no_hello: bool,
+        /// Run it in a kmodlike-host process of its own (the isolation tier): only `invoke`
+        /// reaches its code, and mod_hello() is not called.
+        #[arg(long)]
+        isolated: bool,
     },
     /// Unload a module (module_fini runs). Refused while other modules depend on it.
     #[command(visible_alias = "rmmod")]
@@ -265,6 +269,26 @@ acknowledgement, with your uid and pid and the time, is kept in `kmodctl status`
         /// A loaded module's name, a file path, or a spec.
         #[arg(value_name = "NAME|FILE")]
         module: String,
+    },
+    /// Invoke a module's message entry point (declared with MODULE_INVOKE), in either tier.
+    #[command(
+        long_about = "Invoke a module's message entry point: a module_invoke_fn the module \
+declares with MODULE_INVOKE (C) or kmodlike_module::invoke! (Rust). The same call reaches a module \
+in the daemon's process and an isolated one (load --isolated). The input comes from --input FILE, \
+or standard input with --input -, or is empty; the output bytes are written to standard output \
+as they are, and the function's return value to standard error (with --json: both in the reply, \
+the output in base64)."
+    )]
+    Invoke {
+        /// The module's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The declared function.
+        #[arg(value_name = "SYMBOL")]
+        symbol: String,
+        /// Read the input from FILE, or from standard input with `-`.
+        #[arg(long, value_name = "FILE")]
+        input: Option<std::path::PathBuf>,
     },
     /// Call a function a module exports, under the crash guard.
     #[command(

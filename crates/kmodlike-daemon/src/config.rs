@@ -33,8 +33,9 @@
 //!
 //! Options: `required` or `optional`; `isolated` (run the module in its own process);
 //! `timeout=SECS` (its calls' deadline); `crash-loop=N/SECS` or `crash-loop=off` (its own
-//! quarantine policy, applied by the daemon). `isolated` and `timeout` are recorded and shown,
-//! for the features that apply them.
+//! quarantine policy, applied by the daemon). `isolated` loads the module in its own process
+//! (docs/isolation.md), with `timeout` as its calls' deadline; without `isolated`, `timeout` is
+//! recorded and shown only (deadlines apply to isolated modules).
 //!
 //! Everything is read and checked before anything is applied: one bad line fails the whole read
 //! with `FILE:LINE: what is wrong`, and a reload that fails keeps the running configuration.

@@ -24,9 +24,9 @@ use crate::socket::{client_socket_path, SOCKET_ENV};
 use crate::stdout::{write_stderr_line, write_stdout, WriteError};
 use crate::times::{format_time, parse_since, TimeStyle};
 use crate::varlink::types::{
-    CallReply, ClearTaintReply, CrashesReply, InfoReply, ListReply, LoadReply, MonitorReply,
-    PingReply, ReloadConfigurationReply, ReloadReply, SetModulePathReply, SetSignaturePolicyReply,
-    StatusReply,
+    CallReply, ClearTaintReply, CrashesReply, InfoReply, InvokeReply, ListReply, LoadReply,
+    MonitorReply, PingReply, ReloadConfigurationReply, ReloadReply, SetModulePathReply,
+    SetSignaturePolicyReply, StatusReply,
 };
 use crate::varlink::{VarlinkError, INTERFACE};
 
@@ -273,10 +273,13 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                 out!("{}", render::module_table(&r.modules, style));
             }
         }
-        CtlCommand::Load { spec, no_hello } => {
+        CtlCommand::Load { spec, no_hello, isolated } => {
             let spec = module_arg(spec);
-            let r: LoadReply =
-                call(args, &mut conn, "Load", json!({ "spec": spec, "hello": !no_hello }))?;
+            let mut params = json!({ "spec": spec, "hello": !no_hello });
+            if *isolated {
+                params["isolated"] = json!(true);
+            }
+            let r: LoadReply = call(args, &mut conn, "Load", params)?;
             if text {
                 let m = &r.module;
                 if r.already_loaded {
@@ -359,6 +362,38 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                     }
                     (None, None) => {}
                 }
+            }
+        }
+        CtlCommand::Invoke { name, symbol, input } => {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let bytes = match input.as_deref() {
+                None => Vec::new(),
+                Some(p) if p == Path::new("-") => {
+                    let mut v = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)
+                        .map_err(|e| Failure::Local(format!("reading standard input: {e}")))?;
+                    v
+                }
+                Some(p) => std::fs::read(p)
+                    .map_err(|e| Failure::Local(format!("reading {}: {e}", p.display())))?,
+            };
+            let params = json!({ "module": name, "symbol": symbol, "input": b64.encode(&bytes) });
+            let r: InvokeReply = call(args, &mut conn, "Invoke", params)?;
+            if text {
+                let out = b64.decode(&r.output).map_err(|e| {
+                    Failure::Local(format!("the daemon's output is not base64: {e}"))
+                })?;
+                // The bytes as they are (not text); a closed pipe ends quietly.
+                use std::io::Write as _;
+                let mut stdout = std::io::stdout().lock();
+                match stdout.write_all(&out).and_then(|()| stdout.flush()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        return Err(Failure::Local(format!("writing the output: {e}")));
+                    }
+                    _ => {}
+                }
+                write_stderr_line(&format!("{name}: {symbol}() returned {}", r.result));
             }
         }
         CtlCommand::Call { name, symbol, arg, .. } => {

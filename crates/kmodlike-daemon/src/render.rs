@@ -93,6 +93,11 @@ pub fn module_table(modules: &[Module], style: Style) -> String {
         let text = line([&row[0], &row[1], &row[2], &row[3]], state);
         let _ = writeln!(out, "{}", text.trim_end());
     }
+    // Isolated modules: their process, after the table's own columns.
+    let isolated: Vec<&Module> = modules.iter().filter(|m| m.child_pid.is_some()).collect();
+    for m in isolated {
+        let _ = writeln!(out, "  {} is isolated: {}", m.name, child_line(m));
+    }
     out
 }
 
@@ -123,6 +128,15 @@ fn list(items: &[String]) -> String {
         "-".to_owned()
     } else {
         items.join(", ")
+    }
+}
+
+/// An isolated module's process: `pid 1234, 3.1 MiB resident`.
+fn child_line(m: &Module) -> String {
+    let pid = m.child_pid.map_or("-".to_owned(), |p| p.to_string());
+    match m.child_rss {
+        Some(rss) => format!("pid {pid}, {:.1} MiB resident", rss as f64 / 1048576.0),
+        None => format!("pid {pid}"),
     }
 }
 
@@ -160,6 +174,12 @@ pub fn module_block(m: &Module, style: Style) -> String {
     field(&mut out, "signature", signature);
     if let Some(why) = &m.untrusted_path {
         field(&mut out, "path trust", format!("UNTRUSTED, loaded anyway: {why}"));
+    }
+    if let Some(tier) = &m.tier {
+        field(&mut out, "tier", tier);
+    }
+    if m.child_pid.is_some() {
+        field(&mut out, "process", child_line(m));
     }
     for e in &m.modinfo {
         field(&mut out, &e.tag, &e.value);
@@ -488,6 +508,9 @@ mod tests {
             trusted_comment: None,
             signature_reason: None,
             untrusted_path: None,
+            tier: None,
+            child_pid: None,
+            child_rss: None,
         }
     }
 

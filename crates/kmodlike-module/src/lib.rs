@@ -146,11 +146,13 @@
 #![warn(missing_docs)]
 
 mod host;
+mod invoke;
 mod lifecycle;
 mod modinfo;
 mod panic;
 
 pub use host::{host, log, Context, Level, UserData};
+pub use invoke::{InvokeOutput, INVOKE_BAD_INPUT, INVOKE_BAD_OUTPUT, INVOKE_PANICKED};
 pub use lifecycle::{InitError, INIT_PANICKED};
 pub use panic::PanicValue;
 
@@ -171,6 +173,11 @@ pub mod __private {
     pub fn export<R: PanicValue>(name: &'static str, f: impl FnOnce() -> R) -> R {
         crate::panic::guard(name, R::panic_value, f)
     }
+
+    #[cfg(feature = "serde")]
+    pub use crate::invoke::json;
+    /// The body of an invoke export (see [`invoke!`](crate::invoke!)).
+    pub use crate::invoke::run as invoke;
 
     /// The init of a module that declared none.
     pub fn no_init(_: &crate::Context) -> Result<(), crate::InitError> {
@@ -394,6 +401,81 @@ macro_rules! export {
             $crate::__private::export(::core::stringify!($name), move || $body)
         }
         $crate::export! { $($rest)* }
+    };
+}
+
+/// Export message entry points (`module_invoke_fn`), the form of module function that works
+/// in both tiers: in the host's process, and isolated in a process of its own
+/// (`OpenOptions::isolated`, `MODULE_OPEN_ISOLATED`, `kmodctl load --isolated`). Each is also
+/// declared in `.modinfo` (`invoke=<name>`), as `MODULE_INVOKE()` does in C: the host invokes
+/// only declared functions (`Handle::invoke`, `module_loader_invoke`, `kmodctl invoke`).
+///
+/// Two forms, freely mixed: bytes in, bytes out (the body returns `Vec<u8>`, `(i32, Vec<u8>)`
+/// or `Result<Vec<u8>, i32>`: the result code is 0, or the one given), and, with the `serde`
+/// feature, `json fn`: the input is decoded from JSON into the argument's type and the result
+/// encoded as JSON (a malformed input returns [`INVOKE_BAD_INPUT`]).
+///
+/// ```
+/// kmodlike_module::invoke! {
+///     /// Bytes in, bytes out.
+///     fn reverse(input: &[u8]) -> Vec<u8> {
+///         input.iter().rev().copied().collect()
+///     }
+/// }
+/// ```
+///
+/// A panic in a body is reported to the host's log and the call returns [`INVOKE_PANICKED`]
+/// with no output. An output larger than the caller's buffer is kept for the caller's second
+/// call (with a buffer that large), so the body runs once.
+#[macro_export]
+macro_rules! invoke {
+    () => {};
+    (
+        $(#[$attr:meta])*
+        json fn $name:ident ( $arg:ident : $ty:ty ) -> $ret:ty $body:block
+        $($rest:tt)*
+    ) => {
+        $crate::invoke! {
+            $(#[$attr])*
+            fn $name(input: &[u8]) -> (i32, ::std::vec::Vec<u8>) {
+                $crate::__private::json(input, |$arg: $ty| -> $ret { $body })
+            }
+        }
+        $crate::invoke! { $($rest)* }
+    };
+    (
+        $(#[$attr:meta])*
+        fn $name:ident ( $arg:ident : &[u8] ) -> $ret:ty $body:block
+        $($rest:tt)*
+    ) => {
+        $(#[$attr])*
+        ///
+        /// # Safety
+        /// A `module_invoke_fn`: `input` readable for `in_len` bytes, `out` writable for
+        /// `out_cap` bytes, `out_len` writable.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            input: *const $crate::__private::c_void,
+            in_len: usize,
+            out: *mut $crate::__private::c_void,
+            out_cap: usize,
+            out_len: *mut usize,
+        ) -> $crate::__private::c_int {
+            // SAFETY: forwarded: this is the module_invoke_fn the loader calls.
+            unsafe {
+                $crate::__private::invoke(
+                    ::core::stringify!($name),
+                    input,
+                    in_len,
+                    out,
+                    out_cap,
+                    out_len,
+                    |$arg: &[u8]| $crate::InvokeOutput::into_reply((|| -> $ret { $body })()),
+                )
+            }
+        }
+        $crate::modinfo!(invoke = ::core::stringify!($name));
+        $crate::invoke! { $($rest)* }
     };
 }
 

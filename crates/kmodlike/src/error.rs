@@ -316,6 +316,48 @@ pub enum Error {
         list: PathBuf,
     },
 
+    /// An invoke's output did not fit the caller's buffer: `needed` bytes are needed (the C
+    /// API's `MODULE_ERR_BUFFER_TOO_SMALL`, with the size in `*out_len`).
+    #[error("module {module}: the output of {symbol}() needs {needed} bytes, more than the {capacity}-byte buffer given; call again with a buffer of at least {needed} bytes")]
+    BufferTooSmall {
+        /// The module's name.
+        module: String,
+        /// The invoked function.
+        symbol: String,
+        /// The bytes the output needs.
+        needed: usize,
+        /// The buffer's size.
+        capacity: usize,
+    },
+
+    /// An isolated module's process ended by exiting, not by a signal: the module called
+    /// `exit`/`_exit` (contained by the child's guard), or a raw `exit_group` system call. The
+    /// module is marked crashed; the next open starts a fresh process.
+    #[error("module {module} ({}): its isolated process exited with status {status} ({how}); the module is unloaded, open it again to start a fresh process", path.display())]
+    Exited {
+        /// The module's name.
+        module: String,
+        /// The file.
+        path: PathBuf,
+        /// The exit status.
+        status: i32,
+        /// How: `"the module called exit(3)"`, `"a raw exit system call"`.
+        how: String,
+    },
+
+    /// A call into an isolated module did not return within its deadline
+    /// ([`OpenOptions::call_timeout`](crate::OpenOptions::call_timeout)): its process was
+    /// killed and reaped, and the module is unloaded.
+    #[error("module {module}: {what} did not return within {timeout:?}; its isolated process was killed and the module unloaded (raise the deadline with OpenOptions::call_timeout if it is just slow)")]
+    TimedOut {
+        /// The module's name.
+        module: String,
+        /// What was running, and where (`"mod_work() in process 1234"`).
+        what: String,
+        /// The deadline.
+        timeout: std::time::Duration,
+    },
+
     /// The probe (loading in a child process first) could not run.
     #[error("{}: probe failed: {detail}", path.display())]
     Probe {
@@ -366,6 +408,9 @@ impl Error {
             Error::Quarantined { .. } => ErrorKind::Quarantined,
             Error::UntrustedPath { .. } => ErrorKind::Untrusted,
             Error::Signature { .. } | Error::Revoked { .. } => ErrorKind::Signature,
+            Error::BufferTooSmall { .. } => ErrorKind::BufferTooSmall,
+            Error::Exited { .. } => ErrorKind::Exited,
+            Error::TimedOut { .. } => ErrorKind::TimedOut,
         }
     }
 
@@ -411,6 +456,12 @@ pub enum ErrorKind {
     Untrusted,
     /// `MODULE_ERR_SIGNATURE`
     Signature,
+    /// `MODULE_ERR_BUFFER_TOO_SMALL`
+    BufferTooSmall,
+    /// `MODULE_ERR_EXITED`
+    Exited,
+    /// `MODULE_ERR_TIMED_OUT`
+    TimedOut,
 }
 
 impl ErrorKind {
@@ -431,6 +482,9 @@ impl ErrorKind {
             ErrorKind::Quarantined => "Quarantined",
             ErrorKind::Untrusted => "Untrusted",
             ErrorKind::Signature => "Signature",
+            ErrorKind::BufferTooSmall => "BufferTooSmall",
+            ErrorKind::Exited => "Exited",
+            ErrorKind::TimedOut => "TimedOut",
         }
     }
 }

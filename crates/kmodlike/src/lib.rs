@@ -47,6 +47,8 @@ mod facts;
 mod guard;
 mod image;
 pub mod interface;
+#[doc(hidden)]
+pub mod isolated;
 mod linkmap;
 mod loader;
 mod modinfo;
@@ -70,10 +72,11 @@ pub use interface::{ModuleInitArgs, Version};
 pub use loader::{
     CloseError, CrashLoop, CrashPolicy, Event, FastEntry, FastResult, Handle, InitArgs, Loader,
     LoaderBuilder, LogSink, ModuleInfo, OpenOptions, Symbol, DEFAULT_MAX_KEPT_MAPPED,
+    INVOKE_FIRST_CAPACITY,
 };
 pub use modinfo::ModInfo;
 pub use module::ModuleState;
-pub use options::OpenMode;
+pub use options::{Isolation, OpenMode};
 pub use resolve::{
     default_module_path, module_name_for, resolve_spec, search_path, NameSpec, DEFAULT_NAMESPACE,
     MODULE_PATH_ENV,

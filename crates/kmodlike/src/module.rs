@@ -122,10 +122,15 @@ pub(crate) struct Module {
     pub(crate) guard: &'static guard::GuardModule,
     pub crashes: AtomicU64,
     symbols: RwLock<HashMap<Box<str>, usize>>,
+    /// Declared invoke entry points already resolved: a few, scanned in order (cheaper than
+    /// hashing the name).
+    invokable: RwLock<Vec<(Box<str>, usize)>>,
     /// Why the module is dead, for errors on later calls.
     pub death: Mutex<Option<String>>,
     /// What the trust checks said of its file (set once, before any of its code runs).
     pub trust: OnceLock<crate::trust::TrustInfo>,
+    /// The process an isolated module runs in; `None` for a module in this process.
+    pub isolated: Option<Arc<crate::isolated::Child>>,
 }
 
 // SAFETY: the raw pointers inside (init args' user_data, function pointers) are only handed
@@ -174,8 +179,96 @@ impl Module {
             guard: guard::GuardModule::acquire(id),
             crashes: AtomicU64::new(0),
             symbols: RwLock::new(HashMap::new()),
+            invokable: RwLock::new(Vec::new()),
             death: Mutex::new(None),
             trust: OnceLock::new(),
+            isolated: None,
+        }
+    }
+
+    /// An isolated module: its code runs in `child`; nothing of it is mapped here.
+    pub(crate) fn new_isolated(
+        id: u64,
+        name: String,
+        path: PathBuf,
+        key: FileKey,
+        facts: Arc<Checked>,
+        child: Arc<crate::isolated::Child>,
+    ) -> Module {
+        Module {
+            id,
+            name,
+            path,
+            key,
+            mode: OpenMode::Module,
+            interface: OnceLock::new(),
+            checked: facts,
+            size: 0,
+            loaded_at: SystemTime::now(),
+            segments: Vec::new(),
+            text: Vec::new(),
+            base: 0,
+            bias: 0,
+            host: HostCallbacks::Null,
+            init_args: None,
+            lib: Mutex::new(None),
+            image: Mutex::new(None),
+            global_ref: Mutex::new(None),
+            guard: guard::GuardModule::acquire(id),
+            crashes: AtomicU64::new(0),
+            symbols: RwLock::new(HashMap::new()),
+            invokable: RwLock::new(Vec::new()),
+            death: Mutex::new(None),
+            trust: OnceLock::new(),
+            isolated: Some(child),
+        }
+    }
+
+    /// The error for raw access (`what`) to an isolated module's code.
+    pub(crate) fn isolated_refusal(&self, what: &str) -> Error {
+        let pid = self.isolated.as_ref().map_or(0, |c| c.pid());
+        Error::InvalidArgument(format!(
+            "module {} is isolated: it runs in its own process (pid {pid}), so {what} cannot \
+             reach its code from here; call its functions with Handle::invoke \
+             (module_loader_invoke in C, kmodctl invoke)",
+            self.name
+        ))
+    }
+
+    /// Whether the module declares `symbol` as an invoke entry point (`MODULE_INVOKE(symbol)`,
+    /// `kmodlike_module::invoke!`): the `.modinfo` entry `invoke=<symbol>`.
+    pub(crate) fn declares_invoke(&self, symbol: &str) -> bool {
+        self.checked.modinfo.entries.iter().any(|(t, v)| t == "invoke" && v == symbol)
+    }
+
+    /// The address of the declared invoke entry point `symbol` (cached after the first look-up).
+    pub(crate) fn invoke_entry(&self, symbol: &str) -> Result<*mut c_void> {
+        {
+            let cache = self.invokable.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, addr)) = cache.iter().find(|(n, _)| &**n == symbol) {
+                return Ok(*addr as *mut c_void);
+            }
+        }
+        if !self.declares_invoke(symbol) {
+            return Err(self.undeclared_invoke(symbol));
+        }
+        let addr = self.symbol(symbol)?;
+        self.invokable
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((symbol.into(), addr as usize));
+        Ok(addr)
+    }
+
+    /// The error for an invoke of a function the module does not declare.
+    pub(crate) fn undeclared_invoke(&self, symbol: &str) -> Error {
+        Error::SymbolNotFound {
+            module: self.name.clone(),
+            symbol: symbol.to_owned(),
+            detail: format!(
+                "it is not declared as an invoke entry point; the module must declare it with \
+                 MODULE_INVOKE({symbol}) in C or kmodlike_module::invoke! in Rust"
+            ),
         }
     }
 
@@ -303,6 +396,9 @@ impl Module {
 
     /// [`lookup_own`](Self::lookup_own) with the state check and a cache.
     pub(crate) fn symbol(&self, name: &str) -> Result<*mut c_void> {
+        if self.isolated.is_some() {
+            return Err(self.isolated_refusal(&format!("the address of symbol {name:?}")));
+        }
         // Unloading: the code is still mapped, and the unload may yet find a call in flight
         // and put the module back to live (a call in flight must not see its module vanish).
         if !matches!(self.state(), ModuleState::Live | ModuleState::Unloading) {

@@ -93,11 +93,65 @@ pub struct OpenOptions {
     pub mode: OpenMode,
     /// What `module_init` receives.
     pub init_args: InitArgs,
+    /// Run the module in a process of its own (the isolation tier, see
+    /// [`Isolation`]); `None`: in this process, under the crash guard.
+    pub isolation: Option<Isolation>,
 }
 
 impl OpenOptions {
     /// Options for a data object: no interface, no init or fini.
     pub fn data() -> Self {
-        OpenOptions { mode: OpenMode::Data, init_args: InitArgs::Null }
+        OpenOptions { mode: OpenMode::Data, init_args: InitArgs::Null, isolation: None }
+    }
+
+    /// Options for an isolated module with the default [`Isolation`]: the module runs in a
+    /// `kmodlike-host` child process of its own, reached through
+    /// [`Handle::invoke`](crate::Handle::invoke) only.
+    pub fn isolated() -> Self {
+        OpenOptions { isolation: Some(Isolation::default()), ..OpenOptions::default() }
+    }
+
+    /// Kill an isolated module's process when one call (an invoke, `module_init`,
+    /// `module_fini`) runs longer than `timeout`: the call returns
+    /// [`Error::TimedOut`](crate::Error::TimedOut) and the module is unloaded. Makes the
+    /// options isolated if they were not.
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.isolation.get_or_insert_with(Isolation::default).call_timeout = Some(timeout);
+        self
+    }
+}
+
+/// How an isolated module's process is run and confined (see `docs/isolation.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Isolation {
+    /// The longest one call may run before the process is killed (`None`: no deadline).
+    pub call_timeout: Option<Duration>,
+    /// `RLIMIT_AS` of the process, bytes (`None`: inherited). Default 1 GiB.
+    pub address_space: Option<u64>,
+    /// `RLIMIT_CPU` of the process, seconds (`None`: inherited). Default none.
+    pub cpu_seconds: Option<u64>,
+    /// `RLIMIT_NOFILE` of the process (`None`: inherited). Default 64.
+    pub open_files: Option<u64>,
+    /// Confine the process with the default seccomp allow-list for computation modules
+    /// (memory, time, futexes, reading and writing descriptors it already has; no `open`,
+    /// no `socket`, no `execve`). Default off.
+    pub seccomp: bool,
+    /// When this process runs as root, the uid (and gid) the child drops to before loading the
+    /// module. Ignored otherwise. Default none.
+    pub uid: Option<u32>,
+}
+
+impl Default for Isolation {
+    /// No deadline, 1 GiB of address space, 64 open files, no CPU limit, no seccomp filter,
+    /// no uid change.
+    fn default() -> Self {
+        Isolation {
+            call_timeout: None,
+            address_space: Some(1 << 30),
+            cpu_seconds: None,
+            open_files: Some(64),
+            seccomp: false,
+            uid: None,
+        }
     }
 }

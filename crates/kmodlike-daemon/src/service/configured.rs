@@ -66,7 +66,15 @@ impl LoaderService {
         let mut loaded = Vec::new();
         let mut failed = Vec::new();
         for m in modules {
-            match self.load(&m.spec, true) {
+            // `isolated` runs it in its own process, with `timeout` as its calls' deadline
+            // (deadlines apply to isolated modules only).
+            let isolation = m.isolated.then(|| kmodlike::Isolation {
+                call_timeout: m
+                    .call_timeout_secs
+                    .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok()),
+                ..kmodlike::Isolation::default()
+            });
+            match self.load_tier(&m.spec, true, isolation) {
                 Ok(r) => {
                     if !r.already_loaded {
                         tracing::info!(

@@ -86,6 +86,9 @@ pub fn map_error(e: &Error, subject: &str) -> VarlinkError {
             "SymbolNotFound",
             json!({ "module": module, "symbol": symbol, "message": e.to_string() }),
         ),
+        Error::Exited { .. } | Error::TimedOut { .. } | Error::BufferTooSmall { .. } => {
+            VarlinkError::loader("Failed", json!({ "message": e.to_string() }))
+        }
         _ => VarlinkError::loader(
             "LoadFailed",
             json!({

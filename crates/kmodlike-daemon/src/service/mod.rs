@@ -30,6 +30,7 @@ mod audit;
 mod configured;
 mod crash_loop;
 mod errors;
+mod invoke;
 mod monitor;
 mod persist;
 
@@ -196,12 +197,24 @@ impl LoaderService {
 
     /// Load `spec` and keep a reference; call `mod_hello` when asked and exported.
     pub fn load(&self, spec: &str, hello: bool) -> Result<LoadReply, VarlinkError> {
+        self.load_tier(spec, hello, None)
+    }
+
+    /// [`load`](Self::load), in a process of its own with `isolation` (no `mod_hello` then).
+    pub fn load_tier(
+        &self,
+        spec: &str,
+        hello: bool,
+        isolation: Option<kmodlike::Isolation>,
+    ) -> Result<LoadReply, VarlinkError> {
+        let hello = hello && isolation.is_none();
+        let opts = kmodlike::OpenOptions { isolation, ..Default::default() };
         // SAFETY: `spec` is what an authorised operator named (the socket's AccessPolicy
         // admits only root, the daemon's uid or its group): loading a module and running its
         // init is the service this daemon exists to give them, and their request vouches that
         // the file is a module built for the interface. The daemon adds no frames of its own
         // below the guard.
-        let opened = unsafe { self.loader.open(spec) };
+        let opened = unsafe { self.loader.open_with(spec, &opts) };
         let handle = opened.map_err(|e| map_error(&e, spec))?;
         let name = handle.name().to_owned();
         let info = handle.info();
@@ -323,19 +336,31 @@ impl LoaderService {
     /// Unload a module and load its file again; a module that crashed (and so is unloaded
     /// already) is loaded again from the file its crash report names.
     pub fn reload(&self, name: &str) -> Result<ReloadReply, VarlinkError> {
-        let held = self.held().get(name).map(|h| h.path().to_owned());
-        let path: PathBuf = match held.or_else(|| self.module_info(name).map(|m| m.path.into())) {
-            Some(path) => {
+        let held =
+            self.held().get(name).map(|h| (h.path().to_owned(), h.info().child_pid.is_some()));
+        let found =
+            held.or_else(|| self.module_info(name).map(|m| (m.path.into(), m.child_pid.is_some())));
+        let (path, isolated): (PathBuf, bool) = match found {
+            Some(found) => {
                 self.unload(name, false, true)?;
-                path
+                found
             }
+            // A crashed module comes back in the tier it crashed in: a crash of an isolated
+            // one names its process (probe_pid outside the probe phase).
             None => match after_crash::crashed_path(&self.loader, name) {
-                Some(path) => path,
+                Some(path) => {
+                    let isolated =
+                        self.loader.crashes().iter().find(|r| r.module == name).is_some_and(|r| {
+                            r.probe_pid.is_some() && r.phase != kmodlike::Phase::Probe
+                        });
+                    (path, isolated)
+                }
                 None => return Err(not_loaded(name, None)),
             },
         };
         let spec = path.to_string_lossy().into_owned();
-        let reply = self.load(&spec, false)?;
+        // The same tier as before.
+        let reply = self.load_tier(&spec, false, isolated.then(kmodlike::Isolation::default))?;
         Ok(ReloadReply { module: reply.module })
     }
 
@@ -566,8 +591,9 @@ impl LoaderService {
             "Load" => (|| {
                 let spec = p.string("spec")?;
                 let hello = p.opt_bool("hello")?.unwrap_or(true);
+                let isolated = p.opt_bool("isolated")?.unwrap_or(false);
                 p.finish()?;
-                reply(self.load(&spec, hello)?)
+                reply(self.load_tier(&spec, hello, isolated.then(kmodlike::Isolation::default))?)
             })(),
             "Unload" => (|| {
                 let name = p.string("module")?;
@@ -642,6 +668,13 @@ impl LoaderService {
                     _ => {}
                 }
                 reply(self.call(&name, &symbol, signature, arg)?)
+            })(),
+            "Invoke" => (|| {
+                let name = p.string("module")?;
+                let symbol = p.string("symbol")?;
+                let input = p.opt_string("input")?;
+                p.finish()?;
+                reply(self.invoke(&name, &symbol, input.as_deref())?)
             })(),
             "ReloadConfiguration" => p
                 .finish()

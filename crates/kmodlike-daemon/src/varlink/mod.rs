@@ -173,8 +173,8 @@ mod tests {
         assert!(INTERFACE_DESCRIPTION.lines().any(|l| l == format!("interface {INTERFACE}")));
         let methods = declared_methods(INTERFACE_DESCRIPTION);
         for m in [
-            "Ping", "List", "Info", "Load", "Unload", "Reload", "Clear", "Call", "Crashes",
-            "Status", "Monitor",
+            "Ping", "List", "Info", "Load", "Unload", "Reload", "Clear", "Call", "Invoke",
+            "Crashes", "Status", "Monitor",
         ] {
             assert!(methods.contains(&m), "{m} is not declared: {methods:?}");
         }

@@ -78,6 +78,15 @@ pub struct Module {
     /// Why its path is not trusted, when it was loaded anyway.
     #[serde(default)]
     pub untrusted_path: Option<String>,
+    /// `in-process` or `isolated`.
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// The isolated module's process.
+    #[serde(default)]
+    pub child_pid: Option<u32>,
+    /// That process's resident memory, bytes.
+    #[serde(default)]
+    pub child_rss: Option<u64>,
 }
 
 impl From<&kmodlike::ModuleInfo> for Module {
@@ -117,6 +126,9 @@ impl From<&kmodlike::ModuleInfo> for Module {
                 _ => None,
             },
             untrusted_path: m.trust.untrusted_path.clone(),
+            tier: Some(m.tier().to_owned()),
+            child_pid: m.child_pid,
+            child_rss: m.child_rss,
         }
     }
 }
@@ -429,6 +441,15 @@ pub struct CallReply {
     /// The return value (`None` for `void()`).
     #[serde(default)]
     pub result: Option<i64>,
+}
+
+/// The reply of `Invoke`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvokeReply {
+    /// The function's return value.
+    pub result: i64,
+    /// Its output, base64.
+    pub output: String,
 }
 
 /// The reply of `SetModulePath`.

@@ -88,8 +88,8 @@ impl FastEntry {
 
 /// One reference to a loaded module. Dropping it closes it (see [`Handle::close`]).
 pub struct Handle {
-    module: Arc<Module>,
-    loader: Arc<LoaderShared>,
+    pub(super) module: Arc<Module>,
+    pub(super) loader: Arc<LoaderShared>,
     /// This reference was closed (by a close, or [`close_shared`](Handle::close_shared)).
     released: AtomicBool,
 }
@@ -298,12 +298,15 @@ impl Handle {
     /// # Safety
     /// As [`call_raw`](Self::call_raw).
     #[inline(always)]
-    unsafe fn enter(
+    pub(super) unsafe fn enter(
         &self,
         f: unsafe extern "C" fn(*mut c_void),
         ctx: *mut c_void,
         called: u64,
     ) -> Result<()> {
+        if self.module.isolated.is_some() {
+            return Err(self.module.isolated_refusal("a guarded call of a function pointer"));
+        }
         // SAFETY: forwarded contract.
         let r = unsafe { self.fast_entry().call(f, ctx) };
         if r.returned() {

@@ -11,6 +11,8 @@
 mod handle;
 mod instances;
 mod interpose;
+mod invoke;
+mod isolated;
 mod open;
 mod recovery;
 mod registry;
@@ -31,6 +33,8 @@ use crate::trust::{SignaturePolicy, TrustSettings};
 
 pub use handle::{CloseError, FastEntry, FastResult, Handle, Symbol};
 use instances::lock;
+pub(crate) use instances::monotonic_ns;
+pub use invoke::INVOKE_FIRST_CAPACITY;
 use registry::Registry;
 pub use registry::{Event, ModuleInfo};
 
@@ -41,6 +45,7 @@ struct Config {
     probe: bool,
     probe_helper: Option<PathBuf>,
     probe_timeout: Duration,
+    host_helper: Option<PathBuf>,
     crash_policy: CrashPolicy,
     max_kept_mapped: usize,
     crash_loop: Option<CrashLoop>,
@@ -80,6 +85,13 @@ impl LoaderBuilder {
     /// running executable, else `<exe dir>/../libexec/kmodlike/kmodlike-probe`.
     pub fn probe_helper(mut self, path: PathBuf) -> Self {
         self.cfg.probe_helper = Some(path);
+        self
+    }
+    /// The `kmodlike-host` helper that runs isolated modules
+    /// ([`OpenOptions::isolated`]). Default: `$KMODLIKE_HOST`, else `kmodlike-host` next to
+    /// the running executable, else `<exe dir>/../libexec/kmodlike/kmodlike-host`.
+    pub fn host_helper(mut self, path: PathBuf) -> Self {
+        self.cfg.host_helper = Some(path);
         self
     }
     /// How long the probe may take (default 10 s). After it the helper is killed and reaped,
@@ -233,6 +245,7 @@ impl Loader {
                 probe: false,
                 probe_helper: None,
                 probe_timeout: Duration::from_secs(10),
+                host_helper: None,
                 crash_policy: CrashPolicy::ReclaimWhenSafe,
                 max_kept_mapped: DEFAULT_MAX_KEPT_MAPPED,
                 crash_loop: None,

@@ -33,6 +33,11 @@ use super::LoaderShared;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A new, process-unique instance id.
+pub(super) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A load's outcome with the ids of its pinned dependencies, which a failure must let go of.
 type Loaded = std::result::Result<(Arc<Module>, Vec<u64>), (Error, Vec<u64>)>;
 
@@ -234,10 +239,23 @@ impl LoaderShared {
         if opts.mode == OpenMode::Module {
             check_exports(&path, &facts, self.cfg.strict).map_err(|e| (e, Vec::new()))?;
         }
+        if let Some(isolation) = opts.isolation {
+            // Its dependencies are its process's business: its own loader opens them there.
+            // The trust checks above passed; its code runs in its own process, so it taints
+            // nothing here.
+            return self
+                .load_isolated(image, facts, path, key, name, opts, isolation)
+                .map(|m| {
+                    let _ = m.trust.set(trust);
+                    (m, Vec::new())
+                })
+                .map_err(|e| (e, Vec::new()));
+        }
         chain.push((key, name.to_owned()));
         let mut deps: Vec<u64> = Vec::new();
         for dep in facts.modinfo.depends() {
-            let dep_opts = OpenOptions { mode: OpenMode::Module, init_args: opts.init_args };
+            let dep_opts =
+                OpenOptions { mode: OpenMode::Module, init_args: opts.init_args, isolation: None };
             let dep_spec = self.dependency_spec(&dep);
             match self.open_node(&dep_spec, &dep_opts, chain, true) {
                 Ok(m) => deps.push(m.id),
@@ -339,7 +357,7 @@ impl LoaderShared {
             });
         };
         let size = mapped.segments.iter().map(|(s, e)| e - s).sum();
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = next_id();
         let host = match opts.init_args {
             InitArgs::Loader => HostCallbacks::Loader(self.cfg.log.clone()),
             InitArgs::Null => HostCallbacks::Null,

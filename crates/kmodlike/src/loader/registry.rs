@@ -54,6 +54,22 @@ pub struct ModuleInfo {
     /// What the trust checks said of its file: the signature verdict, and why its path is not
     /// trusted when it was loaded anyway.
     pub trust: crate::trust::TrustInfo,
+    /// For an isolated module (see [`OpenOptions::isolated`](crate::OpenOptions::isolated)):
+    /// the pid of the process it runs in. `None`: it runs in this process.
+    pub child_pid: Option<u32>,
+    /// For an isolated module: that process's resident memory, bytes, when known.
+    pub child_rss: Option<u64>,
+}
+
+impl ModuleInfo {
+    /// `"isolated"` for a module in a process of its own, else `"in-process"`.
+    pub fn tier(&self) -> &'static str {
+        if self.child_pid.is_some() {
+            "isolated"
+        } else {
+            "in-process"
+        }
+    }
 }
 
 impl ModuleInfo {
@@ -76,6 +92,8 @@ impl ModuleInfo {
             crashes: m.crashes.load(Ordering::Relaxed),
             size: m.size,
             trust: m.trust.get().cloned().unwrap_or_default(),
+            child_pid: m.isolated.as_ref().map(|c| c.pid()),
+            child_rss: m.isolated.as_ref().and_then(|c| c.rss()),
         }
     }
 }

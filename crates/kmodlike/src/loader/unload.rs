@@ -85,6 +85,9 @@ impl LoaderShared {
     /// `module_can_unload` (when `veto` is allowed), run `module_fini`, then remove, unmap and
     /// release the dependencies.
     fn unload_marked(&self, module: &Arc<Module>, veto: bool) -> Result<()> {
+        if let Some(child) = &module.isolated {
+            return self.unload_isolated(module, child, veto);
+        }
         let entry = module.entry();
         if let (true, Some(can_unload)) = (veto, entry.can_unload) {
             let mut ctx = Call0Ctx { f: can_unload, ret: MaybeUninit::uninit() };

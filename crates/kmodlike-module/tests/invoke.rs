@@ -1,0 +1,26 @@
+//! `invoke!` exports loaded by the real loader and called with `Handle::invoke`: bytes in and
+//! out, result codes, an output larger than the first buffer (the body runs once), a panic.
+
+mod common;
+
+use common::{example_module, install, temp_dir};
+use kmodlike::Loader;
+
+#[test]
+fn invoke_exports_answer_through_handle_invoke() {
+    let dir = temp_dir();
+    let so = install(&example_module("rs_invoke"), dir.path(), "rs_invoke.so");
+    let loader = Loader::new();
+    // SAFETY: a test module of this workspace, built with kmodlike-module.
+    let h = unsafe { loader.open(so.to_str().unwrap()) }.expect("open rs_invoke");
+    assert!(h.info().modinfo.contains(&("invoke".into(), "reverse".into())));
+    assert_eq!(h.invoke("reverse", b"abc").unwrap(), (0, b"cba".to_vec()));
+    // Larger than the first buffer: asked again, answered from the stash (the body ran once).
+    let (runs, out) = h.invoke_with_capacity("big", b"", 16).unwrap();
+    assert_eq!((runs, out.len()), (0, 100_000));
+    let (runs, _) = h.invoke("big", b"x").unwrap();
+    assert_eq!(runs, 1, "the first call's body ran once");
+    assert_eq!(h.invoke("refuse", b"12345").unwrap(), (5, Vec::new()));
+    assert_eq!(h.invoke("boom", b"").unwrap(), (kmodlike_module::INVOKE_PANICKED, Vec::new()));
+    assert!(h.is_live(), "a panic is not a crash");
+}
