@@ -281,6 +281,7 @@ fn reply_checks() -> BTreeMap<&'static str, Option<Checker>> {
         ("Clear", None),
         ("ClearTaint", Some(check::<ClearTaintReply>)),
         ("Call", Some(check::<CallReply>)),
+        ("Invoke", Some(check::<InvokeReply>)),
         ("Crashes", Some(check::<CrashesReply>)),
         ("SetModulePath", Some(check::<SetModulePathReply>)),
         ("ReloadConfiguration", Some(check::<ReloadConfigurationReply>)),
