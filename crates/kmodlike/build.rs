@@ -3,8 +3,17 @@
 //! `src/guard/mod.rs` for why it is C and assembly.
 
 fn main() {
-    const FILES: [&str; 8] =
-        ["guard.c", "fast.c", "text.c", "stack.c", "park.c", "sample.c", "interpose.c", "arena.c"];
+    const FILES: [&str; 9] = [
+        "guard.c",
+        "fast.c",
+        "text.c",
+        "stack.c",
+        "park.c",
+        "sample.c",
+        "interpose.c",
+        "arena.c",
+        "interrupt.c",
+    ];
     println!("cargo:rerun-if-changed=src/guard/shim.h");
     let mut build = cc::Build::new();
     for f in FILES {

@@ -11,6 +11,8 @@
 //! - `load_cycle/{libloading,kmodlike,kmodlike_probe}`: open, validate, init, fini, unload of
 //!   the example module, against `dlopen` + three `dlsym` + `dlclose` of the same file;
 //! - `guarded_call/{direct,kmodlike_call0,naive_sigsetjmp}`: an empty module function;
+//! - `deadline/{call0,call0_with_deadline}`: the same with a call time limit set, against
+//!   without; and (not criterion) the watchdog's detection latency over 1,000 timed-out calls;
 //! - `crash/{clean_cycle,crash_and_reload,crash_to_error,signal_path,raise_usr1}`;
 //! - `symbol/{kmodlike_cached,dlsym}`;
 //! - `scale/{kmodlike_load,libloading_load,list}/{1,100,1000}`: with N modules loaded;
@@ -26,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion};
-use kmodlike::{CrashPolicy, Error, Handle, Loader};
+use kmodlike::{CallOptions, CrashPolicy, Error, Handle, Loader};
 use kmodlike_bench::baselines::{self, GuardShim};
 use kmodlike_bench::daemon::{self, DaemonProcess, InProcessDaemon, PING};
 use kmodlike_bench::echo::{ConcurrentClients, EchoServer, RawClient};
@@ -288,6 +290,60 @@ fn guarded_call(c: &mut Criterion, run: &Run) {
     g.finish();
     drop(c_loader);
     close(h);
+}
+
+/// A guarded call with a deadline set (`Handle::call0_with`, a limit that never expires)
+/// against the same call without one, paired.
+fn deadline(c: &mut Criterion, run: &Run) {
+    if !run.wants(&["deadline/call0", "deadline/call0_with_deadline"]) {
+        return;
+    }
+    const CHUNK: u64 = 2_000;
+    let module = fixtures::bench_module("bench_call");
+    let loader = plain_loader();
+    let h = open(&loader, &module);
+    let empty = void_fn(&h, "bench_empty");
+    let opts = CallOptions::default().with_timeout(Duration::from_secs(3600));
+    // SAFETY: `empty` is the bench module's own `bench_empty`, C code that owns nothing.
+    unsafe { h.call0_with(&opts, empty) }.expect("call0_with"); // the watchdog runs now
+    let plain = |n: u64| {
+        for _ in 0..n {
+            // SAFETY: as above.
+            unsafe { h.call0(black_box(empty)) }.expect("call0");
+        }
+    };
+    let with_deadline = |n: u64| {
+        for _ in 0..n {
+            // SAFETY: as above.
+            unsafe { h.call0_with(black_box(&opts), black_box(empty)) }.expect("call0_with");
+        }
+    };
+    let mut g = c.benchmark_group("deadline");
+    g.bench_function("call0", |b| {
+        b.iter_custom(|n| paired(n, CHUNK, Side::Baseline, with_deadline, plain))
+    });
+    g.bench_function("call0_with_deadline", |b| {
+        b.iter_custom(|n| paired(n, CHUNK, Side::Ours, with_deadline, plain))
+    });
+    g.finish();
+    close(h);
+}
+
+/// The watchdog's detection latency (not criterion): 1,000 calls (10 outside a measuring
+/// run) with a 1 ms limit, each interrupted.
+fn deadline_latency(run: &Run) -> Option<kmodlike_bench::deadline::Latency> {
+    if !run.wants(&["deadline/latency"]) || run.listing {
+        return None;
+    }
+    let calls = if run.bench_mode { 1_000 } else { 10 };
+    let module = fixtures::bench_module("bench_call");
+    let l = kmodlike_bench::deadline::detection_latency(&module, calls, Duration::from_millis(1));
+    println!(
+        "deadline/latency: {} timed-out calls, interrupted past the deadline by median {:?}, \
+         max {:?}",
+        l.calls, l.median, l.max
+    );
+    Some(l)
 }
 
 /// The C API's loader with one module loaded, for `module_loader_call`.
@@ -621,7 +677,12 @@ fn memory(run: &Run) -> Option<Memory> {
 // The table
 // ---------------------------------------------------------------------------------------------
 
-fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
+fn figures(
+    est: &Estimates,
+    run: &Run,
+    mem: Option<&Memory>,
+    latency: Option<&kmodlike_bench::deadline::Latency>,
+) -> Vec<Figure> {
     let m = |id: &str| est.median_ns(id);
     let big = run.scale.iter().copied().max().unwrap_or(1);
     let small = run.scale.iter().copied().min().unwrap_or(1);
@@ -657,6 +718,13 @@ fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
             Target::RatioAtMost(1.6),
         )
         .values(m("guarded_call/module_loader_call"), m("guarded_call/c_direct")),
+        Figure::cost(
+            "guarded_call_deadline",
+            "guarded call with a deadline set (Handle::call0_with)",
+            "the same call without a deadline (Handle::call0)",
+            Target::RatioAtMost(1.05),
+        )
+        .values(m("deadline/call0_with_deadline"), m("deadline/call0")),
         Figure::cost(
             "guarded_call_vs_naive",
             "guarded call vs a naive guard",
@@ -769,6 +837,28 @@ fn figures(est: &Estimates, run: &Run, mem: Option<&Memory>) -> Vec<Figure> {
         )
         .values(m("trust/load_cycle_enforce"), m("load_cycle/kmodlike")),
     );
+    let median = Figure::cost(
+        "deadline_latency_median",
+        "a call past its deadline is interrupted after (median of 1,000)",
+        "",
+        Target::ValueAtMost(10e6),
+    );
+    let max = Figure::cost(
+        "deadline_latency_max",
+        "a call past its deadline is interrupted after (max of 1,000)",
+        "",
+        Target::ValueAtMost(10e6),
+    );
+    match latency {
+        Some(l) => {
+            f.push(median.values(Some(l.median.as_nanos() as f64), None));
+            f.push(max.values(Some(l.max.as_nanos() as f64), None));
+        }
+        None => {
+            f.push(median);
+            f.push(max);
+        }
+    }
     let rss = Figure::cost(
         "daemon_rss_idle",
         "daemon RSS, idle, example module loaded",
@@ -847,6 +937,7 @@ fn main() {
 
     load_cycle(&mut c, &run);
     guarded_call(&mut c, &run);
+    deadline(&mut c, &run);
     crash(&mut c, &run);
     symbol(&mut c, &run);
     scale(&mut c, &run);
@@ -854,8 +945,10 @@ fn main() {
     trust(&mut c, &run);
     c.final_summary();
     let mem = memory(&run);
+    let latency = deadline_latency(&run);
 
-    let figures = figures(&Estimates::new(&criterion_dir, started), &run, mem.as_ref());
+    let figures =
+        figures(&Estimates::new(&criterion_dir, started), &run, mem.as_ref(), latency.as_ref());
     let table = format!(
         "kmodlike benchmark summary (criterion medians; ratios from this run)\n\n{}",
         summary::render(&figures)

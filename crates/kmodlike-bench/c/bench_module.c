@@ -2,7 +2,8 @@
  * bench_module.c: the module the benchmarks call into. Implements the module interface with an
  * empty init and fini, and exports
  *   void bench_empty(void)  - does nothing: the cost of a call is all overhead;
- *   int  bench_crash(void)  - reads through NULL: SIGSEGV.
+ *   int  bench_crash(void)  - reads through NULL: SIGSEGV;
+ *   void bench_spin(void)   - never returns (until a deadline interrupts it).
  * Built once as bench_module.so, and 1,000 times with -DNAME=mNNNN for the scale benchmark
  * (NAME goes into .modinfo and into one exported symbol, so every copy is a distinct object).
  */
@@ -50,4 +51,12 @@ void bench_empty(void)
 int bench_crash(void)
 {
     return *kmlb_null;
+}
+
+static volatile unsigned long kmlb_spins;
+
+void bench_spin(void)
+{
+    for (;;)
+        kmlb_spins++;
 }

@@ -21,6 +21,7 @@
 
 pub mod baselines;
 pub mod daemon;
+pub mod deadline;
 pub mod echo;
 pub mod fixtures;
 pub mod paired;

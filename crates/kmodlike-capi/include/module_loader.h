@@ -221,8 +221,10 @@ typedef enum {
      */
     MODULE_ERR_EXITED = 17,
     /**
-     * A call into an isolated module ran past its deadline: its process was killed and the
-     * module unloaded.
+     * A call ran past its time limit (`module_loader_set_call_timeout()`,
+     * `module_loader_handle_set_call_timeout()`): it was interrupted and the module unloaded,
+     * as after a crash; `module_loader_last_crash()` says where it was (its `signal_name` is
+     * "timeout"). For an isolated module: its process was killed and the module unloaded.
      */
     MODULE_ERR_TIMED_OUT = 18,
 } module_error_t;
@@ -440,6 +442,15 @@ typedef struct {
      * ("double free or corruption (!prev)"); "" otherwise.
      */
     char abort_message[MODULE_CRASH_SYMBOL_MAX];
+    /**
+     * Whether the call was not a crash but ran past its time limit and was interrupted
+     * (`MODULE_ERR_TIMED_OUT`): `pc`, `symbol` and the frames say where it was.
+     */
+    bool timed_out;
+    /**
+     * For a call that timed out: how long it ran, in milliseconds; 0 otherwise.
+     */
+    uint64_t ran_ms;
 } module_crash_info_ext_t;
 
 /**
@@ -620,6 +631,35 @@ module_error_t module_loader_get_symbol(module_loader_t *loader, const char *nam
  * `loader` is NULL or a live loader.
  */
 module_error_t module_loader_unload(module_loader_t *loader);
+
+/**
+ * ---- Call time limits ------------------------------------------------------------------
+ *
+ * Set the time limit, in milliseconds, of every guarded call made through this loader
+ * (`module_loader_call()`, and `module_loader_call_handle()` on handles without a limit of
+ * their own) and of `module_init()` in later loads; 0 (the default) for none.
+ *
+ * A call that runs past its limit is interrupted wherever it is (a loop, a blocking
+ * `read()` or `sleep()`), by the guard's interrupt signal (a real-time signal, `SIGRTMAX-4`
+ * unless `KMODLIKE_INTERRUPT_SIGNAL` names another): the call returns `MODULE_ERR_TIMED_OUT`
+ * and the module is unloaded as after a crash; `module_loader_last_crash()` says where it was.
+ * A call inside a host callback (`log`, `get_time`) is interrupted when the callback returns.
+ * A module that blocks the interrupt signal cannot be interrupted: it is reported hung, its
+ * later calls fail with `MODULE_ERR_NOT_LOADED`, and unloading it leaves its thread alone.
+ *
+ * # Safety
+ * `loader` is NULL or a live loader.
+ */
+module_error_t module_loader_set_call_timeout(module_loader_t *loader, unsigned int ms);
+
+/**
+ * Set the time limit, in milliseconds, of guarded calls made through this handle
+ * (`module_loader_call_handle()`); 0 for the loader's (`module_loader_set_call_timeout()`).
+ *
+ * # Safety
+ * `handle` is NULL or a live handle from `module_loader_open()`.
+ */
+module_error_t module_loader_handle_set_call_timeout(module_handle_t *handle, unsigned int ms);
 
 /**
  * ---- Crash-guarded calls ----------------------------------------------------------------

@@ -165,6 +165,11 @@ pub struct module_crash_info_ext_t {
     /// For a SIGABRT glibc raised after one of its checks failed: the message it printed
     /// ("double free or corruption (!prev)"); "" otherwise.
     pub abort_message: [c_char; MODULE_CRASH_SYMBOL_MAX],
+    /// Whether the call was not a crash but ran past its time limit and was interrupted
+    /// (`MODULE_ERR_TIMED_OUT`): `pc`, `symbol` and the frames say where it was.
+    pub timed_out: bool,
+    /// For a call that timed out: how long it ran, in milliseconds; 0 otherwise.
+    pub ran_ms: u64,
 }
 
 impl module_crash_info_ext_t {
@@ -175,6 +180,8 @@ impl module_crash_info_ext_t {
             frame_count: r.frames.len(),
             called: [0; MODULE_CRASH_SYMBOL_MAX],
             abort_message: [0; MODULE_CRASH_SYMBOL_MAX],
+            timed_out: r.timeout.is_some(),
+            ran_ms: r.timeout.map_or(0, |t| t.ran.as_millis() as u64),
         };
         copy_to_array(r.called.as_deref().unwrap_or(""), &mut ext.called);
         copy_to_array(r.abort_message.as_deref().unwrap_or(""), &mut ext.abort_message);
@@ -327,6 +334,9 @@ pub unsafe extern "C" fn module_loader_call(
         "mov rax, qword ptr [rdi + {fast}]",
         "test rax, rax",
         "jz 9f",
+        // a call time limit: the slow path sets the deadline
+        "cmp dword ptr [rdi + {timeout}], 0",
+        "jne 9f",
         // loader, func, ctx kept for the slow path; the stack is 16-byte aligned after them
         // (and a backtrace from inside the module finds its way through this frame)
         "push rdi",
@@ -336,6 +346,7 @@ pub unsafe extern "C" fn module_loader_call(
         "mov rdi, rdx",
         "mov rdx, rsi",
         "mov rsi, rax",
+        "xor r11d, r11d",
         kmodlike::__guard_entry_asm!(),
         "test eax, eax",
         "jnz 8f",
@@ -359,6 +370,7 @@ pub unsafe extern "C" fn module_loader_call(
         "jmp {slow}",
         ".cfi_endproc",
         fast = const std::mem::offset_of!(module_loader_t, fast),
+        timeout = const std::mem::offset_of!(module_loader_t, timeout_ms),
         restore = sym kmodlike::__kml_fast_restore_mask,
         slow = sym call_slow,
     )

@@ -68,8 +68,10 @@ pub enum module_error_t {
     /// An isolated module's process exited (the module called `exit()`/`_exit()`, or made a raw
     /// exit system call): the text has the status; the module is unloaded.
     MODULE_ERR_EXITED = 17,
-    /// A call into an isolated module ran past its deadline: its process was killed and the
-    /// module unloaded.
+    /// A call ran past its time limit (`module_loader_set_call_timeout()`,
+    /// `module_loader_handle_set_call_timeout()`): it was interrupted and the module unloaded,
+    /// as after a crash; `module_loader_last_crash()` says where it was (its `signal_name` is
+    /// "timeout"). For an isolated module: its process was killed and the module unloaded.
     MODULE_ERR_TIMED_OUT = 18,
 }
 

@@ -39,6 +39,7 @@ mod loader;
 mod error;
 
 mod single;
+mod timeout;
 
 mod crash;
 
@@ -77,6 +78,7 @@ pub use loader::{
     module_loader_strerror, module_loader_t, LoaderFlagsArg,
 };
 pub use single::{module_loader_get_symbol, module_loader_load, module_loader_unload};
+pub use timeout::{module_loader_handle_set_call_timeout, module_loader_set_call_timeout};
 pub use trust::{
     module_loader_set_revoked, module_loader_set_signature_policy, module_loader_set_trusted_keys,
     module_signature_policy_t, SignaturePolicyArg,

@@ -17,6 +17,9 @@ pub struct module_loader_t {
     /// The guard's entry of the loaded module while the slot holds one (`FastEntry` as a raw
     /// pointer), else NULL: `module_loader_call()` runs on it without taking the slot's lock.
     pub(crate) fast: std::sync::atomic::AtomicPtr<std::ffi::c_void>,
+    /// The call time limit in milliseconds (0: none): `module_loader_call()` takes its slow
+    /// path, which sets the deadline, when it is not 0.
+    pub(crate) timeout_ms: std::sync::atomic::AtomicU32,
     pub(crate) loader: Loader,
     pub(crate) shared: Arc<Shared>,
     pub(crate) slot: Mutex<Slot>,
@@ -94,6 +97,7 @@ impl module_loader_t {
     fn new(loader: Loader) -> Self {
         module_loader_t {
             fast: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            timeout_ms: std::sync::atomic::AtomicU32::new(0),
             loader,
             shared: Arc::new(Shared { errors: ErrorSink::new(), last_crash: Mutex::new(None) }),
             slot: Mutex::new(Slot::default()),

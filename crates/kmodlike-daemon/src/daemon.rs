@@ -474,5 +474,17 @@ fn log_event(event: &kmodlike::Event) {
                 report.to_string().trim_end()
             );
         }
+        kmodlike::Event::CallTimedOut(report) => {
+            error!(module = %report.module, "{}; the daemon keeps running", report.summary());
+        }
+        kmodlike::Event::CallSlow { module, function, thread, running, .. } => warn!(
+            module = %module,
+            "module {module}: a call to {} on thread {thread} has run for {:.3} s",
+            function.as_deref().unwrap_or("?"),
+            running.as_secs_f64()
+        ),
+        kmodlike::Event::Hung { module, detail, .. } => {
+            error!(module = %module, "module {module} is hung: {detail}")
+        }
     }
 }

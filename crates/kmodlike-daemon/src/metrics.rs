@@ -177,6 +177,8 @@ impl Metrics {
                     .entry(r.signal_name.clone())
                     .or_default() += 1;
             }
+            kmodlike::Event::CallTimedOut(r) => self.timed_out(&r.module),
+            kmodlike::Event::CallSlow { .. } | kmodlike::Event::Hung { .. } => {}
         }
     }
 

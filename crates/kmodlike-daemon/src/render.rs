@@ -621,6 +621,7 @@ mod tests {
             called: Some("crash_now".into()),
             probe_pid: None,
             abort_message: None,
+            timeout: None,
         };
         CrashReport::from(&core)
     }

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// Where in a module's life the fatal signal happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,6 +116,23 @@ pub struct CrashReport {
     /// For a SIGABRT raised by glibc after one of its checks failed: the message it printed
     /// (`"double free or corruption (!prev)"`, `"free(): invalid pointer"`).
     pub abort_message: Option<String>,
+    /// Not a fault: the call ran past its deadline and the guard's interrupt signal ended it
+    /// (`signal` is that signal, `signal_name` is `"timeout"`); `pc`, `symbol` and `frames`
+    /// say where it was.
+    pub timeout: Option<CallTimeout>,
+}
+
+/// How a call that ran past its deadline was ended (a [`CrashReport`] of a timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct CallTimeout {
+    /// The call's time limit (its deadline minus its start); `None` when it was interrupted on
+    /// request ([`Loader::interrupt_calls`](crate::Loader::interrupt_calls)) rather than by
+    /// its deadline.
+    pub limit: Option<Duration>,
+    /// How long it ran before the interrupt ended it (zero when its start is unknown: a call
+    /// without a deadline, interrupted on request).
+    pub ran: Duration,
 }
 
 /// One frame of a crash's backtrace.
@@ -155,6 +172,34 @@ pub(crate) fn serialize_time<S: serde::Serializer>(
 impl CrashReport {
     /// One line: `module hello crashed: SIGSEGV (SEGV_MAPERR: address not mapped to object) at 0x0 in call`.
     pub fn summary(&self) -> String {
+        if let (Some(_), "DEADLINE") = (&self.timeout, self.code_name.as_str()) {
+            return format!(
+                "module {}: {}; its isolated process was killed and the module unloaded (raise \
+                 the deadline with OpenOptions::call_timeout if it is just slow)",
+                self.module, self.code_meaning
+            );
+        }
+        if let Some(t) = &self.timeout {
+            let what = match &self.called {
+                Some(f) => format!("call to {f}"),
+                None => match self.phase {
+                    Phase::Init => "module_init".to_owned(),
+                    other => other.name().to_owned(),
+                },
+            };
+            let why = match t.limit {
+                Some(limit) => format!("ran past its deadline of {}", secs(limit)),
+                None => "was interrupted on request".to_owned(),
+            };
+            let at = self.symbol.as_deref().unwrap_or("an unknown function");
+            let object = self.pc_object.as_deref().unwrap_or("?");
+            return format!(
+                "module {}: {what} {why} after {}; interrupted in {at} ({object}); the module \
+                 was unloaded",
+                self.module,
+                secs(t.ran),
+            );
+        }
         if self.exit_status.is_some() {
             return format!(
                 "module {} called {} in {}: the loader ended {} instead of the process",
@@ -218,6 +263,13 @@ impl fmt::Display for CrashReport {
         }
         Ok(())
     }
+}
+
+/// `1.5 s`, `2 s`, `0.001 s`.
+fn secs(d: Duration) -> String {
+    let s = format!("{:.3}", d.as_secs_f64());
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s} s")
 }
 
 /// Why the process is tainted: the first crash that may have left libc in a bad state.
@@ -536,6 +588,9 @@ pub(crate) fn build_report(
     if let Some(status) = raw.exit_status {
         return exit_report(module, raw, phase, status);
     }
+    if let Some(t) = &raw.timeout {
+        return timeout_report(module, raw, phase, **t, file_of);
+    }
     let (code_name, code_meaning) = si_code_name(raw.signo, raw.code);
     let pc_in_module = module.contains(raw.pc);
     let here = locate(raw.pc);
@@ -614,6 +669,7 @@ pub(crate) fn build_report(
         frames,
         called,
         probe_pid: None,
+        timeout: None,
         abort_message: raw.glibc_abort.as_ref().map(|g| g.message.clone()),
     }
 }
@@ -695,6 +751,84 @@ fn exit_report(
         called,
         probe_pid: None,
         abort_message: None,
+        timeout: None,
+    }
+}
+
+/// The report for a call its deadline ended: where it was (PC, backtrace), how long it ran,
+/// and the taint when it was stopped inside libc or ld.so holding what may be a lock (the
+/// evidence an abort there would give: a lock-taking function on the unwound stack).
+fn timeout_report(
+    module: &crate::module::Module,
+    raw: &crate::guard::RawCrash,
+    phase: Phase,
+    t: crate::guard::TimeoutFacts,
+    file_of: impl Fn(&str) -> Option<String>,
+) -> CrashReport {
+    let pc_in_module = module.contains(raw.pc);
+    let here = locate(raw.pc);
+    let contains = |a: u64| module.contains(a);
+    let view = crate::backtrace::ModuleView { path: &module.path, contains: &contains };
+    let frames = crate::backtrace::backtrace(&raw.fault(), &view);
+    let symbol = frames
+        .first()
+        .and_then(|f| Some(format!("{}+{:#x}", f.symbol.as_ref()?, f.symbol_offset?)));
+    let pc_object = if pc_in_module {
+        crate::resolve::module_name_for(&module.path).into()
+    } else {
+        here.object_path.as_deref().and_then(&file_of).or_else(|| here.object.clone())
+    };
+    let pc_in_libc = !pc_in_module && here.object.as_deref().is_some_and(is_libc_object);
+    let called = raw.called.and_then(|f| crate::backtrace::symbol_name_at(f, &view));
+    let mut taint = None;
+    if pc_in_libc {
+        for f in frames.iter().take_while(|f| !f.guessed && !f.in_module) {
+            let Some(name) = f.symbol.as_deref() else { continue };
+            if !f.object.as_deref().is_some_and(is_libc_object) {
+                continue;
+            }
+            if let Some(lock) = lock_held_by(name) {
+                let obj = f.object.as_deref().unwrap_or("libc");
+                taint = Some(format!(
+                    "a call past its deadline was interrupted inside {name}() in {obj}: {lock} \
+                     may be held"
+                ));
+                break;
+            }
+        }
+    }
+    if let Some(reason) = &taint {
+        set_taint(&module.name, reason);
+    }
+    let limit = (t.deadline > 2 && t.start != 0)
+        .then(|| Duration::from_nanos(t.deadline.saturating_sub(t.start)));
+    CrashReport {
+        module: module.name.clone(),
+        path: module.path.clone(),
+        signal: raw.signo,
+        signal_name: "timeout".to_owned(),
+        code: raw.code,
+        code_name: "SI_QUEUE".to_owned(),
+        code_meaning: format!(
+            "interrupted by kmodlike's watchdog with signal {} at the call's deadline",
+            raw.signo
+        ),
+        fault_addr: 0,
+        pc: raw.pc,
+        pc_in_module,
+        module_offset: pc_in_module.then(|| raw.pc - module.base),
+        pc_object,
+        symbol,
+        phase,
+        thread_id: raw.tid,
+        time: raw.time,
+        taint,
+        exit_status: None,
+        frames,
+        called,
+        probe_pid: None,
+        abort_message: None,
+        timeout: Some(CallTimeout { limit, ran: t.ran().unwrap_or_default() }),
     }
 }
 

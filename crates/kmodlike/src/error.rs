@@ -256,6 +256,13 @@ pub enum Error {
     #[error("{0}")]
     Crashed(Box<CrashReport>),
 
+    /// The call ran past its deadline: the guard's interrupt signal ended it (an isolated
+    /// module's process was killed), and the module was unloaded as after a crash. The report
+    /// (its [`CrashReport::timeout`] is set) names the module, the function, how long it ran
+    /// and where it was.
+    #[error("{}", .0.summary())]
+    TimedOut(Box<CrashReport>),
+
     /// The module crashed too often and is refused until cleared.
     #[error("module {module} is quarantined after {crashes} crashes within {window_secs} s; clear it to load it again")]
     Quarantined {
@@ -345,19 +352,6 @@ pub enum Error {
         how: String,
     },
 
-    /// A call into an isolated module did not return within its deadline
-    /// ([`OpenOptions::call_timeout`](crate::OpenOptions::call_timeout)): its process was
-    /// killed and reaped, and the module is unloaded.
-    #[error("module {module}: {what} did not return within {timeout:?}; its isolated process was killed and the module unloaded (raise the deadline with OpenOptions::call_timeout if it is just slow)")]
-    TimedOut {
-        /// The module's name.
-        module: String,
-        /// What was running, and where (`"mod_work() in process 1234"`).
-        what: String,
-        /// The deadline.
-        timeout: std::time::Duration,
-    },
-
     /// The probe (loading in a child process first) could not run.
     #[error("{}: probe failed: {detail}", path.display())]
     Probe {
@@ -405,19 +399,19 @@ impl Error {
             Error::Busy { .. } | Error::Reentrant { .. } => ErrorKind::Busy,
             Error::Dependency { .. } => ErrorKind::Dependency,
             Error::Crashed(_) => ErrorKind::Crashed,
+            Error::TimedOut(_) => ErrorKind::TimedOut,
             Error::Quarantined { .. } => ErrorKind::Quarantined,
             Error::UntrustedPath { .. } => ErrorKind::Untrusted,
             Error::Signature { .. } | Error::Revoked { .. } => ErrorKind::Signature,
             Error::BufferTooSmall { .. } => ErrorKind::BufferTooSmall,
             Error::Exited { .. } => ErrorKind::Exited,
-            Error::TimedOut { .. } => ErrorKind::TimedOut,
         }
     }
 
     /// The crash report, when this error is a crash.
     pub fn crash_report(&self) -> Option<&CrashReport> {
         match self {
-            Error::Crashed(r) => Some(r),
+            Error::Crashed(r) | Error::TimedOut(r) => Some(r),
             Error::Dependency { source: Some(inner), .. } => inner.crash_report(),
             _ => None,
         }

@@ -60,19 +60,23 @@ mod resolve;
 pub mod trust;
 
 pub use crash::{
-    acknowledge_taint, taint, taint_acknowledgements, CrashReport, Frame, Phase, Taint, TaintAck,
+    acknowledge_taint, taint, taint_acknowledgements, CallTimeout, CrashReport, Frame, Phase,
+    Taint, TaintAck,
 };
 pub use error::{BusyReason, Error, ErrorKind, Result};
 #[cfg(target_arch = "x86_64")]
 #[doc(hidden)]
 pub use guard::__kml_fast_restore_mask;
+pub use guard::deadline::{
+    default_interrupt_signal, interrupt_signal, DEFAULT_INTERRUPT_SIGNAL, INTERRUPT_SIGNAL_ENV,
+};
 pub use guard::{guard_entry, GuardEntry};
 pub use image::modinfo;
 pub use interface::{ModuleInitArgs, Version};
 pub use loader::{
-    CloseError, CrashLoop, CrashPolicy, Event, FastEntry, FastResult, Handle, InitArgs, Loader,
-    LoaderBuilder, LogSink, ModuleInfo, OpenOptions, Symbol, DEFAULT_MAX_KEPT_MAPPED,
-    INVOKE_FIRST_CAPACITY,
+    CallInFlight, CallOptions, CloseError, CrashLoop, CrashPolicy, Event, FastEntry, FastResult,
+    Handle, InitArgs, Loader, LoaderBuilder, LogSink, ModuleInfo, OpenOptions, Symbol,
+    DEFAULT_MAX_KEPT_MAPPED, INVOKE_FIRST_CAPACITY,
 };
 pub use modinfo::ModInfo;
 pub use module::ModuleState;

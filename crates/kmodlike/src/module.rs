@@ -33,6 +33,10 @@ pub enum ModuleState {
     Crashed,
     /// Closed.
     Unloaded,
+    /// A call into it ran past its deadline and could not be interrupted (its thread blocks
+    /// the interrupt signal, or did not leave the call): no new calls, symbols refused;
+    /// unloading it removes it and leaves that thread alone (its code stays mapped).
+    Hung,
 }
 
 impl ModuleState {
@@ -42,6 +46,7 @@ impl ModuleState {
             1 => ModuleState::Live,
             2 => ModuleState::Unloading,
             3 => ModuleState::Crashed,
+            5 => ModuleState::Hung,
             _ => ModuleState::Unloaded,
         }
     }
@@ -53,6 +58,7 @@ impl ModuleState {
             ModuleState::Live => "live",
             ModuleState::Unloading => "unloading",
             ModuleState::Crashed => "crashed",
+            ModuleState::Hung => "hung",
             ModuleState::Unloaded => "unloaded",
         }
     }
@@ -335,7 +341,9 @@ impl Module {
 
     pub(crate) fn not_live_error(&self) -> Error {
         let reason = match self.state() {
-            ModuleState::Crashed => self.death.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            ModuleState::Crashed | ModuleState::Hung => {
+                self.death.lock().unwrap_or_else(|e| e.into_inner()).clone()
+            }
             ModuleState::Unloaded => Some("it was unloaded".to_owned()),
             ModuleState::Loading => Some("it is still loading".to_owned()),
             ModuleState::Unloading => Some("it is being unloaded".to_owned()),
@@ -424,6 +432,20 @@ impl Module {
     ) -> std::result::Result<(), guard::RawCrash> {
         // SAFETY: forwarded contract.
         unsafe { guard::call(self.id, f, ctx) }
+    }
+
+    /// [`guarded`](Self::guarded), interrupted at `dl`'s deadline when there is one.
+    ///
+    /// # Safety
+    /// As [`guarded`](Self::guarded).
+    pub(crate) unsafe fn guarded_until(
+        &self,
+        f: unsafe extern "C" fn(*mut c_void),
+        ctx: *mut c_void,
+        dl: Option<&guard::deadline::Deadline>,
+    ) -> std::result::Result<(), guard::RawCrash> {
+        // SAFETY: forwarded contract.
+        unsafe { guard::call_until(self.id, f, ctx, dl) }
     }
 }
 

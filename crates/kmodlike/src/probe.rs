@@ -402,6 +402,7 @@ impl Answer {
                     called: None,
                     probe_pid: Some(pid),
                     abort_message: None,
+                    timeout: None,
                 })))
             }
         }
@@ -706,6 +707,7 @@ fn no_answer(name: &str, path: &Path, status: ExitStatus, pid: u32, tails: &str)
             called: None,
             probe_pid: Some(pid),
             abort_message: None,
+            timeout: None,
         }))),
         None => Err(Error::Probe {
             path: path.to_owned(),

@@ -48,6 +48,7 @@ fn a_crashed_module_is_gone_and_its_handles_are_dead() {
             Event::Loaded(i) => format!("loaded {}", i.name),
             Event::Unloaded { name } => format!("unloaded {name}"),
             Event::Crashed(r) => format!("crashed {} {}", r.module, r.signal_name),
+            other => format!("{other:?}"),
         };
         ev.lock().unwrap().push(tag);
     });

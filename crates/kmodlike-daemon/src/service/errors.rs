@@ -86,7 +86,7 @@ pub fn map_error(e: &Error, subject: &str) -> VarlinkError {
             "SymbolNotFound",
             json!({ "module": module, "symbol": symbol, "message": e.to_string() }),
         ),
-        Error::Exited { .. } | Error::TimedOut { .. } | Error::BufferTooSmall { .. } => {
+        Error::Exited { .. } | Error::TimedOut(_) | Error::BufferTooSmall { .. } => {
             VarlinkError::loader("Failed", json!({ "message": e.to_string() }))
         }
         _ => VarlinkError::loader(

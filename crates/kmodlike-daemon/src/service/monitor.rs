@@ -55,5 +55,29 @@ pub(crate) fn monitor_event(event: &kmodlike::Event) -> types::Event {
             report: Some(types::CrashReport::from(&**report)),
             detail: None,
         },
+        kmodlike::Event::CallTimedOut(report) => types::Event {
+            kind: "call_timed_out".into(),
+            time,
+            name: Some(report.module.clone()),
+            module: None,
+            report: Some(types::CrashReport::from(&**report)),
+            detail: None,
+        },
+        kmodlike::Event::CallSlow { module, .. } => types::Event {
+            kind: "call_slow".into(),
+            time,
+            name: Some(module.clone()),
+            module: None,
+            report: None,
+            detail: None,
+        },
+        kmodlike::Event::Hung { module, .. } => types::Event {
+            kind: "hung".into(),
+            time,
+            name: Some(module.clone()),
+            module: None,
+            report: None,
+            detail: None,
+        },
     }
 }

@@ -599,6 +599,7 @@ mod tests {
             called: None,
             probe_pid: None,
             abort_message: None,
+            timeout: None,
         }
     }
 

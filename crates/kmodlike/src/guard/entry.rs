@@ -22,6 +22,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use super::deadline::Deadline;
 use super::{ffi, RawCrash};
 
 /// The state value of a callable module (`ModuleState::Live`; `KML_LIVE` in the entry).
@@ -83,8 +84,21 @@ pub(crate) enum Outcome {
     Returned,
     /// It raised a fatal signal (or its module called `exit`).
     Crashed(Box<RawCrash>),
+    /// It overran its deadline and the interrupt signal ended it (`timeout` is set).
+    TimedOut(Box<RawCrash>),
     /// Nothing ran: the module is not live.
     NotLive,
+}
+
+impl Outcome {
+    /// A call the handler ended: a crash, or a timeout.
+    pub(crate) fn ended(raw: Box<RawCrash>) -> Outcome {
+        if raw.timeout.is_some() {
+            Outcome::TimedOut(raw)
+        } else {
+            Outcome::Crashed(raw)
+        }
+    }
 }
 
 /// Which entry guarded calls take in this process.
@@ -119,7 +133,8 @@ pub fn guard_entry() -> GuardEntry {
     choose().clone()
 }
 
-/// Run `f(ctx)` under the guard for module `m`, if `m` is live.
+/// Run `f(ctx)` under the guard for module `m`, if `m` is live, interrupted at `dl`'s
+/// deadline when there is one.
 ///
 /// # Safety
 /// `f` must be safe to call with `ctx`, and every frame between the entry and a fault may be
@@ -129,28 +144,30 @@ pub(crate) unsafe fn call_module(
     m: &'static GuardModule,
     f: unsafe extern "C" fn(*mut c_void),
     ctx: *mut c_void,
+    dl: Option<&Deadline>,
 ) -> Outcome {
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: `m` is a live record; the caller's contract covers `f(ctx)` and the frames.
-        let rc = unsafe { inline_entry(m, f, ctx) };
+        let rc = unsafe { inline_entry(m, f, ctx, dl) };
         if rc == 0 {
             return Outcome::Returned;
         }
         // SAFETY: forwarded contract.
-        unsafe { call_cold(m, f, ctx, rc) }
+        unsafe { call_cold(m, f, ctx, dl, rc) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     // SAFETY: forwarded contract.
     unsafe {
-        call_slow(m, f, ctx)
+        call_slow(m, f, ctx, dl)
     }
 }
 
 /// The fast entry's instructions (x86_64, Intel syntax), as one string for `asm!` and
 /// `naked_asm!`: with
-/// `rsi` = the module's record, `rdx` = the function, `rdi` = its argument and a 16-byte
-/// aligned stack, it leaves 0 (returned), 1 (crashed), 2 (slow path) or 3 (not live) in `eax`
+/// `rsi` = the module's record, `rdx` = the function, `rdi` = its argument, `r11` = the call's
+/// deadline (a `struct kml_deadline`, [`super::deadline::Deadline`], or 0 for none) and a
+/// 16-byte aligned stack, it leaves 0 (returned), 1 (crashed), 2 (slow path) or 3 (not live) in `eax`
 /// (and, for 0, 1 and 3, the module's record in `r10`), and clobbers the C ABI's caller-saved
 /// registers. The caller names
 /// `kml_fast_restore_mask` as the `restore` operand. See [`inline_entry`] for how it works;
@@ -172,8 +189,27 @@ macro_rules! __guard_entry_asm {
             "mov r9d, r8d\n",
             "shl r9, 7\n",
             "lea r9, [rcx + r9 + 64]\n",
+            // the deadline (r11: a struct kml_deadline, or 0 for none), before the module: a
+            // watchdog that sees the module sees this call's deadline
+            "xor eax, eax\n",
+            "test r11, r11\n",
+            "jz 7f\n",
+            "mov rax, qword ptr [r11 + 8]\n",
+            "mov qword ptr [r9 + 88], rax\n",
+            "mov rax, qword ptr [r11 + 16]\n",
+            "mov qword ptr [r9 + 96], rax\n",
+            "mov rax, qword ptr [r11 + 24]\n",
+            "mov qword ptr [r9 + 104], rax\n",
+            "mov rax, qword ptr [r11]\n",
+            "7:\n",
+            "mov qword ptr [r9 + 80], rax\n",
             // the slot: module, landing, the callee-saved registers; then depth + 1
             "mov qword ptr [r9], rsi\n",
+            // a deadline is in the slot now: no longer pending (the watchdog sees either)
+            "test r11, r11\n",
+            "jz 2f\n",
+            "mov qword ptr [rcx + 40], 0\n",
+            "2:\n",
             "lea rax, [rip + 3f]\n",
             "mov qword ptr [r9 + 16], rax\n",
             "mov qword ptr [r9 + 32], rbp\n",
@@ -239,11 +275,16 @@ unsafe fn inline_entry(
     m: &'static GuardModule,
     f: unsafe extern "C" fn(*mut c_void),
     ctx: *mut c_void,
+    dl: Option<&Deadline>,
 ) -> i32 {
+    let dl: *const Deadline = dl.map_or(std::ptr::null(), |d| d);
     let rc: u64;
     // SAFETY: the layout is `struct kml_thread`/`kml_slot` (shim.h, checked there by static
     // assertions: slots at 64, 128 bytes each, module 0, frame 8, landing 16, mask_saved 24,
-    // rbp..r15 32..80) and `struct kml_gmod` (state 0, calls 16). `kml_self` is the shim's
+    // rbp..r15 32..80, deadline 80, soft 88, start 96, func 104; the thread's pending
+    // deadline at 40) and `struct kml_gmod`
+    // (state 0, calls 16); `dl` is null or a `struct kml_deadline` (32 bytes) the entry reads
+    // before the call. `kml_self` is the shim's
     // initial-exec thread-local. Every register the asm writes is an output or clobbered (the C
     // ABI's caller-saved set); the callee-saved ones are only read (stored in the slot) and come
     // back unchanged from `f` (the ABI) or from the landing's `siglongjmp` (the slot).
@@ -256,6 +297,7 @@ unsafe fn inline_entry(
             in("rdi") ctx,
             in("rsi") m as *const GuardModule,
             in("rdx") f,
+            in("r11") dl,
             lateout("rax") rc,
             clobber_abi("C"),
         );
@@ -273,14 +315,15 @@ unsafe fn call_cold(
     m: &'static GuardModule,
     f: unsafe extern "C" fn(*mut c_void),
     ctx: *mut c_void,
+    dl: Option<&Deadline>,
     rc: i32,
 ) -> Outcome {
     match rc {
         // SAFETY: the entry just returned 1 on this thread.
-        1 => Outcome::Crashed(unsafe { take_fast_crash() }),
+        1 => Outcome::ended(unsafe { take_fast_crash() }),
         3 => Outcome::NotLive,
         // SAFETY: forwarded contract.
-        _ => unsafe { call_slow(m, f, ctx) },
+        _ => unsafe { call_slow(m, f, ctx, dl) },
     }
 }
 
@@ -308,6 +351,7 @@ unsafe fn call_slow(
     m: &'static GuardModule,
     f: unsafe extern "C" fn(*mut c_void),
     ctx: *mut c_void,
+    dl: Option<&Deadline>,
 ) -> Outcome {
     super::install();
     super::altstack::ensure();
@@ -317,7 +361,7 @@ unsafe fn call_slow(
         // after a fork; -1 when it was armed (nesting deeper than the entry's slots).
         if *choose() == GuardEntry::Fast && unsafe { ffi::kml_fast_register_thread() } == 0 {
             // SAFETY: forwarded contract.
-            return unsafe { call_module(m, f, ctx) };
+            return unsafe { call_module(m, f, ctx, dl) };
         }
     }
     // The sigsetjmp path: counted in before the state check (a Dekker pair with the unload,
@@ -329,11 +373,11 @@ unsafe fn call_slow(
     }
     m.calls.fetch_add(1, Ordering::Relaxed);
     // SAFETY: forwarded contract.
-    let r = unsafe { super::call(m.id.load(Ordering::Relaxed), f, ctx) };
+    let r = unsafe { super::call_until(m.id.load(Ordering::Relaxed), f, ctx, dl) };
     m.slow_left.fetch_add(1, Ordering::SeqCst);
     match r {
         Ok(()) => Outcome::Returned,
-        Err(raw) => Outcome::Crashed(Box::new(raw)),
+        Err(raw) => Outcome::ended(Box::new(raw)),
     }
 }
 

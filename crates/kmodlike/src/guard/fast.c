@@ -35,12 +35,20 @@ _Static_assert(offsetof(struct kml_slot, rbp) == 32, "entry.rs: the inline entry
 _Static_assert(offsetof(struct kml_slot, r15) == 72, "entry.rs: the inline entry's layout");
 _Static_assert(offsetof(struct kml_slot, mask_saved) == 24, "entry.rs: the entry's layout");
 _Static_assert(offsetof(struct kml_gmod, calls) == 16, "entry.rs: the entry's layout");
+_Static_assert(offsetof(struct kml_slot, deadline) == 80, "entry.rs: the entry's layout");
+_Static_assert(offsetof(struct kml_slot, soft) == 88, "entry.rs: the entry's layout");
+_Static_assert(offsetof(struct kml_slot, start) == 96, "entry.rs: the entry's layout");
+_Static_assert(offsetof(struct kml_slot, func) == 104, "entry.rs: the entry's layout");
+_Static_assert(sizeof(struct kml_deadline) == 32, "deadline.rs: struct Deadline");
+_Static_assert(offsetof(struct kml_thread, pending) == 40, "entry.rs: the entry's layout");
 
 /* Every thread record, for the drain's scan; under kml_threads_lock. */
 static pthread_mutex_t kml_threads_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct kml_thread *kml_threads;
 static unsigned kml_nthreads;
 static pthread_key_t kml_thread_key;
+static pthread_once_t kml_thread_key_once = PTHREAD_ONCE_INIT;
+static int kml_thread_key_ok;
 /* Written once by kml_fast_install() (before any thread registers), read-only afterwards. */
 static int kml_fast_on;
 
@@ -78,6 +86,10 @@ static int kml_jmpbuf_selftest(void) {
 
 static void kml_thread_exit(void *p);
 
+static void kml_thread_key_make(void) {
+    kml_thread_key_ok = pthread_key_create(&kml_thread_key, kml_thread_exit) == 0;
+}
+
 /* Normal context, once (mod.rs's install, before the handlers are installed). 1 when the fast
  * entry is on; 0 when every call must take guard.c's sigsetjmp path (and why in *why). */
 int kml_fast_install(const char **why) {
@@ -94,7 +106,8 @@ int kml_fast_install(const char **why) {
         *why = "membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) failed";
         return 0;
     }
-    if (pthread_key_create(&kml_thread_key, kml_thread_exit) != 0) {
+    pthread_once(&kml_thread_key_once, kml_thread_key_make);
+    if (!kml_thread_key_ok) {
         *why = "no pthread key left for the thread records";
         return 0;
     }
@@ -132,9 +145,23 @@ int kml_fast_register_thread(void) {
         kml_self->limit = KML_DEPTH;
         return 0;
     }
+    if (kml_thread_record() == NULL)
+        return ENOMEM;
+    kml_self->limit = KML_DEPTH;
+    return 0;
+}
+
+/* This thread's record, made and registered (not armed for the fast entry: limit 0) when it
+ * has none. NULL when it cannot be had. Normal context. */
+struct kml_thread *kml_thread_record(void) {
+    if (kml_self != NULL)
+        return kml_self;
+    pthread_once(&kml_thread_key_once, kml_thread_key_make);
+    if (!kml_thread_key_ok)
+        return NULL;
     struct kml_thread *t = calloc(1, sizeof *t);
     if (t == NULL)
-        return ENOMEM;
+        return NULL;
     t->tid = (int32_t)syscall(SYS_gettid);
     /* The handler's copy of a crashed stack goes here (it allocates nothing itself). Without
      * it a crash is still recovered, with no backtrace. */
@@ -147,9 +174,8 @@ int kml_fast_register_thread(void) {
     kml_nthreads++;
     pthread_mutex_unlock(&kml_threads_lock);
     pthread_setspecific(kml_thread_key, t);
-    t->limit = KML_DEPTH;
     kml_self = t;
-    return 0;
+    return t;
 }
 
 /* Thread exit (pthread key destructor): unlink and free the record. No guarded call runs on
@@ -223,6 +249,141 @@ uint32_t kml_fast_calls_in(const struct kml_gmod *m) {
                 n++;
     pthread_mutex_unlock(&kml_threads_lock);
     return n;
+}
+
+void kml_deadline_pending(uint64_t at) {
+    struct kml_thread *t = kml_thread_record();
+    if (t != NULL)
+        atomic_store_explicit(&t->pending, at, memory_order_seq_cst);
+}
+
+/* One guarded call in flight, as kml_calls_scan reports it (struct CInFlight in deadline.rs). */
+struct kml_inflight {
+    int32_t tid;
+    int32_t index; /* its slot, or -1: the thread's innermost sigsetjmp call with a deadline */
+    uint32_t suspended; /* host callbacks running on the thread */
+    uint32_t pad;
+    uint64_t module_id;
+    uint64_t deadline, soft, start, func;
+};
+
+/* Every guarded call in flight that the scan can see: the fast entry's slots, and the
+ * published sigsetjmp calls with a deadline. Up to cap into out; returns how many there are.
+ * No barrier: a call that just began may be missed (the watchdog is woken for any new
+ * deadline earlier than the ones it knows, and the list is a snapshot anyway). Normal
+ * context. */
+uint32_t kml_calls_scan(struct kml_inflight *out, uint32_t cap) {
+    uint32_t n = 0;
+    pthread_mutex_lock(&kml_threads_lock);
+    for (struct kml_thread *t = kml_threads; t != NULL; t = t->next) {
+        uint32_t susp = atomic_load_explicit(&t->suspended, memory_order_relaxed);
+        for (int i = 0; i < KML_DEPTH; i++) {
+            struct kml_slot *s = &t->slot[i];
+            struct kml_gmod *m = atomic_load_explicit(&s->module, memory_order_acquire);
+            if (m == NULL)
+                continue;
+            if (n < cap) {
+                struct kml_inflight *f = &out[n];
+                uint64_t dl = atomic_load_explicit(&s->deadline, memory_order_relaxed);
+                *f = (struct kml_inflight){t->tid, i, susp, 0, m->id, dl, 0, 0, 0};
+                if (dl != 0) {
+                    f->soft = atomic_load_explicit(&s->soft, memory_order_relaxed);
+                    f->start = s->start;
+                    f->func = s->func;
+                }
+            }
+            n++;
+        }
+        if (atomic_load_explicit(&t->rec_owner, memory_order_acquire) != NULL) {
+            if (n < cap)
+                out[n] = (struct kml_inflight){
+                    t->tid, -1, susp, 0, t->rec_module_id,
+                    atomic_load_explicit(&t->rec_deadline, memory_order_relaxed),
+                    atomic_load_explicit(&t->rec_soft, memory_order_relaxed), t->rec_start,
+                    t->rec_func};
+            n++;
+        }
+        /* A deadline registered whose call may not be in its slot yet (index -2). */
+        uint64_t pending = atomic_load_explicit(&t->pending, memory_order_seq_cst);
+        if (pending != 0) {
+            if (n < cap)
+                out[n] = (struct kml_inflight){t->tid, -2, susp, 0, 0, pending, 0, 0, 0};
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&kml_threads_lock);
+    return n;
+}
+
+static struct kml_thread *kml_thread_of(int32_t tid) {
+    for (struct kml_thread *t = kml_threads; t != NULL; t = t->next)
+        if (t->tid == tid)
+            return t;
+    return NULL;
+}
+
+/*
+ * Interrupt the call kml_calls_scan reported as (tid, index) with deadline expect, if it is
+ * still there: with force, its deadline becomes 1 (passed) first. A thread in a host callback
+ * gets the interrupt held (delivered when the callback returns, guard.c's kml_resume); any
+ * other is sent the interrupt signal. Returns 1 sent, 2 held, 0 the call is gone (its deadline
+ * changed), -1 the signal could not be sent (errno). Normal context.
+ */
+int kml_interrupt_call(int32_t tid, int32_t index, uint64_t expect, int force) {
+    int rc = 0;
+    pthread_mutex_lock(&kml_threads_lock);
+    struct kml_thread *t = kml_thread_of(tid);
+    if (t == NULL || index >= KML_DEPTH)
+        goto out;
+    _Atomic uint64_t *dl;
+    if (index < 0) {
+        if (atomic_load_explicit(&t->rec_owner, memory_order_acquire) == NULL)
+            goto out;
+        dl = &t->rec_deadline;
+    } else {
+        if (atomic_load_explicit(&t->slot[index].module, memory_order_acquire) == NULL)
+            goto out;
+        dl = &t->slot[index].deadline;
+    }
+    uint64_t e = expect;
+    if (force) {
+        /* 1: now, and the call had no deadline (its start is unknown); 2: now, it had one. */
+        uint64_t now = expect == 0 ? 1 : 2;
+        if (!atomic_compare_exchange_strong_explicit(dl, &e, now, memory_order_seq_cst,
+                                                     memory_order_relaxed))
+            goto out;
+    } else if (atomic_load_explicit(dl, memory_order_relaxed) != expect) {
+        goto out;
+    }
+    if (atomic_load_explicit(&t->suspended, memory_order_seq_cst) != 0) {
+        atomic_store_explicit(&t->interrupt_pending, 1, memory_order_seq_cst);
+        /* Still in the callback: its return delivers it. Else it returned meanwhile and may
+         * have missed the flag: send the signal after all (the handler checks the deadline). */
+        if (atomic_load_explicit(&t->suspended, memory_order_seq_cst) != 0) {
+            rc = 2;
+            goto out;
+        }
+    }
+    rc = kml_interrupt_send(tid) == 0 ? 1 : -1;
+out:
+    pthread_mutex_unlock(&kml_threads_lock);
+    return rc;
+}
+
+/* Claim the soft deadline soft of the call (tid, index): 1 when this caller is the one to
+ * sample it (it is set to 0), else 0. Normal context. */
+int kml_claim_soft(int32_t tid, int32_t index, uint64_t soft) {
+    int rc = 0;
+    pthread_mutex_lock(&kml_threads_lock);
+    struct kml_thread *t = kml_thread_of(tid);
+    if (t != NULL && index < KML_DEPTH) {
+        _Atomic uint64_t *w = index < 0 ? &t->rec_soft : &t->slot[index].soft;
+        uint64_t e = soft;
+        rc = atomic_compare_exchange_strong_explicit(w, &e, 0, memory_order_seq_cst,
+                                                     memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&kml_threads_lock);
+    return rc;
 }
 
 /* The crash the entry returned 1 for, on this thread. */

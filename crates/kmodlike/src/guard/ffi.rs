@@ -41,6 +41,30 @@ pub(super) struct CRawCrash {
     pub arena_released: u64,
     /// glibc's abort message, NUL-terminated (`KML_ABORT_MSG` bytes).
     pub abort_msg: [u8; ABORT_MSG],
+    /// `KML_CAUSE_TIMEOUT`: the call's start, deadline and interrupt (monotonic ns).
+    pub call_start: u64,
+    pub call_deadline: u64,
+    pub call_stopped: u64,
+}
+
+/// `KML_CAUSE_TIMEOUT`: the call overran its deadline and the interrupt signal ended it.
+pub(super) const CAUSE_TIMEOUT: u32 = 2;
+
+/// `struct kml_inflight`: one guarded call in flight (fast.c's `kml_calls_scan`).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub(super) struct CInFlight {
+    pub tid: i32,
+    /// Its slot, or -1 for the thread's innermost `sigsetjmp` call with a deadline.
+    pub index: i32,
+    /// Host callbacks running on the thread.
+    pub suspended: u32,
+    pub pad: u32,
+    pub module_id: u64,
+    pub deadline: u64,
+    pub soft: u64,
+    pub start: u64,
+    pub func: u64,
 }
 
 /// `KML_SAVED_REGS`.
@@ -85,7 +109,13 @@ extern "C" {
         module_id: u64,
         out: *mut CRawCrash,
         stack_copy: *mut u8,
+        deadline: *const super::deadline::Deadline,
     ) -> c_int;
+    pub(super) fn kml_deadline_pending(at: u64);
+    pub(super) fn kml_calls_scan(out: *mut CInFlight, cap: u32) -> u32;
+    pub(super) fn kml_interrupt_call(tid: i32, index: i32, expect: u64, force: c_int) -> c_int;
+    pub(super) fn kml_claim_soft(tid: i32, index: i32, soft: u64) -> c_int;
+    pub(super) fn kml_interrupt_install(signo: c_int) -> c_int;
     pub(super) fn kml_stack_copy_size() -> usize;
     #[cfg(test)]
     pub(super) fn kml_guard_active() -> c_int;

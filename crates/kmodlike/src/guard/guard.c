@@ -58,6 +58,9 @@ struct kml_guard {
     int mask_saved; /* the module changed the signal mask: put saved_mask back at the end */
     sigset_t saved_mask;
     uint8_t *stack_copy; /* KML_STACK_COPY bytes for the handler's copy of the stack, or NULL */
+    /* A suspension record: the interrupt signal came while its host callback ran; deliver it
+     * when the callback returns (kml_resume). Written by this thread's handler only. */
+    volatile sig_atomic_t interrupt_pending;
     struct kml_raw_crash crash;
 };
 
@@ -273,10 +276,12 @@ __attribute__((noinline)) static int kml_guard_enter(struct kml_guard *rec, void
 }
 
 /* Run fn(ctx) under a guard attributed to module_id. 0 when fn returned; 1 when it raised a
- * fatal signal, with *out filled (and its stack copy in stack_copy: KML_STACK_COPY bytes
- * owned by the caller, or NULL for no copy). */
+ * fatal signal or overran its deadline, with *out filled (and its stack copy in stack_copy:
+ * KML_STACK_COPY bytes owned by the caller, or NULL for no copy). dl: the call's deadline, or
+ * NULL; published in this thread's record (registered for it if needed) for the watchdog. */
 int kml_guard_call(void (*fn)(void *), void *ctx, uint64_t module_id,
-                   struct kml_raw_crash *out, uint8_t *stack_copy) {
+                   struct kml_raw_crash *out, uint8_t *stack_copy,
+                   const struct kml_deadline *dl) {
     struct kml_guard rec;
     rec.stack_copy = stack_copy;
     kml_thread_entered_guard = 1;
@@ -285,7 +290,38 @@ int kml_guard_call(void (*fn)(void *), void *ctx, uint64_t module_id,
     rec.module_id = module_id;
     rec.suspended = 0;
     rec.mask_saved = 0;
+    rec.interrupt_pending = 0;
+    /* The deadline, published for the watchdog (the previous publication, of an outer call
+     * with a deadline, is put back after this one). */
+    struct kml_thread *t = dl != NULL ? kml_thread_record() : NULL;
+    uint64_t prev_dl = 0, prev_soft = 0, prev_start = 0, prev_func = 0, prev_id = 0;
+    void *prev_owner = NULL;
+    if (t != NULL) {
+        prev_owner = atomic_load_explicit(&t->rec_owner, memory_order_relaxed);
+        prev_dl = atomic_load_explicit(&t->rec_deadline, memory_order_relaxed);
+        prev_soft = atomic_load_explicit(&t->rec_soft, memory_order_relaxed);
+        prev_start = t->rec_start;
+        prev_func = t->rec_func;
+        prev_id = t->rec_module_id;
+        atomic_store_explicit(&t->rec_owner, NULL, memory_order_release);
+        t->rec_start = dl->start;
+        t->rec_func = dl->func;
+        t->rec_module_id = module_id;
+        atomic_store_explicit(&t->rec_soft, dl->soft, memory_order_relaxed);
+        atomic_store_explicit(&t->rec_deadline, dl->hard, memory_order_relaxed);
+        atomic_store_explicit(&t->rec_owner, &rec, memory_order_release);
+        atomic_store_explicit(&t->pending, 0, memory_order_seq_cst);
+    }
     int crashed = kml_guard_enter(&rec, fn, ctx);
+    if (t != NULL) {
+        atomic_store_explicit(&t->rec_owner, NULL, memory_order_release);
+        t->rec_start = prev_start;
+        t->rec_func = prev_func;
+        t->rec_module_id = prev_id;
+        atomic_store_explicit(&t->rec_soft, prev_soft, memory_order_relaxed);
+        atomic_store_explicit(&t->rec_deadline, prev_dl, memory_order_relaxed);
+        atomic_store_explicit(&t->rec_owner, prev_owner, memory_order_release);
+    }
     kml_current = rec.prev;
     atomic_signal_fence(memory_order_seq_cst);
     if (rec.mask_saved)
@@ -352,6 +388,73 @@ void kml_guard_mask_changing(void) {
         g->mask_saved = 1;
 }
 
+/* The timeout facts of a call ended by its deadline: its start, its deadline, now. */
+static void kml_timeout_facts(struct kml_raw_crash *c, uint64_t start, uint64_t deadline,
+                              uint64_t now) {
+    c->cause = KML_CAUSE_TIMEOUT;
+    c->call_start = start;
+    c->call_deadline = deadline;
+    c->call_stopped = now;
+}
+
+/*
+ * The interrupt signal, sent by the watchdog (or kml_interrupt_self) to this thread: end the
+ * innermost guarded call as a crash does if its deadline has passed; hold the interrupt while
+ * a host callback runs (kml_resume delivers it); otherwise (a stale request: the call ended)
+ * do nothing. Called from interrupt.c's handler for our own requests only. Async-signal-safe
+ * as kml_handler is: plain reads of this thread's records, kml_record, kml_copy_stack,
+ * sigdelset/pthread_sigmask and glibc's siglongjmp.
+ */
+void kml_guard_interrupt(int signo, siginfo_t *si, void *uc) {
+    struct kml_guard *g = kml_current;
+    struct kml_slot *fast = kml_fast_innermost(g ? g->fast_mark : 0, g != NULL);
+    struct kml_thread *t = kml_self;
+    uint64_t now = kml_monotonic_ns();
+    if (fast != NULL) {
+        uint64_t dl = atomic_load_explicit(&fast->deadline, memory_order_relaxed);
+        if (dl == 0 || now < dl)
+            return;
+        struct kml_gmod *m = atomic_load_explicit(&fast->module, memory_order_relaxed);
+        struct kml_raw_crash *c = &t->crash;
+        kml_record(c, signo, si, uc, m != NULL ? m->id : 0);
+        /* deadline 1: interrupted on request, and the call had none (its start is stale). */
+        kml_timeout_facts(c, dl == 1 ? 0 : fast->start, dl, now);
+        kml_copy_stack(c, uc, fast->frame, t->stack_copy);
+        /* The mask of the interrupted code: the interrupt signal itself is not in it (the
+         * kernel blocked it for this handler only). */
+        sigset_t mask = ((const ucontext_t *)uc)->uc_sigmask;
+        for (int i = 0; i < KML_NSIGNALS; i++)
+            sigdelset(&mask, kml_signals[i]);
+        sigdelset(&mask, signo);
+        /* Interrupted inside another handler of ours (the sampling one blocks the interrupt,
+         * but a module's own handler may not): never leave the sampling signal blocked. */
+        if (kml_sample_signal() != 0)
+            sigdelset(&mask, kml_sample_signal());
+        kml_fast_resume(&mask);
+    }
+    if (g == NULL)
+        return;
+    if (g->suspended) {
+        g->interrupt_pending = 1;
+        return;
+    }
+    if (t == NULL || atomic_load_explicit(&t->rec_owner, memory_order_acquire) != (void *)g)
+        return;
+    uint64_t dl = atomic_load_explicit(&t->rec_deadline, memory_order_relaxed);
+    if (dl == 0 || now < dl)
+        return;
+    kml_record(&g->crash, signo, si, uc, g->module_id);
+    kml_timeout_facts(&g->crash, dl == 1 ? 0 : t->rec_start, dl, now);
+    kml_copy_stack(&g->crash, uc, (uint64_t)(uintptr_t)g, g->stack_copy);
+    /* sigsetjmp(env, 0) does not restore the mask: unblock the six signals and this one. */
+    sigset_t unblock = kml_fatal_set;
+    sigaddset(&unblock, signo);
+    if (kml_sample_signal() != 0)
+        sigaddset(&unblock, kml_sample_signal());
+    pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
+    siglongjmp(g->env, 1);
+}
+
 /* Is a guard active (and not suspended) on this thread? For tests and assertions. */
 int kml_guard_active(void) {
     uint64_t id;
@@ -387,13 +490,31 @@ static void kml_suspend(struct kml_guard *susp, uint64_t key) {
     susp->fast_mark = kml_self != NULL ? kml_self->depth : 0;
     susp->module_id = key ? key - 1 : 0;
     susp->suspended = 1;
+    susp->interrupt_pending = 0;
     kml_current = susp;
     atomic_signal_fence(memory_order_seq_cst);
+    if (kml_self != NULL)
+        atomic_fetch_add_explicit(&kml_self->suspended, 1, memory_order_seq_cst);
 }
 
+/* Pop the suspension: back to the module's code. An interrupt that came (or that the watchdog
+ * held) while the host callback ran is delivered now, when the code we return to is the
+ * module's (an outer callback still running holds it in turn). */
 static void kml_resume(struct kml_guard *susp) {
     atomic_signal_fence(memory_order_seq_cst);
     kml_current = susp->prev;
+    atomic_signal_fence(memory_order_seq_cst);
+    int pending = susp->interrupt_pending;
+    struct kml_thread *t = kml_self;
+    if (t != NULL && atomic_fetch_sub_explicit(&t->suspended, 1, memory_order_seq_cst) == 1 &&
+        atomic_exchange_explicit(&t->interrupt_pending, 0, memory_order_seq_cst))
+        pending = 1;
+    if (!pending)
+        return;
+    if (kml_current != NULL && kml_current->suspended)
+        kml_current->interrupt_pending = 1;
+    else
+        kml_interrupt_self();
 }
 
 void kml_log_trampoline(int level, const char *msg) {

@@ -79,6 +79,7 @@
 //! overflow in module code is recoverable.
 
 mod altstack;
+pub(crate) mod deadline;
 mod entry;
 mod ffi;
 mod interpose;
@@ -101,7 +102,7 @@ pub(crate) use interpose::{
 };
 #[cfg(test)]
 pub(crate) use threads::Evidence;
-pub(crate) use threads::{threads_in_code, ThreadInCode};
+pub(crate) use threads::{threads_in_code, ThreadInCode, ThreadSample};
 
 use std::ffi::{c_char, c_int, c_void};
 use std::mem::MaybeUninit;
@@ -137,6 +138,25 @@ pub(crate) struct RawCrash {
     /// For a SIGABRT raised by glibc after one of its checks failed: what it said (boxed: the
     /// record stays small).
     pub glibc_abort: Option<Box<GlibcAbort>>,
+    /// Not a fault: the call overran its deadline and the interrupt signal ended it (`signo`
+    /// is the interrupt signal).
+    pub timeout: Option<Box<TimeoutFacts>>,
+}
+
+/// When a call that overran its deadline started, was due and was interrupted
+/// (`CLOCK_MONOTONIC` nanoseconds).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimeoutFacts {
+    pub start: u64,
+    pub deadline: u64,
+    pub stopped: u64,
+}
+
+impl TimeoutFacts {
+    /// How long the call ran, when its start is known.
+    pub(crate) fn ran(&self) -> Option<Duration> {
+        (self.start != 0).then(|| Duration::from_nanos(self.stopped.saturating_sub(self.start)))
+    }
 }
 
 /// A SIGABRT glibc raised itself (arena.c).
@@ -199,6 +219,13 @@ impl RawCrash {
             on_module_thread: c.on_module_thread != 0,
             exit_status: exited.then_some(c.code),
             exit_function,
+            timeout: (c.cause == ffi::CAUSE_TIMEOUT).then(|| {
+                Box::new(TimeoutFacts {
+                    start: c.call_start,
+                    deadline: c.call_deadline,
+                    stopped: c.call_stopped,
+                })
+            }),
             glibc_abort: abort_message_of(c).map(|message| {
                 let arena_released = (c.arena_released != 0).then_some(c.arena_released);
                 Box::new(GlibcAbort { message, arena_released })
@@ -355,6 +382,7 @@ extern "C" fn after_fork_child() {
     // locked in the prepare handler).
     unsafe { ffi::kml_atfork_child() };
     threads::after_fork_child();
+    deadline::after_fork_child();
     FORKED.store(true, Ordering::Release);
 }
 
@@ -390,6 +418,20 @@ pub(crate) unsafe fn call(
     f: unsafe extern "C" fn(*mut c_void),
     ctx: *mut c_void,
 ) -> Result<(), RawCrash> {
+    // SAFETY: forwarded contract.
+    unsafe { call_until(module_id, f, ctx, None) }
+}
+
+/// [`call`], interrupted at `dl`'s deadline when there is one (the `Err` then has `timeout`).
+///
+/// # Safety
+/// As [`call`].
+pub(crate) unsafe fn call_until(
+    module_id: u64,
+    f: unsafe extern "C" fn(*mut c_void),
+    ctx: *mut c_void,
+    dl: Option<&deadline::Deadline>,
+) -> Result<(), RawCrash> {
     install();
     altstack::ensure();
     let mut out = MaybeUninit::<ffi::CRawCrash>::uninit();
@@ -397,7 +439,9 @@ pub(crate) unsafe fn call(
     // `f`'s and what it calls (the caller's contract again), never ours; `out` is writable.
     let buf = stack_copy_buffer();
     // SAFETY: as above; `buf` is null or this thread's buffer of kml_stack_copy_size bytes.
-    let crashed = unsafe { ffi::kml_guard_call(f, ctx, module_id, out.as_mut_ptr(), buf) };
+    let dl: *const deadline::Deadline = dl.map_or(std::ptr::null(), |d| d);
+    // SAFETY: as above; `dl` is null or a deadline alive for the call.
+    let crashed = unsafe { ffi::kml_guard_call(f, ctx, module_id, out.as_mut_ptr(), buf, dl) };
     if crashed == 0 {
         Ok(())
     } else {

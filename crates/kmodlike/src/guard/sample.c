@@ -105,6 +105,23 @@ static void kml_sample_handler(int signo, siginfo_t *si, void *uc) {
     errno = saved_errno;
 }
 
+int kml_sample_signal(void) { return kml_sample_signo; }
+
+/* The signal the sampling handler blocks while it runs (interrupt.c's), or 0. Written by
+ * normal-context installers only. */
+static int kml_sample_blocks;
+
+void kml_sample_block_during(int signo) {
+    kml_sample_blocks = signo;
+    if (kml_sample_signo == 0)
+        return;
+    struct sigaction sa;
+    if (sigaction(kml_sample_signo, NULL, &sa) != 0 || sa.sa_sigaction != kml_sample_handler)
+        return;
+    sigaddset(&sa.sa_mask, signo);
+    sigaction(kml_sample_signo, &sa, NULL);
+}
+
 /* Install the sampling handler for signo (normal context, once: threads.rs serialises it).
  * 0, or the errno of the sigaction that failed. A handler the host had installed for signo is
  * chained to for every signal that is not a sampling request. */
@@ -120,6 +137,8 @@ int kml_sample_install(int signo) {
      * an alternate stack). The handler blocks nothing: it runs a few instructions. */
     sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
+    if (kml_sample_blocks != 0)
+        sigaddset(&sa.sa_mask, kml_sample_blocks);
     if (sigaction(signo, &sa, NULL) != 0)
         return errno;
     return 0;

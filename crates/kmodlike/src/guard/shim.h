@@ -63,6 +63,11 @@ struct kml_raw_crash {
     uint64_t abort_msg_ptr;
     uint64_t arena_released;
     char abort_msg[KML_ABORT_MSG];
+    /* A call ended by its deadline (cause KML_CAUSE_TIMEOUT): CLOCK_MONOTONIC nanoseconds of
+     * its start, of its deadline and of the interrupt. 0 otherwise. */
+    uint64_t call_start;
+    uint64_t call_deadline;
+    uint64_t call_stopped;
 };
 
 /* A module as the fast entry sees it: struct GuardModule in mod.rs, field for field. Records are
@@ -86,8 +91,22 @@ struct kml_slot {
     uint32_t mask_saved;             /* 24: masks[i] holds the mask to put back at the end */
     uint32_t pad;
     uint64_t rbp, rbx, r12, r13, r14, r15; /* 32..80: restored at the landing pad */
-    uint64_t deadline;               /* 80: room for a deadline (hung calls) */
-    uint64_t reserved[5];
+    /* The call's deadline (deadline.rs, watchdog.rs): copied by the entry from a struct
+     * kml_deadline when the caller gives one, before the module is stored; else deadline is 0
+     * (the entry's one extra store) and the others are stale. CLOCK_MONOTONIC nanoseconds.
+     * deadline: 80, the hard deadline (1 = interrupt now: kml_interrupt_slot); soft: 88, when
+     * to sample the stack (0 once sampled, or none); start: 96; func: 104, the function the
+     * caller asked for (for reports and the list of calls in flight). */
+    _Atomic uint64_t deadline;
+    _Atomic uint64_t soft;
+    uint64_t start;
+    uint64_t func;
+    uint64_t reserved[2];
+};
+
+/* What a caller with a deadline hands the entry (struct Deadline in deadline.rs). */
+struct kml_deadline {
+    uint64_t hard, soft, start, func;
 };
 
 /* A thread that calls into modules (fast.c). */
@@ -97,7 +116,17 @@ struct kml_thread {
     int32_t tid;
     uint32_t pad0;
     struct kml_thread *next, *prev; /* every record, under fast.c's lock */
-    uint64_t pad1[4];
+    /* Host callbacks (guard.c's trampolines) running on this thread: the watchdog holds an
+     * interrupt (sets interrupt_pending) instead of sending it while this is non-zero. */
+    _Atomic uint32_t suspended;
+    /* An interrupt to deliver when the innermost host callback returns to module code. */
+    _Atomic uint32_t interrupt_pending;
+    /* 40: a deadline registered with the watchdog (deadline.rs) whose call's slot may not be
+     * written yet: set before the watchdog is told, cleared by the entry once the slot holds
+     * the deadline (or by guard.c's sigsetjmp entry once its record is published). The
+     * watchdog's scan sees the one or the other. */
+    _Atomic uint64_t pending;
+    uint64_t pad1[2];
     struct kml_slot slot[KML_DEPTH];
     sigset_t masks[KML_DEPTH];
     struct kml_raw_crash crash; /* the last crash of a fast call on this thread */
@@ -105,6 +134,14 @@ struct kml_thread {
      * handler's copy of the crashed stack, read by the loader after the jump
      * (kml_fast_take_crash's copy_buf). */
     uint8_t *stack_copy;
+    /* The deadline of the innermost call of guard.c's sigsetjmp entry that has one (module_init
+     * and the lifecycle calls, or every call where the fast entry is off), for the watchdog;
+     * rec_owner is its struct kml_guard (NULL: none). The owner thread writes them; the
+     * watchdog reads them under fast.c's lock. */
+    _Atomic uint64_t rec_deadline;
+    _Atomic uint64_t rec_soft;
+    uint64_t rec_start, rec_func, rec_module_id;
+    void *_Atomic rec_owner;
 };
 extern __thread struct kml_thread *kml_self __attribute__((tls_model("initial-exec")));
 
@@ -120,6 +157,22 @@ void kml_fast_atfork_child(void);
 
 #define KML_CAUSE_SIGNAL 0
 #define KML_CAUSE_EXIT 1
+#define KML_CAUSE_TIMEOUT 2
+
+/* fast.c: a thread record for a thread that has none, registered for the watchdog's scan but
+ * not armed for the fast entry (limit 0). NULL when out of memory. Normal context. */
+struct kml_thread *kml_thread_record(void);
+/* deadline.rs: this thread is about to make a call with a deadline at `at`. */
+void kml_deadline_pending(uint64_t at);
+/* interrupt.c */
+uint64_t kml_monotonic_ns(void);
+int kml_interrupt_signo(void);
+/* Send this thread the interrupt signal (a held interrupt, when a host callback returns). */
+void kml_interrupt_self(void);
+/* Send thread tid of this process the interrupt signal: 0, or -1 (errno). */
+int kml_interrupt_send(int32_t tid);
+/* guard.c: the interrupt request's work, on the interrupted thread (from its handler). */
+void kml_guard_interrupt(int signo, siginfo_t *si, void *uc);
 
 /* The six signals the guard handles (guard.c). */
 #define KML_NSIGNALS 6
@@ -171,5 +224,10 @@ void kml_park_atfork_child(void);
 
 /* sample.c */
 void kml_sample_atfork_child(void);
+/* The sampling signal, or 0 before it is installed. */
+int kml_sample_signal(void);
+/* Block signo while the sampling handler runs (the interrupt signal: an interrupt must not
+ * leave the sampling handler half-way, with the sampling signal blocked). */
+void kml_sample_block_during(int signo);
 
 #endif

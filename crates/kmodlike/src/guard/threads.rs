@@ -188,7 +188,7 @@ pub(crate) fn threads_in_code(ranges: &[(u64, u64)]) -> Vec<ThreadInCode> {
     let mut out = Vec::new();
     let mut running: Vec<(i32, String)> = Vec::new();
     for tid in tids {
-        if tid == me || is_parked(tid) {
+        if tid == me || tid == super::deadline::watchdog_tid() || is_parked(tid) {
             continue;
         }
         let name = comm(tid);
@@ -593,4 +593,57 @@ pub(super) fn parse_syscall_for_test(s: &str) -> Option<(u64, u64)> {
         Regs::Running => Some((0, 0)),
         _ => None,
     }
+}
+
+/// One sample of a running thread: its PC and SP (taken by the sampling signal's handler, the
+/// thread running on), and what its stack held from SP up right after (at most 64 KiB).
+#[derive(Debug)]
+pub(crate) struct ThreadSample {
+    pub pc: u64,
+    pub sp: u64,
+    pub stack: Vec<u8>,
+}
+
+/// Sample thread `tid` of this process without stopping it (the soft deadline's stack sample).
+/// `None` when it did not answer within the sampling timeout or is gone.
+///
+/// A thread blocked in the kernel is read from `/proc/self/task/TID/syscall` and never
+/// signalled: a signal would end a `sleep()` or `nanosleep()` early (they are not restarted
+/// even under `SA_RESTART`), changing what the module sees.
+pub(crate) fn sample_thread(tid: i32, wait: Duration) -> Option<ThreadSample> {
+    match syscall_regs(tid) {
+        Regs::At { sp, pc } => return Some(ThreadSample { pc, sp, stack: read_stack(sp) }),
+        Regs::Gone => return None,
+        Regs::Running | Regs::Unreadable => {}
+    }
+    install_sampler().ok()?;
+    let _one = ScanLock::acquire();
+    let (mut pc, mut sp, mut status) = (0u64, 0u64, 0i32);
+    // SAFETY: one element in each array; serialised by the scan lock; the handler is installed.
+    let rc = unsafe {
+        ffi::kml_sample_threads(&tid, 1, wait.as_millis() as c_int, &mut pc, &mut sp, &mut status)
+    };
+    if rc != 0 {
+        return None;
+    }
+    if status != ffi::SAMPLE_OK {
+        // Blocked in the kernel: its registers are in /proc.
+        match syscall_regs(tid) {
+            Regs::At { sp: s, pc: p } => {
+                sp = s;
+                pc = p;
+            }
+            _ => return None,
+        }
+    }
+    Some(ThreadSample { pc, sp, stack: read_stack(sp) })
+}
+
+/// Up to 64 KiB of this process's memory from `sp` (a thread's stack, read as it runs).
+fn read_stack(sp: u64) -> Vec<u8> {
+    let mut words = vec![0u64; 8192];
+    let bytes = read_vm(sp, &mut words).unwrap_or(0);
+    let mut stack: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    stack.truncate(bytes);
+    stack
 }

@@ -113,6 +113,7 @@ pub fn decode(text: &str, name: &str, path: &Path, phase: Phase, pid: u32) -> Op
         called: None,
         probe_pid: Some(pid),
         abort_message,
+        timeout: None,
     })
 }
 
@@ -149,5 +150,6 @@ pub fn died(
         called: None,
         probe_pid: Some(pid),
         abort_message: None,
+        timeout: None,
     }
 }

@@ -3,14 +3,16 @@
 use std::ffi::c_void;
 use std::mem::MaybeUninit;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::crash::Phase;
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::module::{trampoline, trampoline0, Call0Ctx, CallCtx, Module, ModuleState};
 
+use super::deadlines::{limit_ns, CallOptions};
 use super::instances::lock;
 use super::registry::ModuleInfo;
 use super::LoaderShared;
@@ -46,16 +48,17 @@ impl FastResult {
         let out = match code {
             0 => guard::Outcome::Returned,
             // SAFETY: the entry returned 1 on this thread just now (the caller's contract).
-            1 => guard::Outcome::Crashed(unsafe { guard::take_fast_crash() }),
+            1 => guard::Outcome::ended(unsafe { guard::take_fast_crash() }),
             _ => guard::Outcome::NotLive,
         };
         FastResult(out, false)
     }
 
-    /// The module instance the function crashed in, if it crashed.
+    /// The module instance the function crashed in (or was interrupted in at its deadline),
+    /// if it did.
     pub fn crashed_in(&self) -> Option<u64> {
         match &self.0 {
-            guard::Outcome::Crashed(raw) => Some(raw.module_id),
+            guard::Outcome::Crashed(raw) | guard::Outcome::TimedOut(raw) => Some(raw.module_id),
             _ => None,
         }
     }
@@ -71,7 +74,22 @@ impl FastEntry {
     #[inline(always)]
     pub unsafe fn call(self, f: unsafe extern "C" fn(*mut c_void), ctx: *mut c_void) -> FastResult {
         // SAFETY: forwarded contract.
-        let out = unsafe { guard::call_module(self.0, f, ctx) };
+        unsafe { self.call_until(f, ctx, None) }
+    }
+
+    /// [`call`](Self::call), interrupted at `dl`'s deadline.
+    ///
+    /// # Safety
+    /// As [`call`](Self::call).
+    #[inline(always)]
+    pub(crate) unsafe fn call_until(
+        self,
+        f: unsafe extern "C" fn(*mut c_void),
+        ctx: *mut c_void,
+        dl: Option<&guard::deadline::Deadline>,
+    ) -> FastResult {
+        // SAFETY: forwarded contract.
+        let out = unsafe { guard::call_module(self.0, f, ctx, dl) };
         // Returned, and the module still live: done. (Returned after another thread's crash of
         // the same module: finish() reclaims it.)
         let plain = matches!(out, guard::Outcome::Returned)
@@ -90,9 +108,15 @@ impl FastEntry {
 pub struct Handle {
     pub(super) module: Arc<Module>,
     pub(super) loader: Arc<LoaderShared>,
-    /// This reference was closed (by a close, or [`close_shared`](Handle::close_shared)).
-    released: AtomicBool,
+    /// [`RELEASED`]: this reference was closed (by a close, or
+    /// [`close_shared`](Handle::close_shared)); the other bits: this handle's call time limit
+    /// in nanoseconds, 0 for the loader's. One word, so a handle stays small (it travels in
+    /// [`CloseError`]).
+    state: AtomicU64,
 }
+
+/// The bit of [`Handle`]'s state that says it was closed.
+const RELEASED: u64 = 1 << 63;
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,7 +171,7 @@ impl<T> std::ops::Deref for Symbol<'_, T> {
 
 impl Handle {
     pub(super) fn new(module: Arc<Module>, loader: Arc<LoaderShared>) -> Handle {
-        Handle { module, loader, released: AtomicBool::new(false) }
+        Handle { module, loader, state: AtomicU64::new(0) }
     }
 
     /// The module's name.
@@ -197,7 +221,31 @@ impl Handle {
         Ok(Symbol { value, _handle: std::marker::PhantomData })
     }
 
+    /// The time limit of guarded calls through this handle; `None`: the loader's
+    /// ([`Loader::set_call_timeout`](super::Loader::set_call_timeout)). A call past it is
+    /// interrupted and returns [`Error::TimedOut`]; the module is unloaded as after a crash.
+    pub fn set_call_timeout(&self, timeout: Option<Duration>) {
+        let ns = limit_ns(timeout).min(RELEASED - 1);
+        let _ = self
+            .state
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| Some(s & RELEASED | ns));
+    }
+
+    /// This handle's own call time limit (`None`: the loader's applies).
+    pub fn call_timeout(&self) -> Option<Duration> {
+        match self.state.load(Ordering::Relaxed) & !RELEASED {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
     /// Call `f(arg)` under the crash guard, on behalf of this module.
+    ///
+    /// With a time limit (the handle's or the loader's), a call that runs past it is
+    /// interrupted by the guard's interrupt signal, wherever it is (a loop, a blocking system
+    /// call): it returns [`Error::TimedOut`] and the module is unloaded as after a crash. An
+    /// interrupt that comes while a host callback (`log`, `get_time`) runs waits until the
+    /// callback returns to the module.
     ///
     /// A fatal signal in `f` unloads the module (logically: its code stays mapped unless the
     /// loader reclaims it) and returns `Err(Error::Crashed(report))`; the host keeps running.
@@ -221,6 +269,51 @@ impl Handle {
     /// rule.
     #[inline(always)]
     pub unsafe fn call<A: Copy, R: Copy>(&self, f: extern "C" fn(A) -> R, arg: A) -> Result<R> {
+        // SAFETY: forwarded contract.
+        unsafe { self.call_opts(None, f, arg) }
+    }
+
+    /// [`call`](Self::call) with options: a time limit and a slow-call warning of its own
+    /// ([`CallOptions`]).
+    ///
+    /// # Safety
+    /// As [`call`](Self::call).
+    #[inline(always)]
+    pub unsafe fn call_with<A: Copy, R: Copy>(
+        &self,
+        opts: &CallOptions,
+        f: extern "C" fn(A) -> R,
+        arg: A,
+    ) -> Result<R> {
+        // SAFETY: forwarded contract.
+        unsafe { self.call_opts(Some(opts), f, arg) }
+    }
+
+    /// [`call0`](Self::call0) with options ([`CallOptions`]).
+    ///
+    /// # Safety
+    /// As [`call0`](Self::call0).
+    #[inline(always)]
+    pub unsafe fn call0_with<R: Copy>(
+        &self,
+        opts: &CallOptions,
+        f: extern "C" fn() -> R,
+    ) -> Result<R> {
+        // SAFETY: forwarded contract.
+        unsafe { self.call0_opts(Some(opts), f) }
+    }
+
+    /// [`call`](Self::call) with optional options.
+    ///
+    /// # Safety
+    /// As [`call`](Self::call).
+    #[inline(always)]
+    unsafe fn call_opts<A: Copy, R: Copy>(
+        &self,
+        opts: Option<&CallOptions>,
+        f: extern "C" fn(A) -> R,
+        arg: A,
+    ) -> Result<R> {
         let mut ctx = CallCtx {
             // SAFETY: a safe `extern "C" fn` is also a valid `unsafe extern "C" fn`.
             f: unsafe {
@@ -233,7 +326,7 @@ impl Handle {
         // SAFETY: the trampoline calls `f(arg)`, safe to call by its type; the frames a crash
         // may skip are the trampoline's (it owns only `Copy` values) and `f`'s, which the
         // caller vouched for.
-        unsafe { self.enter(trampoline::<A, R>, &mut ctx as *mut _ as *mut c_void, called)? };
+        unsafe { self.enter(trampoline::<A, R>, &mut ctx as *mut _ as *mut c_void, called, opts)? };
         // SAFETY: the trampoline wrote the result before returning normally.
         Ok(unsafe { ctx.ret.assume_init() })
     }
@@ -246,6 +339,20 @@ impl Handle {
     /// that owns a value with a destructor, or runs a `std::thread::scope`, where it can fault.
     #[inline(always)]
     pub unsafe fn call0<R: Copy>(&self, f: extern "C" fn() -> R) -> Result<R> {
+        // SAFETY: forwarded contract.
+        unsafe { self.call0_opts(None, f) }
+    }
+
+    /// [`call0`](Self::call0) with optional options.
+    ///
+    /// # Safety
+    /// As [`call0`](Self::call0).
+    #[inline(always)]
+    unsafe fn call0_opts<R: Copy>(
+        &self,
+        opts: Option<&CallOptions>,
+        f: extern "C" fn() -> R,
+    ) -> Result<R> {
         if std::mem::size_of::<R>() == 0 {
             // Nothing to keep: call `f` itself as `void f(void *)` (the argument is ignored
             // under the C calling convention), without the trampoline.
@@ -254,7 +361,7 @@ impl Handle {
                 std::mem::transmute::<extern "C" fn() -> R, unsafe extern "C" fn(*mut c_void)>(f)
             };
             // SAFETY: forwarded contract: `f` is callable and abandonable where it faults.
-            unsafe { self.enter(g, std::ptr::null_mut(), f as usize as u64)? };
+            unsafe { self.enter(g, std::ptr::null_mut(), f as usize as u64, opts)? };
             // SAFETY: a zero-sized value has no bytes; `f` returned one (an uninhabited `R`
             // never returns, so this is not reached for it).
             return Ok(unsafe { std::mem::zeroed::<R>() });
@@ -270,7 +377,7 @@ impl Handle {
         // SAFETY: the trampoline calls `f()`, safe to call by its type; the frames a crash
         // may skip are the trampoline's (it owns only `Copy` values) and `f`'s, which the
         // caller vouched for.
-        unsafe { self.enter(trampoline0::<R>, &mut ctx as *mut _ as *mut c_void, called)? };
+        unsafe { self.enter(trampoline0::<R>, &mut ctx as *mut _ as *mut c_void, called, opts)? };
         // SAFETY: the trampoline wrote the result before returning normally.
         Ok(unsafe { ctx.ret.assume_init() })
     }
@@ -287,7 +394,7 @@ impl Handle {
         ctx: *mut c_void,
     ) -> Result<()> {
         // SAFETY: forwarded contract.
-        unsafe { self.enter(f, ctx, f as usize as u64) }
+        unsafe { self.enter(f, ctx, f as usize as u64, None) }
     }
 
     /// The guarded entry: the guard's fast entry runs `f(ctx)` if the module is live; the rest
@@ -303,17 +410,30 @@ impl Handle {
         f: unsafe extern "C" fn(*mut c_void),
         ctx: *mut c_void,
         called: u64,
+        opts: Option<&CallOptions>,
     ) -> Result<()> {
         if self.module.isolated.is_some() {
             return Err(self.module.isolated_refusal("a guarded call of a function pointer"));
         }
+        let dl = self.deadline(opts, called);
         // SAFETY: forwarded contract.
-        let r = unsafe { self.fast_entry().call(f, ctx) };
+        let r = unsafe { self.fast_entry().call_until(f, ctx, dl.as_ref()) };
         if r.returned() {
             return Ok(());
         }
         // SAFETY: forwarded contract.
-        unsafe { self.finish_called(r, f, ctx, called) }
+        unsafe { self.finish_called(r, f, ctx, called, opts) }
+    }
+
+    /// The deadline of a call of `called` now, if a time limit applies.
+    #[inline(always)]
+    fn deadline(
+        &self,
+        opts: Option<&CallOptions>,
+        called: u64,
+    ) -> Option<guard::deadline::Deadline> {
+        let ns = self.state.load(Ordering::Relaxed) & !RELEASED;
+        self.loader.deadline_for(opts, ns, called)
     }
 
     /// What the guard's fast entry reads about this module, for a caller that keeps it at hand
@@ -341,7 +461,7 @@ impl Handle {
         ctx: *mut c_void,
     ) -> Result<()> {
         // SAFETY: forwarded contract.
-        unsafe { self.finish_called(r, f, ctx, f as usize as u64) }
+        unsafe { self.finish_called(r, f, ctx, f as usize as u64, None) }
     }
 
     /// [`finish`](Self::finish), naming `called` as the function the call ran.
@@ -356,6 +476,7 @@ impl Handle {
         f: unsafe extern "C" fn(*mut c_void),
         ctx: *mut c_void,
         called: u64,
+        opts: Option<&CallOptions>,
     ) -> Result<()> {
         let m = &self.module;
         let mut r = r;
@@ -372,6 +493,11 @@ impl Handle {
                     let report = self.loader.record_crash(m, &raw, Phase::Call);
                     return Err(Error::Crashed(Box::new(report)));
                 }
+                guard::Outcome::TimedOut(mut raw) => {
+                    raw.called = Some(called);
+                    let report = self.loader.record_crash(m, &raw, Phase::Call);
+                    return Err(Error::TimedOut(Box::new(report)));
+                }
                 guard::Outcome::NotLive if m.state() == ModuleState::Unloading => {
                     // An unload holds the registry lock while it looks for calls in flight; when
                     // it finds one it puts the module back to live. Wait for its decision.
@@ -379,8 +505,9 @@ impl Handle {
                     if m.state() != ModuleState::Live {
                         break;
                     }
+                    let dl = self.deadline(opts, called);
                     // SAFETY: forwarded contract: nothing ran, so `f(ctx)` runs once.
-                    r = unsafe { self.fast_entry().call(f, ctx) };
+                    r = unsafe { self.fast_entry().call_until(f, ctx, dl.as_ref()) };
                 }
                 guard::Outcome::NotLive => break,
             }
@@ -398,7 +525,7 @@ impl Handle {
                 Ok(Handle {
                     module: self.module.clone(),
                     loader: self.loader.clone(),
-                    released: AtomicBool::new(false),
+                    state: AtomicU64::new(self.state.load(Ordering::Relaxed) & !RELEASED),
                 })
             }
             _ => Err(self.module.not_live_error()),
@@ -434,13 +561,13 @@ impl Handle {
     /// calls through this handle fail as on a closed module.
     #[doc(hidden)]
     pub fn close_shared(&self, force: bool) -> Result<()> {
-        if self.released.load(Ordering::Acquire) {
+        if self.state.load(Ordering::Acquire) & RELEASED != 0 {
             return Err(self.module.not_live_error());
         }
         match self.loader.close_ref(self.module.id, force) {
             Err(error @ Error::Busy { .. }) => Err(error),
             other => {
-                self.released.store(true, Ordering::Release);
+                self.state.fetch_or(RELEASED, Ordering::Release);
                 other
             }
         }
@@ -451,7 +578,7 @@ impl Drop for Handle {
     /// Closes the reference. If the module refuses (`Busy`), it stays loaded, owned by the
     /// loader until [`Loader::shutdown`](super::Loader::shutdown).
     fn drop(&mut self) {
-        if !self.released.swap(true, Ordering::AcqRel) {
+        if self.state.fetch_or(RELEASED, Ordering::AcqRel) & RELEASED == 0 {
             let id = self.module.id;
             if let Err(Error::Busy { .. }) = self.loader.close_ref(id, false) {
                 // The module stays loaded (its dependents, its veto or a call in flight keep

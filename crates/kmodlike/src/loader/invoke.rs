@@ -202,6 +202,7 @@ impl Handle {
                 invoke_trampoline,
                 &mut ctx as *mut InvokeCtx as *mut c_void,
                 f as usize as u64,
+                None,
             )
         }?;
         if ctx.out_len > out.len() {

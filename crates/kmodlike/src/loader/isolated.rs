@@ -156,12 +156,10 @@ impl LoaderShared {
                 r.signal_name = signal_name(libc::SIGKILL);
                 r.exit_status = None;
                 r.code_name = "DEADLINE".into();
-                r.code_meaning = format!("killed after {timeout:?}: {what} did not return");
-                let e = Error::TimedOut {
-                    module: module.name.clone(),
-                    what: format!("{what} in process {pid}"),
-                    timeout,
-                };
+                r.code_meaning =
+                    format!("{what} in process {pid} did not return within {timeout:?}");
+                r.timeout = Some(crate::crash::CallTimeout { limit: Some(timeout), ran: timeout });
+                let e = Error::TimedOut(Box::new(r.clone()));
                 (r, e)
             }
             Outcome::Failed { kind, message, code } => {
@@ -227,6 +225,7 @@ fn exit_report(module: &Module, phase: Phase, pid: u32, status: i32, how: &str) 
         called: None,
         probe_pid: Some(pid),
         abort_message: None,
+        timeout: None,
     }
 }
 

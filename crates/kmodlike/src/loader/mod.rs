@@ -8,6 +8,7 @@
 //! does to the registry) and [`handle`] (references and guarded calls). The process-wide table
 //! of instances the guard's callbacks use is [`instances`].
 
+mod deadlines;
 mod handle;
 mod instances;
 mod interpose;
@@ -31,6 +32,7 @@ pub use crate::options::{
 use crate::resolve::{resolve_spec, search_path};
 use crate::trust::{SignaturePolicy, TrustSettings};
 
+pub use deadlines::{CallInFlight, CallOptions};
 pub use handle::{CloseError, FastEntry, FastResult, Handle, Symbol};
 use instances::lock;
 pub(crate) use instances::monotonic_ns;
@@ -55,6 +57,8 @@ struct Config {
     /// of what its parent has loaded).
     dependency_paths: Vec<(String, PathBuf)>,
     trust: TrustSettings,
+    call_timeout: Option<Duration>,
+    interrupt_signal: Option<i32>,
 }
 
 /// Builds a [`Loader`].
@@ -132,6 +136,23 @@ impl LoaderBuilder {
         self.cfg.log = Some(Arc::new(sink));
         self
     }
+    /// The default time limit of guarded calls through this loader's handles, and of
+    /// `module_init` (default none). A call past it is interrupted by the guard's interrupt
+    /// signal and returns [`Error::TimedOut`]; the module is unloaded as after a crash. See
+    /// [`Loader::set_call_timeout`], [`Handle::set_call_timeout`], [`CallOptions`].
+    pub fn call_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.cfg.call_timeout = timeout;
+        self
+    }
+    /// The signal that interrupts calls past their deadline: a real-time signal, default
+    /// `SIGRTMAX - 4` (or `$KMODLIKE_INTERRUPT_SIGNAL`: `60`, `SIGRTMAX-4`, `SIGRTMIN+5`).
+    /// Process-wide, fixed by the first deadline set in the process: a different choice
+    /// after that is refused with a warning on the log. Pick one the host and its libraries
+    /// do not use.
+    pub fn interrupt_signal(mut self, signo: i32) -> Self {
+        self.cfg.interrupt_signal = Some(signo);
+        self
+    }
     /// Load modules whose path is not trusted (the file or a directory above it owned by
     /// another user, or writable by group or others) instead of refusing them with
     /// [`Error::UntrustedPath`]. Each such load taints the process ("untrusted path", see
@@ -187,9 +208,21 @@ impl LoaderBuilder {
         guard::install();
         guard::set_host_sinks(instances::host_log, instances::host_get_time);
         guard::set_thread_crash_sink(instances::on_thread_crash);
+        guard::deadline::set_watch_sink(deadlines::on_watch_event);
+        if let Some(signo) = self.cfg.interrupt_signal {
+            if let Err(why) = guard::deadline::set_interrupt_signal(signo) {
+                let msg = format!("interrupt signal {signo} not used: {why}");
+                match &self.cfg.log {
+                    Some(sink) => sink("kmodlike", crate::interface::log_level::WARNING, &msg),
+                    None => eprintln!("kmodlike: {msg}"),
+                }
+            }
+        }
+        let call_timeout = deadlines::limit_ns(self.cfg.call_timeout);
         Loader {
             shared: Arc::new_cyclic(|me| LoaderShared {
                 me: me.clone(),
+                call_timeout: std::sync::atomic::AtomicU64::new(call_timeout),
                 cfg: self.cfg,
                 path: RwLock::new(self.path),
                 reg: Mutex::new(Registry::default()),
@@ -202,6 +235,8 @@ impl LoaderBuilder {
 
 pub(crate) struct LoaderShared {
     me: Weak<LoaderShared>,
+    /// The default call time limit in nanoseconds, 0 for none.
+    call_timeout: std::sync::atomic::AtomicU64,
     cfg: Config,
     path: RwLock<Vec<PathBuf>>,
     reg: Mutex<Registry>,
@@ -253,6 +288,8 @@ impl Loader {
                 guard_dlopen: false,
                 dependency_paths: Vec::new(),
                 trust: TrustSettings::default(),
+                call_timeout: None,
+                interrupt_signal: None,
             },
             path: Vec::new(),
         }

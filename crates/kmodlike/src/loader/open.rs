@@ -434,10 +434,20 @@ impl LoaderShared {
             let mut ctx = CallCtx { f: init, arg: args, ret: MaybeUninit::uninit() };
             // SAFETY: `init` is the module's module_init export, called with the init args
             // the interface promises; the trampoline owns nothing droppable.
+            let dl = self.init_deadline();
+            // SAFETY: as above.
             let r = unsafe {
-                module.guarded(trampoline::<*const c_void, i32>, &mut ctx as *mut _ as *mut c_void)
+                module.guarded_until(
+                    trampoline::<*const c_void, i32>,
+                    &mut ctx as *mut _ as *mut c_void,
+                    dl.as_ref(),
+                )
             };
             match r {
+                Err(raw) if raw.timeout.is_some() => {
+                    let report = self.record_crash(module, &raw, Phase::Init);
+                    return Err(Error::TimedOut(Box::new(report)));
+                }
                 Err(raw) => {
                     let report = self.record_crash(module, &raw, Phase::Init);
                     return Err(Error::Crashed(Box::new(report)));

@@ -41,8 +41,10 @@ impl LoaderShared {
         // Its own signal handlers (recorded by the interposers) must never run again.
         crate::guard::forget_module_actions(module.id);
         module.crashes.fetch_add(1, Ordering::Relaxed);
-        *lock(&module.death) =
-            Some(format!("unloaded after a crash: {} in {}", report.cause(), phase.name()));
+        *lock(&module.death) = Some(match &report.timeout {
+            Some(_) => format!("unloaded after a call ran past its deadline, in {}", phase.name()),
+            None => format!("unloaded after a crash: {} in {}", report.cause(), phase.name()),
+        });
         module.set_state(ModuleState::Crashed);
         // Before the registry lets go of it: a new open of the file must not find the crashed
         // object in ld.so while it is still mapped (until it is reclaimed, or for good).
@@ -101,7 +103,10 @@ impl LoaderShared {
                 reg.quarantined.insert(report.module.clone(), n);
             }
         }
-        reg.events.push(Event::Crashed(Box::new(report.clone())));
+        reg.events.push(match report.timeout {
+            Some(_) => Event::CallTimedOut(Box::new(report.clone())),
+            None => Event::Crashed(Box::new(report.clone())),
+        });
     }
 
     /// Whether a crash of `module` keeps its code mapped for good rather than unmapping it once

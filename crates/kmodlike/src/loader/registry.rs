@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::ThreadId;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::crash::CrashReport;
 use crate::interface::Version;
@@ -110,6 +110,36 @@ pub enum Event {
     },
     /// A module crashed and was unloaded.
     Crashed(Box<CrashReport>),
+    /// A call passed its soft deadline (by default half its time limit) and is still running:
+    /// where it was when sampled. A warning also went to the loader's log sink.
+    CallSlow {
+        /// The module.
+        module: String,
+        /// The function the call ran, when known.
+        function: Option<String>,
+        /// The thread running it (kernel thread id).
+        thread: i32,
+        /// How long it had run when sampled.
+        running: Duration,
+        /// The sampled stack, innermost first (empty when the thread could not be sampled).
+        frames: Vec<crate::crash::Frame>,
+    },
+    /// A call ran past its deadline and was interrupted: its module was unloaded as after a
+    /// crash. The report's [`CrashReport::timeout`] is set.
+    CallTimedOut(Box<CrashReport>),
+    /// A call ran past its deadline and cannot be interrupted: the module is now
+    /// [`ModuleState::Hung`](crate::ModuleState::Hung) (no new calls; unloading it removes
+    /// it and leaves its thread alone).
+    Hung {
+        /// The module.
+        module: String,
+        /// The function the call ran, when known.
+        function: Option<String>,
+        /// The thread stuck in it.
+        thread: i32,
+        /// Why it cannot be interrupted.
+        detail: String,
+    },
 }
 
 /// A published module.

@@ -40,6 +40,12 @@ impl LoaderShared {
             if !holders.is_empty() {
                 return Err(Error::Busy { module: name, reason: BusyReason::Holders(holders) });
             }
+            if e.module.state() == ModuleState::Hung {
+                let module = e.module.clone();
+                drop(reg);
+                self.remove_hung(&module);
+                return Ok(());
+            }
             // The state first, then the calls in flight: a caller counts itself in, then reads
             // the state (both SeqCst), so one of the two sees the other.
             e.module.set_state(ModuleState::Unloading);
@@ -52,6 +58,25 @@ impl LoaderShared {
             e.module.clone()
         };
         self.unload_marked(&module, !force)
+    }
+
+    /// Remove a hung module (a call into it ran past its deadline and cannot be interrupted):
+    /// no `module_fini`, and its code stays mapped for good, since the hung thread still runs
+    /// in it and is left alone.
+    fn remove_hung(&self, module: &Arc<Module>) {
+        *lock(&module.death) = Some(
+            "it was unloaded while hung: the thread stuck in it was left running, and its code \
+             stays mapped"
+                .into(),
+        );
+        module.set_state(ModuleState::Unloaded);
+        super::recovery::retain_forever(module);
+        let deps = self.with_reg(|reg| {
+            let deps = reg.remove(module.id).map(|e| e.deps).unwrap_or_default();
+            reg.events.push(Event::Unloaded { name: module.name.clone() });
+            deps
+        });
+        self.release_deps(&deps, false);
     }
 
     /// A dependent let go of `id` (`unpin`: a load that would have depended on it failed):
@@ -209,6 +234,12 @@ impl LoaderShared {
                     .map(|(&id, _)| id);
                 let Some(id) = next else { break };
                 let e = reg.entries.get_mut(&id).expect("found above");
+                if e.module.state() == ModuleState::Hung {
+                    let module = e.module.clone();
+                    drop(reg);
+                    self.remove_hung(&module);
+                    continue;
+                }
                 e.module.set_state(ModuleState::Unloading);
                 e.unloading_by = Some(me);
                 e.module.clone()

@@ -1,0 +1,478 @@
+//! Deadlines of guarded calls: the watchdog that interrupts a call past its deadline.
+//!
+//! # How a deadline works
+//!
+//! A caller with a deadline hands the entry a [`Deadline`] (hard and soft deadline, start, the
+//! function), which the entry copies into the call's slot before it stores the module; a call
+//! without one costs one store (the slot's deadline word set to 0). The first deadline starts
+//! the process's one watchdog thread and installs the interrupt signal's handler
+//! (`interrupt.c`). Registering a deadline is a load of the watchdog's "earliest deadline" word
+//! and, only when the new deadline is earlier, a store and a wake-up.
+//!
+//! The watchdog sleeps (a condition variable with a timeout: no polling) until the earliest
+//! deadline it knows, then scans the registered threads' slots (`fast.c`, `kml_calls_scan`):
+//!
+//! - at a call's **soft deadline** it samples the thread's PC and stack without stopping it
+//!   (the sampling signal of `threads.rs`) and reports a [`WatchEvent::Slow`];
+//! - at its **hard deadline** it sends the thread the **interrupt signal** (default
+//!   [`DEFAULT_INTERRUPT_SIGNAL`], `SIGRTMAX - 4`; [`set_interrupt_signal`], env
+//!   `KMODLIKE_INTERRUPT_SIGNAL`), installed without `SA_RESTART` so a blocking system call
+//!   is interrupted. Its handler (`guard.c`, `kml_guard_interrupt`) records the registers and
+//!   the stack as for a crash (cause: timeout) and leaves the call as a crash does: the call
+//!   returns [`Outcome::TimedOut`](super::Outcome::TimedOut).
+//! - While a host callback (`log`, `get_time`) runs on that thread, the interrupt is held
+//!   and delivered when the callback returns to module code.
+//! - A thread still in the call shortly after the signal that blocks it (`SigBlk` in
+//!   `/proc/self/task/TID/status`), or that does not leave the call within [`GRACE`] of the
+//!   signal, is reported [`WatchEvent::Hung`]: the
+//!   loader marks the module hung, refuses new calls, and leaves the thread alone.
+
+use std::ffi::c_int;
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+use super::ffi;
+
+/// A guarded call's deadline, as the entry copies it into the slot (`struct kml_deadline`).
+/// Times are `CLOCK_MONOTONIC` nanoseconds.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Deadline {
+    /// Interrupt the call from this time on.
+    pub hard: u64,
+    /// Sample its stack and warn at this time (0: no warning).
+    pub soft: u64,
+    /// When the call started.
+    pub start: u64,
+    /// The function the caller asked for (for reports), or 0.
+    pub func: u64,
+}
+
+impl Deadline {
+    /// A deadline `timeout` from now, with the warning at `soft` (default: half of `timeout`),
+    /// for a call of `func`. Starts the watchdog (once) and wakes it when this deadline is the
+    /// earliest it knows.
+    pub(crate) fn after(timeout: Duration, soft: Option<Duration>, func: u64) -> Deadline {
+        let start = monotonic_ns();
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4);
+        let hard = start.saturating_add(ns(timeout)).max(3);
+        let soft = soft.unwrap_or(timeout / 2);
+        let soft = if soft >= timeout { 0 } else { start.saturating_add(ns(soft)).max(3) };
+        let d = Deadline { hard, soft, start, func };
+        let at = if soft != 0 { soft } else { hard };
+        // Pending first, then the watchdog's word: a watchdog that read the word finds the
+        // deadline in the scan (pending until the entry writes the slot).
+        // SAFETY: normal context; writes this thread's record (made if needed).
+        unsafe { ffi::kml_deadline_pending(at) };
+        register(at);
+        d
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The interrupt signal unless configured: `SIGRTMAX - 4` (60 on Linux). glibc keeps the
+/// first real-time signals for itself (`SIGRTMIN` moves past them), applications and POSIX
+/// timers reach for `SIGRTMIN + n` first, valgrind takes `SIGRTMAX`, and kmodlike's own
+/// sampling signal is `SIGRTMAX - 3`.
+pub fn default_interrupt_signal() -> c_int {
+    libc::SIGRTMAX() - 4
+}
+
+/// The environment variable that chooses the interrupt signal (a number, `SIGRTMAX-N` or
+/// `SIGRTMIN+N`), read when the first deadline is set.
+pub const INTERRUPT_SIGNAL_ENV: &str = "KMODLIKE_INTERRUPT_SIGNAL";
+
+/// `SIGRTMAX - 4`: see [`default_interrupt_signal`] (a function because glibc's `SIGRTMAX` is).
+pub const DEFAULT_INTERRUPT_SIGNAL: &str = "SIGRTMAX-4";
+
+/// How long a thread sent the interrupt signal has to leave its call before it is reported
+/// hung.
+pub(crate) const GRACE: Duration = Duration::from_secs(1);
+
+static CHOSEN: AtomicI32 = AtomicI32::new(0);
+static INSTALLED: OnceLock<Result<c_int, String>> = OnceLock::new();
+
+/// Parse `KMODLIKE_INTERRUPT_SIGNAL`'s forms: `60`, `SIGRTMAX-4`, `RTMIN+3`.
+pub(crate) fn parse_signal(s: &str) -> Result<c_int, String> {
+    let t = s.trim();
+    let t = t.strip_prefix("SIG").unwrap_or(t);
+    let (base, rest) = if let Some(r) = t.strip_prefix("RTMAX") {
+        (libc::SIGRTMAX(), r)
+    } else if let Some(r) = t.strip_prefix("RTMIN") {
+        (libc::SIGRTMIN(), r)
+    } else {
+        (0, t)
+    };
+    let off: i32 = if rest.is_empty() {
+        0
+    } else {
+        rest.trim_start_matches('+').parse().map_err(|_| format!("{s:?} is not a signal"))?
+    };
+    let n = base + off;
+    if n < libc::SIGRTMIN() || n > libc::SIGRTMAX() {
+        return Err(format!(
+            "{s:?} (signal {n}) is not a real-time signal ({}..={} here)",
+            libc::SIGRTMIN(),
+            libc::SIGRTMAX()
+        ));
+    }
+    if n == super::threads::sample_signal() {
+        return Err(format!("{s:?} (signal {n}) is kmodlike's sampling signal"));
+    }
+    Ok(n)
+}
+
+/// Choose the interrupt signal (before the first deadline installs it). Err when it is no
+/// usable real-time signal, or another one is installed already.
+pub(crate) fn set_interrupt_signal(signo: c_int) -> Result<(), String> {
+    parse_signal(&signo.to_string())?;
+    if let Some(Ok(installed)) = INSTALLED.get() {
+        if *installed != signo {
+            return Err(format!(
+                "the interrupt signal is {installed} already (installed by the first deadline)"
+            ));
+        }
+    }
+    CHOSEN.store(signo, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The interrupt signal: installed, or the one that will be.
+pub fn interrupt_signal() -> c_int {
+    match INSTALLED.get() {
+        Some(Ok(s)) => *s,
+        _ => chosen_signal().unwrap_or_else(|_| default_interrupt_signal()),
+    }
+}
+
+fn chosen_signal() -> Result<c_int, String> {
+    let c = CHOSEN.load(Ordering::Relaxed);
+    if c != 0 {
+        return Ok(c);
+    }
+    match std::env::var(INTERRUPT_SIGNAL_ENV) {
+        Ok(v) if !v.is_empty() => {
+            parse_signal(&v).map_err(|e| format!("{INTERRUPT_SIGNAL_ENV}: {e}"))
+        }
+        _ => Ok(default_interrupt_signal()),
+    }
+}
+
+/// Install the interrupt handler (once per process; a fork child inherits it) and start the
+/// watchdog (again in a fork child, where the parent's does not exist). Err with the reason.
+pub(crate) fn ensure_started() -> Result<c_int, String> {
+    let signo = INSTALLED
+        .get_or_init(|| {
+            let signo = chosen_signal()?;
+            // SAFETY: installs our handler for a real-time signal; it touches only the
+            // shim's own state (interrupt.c).
+            let rc = unsafe { ffi::kml_interrupt_install(signo) };
+            if rc != 0 {
+                return Err(format!(
+                    "cannot install the interrupt handler for signal {signo}: {}",
+                    std::io::Error::from_raw_os_error(rc)
+                ));
+            }
+            Ok(signo)
+        })
+        .clone()?;
+    if STATE.load(Ordering::Acquire) != RUNNING
+        && STATE.compare_exchange(STOPPED, STARTING, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    {
+        // A fresh record (a fork child's copy of the parent's may hold a lock of a thread
+        // that does not exist here). The old one is leaked: one per fork, a few words.
+        let w: &'static Watchdog = Box::leak(Box::new(Watchdog {
+            earliest: AtomicU64::new(u64::MAX),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        }));
+        WATCHDOG.store(w as *const Watchdog as *mut Watchdog, Ordering::Release);
+        let started = std::thread::Builder::new()
+            .name("kmodlike-watchdog".into())
+            .spawn(move || watchdog_loop(w));
+        STATE.store(if started.is_ok() { RUNNING } else { STOPPED }, Ordering::Release);
+        started.map_err(|e| format!("cannot start the watchdog thread: {e}"))?;
+    }
+    Ok(signo)
+}
+
+/// The watchdog's states: none in this process, being started, running.
+const STOPPED: u8 = 0;
+const STARTING: u8 = 1;
+const RUNNING: u8 = 2;
+static STATE: AtomicU8 = AtomicU8::new(STOPPED);
+static WATCHDOG: AtomicPtr<Watchdog> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The fork child handler's part: the watchdog thread does not exist in the child; the next
+/// deadline starts one. Async-signal-safe: an atomic store.
+pub(super) fn after_fork_child() {
+    STATE.store(STOPPED, Ordering::Release);
+}
+
+/// What the watchdog reports to the loader.
+#[derive(Debug)]
+pub(crate) enum WatchEvent {
+    /// A call passed its soft deadline: where it was.
+    Slow { call: InFlight, sample: Option<super::threads::ThreadSample> },
+    /// A call past its hard deadline cannot be interrupted: why.
+    Hung { call: InFlight, why: String },
+}
+
+/// One guarded call in flight.
+#[derive(Debug, Clone)]
+pub(crate) struct InFlight {
+    pub tid: i32,
+    pub module_id: u64,
+    /// Hard deadline (monotonic ns), 0 for none.
+    pub deadline: u64,
+    /// Start (monotonic ns), 0 when unknown (a call without a deadline).
+    pub start: u64,
+    /// The function, 0 when unknown.
+    pub func: u64,
+}
+
+impl InFlight {
+    fn of(c: &ffi::CInFlight) -> InFlight {
+        InFlight {
+            tid: c.tid,
+            module_id: c.module_id,
+            deadline: c.deadline,
+            start: c.start,
+            func: c.func,
+        }
+    }
+}
+
+static SINK: OnceLock<fn(WatchEvent)> = OnceLock::new();
+
+/// Where the watchdog's reports go (the loader's, set once).
+pub(crate) fn set_watch_sink(sink: fn(WatchEvent)) {
+    let _ = SINK.set(sink);
+}
+
+fn report(ev: WatchEvent) {
+    match SINK.get() {
+        Some(sink) => sink(ev),
+        None => eprintln!("kmodlike: watchdog: {ev:?}"),
+    }
+}
+
+/// Every guarded call in flight in the process (those the scan sees: see `kml_calls_scan`).
+fn scan_raw() -> Vec<ffi::CInFlight> {
+    let mut buf = vec![ffi::CInFlight::default(); 64];
+    // (index -2: a registered deadline whose call is not in its slot yet; see kml_calls_scan)
+    loop {
+        // SAFETY: `buf` holds `buf.len()` writable records.
+        let n = unsafe { ffi::kml_calls_scan(buf.as_mut_ptr(), buf.len() as u32) } as usize;
+        if n <= buf.len() {
+            buf.truncate(n);
+            return buf;
+        }
+        buf = vec![ffi::CInFlight::default(); n + 16];
+    }
+}
+
+/// Every guarded call in flight in the process.
+pub(crate) fn calls_in_flight() -> Vec<InFlight> {
+    scan_raw().iter().filter(|c| c.index != -2).map(InFlight::of).collect()
+}
+
+/// Interrupt now, as a deadline would, every call in flight in module `module_id`. Returns how
+/// many were interrupted (sent the signal, or held until a host callback returns).
+pub(crate) fn interrupt_module(module_id: u64) -> usize {
+    if ensure_started().is_err() {
+        return 0;
+    }
+    let mut n = 0;
+    for c in scan_raw().iter().filter(|c| c.module_id == module_id && c.index != -2) {
+        // SAFETY: plain values; the shim checks the call is still there under its lock.
+        let rc = unsafe { ffi::kml_interrupt_call(c.tid, c.index, c.deadline, 1) };
+        if rc > 0 {
+            n += 1;
+        }
+    }
+    if n > 0 {
+        // The watchdog watches the grace of those interrupts.
+        register(1);
+    }
+    n
+}
+
+struct Watchdog {
+    /// The earliest deadline (soft or hard) the watchdog may not know about: a caller stores
+    /// its own when it is earlier, and wakes the watchdog.
+    earliest: AtomicU64,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+/// A new deadline at `at`: wake the watchdog if it is earlier than any it knows.
+fn register(at: u64) {
+    if STATE.load(Ordering::Acquire) != RUNNING {
+        if let Err(why) = ensure_started() {
+            eprintln!("kmodlike: deadlines are not enforced: {why}");
+            return;
+        }
+    }
+    let w = WATCHDOG.load(Ordering::Acquire);
+    if w.is_null() {
+        return; // being started: its first scan finds this call
+    }
+    // SAFETY: a leaked watchdog record, never freed.
+    let w = unsafe { &*w };
+    if at < w.earliest.load(Ordering::Relaxed) {
+        let prev = w.earliest.fetch_min(at, Ordering::SeqCst);
+        if at < prev {
+            let _g = w.lock.lock().unwrap_or_else(|e| e.into_inner());
+            w.wake.notify_one();
+        }
+    }
+}
+
+/// Does thread `tid` block signal `signo` while it is pending for it (`SigBlk` and `SigPnd` in
+/// its status)? Blocked alone is not enough: a handler of ours runs with it blocked, after it
+/// was delivered.
+fn blocks_signal(tid: i32, signo: c_int) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else {
+        return false;
+    };
+    let bit = 1u64 << (signo - 1);
+    let has = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & bit != 0)
+    };
+    has("SigBlk:") && has("SigPnd:")
+}
+
+type Key = (i32, i32, u64);
+
+/// How soon after the interrupt signal the watchdog looks whether the call is still there
+/// (and the thread blocks the signal).
+const BLOCKED_CHECK: u64 = 20_000_000;
+
+/// How long the watchdog waits for a running thread to answer the sampling signal (it
+/// interrupts no call meanwhile).
+const SAMPLE_WAIT: Duration = Duration::from_millis(20);
+
+/// How soon the watchdog looks again at a due deadline whose call was not in its slot yet.
+const PENDING_RETRY: u64 = 1_000_000;
+
+/// The watchdog thread's id (0 before it starts): kmodlike's own, never in module code (the
+/// module addresses it handles are data to it), so the unload's thread scan skips it.
+static WATCHDOG_TID: AtomicI32 = AtomicI32::new(0);
+
+pub(crate) fn watchdog_tid() -> i32 {
+    WATCHDOG_TID.load(Ordering::Relaxed)
+}
+
+fn watchdog_loop(w: &'static Watchdog) {
+    // SAFETY: gettid has no preconditions.
+    WATCHDOG_TID.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    let signo = interrupt_signal();
+    // Interrupts sent and when; calls reported hung; interrupts held in a host callback.
+    let mut sent: Vec<(Key, u64)> = Vec::new();
+    let mut hung: Vec<Key> = Vec::new();
+    let mut held: Vec<Key> = Vec::new();
+    let grace = GRACE.as_nanos() as u64;
+    loop {
+        w.earliest.store(u64::MAX, Ordering::SeqCst);
+        let now = monotonic_ns();
+        let calls = scan_raw();
+        let mut next = u64::MAX;
+        let mut seen: Vec<Key> = Vec::new();
+        for c in calls.iter().filter(|c| c.deadline != 0) {
+            if c.index == -2 {
+                // A call about to write its slot (or one that never reached the entry):
+                // look again soon if it is due.
+                let again = if c.deadline <= now { now + PENDING_RETRY } else { c.deadline };
+                next = next.min(again);
+                continue;
+            }
+            let key = (c.tid, c.index, c.deadline);
+            seen.push(key);
+            if hung.contains(&key) || held.contains(&key) {
+                continue;
+            }
+            if c.deadline <= now {
+                if let Some(&(_, at)) = sent.iter().find(|(k, _)| *k == key) {
+                    // Sent, and the call is still there. A thread that blocks the signal
+                    // (looked at once the signal had time to arrive: a handler of ours that
+                    // runs with it blocked for a moment is not that) is hung; so is one that
+                    // did not leave within the grace.
+                    let why = if blocks_signal(c.tid, signo) {
+                        Some(format!("thread {} blocks the interrupt signal {signo}", c.tid))
+                    } else if now >= at + grace {
+                        Some(format!(
+                            "thread {} did not leave the call within {:?} of the interrupt \
+                             signal {signo}",
+                            c.tid, GRACE
+                        ))
+                    } else {
+                        None
+                    };
+                    match why {
+                        Some(why) => {
+                            hung.push(key);
+                            report(WatchEvent::Hung { call: InFlight::of(c), why });
+                        }
+                        None => next = next.min(at + grace),
+                    }
+                    continue;
+                }
+                // SAFETY: plain values; the shim checks the call is still there.
+                match unsafe { ffi::kml_interrupt_call(c.tid, c.index, c.deadline, 0) } {
+                    1 => {
+                        sent.push((key, now));
+                        next = next.min(now + BLOCKED_CHECK);
+                    }
+                    2 => held.push(key),
+                    0 => {}
+                    _ => {
+                        hung.push(key);
+                        let why = format!(
+                            "the interrupt signal {signo} could not be sent to thread {}: {}",
+                            c.tid,
+                            std::io::Error::last_os_error()
+                        );
+                        report(WatchEvent::Hung { call: InFlight::of(c), why });
+                    }
+                }
+                continue;
+            }
+            next = next.min(c.deadline);
+            if c.soft != 0 {
+                if c.soft <= now {
+                    // SAFETY: plain values; the shim checks the call is still there.
+                    if unsafe { ffi::kml_claim_soft(c.tid, c.index, c.soft) } == 1 {
+                        let sample = super::threads::sample_thread(c.tid, SAMPLE_WAIT);
+                        report(WatchEvent::Slow { call: InFlight::of(c), sample });
+                    }
+                } else {
+                    next = next.min(c.soft);
+                }
+            }
+        }
+        sent.retain(|(k, _)| seen.contains(k));
+        hung.retain(|k| seen.contains(k));
+        held.retain(|k| seen.contains(k));
+        w.earliest.fetch_min(next, Ordering::SeqCst);
+        let g = w.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let at = w.earliest.load(Ordering::SeqCst);
+        let now = monotonic_ns();
+        if at > now {
+            let wait = Duration::from_nanos((at - now).min(3_600_000_000_000));
+            drop(w.wake.wait_timeout(g, wait).unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+}
