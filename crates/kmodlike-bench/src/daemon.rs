@@ -61,6 +61,8 @@ impl InProcessDaemon {
             probe: false,
             crash_loop: None,
             max_connections: limits.max_connections,
+            // Calls are what the bench times: no deadline on them.
+            call_timeout: None,
         };
         let service = Arc::new(LoaderService::new(loader, facts, conns.clone()));
         let info = ServiceInfo {

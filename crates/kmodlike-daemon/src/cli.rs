@@ -15,10 +15,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about = "Runs in the foreground: loads each MODULE given (a path or a spec such as \
 misc/hello), calls its mod_hello() when it exports one, and serves the control socket until \
 SIGINT or SIGTERM, which unload every module (module_fini runs, dependents first), remove the \
-socket and exit 0. SIGHUP reloads the configuration (kmodlike.toml, modules.d) and keeps running. A \
-module named on the command line that cannot be loaded stops the start (exit 1); modules given \
-with --optional-module only warn. A module that raises a fatal signal is unloaded and reported; the daemon \
-keeps running. Drive it with kmodctl or any Varlink client (interface io.kmodlike.Loader).",
+socket and exit 0; calls still running 5 s after the signal are interrupted and named in the log \
+(module, function, thread). SIGHUP reloads the configuration (kmodlike.toml, modules.d) and keeps \
+running. A module named on the command line that cannot be loaded stops the start (exit 1); \
+modules given with --optional-module only warn. A module that raises a fatal signal, or whose \
+call runs past its deadline (--call-timeout), is unloaded and reported; the daemon keeps running. \
+Drive it with kmodctl or any Varlink client (interface io.kmodlike.Loader).",
     after_help = "Socket path: --socket, else $KMODLIKE_SOCKET, else /var/run/<program name>.sock \
 when /var/run is writable, else /tmp/<program name>.sock. Logs go to stderr; set RUST_LOG \
 (e.g. RUST_LOG=debug) to change the level. Configuration: /etc/kmodlike/kmodlike.toml (or \
@@ -129,6 +131,13 @@ pub struct DaemonArgs {
     #[arg(long = "optional-module", value_name = "SPEC")]
     pub optional_modules: Vec<String>,
 
+    /// Interrupt a Call still running after SECS (the default deadline of every Call; a
+    /// request's own timeout, `kmodctl call --deadline`, overrides it). 0: no deadline. The
+    /// call returns TimedOut with a report of where it was, and the module is unloaded as
+    /// after a crash.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = parse_seconds)]
+    pub call_timeout: f64,
+
     /// Modules to load at start (paths or specs). Each is required: when one cannot be
     /// loaded the daemon exits with status 1 and never reports ready (see --optional-module).
     #[arg(value_name = "MODULE")]
@@ -158,6 +167,20 @@ impl DaemonArgs {
     }
 }
 
+/// A non-negative, finite number of seconds.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v <= u32::MAX as f64 => Ok(v),
+        Ok(_) => Err(format!("{s}: expected seconds between 0 and {}", u32::MAX)),
+        Err(e) => Err(format!("{s}: {e}")),
+    }
+}
+
+/// Seconds as a deadline: `None` for 0 (no deadline).
+pub fn seconds_to_deadline(secs: f64) -> Option<std::time::Duration> {
+    (secs > 0.0).then(|| std::time::Duration::from_secs_f64(secs))
+}
+
 fn parse_mode_arg(s: &str) -> Result<u32, String> {
     crate::socket::parse_mode(s)
 }
@@ -169,7 +192,10 @@ fn parse_mode_arg(s: &str) -> Result<u32, String> {
     version,
     about = "Control a running kmodlike daemon: list, load, unload and call its modules",
     after_help = "Exit status: 0 ok, 1 the operation failed, 2 usage error, 3 the daemon cannot be \
-used (not running, served by another uid, or it refused the connection).\n\
+used (not running, served by another uid, it refused the connection, or it answers neither the \
+request nor a ping), 4 no reply within --timeout although the daemon answers ping (the call may \
+still be running: see `kmodctl calls`), 5 the call ran past its deadline and was interrupted \
+(TimedOut; the module was unloaded).\n\
 Socket: --socket, else $KMODLIKE_SOCKET, else /var/run/kmodlike.sock if it exists, else \
 /tmp/kmodlike.sock. With --json, the output is the reply's parameters as defined in the \
 interface io.kmodlike.Loader (see `kmodctl describe`), one JSON document per reply."
@@ -228,8 +254,8 @@ pub enum CtlCommand {
         /// The module's name.
         #[arg(value_name = "NAME")]
         name: String,
-        /// Unload even if its module_can_unload() asks to be kept (never a module others
-        /// depend on, nor one with calls running).
+        /// Unload even if its module_can_unload() asks to be kept, and interrupt calls still
+        /// running in it first (as their deadline would). Never a module others depend on.
         #[arg(long, short)]
         force: bool,
         /// Wait (up to 30 s) for calls still running in it instead of failing at once.
@@ -312,7 +338,21 @@ carry the same."
         /// What the function returns (default: void, or int with --arg).
         #[arg(long, value_enum, value_name = "TYPE")]
         returns: Option<Returns>,
+        /// Interrupt the call when it runs longer than SECONDS (default: the daemon's
+        /// --call-timeout; 0: no deadline). A call interrupted prints where it was and exits
+        /// with status 5; the module is unloaded. kmodctl waits for the reply at least
+        /// SECONDS + 5 s, whatever --timeout says.
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        deadline: Option<f64>,
     },
+    /// List the calls running in modules now: module, function, thread, since when, deadline.
+    #[command(
+        long_about = "List the calls running in modules now, oldest first: the module, the \
+function (when it has a name), the kernel thread running it, how long it has run and when its \
+deadline falls. A call that does not return shows here; `kmodctl unload --force NAME` \
+interrupts it."
+    )]
+    Calls,
     /// Show the crash log, newest first, each report followed by its backtrace.
     #[command(
         long_about = "Show the crash log, newest first. Each report is followed by the function \
@@ -331,11 +371,12 @@ crash is shown for a person on a terminal (UTC, and how long ago) and in RFC 333
     },
     /// Show the daemon's state: uptime, taint and its acknowledgements, counts.
     Status,
-    /// Print load, unload and crash events as they happen.
+    /// Print load, unload, crash and slow-call events as they happen.
     #[command(
         long_about = "Print load, unload and crash events as they happen, one line each; a crash \
 is followed by the function the call ran and its backtrace, innermost first, indented (as \
-`kmodctl crashes` prints them)."
+`kmodctl crashes` prints them). A call past its soft deadline prints a call_slow line, and one \
+interrupted at its deadline a call_timed_out line followed by where it was."
     )]
     Monitor {
         /// Exit after N events.
@@ -492,5 +533,23 @@ mod tests {
         assert_eq!(CtlCommand::call_signature(Some(1), None), Ok("int(int)"));
         assert_eq!(CtlCommand::call_signature(Some(1), Some(Returns::Int)), Ok("int(int)"));
         assert!(CtlCommand::call_signature(Some(1), Some(Returns::Void)).is_err());
+    }
+
+    #[test]
+    fn deadlines_are_seconds_and_zero_means_none() {
+        let a = DaemonArgs::try_parse_from(["kmodlike"]).unwrap();
+        assert_eq!(seconds_to_deadline(a.call_timeout), Some(std::time::Duration::from_secs(30)));
+        let a = DaemonArgs::try_parse_from(["kmodlike", "--call-timeout", "0"]).unwrap();
+        assert_eq!(seconds_to_deadline(a.call_timeout), None);
+        assert!(DaemonArgs::try_parse_from(["kmodlike", "--call-timeout", "-1"]).is_err());
+        assert!(DaemonArgs::try_parse_from(["kmodlike", "--call-timeout", "inf"]).is_err());
+        let a =
+            CtlArgs::try_parse_from(["kmodctl", "call", "m", "f", "--deadline", "2.5"]).unwrap();
+        assert!(matches!(a.command, CtlCommand::Call { deadline: Some(d), .. } if d == 2.5));
+        assert!(CtlArgs::try_parse_from(["kmodctl", "call", "m", "f", "--deadline", "x"]).is_err());
+        assert!(matches!(
+            CtlArgs::try_parse_from(["kmodctl", "calls"]).unwrap().command,
+            CtlCommand::Calls
+        ));
     }
 }

@@ -36,6 +36,14 @@ pub enum ClientError {
         /// The server's pid.
         pid: i32,
     },
+    /// No reply arrived within the connection's reply timeout; the connection is still open
+    /// (the daemon may be alive and busy: [`crate::ctl`] pings it to tell).
+    NoReply {
+        /// The socket.
+        path: PathBuf,
+        /// The timeout that passed.
+        timeout: Duration,
+    },
     /// The connection failed or closed before a complete reply.
     Connection {
         /// The socket.
@@ -72,6 +80,9 @@ impl std::fmt::Display for ClientError {
                  nothing was sent",
                 path.display()
             ),
+            ClientError::NoReply { path, timeout } => {
+                write!(f, "no reply from {} within {:.1} s", path.display(), timeout.as_secs_f64())
+            }
             ClientError::Connection { path, detail } => {
                 write!(f, "connection to {} failed: {detail}", path.display())
             }
@@ -219,6 +230,9 @@ impl Connection {
             Ok(Some(f)) => f,
             Ok(None) => {
                 return Err(self.connection_error("the daemon closed the connection".to_owned()))
+            }
+            Err(FrameError::Idle { timeout }) => {
+                return Err(ClientError::NoReply { path: self.path.clone(), timeout })
             }
             Err(FrameError::Io(e)) => return Err(self.connection_error(e.to_string())),
             Err(e) => return Err(self.connection_error(e.to_string())),

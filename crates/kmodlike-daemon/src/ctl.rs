@@ -2,7 +2,9 @@
 //!
 //! Exit codes: 0 ok; 1 the operation failed (an error reply); 2 usage (clap's own code); 3 the
 //! daemon cannot be reached, is not trusted (served by another uid), refused the connection, or
-//! went away mid-call.
+//! went away mid-call; 4 no reply within `--timeout` although the daemon answers `Ping` on a new
+//! connection (the request, a call into a module, may still be running); 5 the call ran past its
+//! deadline and was interrupted (`TimedOut`).
 //!
 //! Output never panics: a reader that went away (EPIPE, `kmodctl list | head -0`) ends kmodctl
 //! quietly with exit 0; any other write error (`> /dev/full`) is one line on stderr and exit 1
@@ -24,9 +26,9 @@ use crate::socket::{client_socket_path, SOCKET_ENV};
 use crate::stdout::{write_stderr_line, write_stdout, WriteError};
 use crate::times::{format_time, parse_since, TimeStyle};
 use crate::varlink::types::{
-    CallReply, ClearTaintReply, CrashesReply, InfoReply, InvokeReply, ListReply, LoadReply,
-    MonitorReply, PingReply, ReloadConfigurationReply, ReloadReply, SetModulePathReply,
-    SetSignaturePolicyReply, StatusReply,
+    epoch_secs, CallReply, CallsReply, ClearTaintReply, CrashesReply, InfoReply, InvokeReply,
+    ListReply, LoadReply, MonitorReply, PingReply, ReloadConfigurationReply, ReloadReply,
+    SetModulePathReply, SetSignaturePolicyReply, StatusReply, UnloadReply,
 };
 use crate::varlink::{VarlinkError, INTERFACE};
 
@@ -38,6 +40,13 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// The daemon cannot be reached (or trusted).
 pub const EXIT_UNREACHABLE: u8 = 3;
+/// No reply within `--timeout`, but the daemon answers `Ping`: the request may still run.
+pub const EXIT_NO_REPLY: u8 = 4;
+/// The call ran past its deadline and was interrupted (the `TimedOut` error).
+pub const EXIT_TIMED_OUT: u8 = 5;
+
+/// Seconds kmodctl waits past a call's `--deadline` for the `TimedOut` reply.
+const CALL_REPORT_MARGIN: f64 = 5.0;
 
 /// Why a command did not succeed.
 enum Failure {
@@ -98,12 +107,25 @@ pub fn run(args: CtlArgs) -> ExitCode {
     let (name, parameters, message, code) = match failure {
         Failure::Reply(e) => {
             let message = render::error_message(&e, &socket.display().to_string());
-            let code =
-                if e.short_name() == "PermissionDenied" { EXIT_UNREACHABLE } else { EXIT_FAILED };
+            let code = match e.short_name() {
+                "PermissionDenied" => EXIT_UNREACHABLE,
+                "TimedOut" => EXIT_TIMED_OUT,
+                _ => EXIT_FAILED,
+            };
             (e.name, Value::Object(e.parameters), message, code)
         }
         Failure::Explained(e, message) => {
             (e.name, Value::Object(e.parameters), message, EXIT_FAILED)
+        }
+        Failure::Client(ClientError::NoReply { path, timeout }) => {
+            let (code, message) = after_no_reply(&path, timeout);
+            let name =
+                if code == EXIT_NO_REPLY { "kmodctl.NoReply" } else { "kmodctl.Unreachable" };
+            let parameters = json!({
+                "socket": path.display().to_string(),
+                "timeout": timeout.as_secs_f64(),
+            });
+            (name.to_owned(), parameters, message, code)
         }
         Failure::Client(e) => {
             let (name, path) = client_error_name(&e);
@@ -160,6 +182,7 @@ fn client_error_name(e: &ClientError) -> (&'static str, &Path) {
         }
         ClientError::Unreachable { path, .. } => ("kmodctl.Unreachable", path),
         ClientError::Untrusted { path, .. } => ("kmodctl.Untrusted", path),
+        ClientError::NoReply { path, .. } => ("kmodctl.NoReply", path),
         ClientError::Connection { path, .. } => ("kmodctl.ConnectionFailed", path),
         ClientError::Protocol { path, .. } => ("kmodctl.ProtocolError", path),
     }
@@ -187,6 +210,32 @@ fn module_arg(arg: &str) -> String {
     match std::env::current_dir() {
         Ok(cwd) => resolve_module_arg(arg, &cwd),
         Err(_) => arg.to_owned(),
+    }
+}
+
+/// What to say, and the exit code, after no reply came within `timeout`: ask the daemon for a
+/// `Ping` on a new connection, so that a daemon busy with this request (a call still running in
+/// a module) is not reported unreachable.
+fn after_no_reply(path: &Path, timeout: Duration) -> (u8, String) {
+    let secs = timeout.as_secs_f64();
+    let ping = Connection::connect(path, Some(timeout))
+        .and_then(|mut c| c.call(&method("Ping"), json!({})));
+    match ping {
+        Ok(Ok(_)) => (
+            EXIT_NO_REPLY,
+            format!(
+                "no reply within {secs:.1} s; the daemon answers ping, the call may still be \
+                 running (see `kmodctl calls`; raise --timeout, or bound a call with --deadline)"
+            ),
+        ),
+        Ok(Err(e)) => (
+            EXIT_UNREACHABLE,
+            format!("no reply within {secs:.1} s, and the daemon refuses ping: {e}"),
+        ),
+        Err(e) => (
+            EXIT_UNREACHABLE,
+            format!("no reply within {secs:.1} s, and the daemon does not answer ping either: {e}"),
+        ),
     }
 }
 
@@ -250,7 +299,14 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
         }
         return crate::bridge::run_bridge(socket).map_err(Failure::Client);
     }
-    let timeout = (args.timeout > 0.0).then(|| Duration::from_secs_f64(args.timeout));
+    let mut timeout = (args.timeout > 0.0).then(|| Duration::from_secs_f64(args.timeout));
+    // A call given a deadline past --timeout is waited for: its answer, TimedOut at worst,
+    // comes within the deadline (plus the time to write the report).
+    if let (CtlCommand::Call { deadline: Some(d), .. }, Some(t)) = (&args.command, timeout) {
+        if *d > 0.0 {
+            timeout = Some(t.max(Duration::from_secs_f64(d + CALL_REPORT_MARGIN)));
+        }
+    }
     let mut conn = match &args.host {
         Some(host) => Connection::over_bridge(
             &mut crate::bridge::ssh_command(host, args.socket.as_deref()),
@@ -293,13 +349,16 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
             }
         }
         CtlCommand::Unload { name, force, wait } => {
-            let _: Map<String, Value> = call(
+            let r: UnloadReply = call(
                 args,
                 &mut conn,
                 "Unload",
                 json!({ "module": name, "force": force, "wait": wait }),
             )?;
             if text {
+                if let Some(n @ 1..) = r.interrupted {
+                    outln!("interrupted {n} call(s) running in module {name}");
+                }
                 outln!("unloaded module {name}");
             }
         }
@@ -396,10 +455,13 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                 write_stderr_line(&format!("{name}: {symbol}() returned {}", r.result));
             }
         }
-        CtlCommand::Call { name, symbol, arg, .. } => {
+        CtlCommand::Call { name, symbol, arg, deadline, .. } => {
             let mut params = json!({ "module": name, "symbol": symbol, "signature": signature });
             if let Some(a) = arg {
                 params["arg"] = json!(a);
+            }
+            if let Some(secs) = deadline {
+                params["timeout"] = json!(secs);
             }
             let r: CallReply = call(args, &mut conn, "Call", params)?;
             if text {
@@ -408,6 +470,12 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                     Some(v) => outln!("{name}: {symbol}({shown_arg}) returned {v}"),
                     None => outln!("{name}: {symbol}({shown_arg}) returned"),
                 }
+            }
+        }
+        CtlCommand::Calls => {
+            let r: CallsReply = call(args, &mut conn, "Calls", json!({}))?;
+            if text {
+                out!("{}", render::calls_table(&r.calls, epoch_secs(SystemTime::now())));
             }
         }
         CtlCommand::Crashes { module, since } => {

@@ -162,6 +162,7 @@ fn serve(mut args: DaemonArgs) -> Result<(), String> {
         probe: !args.no_probe,
         crash_loop,
         max_connections: args.max_connections as usize,
+        call_timeout: crate::cli::seconds_to_deadline(args.call_timeout),
     };
     let service = Arc::new(LoaderService::new(loader.clone(), facts, conns.clone()));
     let state_dir = crate::state::choose_state_dir(

@@ -187,5 +187,10 @@ mod tests {
         for section in ["SIGNALS", "EXIT STATUS", "ENVIRONMENT", "FILES", "EXAMPLES", "SEE ALSO"] {
             assert!(daemon.contains(&format!(".SH \"{section}\"")), "kmodlike(8) lacks {section}");
         }
+        assert!(daemon.contains("call\\-timeout"), "the deadline option is documented: {daemon}");
+        assert!(man.contains("4 no reply within"), "every exit status is documented: {man}");
+        assert!(man.contains("5 the call ran past its deadline"), "{man}");
+        let calls = std::fs::read_to_string(dir.path().join("man/man1/kmodctl-calls.1")).unwrap();
+        assert!(calls.contains("unload \\-\\-force"), "{calls}");
     }
 }

@@ -15,7 +15,9 @@ const CTL: &[Section] = &[
             ("0", "Success. Also when standard output is a pipe whose reader went away (EPIPE, as in kmodctl list | head -1): kmodctl stops writing and exits quietly."),
             ("1", "The operation failed: the daemon replied with an error (the module crashed, is not loaded, a dependency is missing, ...), or standard output could not be written (e.g. a full disk; one line on stderr names the cause)."),
             ("2", "Usage error: bad arguments, or a bad --since time."),
-            ("3", "The daemon cannot be used: the socket is missing, is not a socket, is not permitted to you (the message names the group to join), is served by another uid, or the daemon refused or closed the connection."),
+            ("3", "The daemon cannot be used: the socket is missing, is not a socket, is not permitted to you (the message names the group to join), is served by another uid, or the daemon refused or closed the connection, or it answered neither the request within --timeout nor a ping on a new connection after it."),
+            ("4", "No reply within --timeout, but the daemon answers ping on a new connection: the request (a call into a module) may still be running; see kmodctl calls, raise --timeout, or bound the call with --deadline."),
+            ("5", "The call ran past its deadline (call --deadline, else the daemon's --call-timeout) or was interrupted by unload --force: the daemon interrupted it, unloaded the module and printed where it was (TimedOut)."),
         ],
     },
     Section {
@@ -37,7 +39,7 @@ const CTL: &[Section] = &[
         title: "OUTPUT",
         items: &[
             ("Times", "On a terminal, times are shown in UTC with their age (2026-12-01 09:31:05 UTC, 3m 12s ago); otherwise in RFC 3339 (2026-12-01T09:31:05Z)."),
-            ("--json", "Every outcome is one JSON document on standard output: a reply's parameters as io.kmodlike.Loader defines them, or for a failure {\"error\": NAME, \"parameters\": {...}, \"message\": TEXT}, where NAME is an io.kmodlike.Loader error or one of kmodctl.Unreachable, kmodctl.NotASocket, kmodctl.PermissionDenied, kmodctl.Untrusted, kmodctl.ConnectionFailed, kmodctl.ProtocolError, kmodctl.UsageError, kmodctl.Failed."),
+            ("--json", "Every outcome is one JSON document on standard output: a reply's parameters as io.kmodlike.Loader defines them, or for a failure {\"error\": NAME, \"parameters\": {...}, \"message\": TEXT}, where NAME is an io.kmodlike.Loader error or one of kmodctl.Unreachable, kmodctl.NotASocket, kmodctl.PermissionDenied, kmodctl.Untrusted, kmodctl.ConnectionFailed, kmodctl.NoReply (no reply within --timeout, the daemon answers ping: exit 4), kmodctl.ProtocolError, kmodctl.UsageError, kmodctl.Failed."),
             ("Paths", "A relative path (./x.so, ../m/x.so, or dir/x.so when that file exists) is resolved against kmodctl's working directory before it is sent; specs such as misc/hello are searched along the daemon's module path."),
         ],
     },
@@ -46,6 +48,7 @@ const CTL: &[Section] = &[
         items: &[
             ("Load a module file from the current directory and call a function in it:", "$ kmodctl load ./crash.so\n$ kmodctl call crash crash"),
             ("The crashes of one module in the last ten minutes, as JSON:", "$ kmodctl --json crashes --module crash --since 10m"),
+            ("A call that may hang: interrupt it after 2 s (exit 5 and where it was); list the calls running; remove a module with a stuck call:", "$ kmodctl call hang spin --deadline 2\n$ kmodctl calls\n$ kmodctl unload --force hang"),
             ("Follow events; ask another daemon:", "$ kmodctl monitor\n$ kmodctl --socket /tmp/other.sock status"),
             ("The names of the loaded modules, one a line (for scripts and shell completion):", "$ kmodctl list --names"),
             ("Another host, over ssh (ssh HOST kmodctl bridge):", "$ kmodctl --host ops@web1 list\n$ kmodctl --host web1 --json crashes"),
@@ -64,7 +67,7 @@ const DAEMON: &[Section] = &[
     Section {
         title: "SIGNALS",
         items: &[
-            ("SIGTERM, SIGINT", "Unload every module (module_fini runs, dependents first), remove the socket (unless systemd passed it) and exit 0. A second one exits at once with status 1."),
+            ("SIGTERM, SIGINT", "Unload every module (module_fini runs, dependents first), remove the socket (unless systemd passed it) and exit 0. Calls still running 5 s after the signal are interrupted, each named in the log (module, function, thread). A second one exits at once with status 1."),
             ("SIGHUP", "Reload the configuration (kmodlike.toml and modules.d, as kmodctl reload-config does) and keep running; with systemd, RELOADING=1 then READY=1 are sent (systemctl reload kmodlike)."),
         ],
     },

@@ -159,7 +159,7 @@ impl Metrics {
             .clone()
     }
 
-    /// Count a load, an unload or a crash.
+    /// Count a load, an unload, a crash or a timed-out call.
     pub fn on_event(&self, event: &kmodlike::Event) {
         match event {
             kmodlike::Event::Loaded(m) => {
@@ -178,6 +178,7 @@ impl Metrics {
                     .or_default() += 1;
             }
             kmodlike::Event::CallTimedOut(r) => self.timed_out(&r.module),
+            // A slow call is still counted in flight; a hung module shows in Status.
             kmodlike::Event::CallSlow { .. } | kmodlike::Event::Hung { .. } => {}
         }
     }

@@ -3,8 +3,13 @@
 
 use std::fmt::Write as _;
 
-use crate::varlink::types::{CrashFrame, CrashReport, Event, Module, ModuleFile, StatusReply};
+use crate::varlink::types::{
+    epoch_secs, CrashFrame, CrashReport, Event, Module, ModuleFile, StatusReply,
+};
+
+mod calls;
 use crate::varlink::VarlinkError;
+pub use calls::{call_summary, calls_table};
 
 /// Whether to use colour on a stream: only on a terminal, and never with `NO_COLOR` set.
 pub fn use_colour(is_terminal: bool) -> bool {
@@ -40,7 +45,7 @@ impl Style {
     pub fn state(&self, state: &str) -> String {
         match state {
             "live" => self.paint("32", state),
-            "crashed" => self.paint("1;31", state),
+            "crashed" | "hung" => self.paint("1;31", state),
             _ => self.paint("33", state),
         }
     }
@@ -181,6 +186,10 @@ pub fn module_block(m: &Module, style: Style) -> String {
     if m.child_pid.is_some() {
         field(&mut out, "process", child_line(m));
     }
+    let now = epoch_secs(std::time::SystemTime::now());
+    for c in m.calls_in_flight.iter().flatten() {
+        field(&mut out, "call in flight", call_summary(c, now));
+    }
     for e in &m.modinfo {
         field(&mut out, &e.tag, &e.value);
     }
@@ -193,11 +202,12 @@ pub fn crashed_module_block(c: &CrashReport, when: &str, style: Style) -> String
     let mut out = String::new();
     field(&mut out, "name", &c.module);
     field(&mut out, "state", format!("{} (not loaded)", style.state("crashed")));
-    field(
-        &mut out,
-        "last crash",
-        format!("{} ({}) in {}, {when}", c.signal_name, c.code_name, c.phase),
-    );
+    let what = match &c.timeout {
+        // Not a fault: the call was interrupted at its deadline (or on request).
+        Some(t) => calls::timeout_summary(c.called.as_deref(), t),
+        None => format!("{} ({}) in {}", c.signal_name, c.code_name, c.phase),
+    };
+    field(&mut out, "last crash", format!("{what}, {when}"));
     field(&mut out, "reload", format!("kmodctl reload {}", c.module));
     out
 }
@@ -226,7 +236,21 @@ pub fn status_block(s: &StatusReply, socket: &str, when: &dyn Fn(f64) -> String)
     field(&mut out, "modules", s.modules);
     field(&mut out, "crashes", s.crashes);
     field(&mut out, "quarantined", list(&s.quarantined));
-    field(&mut out, "connections", format!("{} of at most {}", s.connections, s.max_connections));
+    if let Some(hung) = &s.hung {
+        field(&mut out, "hung", list(hung));
+    }
+    if let Some(t) = s.call_timeout {
+        let text = if t > 0.0 { format!("{t} s (kmodlike --call-timeout)") } else { "none".into() };
+        field(&mut out, "call deadline", text);
+    }
+    let mut connections = format!("{} of at most {}", s.connections, s.max_connections);
+    if let Some(n) = s.abandoned_connections.filter(|&n| n > 0) {
+        let _ = write!(
+            connections,
+            " (and {n} abandoned: the client hung up while its call still runs)"
+        );
+    }
+    field(&mut out, "connections", connections);
     field(&mut out, "probe", if s.probe { "on" } else { "off" });
     if let Some(policy) = &s.signature_policy {
         let keys = s.trusted_keys.as_deref().unwrap_or("?");
@@ -388,6 +412,7 @@ pub fn event_line(e: &Event, when: &str) -> Option<String> {
             }
             None => format!("crashed  {name}"),
         },
+        "call_slow" | "call_timed_out" | "hung" => calls::event_text(e, name),
         other => match &e.detail {
             Some(d) => format!("{other} {name}: {d}"),
             None => format!("{other} {name}"),
@@ -430,6 +455,7 @@ pub fn error_message(e: &VarlinkError, socket: &str) -> String {
                 None => format!("module {} crashed: {}", p("module"), p("signal")),
             }
         }
+        "TimedOut" => calls::timed_out_message(e),
         "ModuleNotLoaded" => match e.param_str("reason") {
             Some(reason) => format!("module {} is not loaded: {reason}", p("module")),
             None => format!("module {} is not loaded (see `kmodctl list`)", p("module")),
@@ -511,6 +537,7 @@ mod tests {
             tier: None,
             child_pid: None,
             child_rss: None,
+            calls_in_flight: None,
         }
     }
 
@@ -578,7 +605,7 @@ mod tests {
 
     /// A report the unwinder would fill: two frames, the second one guessed, the called
     /// function named.
-    fn report_with_frames() -> CrashReport {
+    pub(super) fn report_with_frames() -> CrashReport {
         let core = kmodlike::CrashReport {
             module: "crash_mod".into(),
             path: "/m/crash_mod.so".into(),

@@ -272,6 +272,7 @@ mod tests {
             probe_pid: None,
             abort_message: None,
             previous_run: None,
+            timeout: None,
         }
     }
 

@@ -266,6 +266,8 @@ fn type_checks() -> BTreeMap<&'static str, Checker> {
         ("CrashLoop", check::<CrashLoop>),
         ("Event", check::<Event>),
         ("ConfiguredModule", check::<ConfiguredModule>),
+        ("CallInFlight", check::<CallInFlight>),
+        ("CallTimeout", check::<CallTimeout>),
     ])
 }
 
@@ -276,12 +278,13 @@ fn reply_checks() -> BTreeMap<&'static str, Option<Checker>> {
         ("List", Some(check::<ListReply>)),
         ("Info", Some(check::<InfoReply>)),
         ("Load", Some(check::<LoadReply>)),
-        ("Unload", None),
+        ("Unload", Some(check::<UnloadReply>)),
         ("Reload", Some(check::<ReloadReply>)),
         ("Clear", None),
         ("ClearTaint", Some(check::<ClearTaintReply>)),
         ("Call", Some(check::<CallReply>)),
         ("Invoke", Some(check::<InvokeReply>)),
+        ("Calls", Some(check::<CallsReply>)),
         ("Crashes", Some(check::<CrashesReply>)),
         ("SetModulePath", Some(check::<SetModulePathReply>)),
         ("ReloadConfiguration", Some(check::<ReloadConfigurationReply>)),

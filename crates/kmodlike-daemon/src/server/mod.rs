@@ -12,14 +12,12 @@
 //! Peers the [`AccessPolicy`] refuses get `PermissionDenied` and are closed on the accept
 //! thread, before any thread or buffer is spent on them.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags};
@@ -89,6 +87,12 @@ pub trait Service: Send + Sync + 'static {
         let _ = (method, params, ctx);
         Outcome::Error(VarlinkError::interface_not_found(interface))
     }
+    /// At shutdown, when connection threads are still busy after the grace period: stop what
+    /// they run (interrupt calls into modules), naming each in the log; returns how many were
+    /// asked to stop. The default stops nothing.
+    fn interrupt_running(&self) -> usize {
+        0
+    }
 }
 
 /// What `org.varlink.service.GetInfo` reports.
@@ -115,6 +119,9 @@ pub struct Limits {
     pub read_timeout: Duration,
     /// A reply must be written within this.
     pub write_timeout: Duration,
+    /// At shutdown, how long connection threads may take to finish before their calls are
+    /// interrupted (and again after that).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Limits {
@@ -124,91 +131,9 @@ impl Default for Limits {
             max_message: crate::varlink::codec::MAX_MESSAGE,
             read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
         }
     }
-}
-
-struct Conn {
-    /// A second handle on the socket, to shut it down from another thread.
-    stream: UnixStream,
-    /// Since when the connection waits for its next request; `None` while it works.
-    idle_since: Arc<Mutex<Option<Instant>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-/// The open connections (shared by the server and whoever reports its state).
-#[derive(Default)]
-pub struct Connections {
-    table: Mutex<HashMap<u64, Conn>>,
-    next_id: AtomicU64,
-}
-
-impl Connections {
-    /// A new, empty table.
-    pub fn new() -> Arc<Connections> {
-        Arc::new(Connections::default())
-    }
-
-    /// Connections open now.
-    pub fn count(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Forget connection `id` (its thread is ending).
-    fn remove(&self, id: u64) {
-        self.lock().remove(&id);
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Conn>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Close the connection idle the longest; false when none is idle.
-    fn evict_idlest(&self) -> bool {
-        let mut table = self.lock();
-        let idlest = table
-            .iter()
-            .filter_map(|(id, c)| lock(&c.idle_since).map(|since| (since, *id)))
-            .min()
-            .map(|(_, id)| id);
-        match idlest.and_then(|id| table.remove(&id)) {
-            Some(conn) => {
-                let _ = conn.stream.shutdown(std::net::Shutdown::Both);
-                tracing::debug!("closed the longest-idle connection to make room");
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Shut every connection down and wait up to `deadline` for their threads.
-    fn close_all(&self, deadline: Duration) {
-        let conns: Vec<Conn> = self.lock().drain().map(|(_, c)| c).collect();
-        for c in &conns {
-            let _ = c.stream.shutdown(std::net::Shutdown::Both);
-        }
-        let until = Instant::now() + deadline;
-        for mut c in conns {
-            if let Some(t) = c.thread.take() {
-                while !t.is_finished() && Instant::now() < until {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                if t.is_finished() {
-                    let _ = t.join();
-                } else {
-                    tracing::warn!("a connection thread is still busy (a call into a module?)");
-                }
-            }
-        }
-    }
-}
-
-fn lock<T: Copy>(m: &Mutex<T>) -> T {
-    *m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(super) fn set(m: &Mutex<Option<Instant>>, v: Option<Instant>) {
-    *m.lock().unwrap_or_else(|e| e.into_inner()) = v;
 }
 
 /// Stops a running [`Server`] from another thread (a signal handler thread).
@@ -265,7 +190,8 @@ impl Server {
         StopHandle { wake: self.wake_write.clone() }
     }
 
-    /// Serve until stopped; then close every connection (waiting up to 5 s for their threads).
+    /// Serve until stopped; then close every connection (waiting [`Limits::shutdown_grace`] for
+    /// their threads, then interrupting what still runs and waiting as long again).
     pub fn run(self) -> io::Result<()> {
         let shared = Arc::new(Shared {
             service: self.service.clone(),
@@ -297,7 +223,7 @@ impl Server {
                 }
             }
         }
-        self.conns.close_all(Duration::from_secs(5));
+        self.conns.close_all(self.limits.shutdown_grace, &*self.service);
         Ok(())
     }
 
@@ -366,7 +292,10 @@ impl Server {
 /// Send one error and close; never blocks for long (the socket buffer of a new connection is
 /// empty, and the write timeout is short).
 mod connection;
+mod table;
 use connection::{refuse, serve_connection, Shared};
+use table::{set, Conn};
+pub use table::{Census, Connections};
 
 #[cfg(test)]
 mod tests {
@@ -374,6 +303,8 @@ mod tests {
     use crate::client::Connection;
     use crate::varlink::codec::{FrameReader, Reply};
     use std::io::{Read, Write};
+    use std::sync::atomic::AtomicU64;
+    use std::thread::JoinHandle;
 
     /// Read what the server sends until it closes the connection.
     fn drain_until_closed(stream: &mut UnixStream, limit: Duration) -> Vec<u8> {
@@ -384,6 +315,9 @@ mod tests {
     }
 
     struct Echo;
+
+    static GATE: Mutex<()> = Mutex::new(());
+    static ENTERED: AtomicU64 = AtomicU64::new(0);
 
     impl Service for Echo {
         fn interface(&self) -> &'static str {
@@ -406,6 +340,12 @@ mod tests {
                     Outcome::Stream(rx)
                 }
                 "Count" => Outcome::Error(VarlinkError::expected_more()),
+                // Blocks until the test lets go of GATE (a call that does not return).
+                "Wait" => {
+                    ENTERED.fetch_add(1, Ordering::SeqCst);
+                    drop(GATE.lock());
+                    Outcome::Reply(json!({}))
+                }
                 _ => Outcome::Error(VarlinkError::method_not_found(method)),
             }
         }
@@ -414,9 +354,17 @@ mod tests {
     fn start(
         limits: Limits,
     ) -> (tempfile::TempDir, std::path::PathBuf, StopHandle, JoinHandle<()>) {
+        let (d, p, s, t, _) = start_with_table(limits);
+        (d, p, s, t)
+    }
+
+    fn start_with_table(
+        limits: Limits,
+    ) -> (tempfile::TempDir, std::path::PathBuf, StopHandle, JoinHandle<()>, Arc<Connections>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.sock");
         let listener = UnixListener::bind(&path).unwrap();
+        let conns = Connections::new();
         let info = ServiceInfo {
             vendor: "v".into(),
             product: "p".into(),
@@ -429,12 +377,12 @@ mod tests {
             info,
             AccessPolicy::for_this_process(None),
             limits,
-            Connections::new(),
+            conns.clone(),
         )
         .unwrap();
         let stop = server.stop_handle();
         let t = std::thread::spawn(move || server.run().unwrap());
-        (dir, path, stop, t)
+        (dir, path, stop, t, conns)
     }
 
     fn raw_exchange(stream: &mut UnixStream, bytes: &[u8]) -> Reply {
@@ -540,6 +488,45 @@ mod tests {
         let r = c.call("io.kmodlike.Test.Echo", json!({"text": "served"})).unwrap().unwrap();
         assert_eq!(r["text"], "served");
         drop(idle);
+        stop.stop();
+        t.join().unwrap();
+    }
+
+    /// Wait (bounded) until `cond` holds: the server's threads get there on their own time.
+    fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < until, "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_client_that_hung_up_during_its_call_is_counted_abandoned_until_the_call_returns() {
+        let (_d, path, stop, t, conns) = start_with_table(Limits::default());
+        let gate = GATE.lock().unwrap();
+        let wait = b"{\"method\":\"io.kmodlike.Test.Wait\",\"parameters\":{}}\0";
+        let mut gone = UnixStream::connect(&path).unwrap();
+        gone.write_all(wait).unwrap();
+        eventually("the call is running", || ENTERED.load(Ordering::SeqCst) == 1);
+        drop(gone);
+        // A client that only shut down its sending side still reads its reply: not abandoned.
+        let mut half = UnixStream::connect(&path).unwrap();
+        half.write_all(wait).unwrap();
+        half.shutdown(std::net::Shutdown::Write).unwrap();
+        eventually("the second call is running", || ENTERED.load(Ordering::SeqCst) == 2);
+        // A client that is still there (its request answered, so it is in the table).
+        let mut c = Connection::connect(&path, Some(Duration::from_secs(5))).unwrap();
+        c.call("io.kmodlike.Test.Echo", json!({"text": "x"})).unwrap().unwrap();
+        assert_eq!(conns.census(), Census { open: 2, abandoned: 1 });
+        assert_eq!(conns.count(), 3, "all hold a thread and count against the bound");
+        drop(gate);
+        let mut reply = Vec::new();
+        half.read_to_end(&mut reply).unwrap();
+        assert!(reply.starts_with(b"{"), "the half-closed client got its reply");
+        eventually("the abandoned connection closes when its call returns", || {
+            conns.census() == Census { open: 1, abandoned: 0 }
+        });
         stop.stop();
         t.join().unwrap();
     }

@@ -27,14 +27,22 @@ pub(crate) fn not_loaded_explained(loader: &Loader, name: &str) -> VarlinkError 
     match last_crash(loader, name) {
         Some(c) => {
             let when = humantime::format_rfc3339_seconds(c.time);
-            let reason = format!(
-                "it crashed with {} ({}) in {} at {when} and was unloaded; `kmodctl reload {name}` \
-                 loads {} again",
-                c.signal_name,
-                c.code_name,
-                c.phase.name(),
-                c.path.display()
-            );
+            let what = match (&c.timeout, c.called.as_deref()) {
+                (Some(_), Some(f)) => {
+                    format!("its call to {f} ran past its deadline at {when}, and it was unloaded")
+                }
+                (Some(_), None) => {
+                    format!("a call ran past its deadline at {when}, and it was unloaded")
+                }
+                (None, _) => format!(
+                    "it crashed with {} ({}) in {} at {when} and was unloaded",
+                    c.signal_name,
+                    c.code_name,
+                    c.phase.name()
+                ),
+            };
+            let reason =
+                format!("{what}; `kmodctl reload {name}` loads {} again", c.path.display());
             not_loaded(name, Some(&reason))
         }
         None => not_loaded(name, None),

@@ -20,6 +20,29 @@ pub(crate) fn busy(name: &str, reason: &str, holders: &[String], message: &str) 
     )
 }
 
+/// `Busy` for a module marked hung: which call, and what can be done.
+pub(crate) fn hung(m: &types::Module) -> VarlinkError {
+    let calls: Vec<String> = m
+        .calls_in_flight
+        .iter()
+        .flatten()
+        .map(|c| format!("{} on thread {}", c.function.as_deref().unwrap_or("a call"), c.thread))
+        .collect();
+    let what = if calls.is_empty() { "a call".to_owned() } else { calls.join(", ") };
+    busy(
+        &m.name,
+        "hung",
+        &[],
+        &format!(
+            "module {} is hung: {what} ran past its deadline and cannot be interrupted (the \
+             thread blocks the interrupt signal); it takes no new calls, the daemon has let go \
+             of it, and it goes away if the call ever returns; restart the daemon to end the \
+             thread",
+            m.name
+        ),
+    )
+}
+
 /// The file an error is about, when it names one.
 fn error_path(e: &Error) -> Option<&Path> {
     match e {
@@ -48,6 +71,17 @@ fn error_path(e: &Error) -> Option<&Path> {
 
 /// The Varlink error for a loader error; `subject` is the spec or module name asked for.
 pub fn map_error(e: &Error, subject: &str) -> VarlinkError {
+    if let Error::TimedOut(report) = e {
+        return VarlinkError::loader(
+            "TimedOut",
+            json!({
+                "module": report.module,
+                "function": report.called,
+                "ran_for": report.timeout.map(|t| t.ran.as_secs_f64()).unwrap_or_default(),
+                "report": types::CrashReport::from(&**report),
+            }),
+        );
+    }
     if let Some(report) = e.crash_report() {
         return VarlinkError::loader(
             "ModuleCrashed",
@@ -106,6 +140,52 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn timeout_report() -> kmodlike::CrashReport {
+        kmodlike::CrashReport {
+            module: "hang".into(),
+            path: "/m/hang.so".into(),
+            signal: 34,
+            signal_name: "timeout".into(),
+            code: -1,
+            code_name: "SI_QUEUE".into(),
+            code_meaning: String::new(),
+            fault_addr: 0,
+            pc: 0x7f00_0000_1123,
+            pc_in_module: true,
+            module_offset: Some(0x1123),
+            pc_object: Some("hang.so".into()),
+            symbol: Some("spin+0x1e".into()),
+            phase: kmodlike::Phase::Call,
+            thread_id: 7,
+            time: std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(100),
+            taint: None,
+            exit_status: None,
+            frames: Vec::new(),
+            called: Some("spin".into()),
+            probe_pid: None,
+            abort_message: None,
+            timeout: Some(kmodlike::CallTimeout {
+                limit: Some(std::time::Duration::from_secs(2)),
+                ran: std::time::Duration::from_millis(2500),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_timed_out_call_is_its_own_error_and_event() {
+        let r = timeout_report();
+        let call = types::CallInFlight::timed_out(&r);
+        assert_eq!((call.function.as_deref(), call.thread), (Some("spin"), 7));
+        assert_eq!(call.since, 97.5, "the report's time minus how long it ran");
+        assert_eq!(call.deadline, Some(99.5), "its start plus its limit");
+        let ev =
+            crate::service::monitor::monitor_event(&kmodlike::Event::CallTimedOut(Box::new(r)));
+        assert_eq!(ev.kind, "call_timed_out");
+        assert_eq!(ev.ran_for, Some(2.5));
+        assert_eq!(ev.call, Some(call));
+        assert!(ev.report.is_some());
+    }
+
     #[test]
     fn errors_keep_their_subject() {
         let e = map_error(
@@ -122,6 +202,14 @@ mod tests {
         assert_eq!(e.short_name(), "Busy");
         assert_eq!(e.parameters["reason"], "holders");
         assert_eq!(e.parameters["holders"], json!(["b"]));
+
+        let e = map_error(&Error::TimedOut(Box::new(timeout_report())), "hang");
+        assert_eq!(e.name, "io.kmodlike.Loader.TimedOut", "not ModuleCrashed");
+        assert_eq!(e.parameters["module"], "hang");
+        assert_eq!(e.parameters["function"], "spin");
+        assert_eq!(e.parameters["ran_for"], 2.5);
+        assert_eq!(e.parameters["report"]["signal_name"], "timeout");
+        assert_eq!(e.parameters["report"]["timeout"], json!({"limit": 2.0, "ran": 2.5}));
 
         let e = map_error(
             &Error::InitFailed { module: "m".into(), path: "/m.so".into(), code: 3 },

@@ -20,13 +20,14 @@ use crate::server::{CallContext, Connections, Outcome, Service};
 use crate::socket::Access;
 use crate::varlink::params::Params;
 use crate::varlink::types::{
-    self, CallReply, ClearTaintReply, CrashesReply, InfoReply, ListReply, LoadReply, ModuleFile,
-    MonitorReply, PingReply, ReloadReply, SetModulePathReply, StatusReply,
+    self, CallsReply, ClearTaintReply, CrashesReply, InfoReply, ListReply, LoadReply, ModuleFile,
+    MonitorReply, PingReply, ReloadReply, SetModulePathReply, StatusReply, UnloadReply,
 };
 use crate::varlink::{VarlinkError, INTERFACE, INTERFACE_DESCRIPTION};
 
 mod after_crash;
 mod audit;
+mod calls;
 mod configured;
 mod crash_loop;
 mod errors;
@@ -34,8 +35,10 @@ mod invoke;
 mod monitor;
 mod persist;
 
+pub use calls::Signature;
+
 pub use errors::map_error;
-use errors::{busy, not_loaded};
+use errors::{busy, hung, not_loaded};
 use monitor::{monitor_event, MonitorHub};
 use persist::Persisted;
 
@@ -78,6 +81,8 @@ pub struct DaemonFacts {
     pub crash_loop: Option<kmodlike::CrashLoop>,
     /// The connection bound.
     pub max_connections: usize,
+    /// The deadline of a `Call` that names none (`--call-timeout`); `None`: no deadline.
+    pub call_timeout: Option<Duration>,
 }
 
 /// The implementation of `io.kmodlike.Loader`.
@@ -117,7 +122,10 @@ impl LoaderService {
             let crash_loops = crash_loops.clone();
             loader.subscribe(move |event| {
                 metrics.on_event(event);
-                if let kmodlike::Event::Crashed(report) = event {
+                // A timed-out call is in the crash log too (and counts for the crash loop).
+                if let kmodlike::Event::Crashed(report) | kmodlike::Event::CallTimedOut(report) =
+                    event
+                {
                     crash_count.fetch_add(1, Ordering::Relaxed);
                     // Its own crash-loop policy first: the verdict is then saved and announced.
                     crash_loops.on_crash(&me, &report.module);
@@ -127,7 +135,9 @@ impl LoaderService {
                     }
                 }
                 monitors.publish(monitor_event(event));
-                if let kmodlike::Event::Crashed(report) = event {
+                if let kmodlike::Event::Crashed(report) | kmodlike::Event::CallTimedOut(report) =
+                    event
+                {
                     if announce_consequences(&me, &monitors, report) {
                         metrics.quarantined(&report.module);
                     }
@@ -239,21 +249,6 @@ impl LoaderService {
         Ok(LoadReply { module, already_loaded, hello_called })
     }
 
-    /// Call the module's `mod_hello()` when it exports one; false when it does not.
-    fn call_hello(&self, name: &str) -> Result<bool, VarlinkError> {
-        let handle = self.handle_for(name)?;
-        let Ok(ptr) = handle.symbol_ptr("mod_hello") else { return Ok(false) };
-        // SAFETY: `mod_hello` is `void mod_hello(void)` by the module interface's definition;
-        // a non-null code address from the module itself.
-        let f: extern "C" fn() =
-            unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(ptr) };
-        // SAFETY: `f` is the module's own code (`symbol_ptr` finds only symbols the module
-        // defines), loaded under the operator's promise; no daemon frame lies between the
-        // guard and it.
-        unsafe { handle.call0(f) }.map_err(|e| map_error(&e, name))?;
-        Ok(true)
-    }
-
     /// A reference for a call: the daemon's own, or a new one for a module loaded only as a
     /// dependency.
     fn handle_for(&self, name: &str) -> Result<Arc<Handle>, VarlinkError> {
@@ -267,14 +262,35 @@ impl LoaderService {
     }
 
     fn module_info(&self, name: &str) -> Option<types::Module> {
-        self.loader.list().iter().find(|m| m.name == name).map(types::Module::from)
+        let m = self.loader.list().iter().find(|m| m.name == name).map(types::Module::from)?;
+        Some(self.with_calls(vec![m]).remove(0))
     }
 
-    /// Unload a module the daemon holds.
-    pub fn unload(&self, name: &str, force: bool, wait: bool) -> Result<(), VarlinkError> {
-        let deadline = Instant::now() + if wait { UNLOAD_WAIT } else { Duration::ZERO };
+    /// Unload a module the daemon holds. With `force`, calls running in it are interrupted
+    /// first, as their deadline would (each caller gets `TimedOut`, and the module is unloaded
+    /// as after a crash); a hung module is removed, its thread left alone. Returns how many
+    /// calls were interrupted.
+    pub fn unload(&self, name: &str, force: bool, wait: bool) -> Result<usize, VarlinkError> {
+        // A hung module's call cannot be interrupted (it blocks the signal): it is removed below.
+        let hung_now = || {
+            self.loader
+                .list()
+                .iter()
+                .any(|m| m.name == name && m.state == kmodlike::ModuleState::Hung)
+        };
+        let interrupted = if force && !hung_now() { self.loader.interrupt_calls(name) } else { 0 };
+        if interrupted > 0 {
+            tracing::warn!(
+                module = %name,
+                "forced unload: interrupted {interrupted} call(s) running in module {name}"
+            );
+        }
+        // Interrupted calls return at once; wait for them as for `wait`.
+        let patience = if wait || interrupted > 0 { UNLOAD_WAIT } else { Duration::ZERO };
+        let deadline = Instant::now() + patience;
         let Some(mut arc) = self.held().remove(name) else {
             return match self.module_info(name) {
+                Some(m) if m.state == kmodlike::ModuleState::Hung.name() => Err(hung(&m)),
                 // Loaded, but only because other modules depend on it.
                 Some(m) => Err(busy(
                     name,
@@ -285,6 +301,8 @@ impl LoaderService {
                         m.holders.join(", ")
                     ),
                 )),
+                // The interrupt unloaded it already.
+                None if interrupted > 0 => Ok(interrupted),
                 None => Err(after_crash::not_loaded_explained(&self.loader, name)),
             };
         };
@@ -293,6 +311,26 @@ impl LoaderService {
             let handle = match Arc::try_unwrap(arc) {
                 Ok(h) => h,
                 Err(back) => {
+                    if back.state() == kmodlike::ModuleState::Hung {
+                        // Its call can neither return nor be interrupted, and its clone of
+                        // the reference stays: close through the shared reference. The loader
+                        // removes a hung module without module_fini and leaves its code mapped
+                        // for the thread stuck in it.
+                        return match back.close_shared(true) {
+                            Ok(()) => {
+                                tracing::warn!(
+                                    module = %name,
+                                    "unloaded the hung module {name}; the thread stuck in it \
+                                     is left running"
+                                );
+                                Ok(interrupted)
+                            }
+                            Err(e) => {
+                                self.held().insert(name.to_owned(), back);
+                                Err(map_error(&e, name))
+                            }
+                        };
+                    }
                     if Instant::now() >= deadline {
                         let n = Arc::strong_count(&back) - 1;
                         self.held().insert(name.to_owned(), back);
@@ -302,7 +340,11 @@ impl LoaderService {
                             &[],
                             &format!(
                                 "module {name} is busy: {n} call(s) still running in it{}",
-                                if wait { " after waiting" } else { "; retry, or pass wait" }
+                                if wait {
+                                    " after waiting"
+                                } else {
+                                    "; retry, or wait for them (kmodctl unload --wait)"
+                                }
                             ),
                         ));
                     }
@@ -313,7 +355,7 @@ impl LoaderService {
             };
             let closed = if force { handle.close_forced() } else { handle.close() };
             match closed {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(interrupted),
                 Err(e) => {
                     let in_flight =
                         matches!(e.error, Error::Busy { reason: BusyReason::InFlight(_), .. });
@@ -364,60 +406,6 @@ impl LoaderService {
         Ok(ReloadReply { module: reply.module })
     }
 
-    /// Call `symbol` of module `name` with `signature`.
-    pub fn call(
-        &self,
-        name: &str,
-        symbol: &str,
-        signature: Signature,
-        arg: Option<i32>,
-    ) -> Result<CallReply, VarlinkError> {
-        let handle = self.handle_for(name)?;
-        let ptr = handle.symbol_ptr(symbol).map_err(|e| map_error(&e, name))?;
-        let timer = self.metrics.start_call(name);
-        // `ptr` is the address of a function the module itself defines (`symbol_ptr` refuses
-        // symbols of dependencies or libc); the caller declared its C type through `signature`,
-        // which is the documented contract of Call (a wrong declaration is undefined behaviour
-        // of that module's code, which the guard contains if it faults). The guarded calls
-        // below run only that module code: no daemon frame lies between the guard and it.
-        let result = match signature {
-            Signature::Void => {
-                // SAFETY: the module's `void f(void)`, as declared by the caller (above).
-                let f = unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(ptr) };
-                // SAFETY: module code, loaded under the operator's promise (above).
-                unsafe { handle.call0(f) }.map(|()| None)
-            }
-            Signature::Int => {
-                // SAFETY: the module's `int32_t f(void)`, as declared by the caller (above).
-                let f = unsafe {
-                    std::mem::transmute::<*mut libc::c_void, extern "C" fn() -> i32>(ptr)
-                };
-                // SAFETY: module code, loaded under the operator's promise (above).
-                unsafe { handle.call0(f) }.map(|r| Some(i64::from(r)))
-            }
-            Signature::IntInt => {
-                // SAFETY: the module's `int32_t f(int32_t)`, as declared by the caller (above).
-                let f = unsafe {
-                    std::mem::transmute::<*mut libc::c_void, extern "C" fn(i32) -> i32>(ptr)
-                };
-                // SAFETY: module code, loaded under the operator's promise (above).
-                unsafe { handle.call(f, arg.unwrap_or(0)) }.map(|r| Some(i64::from(r)))
-            }
-        };
-        drop(timer);
-        drop(handle);
-        match result {
-            Ok(result) => Ok(CallReply { result }),
-            Err(e) => {
-                if e.crash_report().is_some() {
-                    // Drop the daemon's dead reference now rather than on the next look.
-                    drop(self.held());
-                }
-                Err(map_error(&e, name))
-            }
-        }
-    }
-
     fn info(&self, target: &str) -> Result<InfoReply, VarlinkError> {
         if !target.contains('/') {
             if let Some(m) = self.module_info(target) {
@@ -455,6 +443,7 @@ impl LoaderService {
 
     fn status(&self) -> StatusReply {
         let config = self.configuration_facts();
+        let census = self.conns.census();
         StatusReply {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: *PID,
@@ -463,7 +452,8 @@ impl LoaderService {
             modules: self.loader.list().len() as u64,
             crashes: self.crash_count.load(Ordering::Relaxed),
             quarantined: self.loader.quarantined().into_iter().map(|(n, _)| n).collect(),
-            connections: self.conns.count() as u64,
+            connections: census.open as u64,
+            abandoned_connections: Some(census.abandoned as u64),
             max_connections: self.facts.max_connections as u64,
             probe: self.facts.probe,
             crash_loop: self.facts.crash_loop.map(|c| types::CrashLoop {
@@ -485,6 +475,15 @@ impl LoaderService {
                 .map(|d| d.display().to_string()),
             config_file: config.0,
             configured_modules: config.1,
+            hung: Some(
+                self.loader
+                    .list()
+                    .iter()
+                    .filter(|m| m.state == kmodlike::ModuleState::Hung)
+                    .map(|m| m.name.clone())
+                    .collect(),
+            ),
+            call_timeout: Some(self.facts.call_timeout.map_or(0.0, |d| d.as_secs_f64())),
             module_path: self
                 .loader
                 .module_path()
@@ -581,7 +580,7 @@ impl LoaderService {
             }),
             "List" => p.finish().and_then(|()| {
                 let modules = self.loader.list().iter().map(types::Module::from).collect();
-                reply(ListReply { modules })
+                reply(ListReply { modules: self.with_calls(modules) })
             }),
             "Info" => (|| {
                 let target = p.string("module")?;
@@ -600,8 +599,8 @@ impl LoaderService {
                 let force = p.opt_bool("force")?.unwrap_or(false);
                 let wait = p.opt_bool("wait")?.unwrap_or(false);
                 p.finish()?;
-                self.unload(&name, force, wait)?;
-                Ok(json!({}))
+                let interrupted = self.unload(&name, force, wait)?;
+                reply(UnloadReply { interrupted: Some(interrupted as u64) })
             })(),
             "Reload" => (|| {
                 let name = p.string("module")?;
@@ -651,6 +650,11 @@ impl LoaderService {
                 let symbol = p.string("symbol")?;
                 let signature = Signature::parse(&p.string("signature")?)?;
                 let arg = p.opt_c_int("arg")?;
+                // The request's own deadline, else the daemon's default.
+                let deadline = match p.opt_seconds("timeout")? {
+                    Some(secs) => crate::cli::seconds_to_deadline(secs),
+                    None => self.facts.call_timeout,
+                };
                 p.finish()?;
                 match (signature, arg) {
                     (Signature::IntInt, None) => {
@@ -667,8 +671,11 @@ impl LoaderService {
                     }
                     _ => {}
                 }
-                reply(self.call(&name, &symbol, signature, arg)?)
+                reply(self.call(&name, &symbol, signature, arg, deadline)?)
             })(),
+            "Calls" => {
+                p.finish().and_then(|()| reply(CallsReply { calls: self.calls_in_flight() }))
+            }
             "Invoke" => (|| {
                 let name = p.string("module")?;
                 let symbol = p.string("symbol")?;
@@ -738,35 +745,9 @@ impl Service for LoaderService {
     fn call(&self, method: &str, params: Params, ctx: &CallContext) -> Outcome {
         self.dispatch(method, params, ctx)
     }
-}
 
-/// The C types `Call` can call through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signature {
-    /// `void f(void)`.
-    Void,
-    /// `int f(void)`.
-    Int,
-    /// `int f(int)`.
-    IntInt,
-}
-
-impl Signature {
-    /// Parse `"void()"`, `"int()"`, `"int(int)"` (spaces and an explicit `void` parameter list
-    /// allowed).
-    pub fn parse(text: &str) -> Result<Signature, VarlinkError> {
-        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-        match compact.as_str() {
-            "void()" | "void(void)" => Ok(Signature::Void),
-            "int()" | "int(void)" => Ok(Signature::Int),
-            "int(int)" => Ok(Signature::IntInt),
-            _ => Err(VarlinkError::invalid_parameter_because(
-                "signature",
-                &format!(
-                    "unsupported signature {text:?}: use \"void()\", \"int()\" or \"int(int)\""
-                ),
-            )),
-        }
+    fn interrupt_running(&self) -> usize {
+        self.interrupt_all_calls()
     }
 }
 
@@ -805,19 +786,4 @@ fn announce_consequences(
 fn reply<T: Serialize>(value: T) -> Result<Value, VarlinkError> {
     serde_json::to_value(value)
         .map_err(|e| VarlinkError::failed(format!("cannot encode the reply: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signatures() {
-        assert_eq!(Signature::parse("void()").unwrap(), Signature::Void);
-        assert_eq!(Signature::parse("void (void)").unwrap(), Signature::Void);
-        assert_eq!(Signature::parse("int()").unwrap(), Signature::Int);
-        assert_eq!(Signature::parse("int(int)").unwrap(), Signature::IntInt);
-        let e = Signature::parse("double(char*)").unwrap_err();
-        assert_eq!(e.parameters["parameter"], "signature");
-    }
 }

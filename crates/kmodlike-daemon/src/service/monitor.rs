@@ -29,55 +29,57 @@ impl MonitorHub {
 
 /// The Monitor event for a loader event.
 pub(crate) fn monitor_event(event: &kmodlike::Event) -> types::Event {
-    let time = epoch_secs(SystemTime::now());
+    let now = SystemTime::now();
+    let mut e = types::Event::started();
+    e.time = epoch_secs(now);
     match event {
-        kmodlike::Event::Loaded(info) => types::Event {
-            kind: "loaded".into(),
-            time,
-            name: Some(info.name.clone()),
-            module: Some(types::Module::from(&**info)),
-            report: None,
-            detail: None,
-        },
-        kmodlike::Event::Unloaded { name } => types::Event {
-            kind: "unloaded".into(),
-            time,
-            name: Some(name.clone()),
-            module: None,
-            report: None,
-            detail: None,
-        },
-        kmodlike::Event::Crashed(report) => types::Event {
-            kind: "crashed".into(),
-            time,
-            name: Some(report.module.clone()),
-            module: None,
-            report: Some(types::CrashReport::from(&**report)),
-            detail: None,
-        },
-        kmodlike::Event::CallTimedOut(report) => types::Event {
-            kind: "call_timed_out".into(),
-            time,
-            name: Some(report.module.clone()),
-            module: None,
-            report: Some(types::CrashReport::from(&**report)),
-            detail: None,
-        },
-        kmodlike::Event::CallSlow { module, .. } => types::Event {
-            kind: "call_slow".into(),
-            time,
-            name: Some(module.clone()),
-            module: None,
-            report: None,
-            detail: None,
-        },
-        kmodlike::Event::Hung { module, .. } => types::Event {
-            kind: "hung".into(),
-            time,
-            name: Some(module.clone()),
-            module: None,
-            report: None,
-            detail: None,
-        },
+        kmodlike::Event::Loaded(info) => {
+            e.kind = "loaded".into();
+            e.name = Some(info.name.clone());
+            e.module = Some(types::Module::from(&**info));
+        }
+        kmodlike::Event::Unloaded { name } => {
+            e.kind = "unloaded".into();
+            e.name = Some(name.clone());
+        }
+        kmodlike::Event::Crashed(report) => {
+            e.kind = "crashed".into();
+            e.name = Some(report.module.clone());
+            e.report = Some(types::CrashReport::from(&**report));
+        }
+        kmodlike::Event::CallTimedOut(report) => {
+            e.kind = "call_timed_out".into();
+            e.name = Some(report.module.clone());
+            e.call = Some(types::CallInFlight::timed_out(report));
+            e.ran_for = report.timeout.map(|t| t.ran.as_secs_f64());
+            e.report = Some(types::CrashReport::from(&**report));
+        }
+        kmodlike::Event::CallSlow { module, function, thread, running, frames } => {
+            e.kind = "call_slow".into();
+            e.name = Some(module.clone());
+            e.call = Some(types::CallInFlight {
+                module: module.clone(),
+                function: function.clone(),
+                thread: *thread,
+                since: epoch_secs(now.checked_sub(*running).unwrap_or(now)),
+                deadline: None,
+            });
+            e.ran_for = Some(running.as_secs_f64());
+            e.sample =
+                (!frames.is_empty()).then(|| frames.iter().map(types::CrashFrame::from).collect());
+        }
+        kmodlike::Event::Hung { module, function, thread, detail } => {
+            e.kind = "hung".into();
+            e.name = Some(module.clone());
+            e.call = Some(types::CallInFlight {
+                module: module.clone(),
+                function: function.clone(),
+                thread: *thread,
+                since: e.time,
+                deadline: None,
+            });
+            e.detail = Some(detail.clone());
+        }
     }
+    e
 }

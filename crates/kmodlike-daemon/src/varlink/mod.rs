@@ -173,13 +173,20 @@ mod tests {
         assert!(INTERFACE_DESCRIPTION.lines().any(|l| l == format!("interface {INTERFACE}")));
         let methods = declared_methods(INTERFACE_DESCRIPTION);
         for m in [
-            "Ping", "List", "Info", "Load", "Unload", "Reload", "Clear", "Call", "Invoke",
+            "Ping", "List", "Info", "Load", "Unload", "Reload", "Clear", "Call", "Invoke", "Calls",
             "Crashes", "Status", "Monitor",
         ] {
             assert!(methods.contains(&m), "{m} is not declared: {methods:?}");
         }
         let errors = declared_errors(INTERFACE_DESCRIPTION);
-        for e in ["PermissionDenied", "ModuleCrashed", "ModuleNotLoaded", "LoadFailed", "Busy"] {
+        for e in [
+            "PermissionDenied",
+            "ModuleCrashed",
+            "ModuleNotLoaded",
+            "LoadFailed",
+            "Busy",
+            "TimedOut",
+        ] {
             assert!(errors.contains(&e), "{e} is not declared: {errors:?}");
         }
     }

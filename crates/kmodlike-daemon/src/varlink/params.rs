@@ -81,6 +81,21 @@ impl Params {
         }
     }
 
+    /// An optional number of seconds: finite and not negative.
+    pub fn opt_seconds(&mut self, name: &str) -> Result<Option<f64>, VarlinkError> {
+        match self.map.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(v) if v.is_finite() && (0.0..=f64::from(u32::MAX)).contains(&v) => Ok(Some(v)),
+                _ => Err(VarlinkError::invalid_parameter_because(
+                    name,
+                    &format!("{name} must be seconds between 0 and {}, got {n}", u32::MAX),
+                )),
+            },
+            Some(other) => Err(wrong_type(name, "a number of seconds", &other)),
+        }
+    }
+
     /// Fail on a parameter the method does not declare.
     pub fn finish(self) -> Result<(), VarlinkError> {
         match self.map.keys().next() {
@@ -149,6 +164,13 @@ mod tests {
 
         let e = params(json!({"force": "yes"})).opt_bool("force").unwrap_err();
         assert_eq!(e.parameters["parameter"], "force");
+
+        let e = params(json!({"timeout": -1})).opt_seconds("timeout").unwrap_err();
+        assert_eq!(e.parameters["parameter"], "timeout");
+        let e = params(json!({"timeout": "2"})).opt_seconds("timeout").unwrap_err();
+        assert!(e.param_str("message").unwrap().contains("seconds"));
+        assert_eq!(params(json!({"timeout": 2})).opt_seconds("timeout").unwrap(), Some(2.0));
+        assert_eq!(params(json!({"timeout": 0.5})).opt_seconds("timeout").unwrap(), Some(0.5));
 
         let e = params(json!({"bogus": 1})).finish().unwrap_err();
         assert_eq!(e.parameters["parameter"], "bogus");

@@ -87,6 +87,61 @@ pub struct Module {
     /// That process's resident memory, bytes.
     #[serde(default)]
     pub child_rss: Option<u64>,
+    /// The calls running in it now, oldest first (`None` from a daemon that does not say).
+    #[serde(default)]
+    pub calls_in_flight: Option<Vec<CallInFlight>>,
+}
+
+/// `type CallInFlight`: a call running in a module now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallInFlight {
+    /// The module.
+    pub module: String,
+    /// The function called, when it has a name.
+    #[serde(default)]
+    pub function: Option<String>,
+    /// The kernel thread id running it.
+    pub thread: i32,
+    /// When it started (epoch seconds).
+    pub since: f64,
+    /// When it will be interrupted (epoch seconds), if it has a deadline.
+    #[serde(default)]
+    pub deadline: Option<f64>,
+}
+
+impl From<&kmodlike::CallInFlight> for CallInFlight {
+    fn from(c: &kmodlike::CallInFlight) -> CallInFlight {
+        CallInFlight {
+            module: c.module.clone(),
+            function: c.function.clone(),
+            thread: c.thread,
+            since: epoch_secs(c.since),
+            deadline: c.deadline.map(epoch_secs),
+        }
+    }
+}
+
+impl CallInFlight {
+    /// The call a timeout report is about: its start is the report's time minus how long it
+    /// ran, its deadline that start plus its limit (none when it was interrupted on request).
+    pub fn timed_out(r: &kmodlike::CrashReport) -> CallInFlight {
+        let ran = r.timeout.map(|t| t.ran).unwrap_or_default();
+        let since = r.time.checked_sub(ran).unwrap_or(r.time);
+        CallInFlight {
+            module: r.module.clone(),
+            function: r.called.clone(),
+            thread: r.thread_id,
+            since: epoch_secs(since),
+            deadline: r.timeout.and_then(|t| t.limit).map(|l| epoch_secs(since + l)),
+        }
+    }
+}
+
+/// The reply of `Calls`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallsReply {
+    /// The calls running now, oldest first.
+    pub calls: Vec<CallInFlight>,
 }
 
 impl From<&kmodlike::ModuleInfo> for Module {
@@ -129,6 +184,7 @@ impl From<&kmodlike::ModuleInfo> for Module {
             tier: Some(m.tier().to_owned()),
             child_pid: m.child_pid,
             child_rss: m.child_rss,
+            calls_in_flight: None,
         }
     }
 }
@@ -214,6 +270,19 @@ pub struct CrashReport {
     /// True for a crash of an earlier run of the daemon (read back from the state directory).
     #[serde(default)]
     pub previous_run: Option<bool>,
+    /// Set when the call was interrupted at its deadline (or on request), not crashed.
+    #[serde(default)]
+    pub timeout: Option<CallTimeout>,
+}
+
+/// `type CallTimeout`: how a call past its deadline was ended.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CallTimeout {
+    /// Its time limit in seconds; `None` when interrupted on request.
+    #[serde(default)]
+    pub limit: Option<f64>,
+    /// Seconds it ran.
+    pub ran: f64,
 }
 
 /// `type CrashFrame`: one frame of a crash's backtrace.
@@ -287,6 +356,10 @@ impl From<&kmodlike::CrashReport> for CrashReport {
             probe_pid: r.probe_pid,
             abort_message: r.abort_message.clone(),
             previous_run: None,
+            timeout: r.timeout.map(|t| CallTimeout {
+                limit: t.limit.map(|l| l.as_secs_f64()),
+                ran: t.ran.as_secs_f64(),
+            }),
         }
     }
 }
@@ -355,11 +428,20 @@ pub struct Event {
     /// The loaded module (`loaded`).
     #[serde(default)]
     pub module: Option<Module>,
-    /// The crash (`crashed`).
+    /// The crash (`crashed`), or where the call was (`call_slow`, `call_timed_out`).
     #[serde(default)]
     pub report: Option<CrashReport>,
+    /// The call (`call_slow`, `call_timed_out`).
+    #[serde(default)]
+    pub call: Option<CallInFlight>,
+    /// Seconds the call had run (`call_slow`, `call_timed_out`).
+    #[serde(default)]
+    pub ran_for: Option<f64>,
+    /// Where the slow call's thread was, innermost first (`call_slow`).
+    #[serde(default)]
+    pub sample: Option<Vec<CrashFrame>>,
     /// What else there is to say (`quarantined`: the crashes; `tainted`: the reason;
-    /// `quarantine_cleared`, `taint_cleared`: who).
+    /// `quarantine_cleared`, `taint_cleared`: who; `hung`: why the call cannot be interrupted).
     #[serde(default)]
     pub detail: Option<String>,
 }
@@ -373,6 +455,9 @@ impl Event {
             name: None,
             module: None,
             report: None,
+            call: None,
+            ran_for: None,
+            sample: None,
             detail: None,
         }
     }
@@ -385,6 +470,9 @@ impl Event {
             name: Some(name.to_owned()),
             module: None,
             report: None,
+            call: None,
+            ran_for: None,
+            sample: None,
             detail: Some(detail),
         }
     }
@@ -426,6 +514,14 @@ pub struct LoadReply {
     pub already_loaded: bool,
     /// `mod_hello()` was called.
     pub hello_called: bool,
+}
+
+/// The reply of `Unload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnloadReply {
+    /// Calls interrupted first (with `force`); `None` from a daemon that does not say.
+    #[serde(default)]
+    pub interrupted: Option<u64>,
 }
 
 /// The reply of `Reload`.
@@ -516,8 +612,12 @@ pub struct StatusReply {
     pub crashes: u64,
     /// Quarantined module names.
     pub quarantined: Vec<String>,
-    /// Connections open now.
+    /// Connections open now with a client at the other end.
     pub connections: u64,
+    /// Connections whose client hung up while their request still runs (not in
+    /// `connections`).
+    #[serde(default)]
+    pub abandoned_connections: Option<u64>,
     /// The connection bound.
     pub max_connections: u64,
     /// Modules are probed first.
@@ -554,6 +654,12 @@ pub struct StatusReply {
     /// Whether modules with untrusted paths are loaded (with a taint) instead of refused.
     #[serde(default)]
     pub allow_untrusted_paths: Option<bool>,
+    /// Modules marked hung (a call past its deadline that could not be interrupted).
+    #[serde(default)]
+    pub hung: Option<Vec<String>>,
+    /// The default deadline of a Call, in seconds (0: none).
+    #[serde(default)]
+    pub call_timeout: Option<f64>,
 }
 
 /// The reply of `SetSignaturePolicy`.
@@ -651,7 +757,7 @@ mod tests {
     #[test]
     fn a_report_from_an_older_daemon_still_decodes() {
         let mut json = serde_json::to_value(CrashReport::from(&report())).unwrap();
-        for k in ["frames", "called", "probe_pid"] {
+        for k in ["frames", "called", "probe_pid", "timeout"] {
             json.as_object_mut().unwrap().remove(k);
         }
         let back: CrashReport = serde_json::from_value(json).unwrap();
