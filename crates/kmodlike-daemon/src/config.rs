@@ -12,6 +12,7 @@
 //! strict = false
 //! max_connections = 64
 //! read_timeout = 10.0
+//! call_timeout = 30.0  # the default deadline of a Call (0: none)
 //! [crash_loop]
 //! max_crashes = 5     # 0 turns the policy off
 //! window_secs = 60
@@ -34,8 +35,8 @@
 //! Options: `required` or `optional`; `isolated` (run the module in its own process);
 //! `timeout=SECS` (its calls' deadline); `crash-loop=N/SECS` or `crash-loop=off` (its own
 //! quarantine policy, applied by the daemon). `isolated` loads the module in its own process
-//! (docs/isolation.md), with `timeout` as its calls' deadline; without `isolated`, `timeout` is
-//! recorded and shown only (deadlines apply to isolated modules).
+//! (docs/isolation.md), with `timeout` as its calls' deadline; in process, `timeout` is the
+//! deadline of a Call into it that names none (before the daemon's `call_timeout`).
 //!
 //! Everything is read and checked before anything is applied: one bad line fails the whole read
 //! with `FILE:LINE: what is wrong`, and a reload that fails keeps the running configuration.
@@ -68,6 +69,8 @@ pub struct FileSettings {
     pub max_connections: Option<u32>,
     /// Seconds a request may take to arrive.
     pub read_timeout: Option<f64>,
+    /// The default deadline of a Call, in seconds (0: none); `--call-timeout` wins.
+    pub call_timeout: Option<f64>,
     /// The crash-loop policy.
     pub crash_loop: Option<CrashLoopSetting>,
     /// Module trust.
@@ -189,6 +192,9 @@ pub fn apply_to_args(args: &mut crate::cli::DaemonArgs, s: &FileSettings) {
             args.allow_untrusted_paths = allow;
         }
     }
+    if let (false, Some(t)) = (given("call_timeout"), s.call_timeout) {
+        args.call_timeout = t;
+    }
     if let Some(c) = s.crash_loop {
         if !given("crash_loop_max") {
             args.crash_loop_max = c.max_crashes;
@@ -306,6 +312,9 @@ pub fn parse_settings(file: &Path, text: &str) -> Result<FileSettings, ConfigErr
                 ));
             }
         }
+    }
+    if let Some(t) = settings.call_timeout.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+        return Err(err("call_timeout", format!("call_timeout: {t} is not a number of seconds")));
     }
     if settings.crash_loop.is_some_and(|c| c.window_secs == 0) {
         return Err(err("window_secs", "crash_loop.window_secs: must be at least 1".into()));
@@ -436,6 +445,11 @@ mod tests {
         assert_eq!(s.module_path, [PathBuf::from("/opt/m")]);
         assert_eq!(s.probe, Some(false));
         assert_eq!(s.crash_loop, Some(CrashLoopSetting { max_crashes: 3, window_secs: 60 }));
+
+        let s = parse_settings(f, "call_timeout = 2.5\n").unwrap();
+        assert_eq!(s.call_timeout, Some(2.5));
+        let e = parse_settings(f, "call_timeout = -1\n").unwrap_err();
+        assert!(e.to_string().contains("call_timeout: -1 is not a number of seconds"), "{e}");
 
         let e = parse_settings(f, "probe = true\nmodul_path = []\n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");

@@ -365,3 +365,25 @@ fn timeouts_in_a_row_are_each_enforced() {
         assert_eq!(out.json()["parameters"]["report"]["timeout"]["limit"], 0.5);
     }
 }
+
+#[test]
+fn kmodlike_toml_sets_the_default_deadline_and_modules_d_a_module_s_own() {
+    let hang = test_module("hang");
+    let dir = Daemon::prepare(&[(&hang, "hang.so")]);
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(etc.join("modules.d")).unwrap();
+    std::fs::write(etc.join("kmodlike.toml"), "call_timeout = 120\n").unwrap();
+    std::fs::write(etc.join("modules.d/10-test.conf"), "misc/hang timeout=300\n").unwrap();
+    let args = vec!["--config".into(), etc.join("kmodlike.toml").into_os_string()];
+    let mut d = Daemon::start_in(dir, DaemonConfig { args, ..Default::default() });
+    let call = spawn_ctl(&d, &["call", "hang", "block", "--returns", "int"]);
+    d.wait_log("block entered hang", LOG_WAIT);
+    let calls = d.ctl(&["--json", "calls"]).json();
+    let limit = calls["calls"][0]["deadline"].as_f64().unwrap()
+        - calls["calls"][0]["since"].as_f64().unwrap();
+    assert!((limit - 300.0).abs() < 0.01, "timeout=300, not the default 120: {calls:#}");
+    // kmodlike.toml's call_timeout is the daemon's default.
+    assert_eq!(d.ctl(&["--json", "status"]).json()["call_timeout"], 120.0);
+    d.ctl(&["unload", "--force", "hang"]).ok();
+    assert_eq!(finish_ctl(call).status.code(), Some(5));
+}

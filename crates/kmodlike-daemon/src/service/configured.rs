@@ -133,6 +133,9 @@ impl LoaderService {
         if s.read_timeout != old.read_timeout {
             needs_restart.push("read_timeout");
         }
+        if s.call_timeout != old.call_timeout {
+            needs_restart.push("call_timeout");
+        }
         if s.crash_loop != old.crash_loop {
             needs_restart.push("crash_loop");
         }
@@ -168,6 +171,15 @@ impl LoaderService {
         })
     }
 
+    /// The deadline `modules.d` gives the calls of module `name` (`timeout=SECS`), if any: the
+    /// entry whose spec or path names it (its last component, without `.so`).
+    pub(crate) fn configured_call_timeout(&self, name: &str) -> Option<std::time::Duration> {
+        let c = self.configured.get()?;
+        let modules = c.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = modules.iter().find(|m| spec_names(&m.spec, name))?;
+        entry.call_timeout_secs.and_then(crate::cli::seconds_to_deadline)
+    }
+
     /// The configuration file in force and the modules it lists, for Status.
     pub(crate) fn configuration_facts(&self) -> (Option<String>, Option<Vec<ConfiguredModule>>) {
         match self.configured.get() {
@@ -188,5 +200,23 @@ impl LoaderService {
                 ),
             ),
         }
+    }
+}
+
+/// Whether `spec` (`misc/hello`, `/opt/x/parser.so`) names the module `name` (a module's name is
+/// its file name without `.so`).
+fn spec_names(spec: &str, name: &str) -> bool {
+    let last = spec.rsplit('/').next().unwrap_or(spec);
+    last.strip_suffix(".so").unwrap_or(last) == name
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_spec_or_a_path_names_its_module() {
+        assert!(super::spec_names("misc/hello", "hello"));
+        assert!(super::spec_names("/opt/x/parser.so", "parser"));
+        assert!(super::spec_names("hello", "hello"));
+        assert!(!super::spec_names("misc/hello", "hell"));
     }
 }

@@ -650,10 +650,11 @@ impl LoaderService {
                 let symbol = p.string("symbol")?;
                 let signature = Signature::parse(&p.string("signature")?)?;
                 let arg = p.opt_c_int("arg")?;
-                // The request's own deadline, else the daemon's default.
+                // The request's own deadline, else the module's (modules.d timeout=SECS), else
+                // the daemon's default.
                 let deadline = match p.opt_seconds("timeout")? {
                     Some(secs) => crate::cli::seconds_to_deadline(secs),
-                    None => self.facts.call_timeout,
+                    None => self.configured_call_timeout(&name).or(self.facts.call_timeout),
                 };
                 p.finish()?;
                 match (signature, arg) {
