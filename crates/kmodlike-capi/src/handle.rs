@@ -126,8 +126,12 @@ pub unsafe extern "C" fn module_loader_open(
         };
         // SAFETY: the C caller's promise (this function's `# Safety`): `spec` names a module
         // built for the interface, whose constructors and module_init may run here.
-        let opened =
-            unsafe { l.loader.open_with(spec, &OpenOptions { mode, init_args, isolation }) };
+        let opened = unsafe {
+            l.loader.open_with(
+                spec,
+                &OpenOptions { mode, init_args, isolation, ..OpenOptions::default() },
+            )
+        };
         let handle = opened.map_err(|e| l.shared.fail(e))?;
         Ok(Box::into_raw(Box::new(module_handle_t {
             handle: Some(handle),

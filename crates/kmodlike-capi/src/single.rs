@@ -183,7 +183,7 @@ pub unsafe extern "C" fn module_loader_load(
         }
         // The slot lock is not held while module code runs: module_init() may call back into
         // the host, and the host into this loader.
-        let opts = OpenOptions { mode: OpenMode::Module, init_args, isolation: None };
+        let opts = OpenOptions { mode: OpenMode::Module, init_args, ..OpenOptions::default() };
         let mut guard = ChangingGuard { l, armed: true };
         // SAFETY: the C caller's promise (this function's `# Safety`): `path` is a module built
         // for the interface, whose constructors and module_init may run here.

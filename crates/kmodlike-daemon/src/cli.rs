@@ -134,7 +134,9 @@ pub struct DaemonArgs {
     /// Interrupt a Call still running after SECS (the default deadline of every Call; a
     /// request's own timeout, `kmodctl call --deadline`, overrides it). 0: no deadline. The
     /// call returns TimedOut with a report of where it was, and the module is unloaded as
-    /// after a crash.
+    /// after a crash. A Load's module_init runs under the same deadline (the module's
+    /// modules.d timeout= first), and so does the probe child (at least 2 s): a module_init
+    /// that never returns fails the load as hung.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = parse_seconds)]
     pub call_timeout: f64,
 

@@ -149,6 +149,11 @@ fn serve(mut args: DaemonArgs) -> Result<(), String> {
     if let Some(helper) = &args.probe_helper {
         builder = builder.probe_helper(helper.clone());
     }
+    // The probe child runs the constructors and module_init first: it gets the load's deadline
+    // too (at least 2 s, for the fork and the mapping on a busy machine).
+    if let Some(limit) = crate::cli::seconds_to_deadline(args.call_timeout) {
+        builder = builder.probe_timeout(limit.max(std::time::Duration::from_secs(2)));
+    }
     let loader = builder.build();
     loader.subscribe(log_event);
     let status = StatusUpdater::start(loader.clone())

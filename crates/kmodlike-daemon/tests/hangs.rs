@@ -364,6 +364,32 @@ fn timeouts_in_a_row_are_each_enforced() {
     }
 }
 
+/// A `module_init` that never returns: the load's deadline (the daemon's `--call-timeout`, and
+/// first the probe child's own limit) refuses the load, naming the module and `module_init`,
+/// and the daemon goes on serving.
+#[test]
+fn a_load_whose_module_init_hangs_is_refused_and_the_daemon_serves_on() {
+    let src = crate_dir().join("tests/modules/hang.c");
+    let hang_init =
+        kmodlike_testsupport::build_module("daemon-hang_init.so", &[&src], &["-DHANG_INIT"]);
+    // Without the probe helper built, every test daemon runs with --no-probe already.
+    let variants: &[bool] = if probe_available() { &[true, false] } else { &[false] };
+    for &probe in variants {
+        let mut args = vec!["--call-timeout", "0.5"];
+        if !probe && probe_available() {
+            args.push("--no-probe");
+        }
+        let d = Daemon::start(&[(&hang_init, "hang_init.so")], &args);
+        let out = d.ctl(&["load", "hang_init"]);
+        assert_ne!(out.code(), 0, "probe {probe}: {out:?}");
+        assert!(out.stderr.contains("hang_init"), "probe {probe}: names the module: {out:?}");
+        assert!(out.stderr.contains("module_init"), "probe {probe}: names module_init: {out:?}");
+        d.ctl(&["ping"]).ok();
+        let list = d.ctl(&["--json", "list"]).json();
+        assert!(!list.to_string().contains("\"hang_init\""), "probe {probe}: listed: {list}");
+    }
+}
+
 #[test]
 fn kmodlike_toml_sets_the_default_deadline_and_modules_d_a_module_s_own() {
     let hang = test_module("hang");

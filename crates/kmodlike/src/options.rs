@@ -96,12 +96,22 @@ pub struct OpenOptions {
     /// Run the module in a process of its own (the isolation tier, see
     /// [`Isolation`]); `None`: in this process, under the crash guard.
     pub isolation: Option<Isolation>,
+    /// The load's deadline for `module_init` (in this process): past it the call is
+    /// interrupted, as a hung guarded call would be, and the load is refused as hung.
+    /// `None`: the loader's call time limit
+    /// ([`Loader::set_call_timeout`](crate::Loader::set_call_timeout)), if any.
+    pub init_timeout: Option<Duration>,
 }
 
 impl OpenOptions {
     /// Options for a data object: no interface, no init or fini.
     pub fn data() -> Self {
-        OpenOptions { mode: OpenMode::Data, init_args: InitArgs::Null, isolation: None }
+        OpenOptions {
+            mode: OpenMode::Data,
+            init_args: InitArgs::Null,
+            isolation: None,
+            init_timeout: None,
+        }
     }
 
     /// Options for an isolated module with the default [`Isolation`]: the module runs in a

@@ -129,11 +129,19 @@ pub(super) fn timed_out_message(e: &VarlinkError) -> String {
     let report: Option<CrashReport> =
         e.parameters.get("report").and_then(|r| serde_json::from_value(r.clone()).ok());
     let ran_for = e.parameters.get("ran_for").and_then(|v| v.as_f64()).unwrap_or(0.0);
-    let function = e.param_str("function").unwrap_or("the call");
+    // module_init (a Load) runs under the daemon's deadline; a Call can ask for its own.
+    let in_init = report.as_ref().is_some_and(|r| r.phase == "init");
+    let function =
+        e.param_str("function").unwrap_or(if in_init { "module_init" } else { "the call" });
+    let longer = if in_init {
+        "the daemon's --call-timeout, or timeout=SECS for the module in modules.d"
+    } else {
+        "kmodctl call --deadline SECONDS"
+    };
     let mut msg = format!(
         "module {}: {function} ran for {ran_for:.1} s, past its deadline, and was \
          interrupted; the module was unloaded and the daemon keeps running (a longer \
-         deadline: kmodctl call --deadline SECONDS)",
+         deadline: {longer})",
         p("module")
     );
     if let Some(r) = report {

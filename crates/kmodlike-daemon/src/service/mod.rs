@@ -218,7 +218,14 @@ impl LoaderService {
         isolation: Option<kmodlike::Isolation>,
     ) -> Result<LoadReply, VarlinkError> {
         let hello = hello && isolation.is_none();
-        let opts = kmodlike::OpenOptions { isolation, ..Default::default() };
+        // module_init runs under the call deadline the module's calls would get (a module's
+        // name is its file's stem).
+        let name_hint = std::path::Path::new(spec)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let init_timeout = self.configured_call_timeout(&name_hint).or(self.facts.call_timeout);
+        let opts = kmodlike::OpenOptions { isolation, init_timeout, ..Default::default() };
         // SAFETY: `spec` is what an authorised operator named (the socket's AccessPolicy
         // admits only root, the daemon's uid or its group): loading a module and running its
         // init is the service this daemon exists to give them, and their request vouches that

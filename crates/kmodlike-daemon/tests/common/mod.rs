@@ -29,7 +29,7 @@ pub fn probe_available() -> bool {
     daemon_bin().with_file_name("kmodlike-probe").exists()
 }
 
-fn crate_dir() -> PathBuf {
+pub fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 

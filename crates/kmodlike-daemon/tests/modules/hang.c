@@ -40,6 +40,12 @@ uint32_t module_get_interface_version(void) { return MODULE_INTERFACE_VERSION_CU
 
 int module_init(const void *init_args) {
     host = init_args;
+#ifdef HANG_INIT
+    /* Built with -DHANG_INIT: module_init itself never returns. */
+    entered("module_init");
+    for (volatile unsigned long n = 0;; n++)
+        ;
+#endif
     return pipe(gate) == 0 ? 0 : 1;
 }
 

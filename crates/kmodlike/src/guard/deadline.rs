@@ -29,7 +29,7 @@
 
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{mpsc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::ffi;
@@ -258,7 +258,31 @@ pub(crate) fn set_watch_sink(sink: fn(WatchEvent)) {
     let _ = SINK.set(sink);
 }
 
+/// Hand `ev` to the reporter thread. The watchdog never builds a report itself: naming a
+/// sample's frames reads symbol tables (seconds for a large binary), and a hard deadline due
+/// meanwhile would wait for it.
 fn report(ev: WatchEvent) {
+    // The reporter of this process (a fork child starts its own): (pid, its queue).
+    static REPORTER: Mutex<Option<(u32, mpsc::Sender<WatchEvent>)>> = Mutex::new(None);
+    let mut r = REPORTER.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if r.as_ref().is_none_or(|(p, _)| *p != pid) {
+        let (tx, rx) = mpsc::channel::<WatchEvent>();
+        let spawned = std::thread::Builder::new()
+            .name("kmodlike-watch-report".into())
+            .spawn(move || rx.into_iter().for_each(deliver));
+        match spawned {
+            Ok(_) => *r = Some((pid, tx)),
+            Err(_) => return deliver(ev), // no thread: report here rather than not at all
+        }
+    }
+    if let Some((_, tx)) = r.as_ref() {
+        let _ = tx.send(ev);
+    }
+}
+
+/// Give `ev` to the loader's sink (on the reporter thread).
+fn deliver(ev: WatchEvent) {
     match SINK.get() {
         Some(sink) => sink(ev),
         None => eprintln!("kmodlike: watchdog: {ev:?}"),

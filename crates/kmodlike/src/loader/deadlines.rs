@@ -90,9 +90,13 @@ impl LoaderShared {
         Some(Deadline::after(Duration::from_nanos(ns), opts.and_then(|o| o.soft_timeout), func))
     }
 
-    /// The deadline of `module_init` (the loader's call time limit), if any.
-    pub(super) fn init_deadline(&self) -> Option<Deadline> {
-        self.deadline_for(None, 0, 0)
+    /// The deadline of `module_init`: the load's own limit, else the loader's call time limit,
+    /// if any.
+    pub(super) fn init_deadline(&self, own: Option<Duration>) -> Option<Deadline> {
+        match own {
+            Some(d) => self.deadline_for(Some(&CallOptions::default().with_timeout(d)), 0, 0),
+            None => self.deadline_for(None, 0, 0),
+        }
     }
 
     /// A call of this loader's to name: the function's name from the module's symbols.

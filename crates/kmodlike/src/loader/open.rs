@@ -254,8 +254,11 @@ impl LoaderShared {
         chain.push((key, name.to_owned()));
         let mut deps: Vec<u64> = Vec::new();
         for dep in facts.modinfo.depends() {
-            let dep_opts =
-                OpenOptions { mode: OpenMode::Module, init_args: opts.init_args, isolation: None };
+            let dep_opts = OpenOptions {
+                init_args: opts.init_args,
+                init_timeout: opts.init_timeout,
+                ..OpenOptions::default()
+            };
             let dep_spec = self.dependency_spec(&dep);
             match self.open_node(&dep_spec, &dep_opts, chain, true) {
                 Ok(m) => deps.push(m.id),
@@ -434,7 +437,7 @@ impl LoaderShared {
             let mut ctx = CallCtx { f: init, arg: args, ret: MaybeUninit::uninit() };
             // SAFETY: `init` is the module's module_init export, called with the init args
             // the interface promises; the trampoline owns nothing droppable.
-            let dl = self.init_deadline();
+            let dl = self.init_deadline(opts.init_timeout);
             // SAFETY: as above.
             let r = unsafe {
                 module.guarded_until(
