@@ -8,7 +8,10 @@
  *   pid       this process's pid, in decimal
  *   misbehave does what its input says: "signal N" (a real fatal signal), "abort", "exit N",
  *             "_exit N", "exit_group N" (a raw system call), "hang", "alloc" (1 GiB, written
- *             without a NULL check), "scribble" (overwrite the heap around a block, then free)
+ *             without a NULL check), "scribble" (overwrite the heap around a block, then free),
+ *             "socket" and "open" (socket(2) and open("/etc/passwd") through the C library),
+ *             "raw socket" (the socket system call from this module's own code): what the
+ *             seccomp allow-list forbids
  *
  * -DCTOR_CRASH: a constructor raises SIGSEGV.
  */
@@ -16,10 +19,12 @@
 #include "module_interface.h"
 #include "real_fault.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -115,6 +120,12 @@ int misbehave(const void *in, size_t in_len, void *out, size_t out_cap, size_t *
         char *volatile p = malloc(size);
         memset(p, 1, size);
         n = p[size - 1];
+    } else if (strcmp(cmd, "socket") == 0) {
+        n = socket(AF_INET, SOCK_STREAM, 0);
+    } else if (strcmp(cmd, "open") == 0) {
+        n = open("/etc/passwd", O_RDONLY);
+    } else if (strcmp(cmd, "raw socket") == 0) {
+        n = (int)raw_syscall(SYS_socket);
     } else if (strcmp(cmd, "scribble") == 0) {
         /* Over the block's end and the heap's top chunk, then free it and allocate from the
          * top: glibc finds its bookkeeping corrupted and aborts. */

@@ -17,10 +17,14 @@
 //!   Rust names (`rustc-demangle`) and C++ names (`cpp_demangle`) are demangled.
 //! - **Caches**, per object (path and build id): the unwind tables and the symbols, so a crash
 //!   does not parse libc again.
+//! - **Confined** (an isolated module's process under the seccomp allow-list, which forbids
+//!   opening files): [`read_files_now`] reads every loaded object's symbols and resolves their
+//!   paths before the filter goes on; from then on names come from those caches only.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::crash::Frame;
@@ -101,6 +105,47 @@ const CACHE_ENTRIES: usize = 64;
 static UNWIND_CACHE: Mutex<Option<HashMap<Key, Option<Unwind>>>> = Mutex::new(None);
 type SymbolCache = HashMap<(PathBuf, Option<String>), Arc<Symbols>>;
 static SYMBOL_CACHE: Mutex<Option<SymbolCache>> = Mutex::new(None);
+
+/// Set by [`read_files_now`]: no file is opened or link read any more.
+static CONFINED: AtomicBool = AtomicBool::new(false);
+/// The file behind each object name (`""` for the main program), read before confinement.
+static LINKS: Mutex<Option<HashMap<String, Option<PathBuf>>>> = Mutex::new(None);
+
+/// Read now what naming frames needs from files (each loaded object's path and symbols), and
+/// from then on never open a file or read a link again: this process is about to be confined by
+/// a seccomp filter that forbids both (`isolated::seccomp`). Objects loaded later (there are
+/// none in a confined child: no `openat`) are named through `dladdr`.
+pub(crate) fn read_files_now() {
+    let mut links = HashMap::new();
+    for o in objects() {
+        let path = file_of(&o.name);
+        if let Some(p) = &path {
+            // The module's own image is loaded from `/proc/self/fd/N`: read through that name.
+            let read_as = if o.name.starts_with("/proc/self/fd/") { Path::new(&o.name) } else { p };
+            if let Some(syms) = symbols_of(read_as, &o.build_id) {
+                let key = (p.clone(), o.build_id.clone());
+                lock(&SYMBOL_CACHE).get_or_insert_with(HashMap::new).insert(key, syms);
+            }
+        }
+        links.insert(o.name.clone(), path);
+    }
+    *lock(&LINKS) = Some(links);
+    CONFINED.store(true, Ordering::Release);
+}
+
+/// The file an object name stands for (see `path_of`), from the cache once confined.
+fn file_of(name: &str) -> Option<PathBuf> {
+    if CONFINED.load(Ordering::Acquire) {
+        return lock(&LINKS).as_ref()?.get(name).cloned().flatten();
+    }
+    if name.is_empty() {
+        return std::fs::read_link("/proc/self/exe").ok();
+    }
+    if name.starts_with("/proc/self/fd/") {
+        return std::fs::read_link(name).ok();
+    }
+    Some(PathBuf::from(name))
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -248,13 +293,7 @@ fn path_of(o: &Object, module: &ModuleView<'_>) -> Option<PathBuf> {
     if (module.contains)(o.start) || (module.contains)(o.end - 1) {
         return Some(module.path.to_path_buf());
     }
-    if o.name.is_empty() {
-        return std::fs::read_link("/proc/self/exe").ok();
-    }
-    if o.name.starts_with("/proc/self/fd/") {
-        return std::fs::read_link(&o.name).ok();
-    }
-    Some(PathBuf::from(&o.name))
+    file_of(&o.name)
 }
 
 /// Demangle a Rust name (without its hash) or a C++ name (Itanium ABI, `_Z...`); other names
@@ -276,6 +315,17 @@ fn symbols_of(path: &Path, build_id: &Option<String>) -> Option<Arc<Symbols>> {
     let key = (path.to_path_buf(), build_id.clone());
     if let Some(s) = lock(&SYMBOL_CACHE).as_ref().and_then(|c| c.get(&key).cloned()) {
         return Some(s);
+    }
+    if CONFINED.load(Ordering::Acquire) {
+        // No file may be opened: the same object (its build id) under another name, or none.
+        let cache = lock(&SYMBOL_CACHE);
+        return build_id.as_ref().and_then(|id| {
+            cache
+                .as_ref()?
+                .iter()
+                .find(|((_, b), _)| b.as_ref() == Some(id))
+                .map(|(_, s)| s.clone())
+        });
     }
     let syms = read_symbols(path, build_id).map(Arc::new)?;
     let mut cache = lock(&SYMBOL_CACHE);

@@ -254,6 +254,13 @@ pub fn host_main() -> ! {
             quit(0);
         }
     };
+    // The dynamic linker is done with files: from here on the module computes.
+    if args.limits.seccomp {
+        if let Err(why) = super::seccomp::install() {
+            tell(Kind::Error, 0, &[format!("LoadFailed\tkmodlike-host: {why}").as_bytes()]);
+            quit(3);
+        }
+    }
     let info = handle.info();
     let version = match (info.legacy, info.interface_version) {
         (true, _) | (_, None) => -1,

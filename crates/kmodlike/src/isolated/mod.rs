@@ -9,6 +9,7 @@ mod harden;
 #[doc(hidden)]
 pub mod host;
 mod report;
+mod seccomp;
 pub(crate) mod wire;
 
 use std::ffi::CString;
@@ -86,6 +87,8 @@ pub(crate) struct Child {
     path: PathBuf,
     sock: OwnedFd,
     timeout: Option<Duration>,
+    /// Confined by the seccomp allow-list: a death by `SIGSYS` is most likely the filter.
+    seccomp: bool,
     callbacks: Callbacks,
     /// Held for a whole request: one at a time. Holds the receive buffer.
     channel: Mutex<Inbox>,
@@ -213,6 +216,7 @@ impl Child {
             path: s.path.to_owned(),
             sock: mine,
             timeout: s.isolation.call_timeout,
+            seccomp: s.isolation.seccomp,
             callbacks: s.callbacks,
             channel: Mutex::new(Inbox::default()),
             process: Mutex::new(Some(process)),
@@ -402,6 +406,11 @@ impl Child {
                 let why = if sig == libc::SIGKILL {
                     "its process was killed by SIGKILL (the out-of-memory killer, a resource \
                      limit, or someone else) before it could report"
+                } else if sig == libc::SIGSYS && self.seccomp {
+                    "its process died by SIGSYS: a system call outside the seccomp allow-list \
+                     (Isolation::seccomp), made through the C library where the guard cannot \
+                     report it; see docs/isolation.md, \"seccomp\", to find and allow it or \
+                     open the module without the filter"
                 } else {
                     "its process died by this signal before it could report"
                 };
