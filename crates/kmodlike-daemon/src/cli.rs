@@ -249,6 +249,10 @@ pub enum CtlCommand {
         /// reaches its code, and mod_hello() is not called.
         #[arg(long)]
         isolated: bool,
+        /// Isolated (implied), and its process confined by the seccomp allow-list for
+        /// computation modules: a system call outside it stops the module (SIGSYS).
+        #[arg(long)]
+        seccomp: bool,
     },
     /// Unload a module (module_fini runs). Refused while other modules depend on it.
     #[command(visible_alias = "rmmod")]

@@ -30,9 +30,12 @@
 //! misc/hello                      # required (the default): the start fails without it
 //! acme/telemetry optional         # a failure is only a warning
 //! /opt/x/parser.so isolated timeout=2.5 crash-loop=3/60
+//! /opt/x/math.so isolated seccomp     # its process under the seccomp allow-list
 //! ```
 //!
 //! Options: `required` or `optional`; `isolated` (run the module in its own process);
+//! `seccomp` (isolated, and its process confined by the seccomp allow-list of computation
+//! modules: docs/isolation.md, "seccomp"; implies `isolated`);
 //! `timeout=SECS` (its calls' deadline); `crash-loop=N/SECS` or `crash-loop=off` (its own
 //! quarantine policy, applied by the daemon). `isolated` loads the module in its own process
 //! (docs/isolation.md), with `timeout` as its calls' deadline; in process, `timeout` is the
@@ -116,6 +119,9 @@ pub struct ModuleEntry {
     pub required: bool,
     /// Run it in its own process.
     pub isolated: bool,
+    /// Its process confined by the seccomp allow-list (implies `isolated`).
+    #[serde(default)]
+    pub seccomp: bool,
     /// Its calls' deadline, in seconds.
     pub call_timeout_secs: Option<f64>,
     /// Its own crash-loop policy: `(max crashes, window seconds)`, `(0, 0)` for off.
@@ -381,6 +387,7 @@ pub fn parse_modules_file(file: &Path, text: &str) -> Result<Vec<ModuleEntry>, C
             spec,
             required: true,
             isolated: false,
+            seccomp: false,
             call_timeout_secs: None,
             crash_loop: None,
             origin: format!("{}:{line}", file.display()),
@@ -391,6 +398,10 @@ pub fn parse_modules_file(file: &Path, text: &str) -> Result<Vec<ModuleEntry>, C
                 None if word == "required" => required = true,
                 None if word == "optional" => optional = true,
                 None if word == "isolated" => entry.isolated = true,
+                None if word == "seccomp" => {
+                    entry.seccomp = true;
+                    entry.isolated = true;
+                }
                 Some(("timeout", v)) => {
                     let secs: f64 =
                         v.parse().ok().filter(|s: &f64| s.is_finite() && *s > 0.0).ok_or_else(
@@ -416,7 +427,7 @@ pub fn parse_modules_file(file: &Path, text: &str) -> Result<Vec<ModuleEntry>, C
                 _ => {
                     return Err(err(format!(
                         "unknown option {word:?}; the options are required, optional, isolated, \
-                         timeout=SECS and crash-loop=N/SECS|off"
+                         seccomp, timeout=SECS and crash-loop=N/SECS|off"
                     )))
                 }
             }
@@ -491,10 +502,10 @@ mod tests {
         let f = Path::new("/c/modules.d/10-a.conf");
         let m = parse_modules_file(
             f,
-            "# comment\nmisc/hello\n\nacme/t optional ; why\n/opt/p.so isolated timeout=2.5 crash-loop=3/60\nx crash-loop=off\n",
+            "# comment\nmisc/hello\n\nacme/t optional ; why\n/opt/p.so isolated timeout=2.5 crash-loop=3/60\nx crash-loop=off\n/opt/m.so seccomp\n",
         )
         .unwrap();
-        assert_eq!(m.len(), 4);
+        assert_eq!(m.len(), 5);
         assert_eq!(
             (m[0].spec.as_str(), m[0].required, m[0].origin.as_str()),
             ("misc/hello", true, "/c/modules.d/10-a.conf:2")
@@ -504,6 +515,8 @@ mod tests {
         assert_eq!(m[2].call_timeout_secs, Some(2.5));
         assert_eq!(m[2].crash_loop, Some((3, 60)));
         assert_eq!(m[3].crash_loop, Some((0, 0)));
+        assert!(!m[2].seccomp, "isolated alone is not confined by seccomp");
+        assert!(m[4].seccomp && m[4].isolated, "seccomp implies isolated");
     }
 
     #[test]

@@ -329,11 +329,14 @@ fn execute(args: &CtlArgs, socket: &Path) -> Result<(), Failure> {
                 out!("{}", render::module_table(&r.modules, style));
             }
         }
-        CtlCommand::Load { spec, no_hello, isolated } => {
+        CtlCommand::Load { spec, no_hello, isolated, seccomp } => {
             let spec = module_arg(spec);
             let mut params = json!({ "spec": spec, "hello": !no_hello });
-            if *isolated {
+            if *isolated || *seccomp {
                 params["isolated"] = json!(true);
+            }
+            if *seccomp {
+                params["seccomp"] = json!(true);
             }
             let r: LoadReply = call(args, &mut conn, "Load", params)?;
             if text {

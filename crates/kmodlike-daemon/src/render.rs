@@ -297,6 +297,9 @@ pub fn status_block(s: &StatusReply, socket: &str, when: &dyn Fn(f64) -> String)
         if m.isolated {
             what.push_str(", isolated");
         }
+        if m.seccomp == Some(true) {
+            what.push_str(", seccomp");
+        }
         if let Some(t) = m.call_timeout_secs {
             let _ = write!(what, ", timeout {t} s");
         }

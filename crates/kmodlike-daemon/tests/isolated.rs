@@ -66,3 +66,35 @@ fn load_isolated_invoke_list_info_and_survive_a_crash() {
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "child reaped");
     d.ctl(&["status"]).ok();
 }
+
+#[test]
+fn load_seccomp_confines_the_module_and_a_forbidden_call_stops_it() {
+    if !host_available() {
+        return;
+    }
+    let echo = kmodlike_testsupport::test_module("invoke_echo", "daemon-invoke_echo", &[]);
+    let d = Daemon::start(&[(&echo, "echo.so")], &[]);
+    // --seccomp implies --isolated.
+    let load = d.ctl(&["load", "--seccomp", "echo"]);
+    assert!(load.ok().contains("loaded module echo"), "{load:?}");
+    let m = &d.ctl(&["--json", "list"]).json()["modules"][0];
+    assert_eq!(m["tier"], "isolated");
+    let pid = m["child_pid"].as_u64().expect("a child pid");
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, b"hello confined").unwrap();
+    let out = d.ctl(&["invoke", "echo", "echo", "--input", input.to_str().unwrap()]);
+    assert_eq!(out.ok(), "hello confined");
+
+    // open("/etc/passwd") is outside the allow-list: the module is stopped, the daemon serves.
+    let bad = dir.path().join("cmd");
+    std::fs::write(&bad, b"open").unwrap();
+    let stopped = d.ctl(&["invoke", "echo", "misbehave", "--input", bad.to_str().unwrap()]);
+    assert_ne!(stopped.code(), 0);
+    assert!(stopped.stderr.contains("SIGSYS"), "{stopped:?}");
+    assert!(stopped.stderr.contains("seccomp"), "{stopped:?}");
+    assert!(d.ctl(&["--json", "list"]).json()["modules"].as_array().unwrap().is_empty());
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "child reaped");
+    d.ctl(&["status"]).ok();
+}

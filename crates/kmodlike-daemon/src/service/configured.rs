@@ -35,6 +35,7 @@ impl From<&ModuleEntry> for ConfiguredModule {
             spec: m.spec.clone(),
             required: m.required,
             isolated: m.isolated,
+            seccomp: Some(m.seccomp),
             call_timeout_secs: m.call_timeout_secs,
             crash_loop: m
                 .crash_loop
@@ -69,6 +70,7 @@ impl LoaderService {
             // `isolated` runs it in its own process, with `timeout` as its calls' deadline
             // (deadlines apply to isolated modules only).
             let isolation = m.isolated.then(|| kmodlike::Isolation {
+                seccomp: m.seccomp,
                 call_timeout: m
                     .call_timeout_secs
                     .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok()),

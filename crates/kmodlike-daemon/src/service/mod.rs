@@ -598,8 +598,12 @@ impl LoaderService {
                 let spec = p.string("spec")?;
                 let hello = p.opt_bool("hello")?.unwrap_or(true);
                 let isolated = p.opt_bool("isolated")?.unwrap_or(false);
+                let seccomp = p.opt_bool("seccomp")?.unwrap_or(false);
                 p.finish()?;
-                reply(self.load_tier(&spec, hello, isolated.then(kmodlike::Isolation::default))?)
+                // `seccomp` implies `isolated`.
+                let isolation = (isolated || seccomp)
+                    .then(|| kmodlike::Isolation { seccomp, ..kmodlike::Isolation::default() });
+                reply(self.load_tier(&spec, hello, isolation)?)
             })(),
             "Unload" => (|| {
                 let name = p.string("module")?;

@@ -564,6 +564,9 @@ pub struct ConfiguredModule {
     pub required: bool,
     /// To run in its own process.
     pub isolated: bool,
+    /// Its process confined by the seccomp allow-list.
+    #[serde(default)]
+    pub seccomp: Option<bool>,
     /// Its calls' deadline in seconds.
     #[serde(default)]
     pub call_timeout_secs: Option<f64>,
