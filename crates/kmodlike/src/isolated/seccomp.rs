@@ -88,6 +88,8 @@ fn arch() -> Result<TargetArch, String> {
 
 /// The allow-list compiled to BPF: `ALLOWED` allowed, anything else `SIGSYS`.
 pub fn program() -> Result<BpfProgram, String> {
+    // `c_long` is `i64` on the targets the filter is built for, not on every target.
+    #[allow(clippy::unnecessary_cast)]
     let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
         ALLOWED.iter().map(|&(_, nr)| (nr as i64, Vec::new())).collect();
     let filter = SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, arch()?)
