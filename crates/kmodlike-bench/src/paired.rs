@@ -46,6 +46,31 @@ pub fn paired(
     mine
 }
 
+/// [`paired`] for more than two workloads: run every one of `all` in turn, `chunk` iterations
+/// at a time, until each has run `iters` iterations; return the time spent in `all[timed]`.
+pub fn interleaved(
+    iters: u64,
+    chunk: u64,
+    timed: usize,
+    all: &mut [&mut dyn FnMut(u64)],
+) -> Duration {
+    let chunk = chunk.max(1);
+    let mut mine = Duration::ZERO;
+    let mut done = 0;
+    while done < iters {
+        let n = chunk.min(iters - done);
+        for (i, w) in all.iter_mut().enumerate() {
+            let t0 = Instant::now();
+            w(n);
+            if i == timed {
+                mine += t0.elapsed();
+            }
+        }
+        done += n;
+    }
+    mine
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

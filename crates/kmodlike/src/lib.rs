@@ -75,7 +75,7 @@ pub use image::modinfo;
 pub use interface::{ModuleInitArgs, Version};
 pub use loader::{
     CallInFlight, CallOptions, CloseError, CrashLoop, CrashPolicy, Event, FastEntry, FastResult,
-    Handle, InitArgs, Loader, LoaderBuilder, LogSink, ModuleInfo, OpenOptions, Symbol,
+    Handle, InitArgs, Invoker, Loader, LoaderBuilder, LogSink, ModuleInfo, OpenOptions, Symbol,
     DEFAULT_MAX_KEPT_MAPPED, INVOKE_FIRST_CAPACITY,
 };
 pub use modinfo::ModInfo;

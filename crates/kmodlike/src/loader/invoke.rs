@@ -20,6 +20,29 @@ pub const INVOKE_FIRST_CAPACITY: usize = 4096;
 /// Outputs up to this size are written to a buffer on the stack first.
 const STACK_OUTPUT: usize = 4096;
 
+/// The longest entry point name [`LAST`] keeps.
+const CACHED_NAME: usize = 32;
+
+/// One thread's last resolved entry point.
+#[derive(Clone, Copy)]
+struct LastInvoke {
+    /// The module instance (ids are never reused; 0 is none).
+    id: u64,
+    len: usize,
+    name: [u8; CACHED_NAME],
+    addr: usize,
+}
+
+thread_local! {
+    /// The last entry point this thread resolved, by instance id (ids are never reused, and a
+    /// call into an instance that is no longer live is refused by the guard's entry), so a loop
+    /// invoking one function takes no lock. A plain value with no destructor, so reading it
+    /// costs a load; names longer than [`CACHED_NAME`] are not cached.
+    static LAST: std::cell::Cell<LastInvoke> = const {
+        std::cell::Cell::new(LastInvoke { id: 0, len: 0, name: [0; CACHED_NAME], addr: 0 })
+    };
+}
+
 /// An invoke packed for the guard: owns nothing with a destructor.
 #[repr(C)]
 struct InvokeCtx {
@@ -78,6 +101,18 @@ impl Handle {
             return self.loader.invoke_isolated(&self.module, child, symbol, input);
         }
         let f = self.invoke_fn(symbol)?;
+        self.invoke_local(f, symbol, input, capacity)
+    }
+
+    /// An invoke of `f`, the declared entry point `symbol` of this in-process module, into a
+    /// vector, offering `capacity` bytes first.
+    pub(super) fn invoke_local(
+        &self,
+        f: InvokeFn,
+        symbol: &str,
+        input: &[u8],
+        capacity: usize,
+    ) -> Result<(i32, Vec<u8>)> {
         if capacity <= STACK_OUTPUT {
             // A small output lands on the stack and is copied into a vector of its size: no
             // allocation at all for an empty one.
@@ -90,7 +125,7 @@ impl Handle {
                     return Ok((ret, out.to_vec()));
                 }
                 Err(Error::BufferTooSmall { needed, .. }) => {
-                    return self.invoke_with_capacity(symbol, input, needed.max(STACK_OUTPUT + 1))
+                    return self.invoke_local(f, symbol, input, needed.max(STACK_OUTPUT + 1))
                 }
                 Err(e) => return Err(e),
             }
@@ -110,12 +145,7 @@ impl Handle {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::BufferTooSmall {
-            module: self.module.name.clone(),
-            symbol: symbol.to_owned(),
-            needed: cap,
-            capacity: cap,
-        })
+        Err(self.too_small(symbol, cap, cap))
     }
 
     /// [`invoke`](Self::invoke) into the caller's buffer: `(its return value, the output's
@@ -133,12 +163,7 @@ impl Handle {
             }
             let (ret, bytes) = self.loader.invoke_isolated(&self.module, child, symbol, input)?;
             if bytes.len() > out.len() {
-                return Err(Error::BufferTooSmall {
-                    module: self.module.name.clone(),
-                    symbol: symbol.to_owned(),
-                    needed: bytes.len(),
-                    capacity: out.len(),
-                });
+                return Err(self.too_small(symbol, bytes.len(), out.len()));
             }
             for (o, b) in out.iter_mut().zip(&bytes) {
                 o.write(*b);
@@ -150,27 +175,35 @@ impl Handle {
     }
 
     /// The declared invoke entry point `symbol` of a module in this process.
+    #[inline]
     fn invoke_fn(&self, symbol: &str) -> Result<InvokeFn> {
-        // The last entry point this thread resolved, by instance id (ids are never reused, and
-        // a call into an instance that is no longer live is refused by the guard's entry), so
-        // a loop invoking one function takes no lock.
-        thread_local! {
-            static LAST: std::cell::RefCell<(u64, Box<str>, usize)> =
-                std::cell::RefCell::new((0, Box::from(""), 0));
-        }
         let id = self.module.id;
-        let hit = LAST.with(|l| {
-            let l = l.borrow();
-            (l.0 == id && &*l.1 == symbol).then_some(l.2)
-        });
-        let p = match hit {
-            Some(addr) => addr as *mut c_void,
-            None => {
-                let p = self.module.invoke_entry(symbol)?;
-                LAST.with(|l| *l.borrow_mut() = (id, symbol.into(), p as usize));
-                p
-            }
-        };
+        let last = LAST.get();
+        if last.id == id && last.name.get(..last.len) == Some(symbol.as_bytes()) {
+            // SAFETY: `addr` came from `resolve_invoke` for this instance and this name.
+            return Ok(unsafe { std::mem::transmute::<usize, InvokeFn>(last.addr) });
+        }
+        self.invoke_fn_slow(symbol)
+    }
+
+    /// [`invoke_fn`](Self::invoke_fn) when this thread's last entry point was another.
+    #[cold]
+    #[inline(never)]
+    fn invoke_fn_slow(&self, symbol: &str) -> Result<InvokeFn> {
+        let f = self.resolve_invoke(symbol)?;
+        if symbol.len() <= CACHED_NAME {
+            let mut name = [0; CACHED_NAME];
+            name[..symbol.len()].copy_from_slice(symbol.as_bytes());
+            let last = LastInvoke { id: self.module.id, len: symbol.len(), name, addr: f as usize };
+            LAST.set(last);
+        }
+        Ok(f)
+    }
+
+    /// The declared invoke entry point `symbol` of a module in this process, looked up (no
+    /// thread-local cache).
+    pub(super) fn resolve_invoke(&self, symbol: &str) -> Result<InvokeFn> {
+        let p = self.module.invoke_entry(symbol)?;
         // SAFETY: the module declares `symbol` a `module_invoke_fn` (`invoke=` in its
         // `.modinfo`), which the promise made at open covers; `p` is non-NULL and in its code.
         Ok(unsafe { std::mem::transmute::<*mut c_void, InvokeFn>(p) })
@@ -178,7 +211,8 @@ impl Handle {
 
     /// One guarded call of `f` with `out`: `(its return value, the output's length)`, or
     /// `BufferTooSmall` when it set `*out_len` above the buffer's size (it then wrote nothing).
-    fn call_invoke(
+    #[inline]
+    pub(super) fn call_invoke(
         &self,
         f: InvokeFn,
         symbol: &str,
@@ -206,13 +240,20 @@ impl Handle {
             )
         }?;
         if ctx.out_len > out.len() {
-            return Err(Error::BufferTooSmall {
-                module: self.module.name.clone(),
-                symbol: symbol.to_owned(),
-                needed: ctx.out_len,
-                capacity: out.len(),
-            });
+            return Err(self.too_small(symbol, ctx.out_len, out.len()));
         }
         Ok((ctx.ret, ctx.out_len))
+    }
+
+    /// `BufferTooSmall` for `symbol`: built off the hot path.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn too_small(&self, symbol: &str, needed: usize, capacity: usize) -> Error {
+        Error::BufferTooSmall {
+            module: self.module.name.clone(),
+            symbol: symbol.to_owned(),
+            needed,
+            capacity,
+        }
     }
 }

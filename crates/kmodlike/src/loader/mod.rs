@@ -13,6 +13,7 @@ mod handle;
 mod instances;
 mod interpose;
 mod invoke;
+mod invoker;
 mod isolated;
 mod open;
 mod recovery;
@@ -37,6 +38,7 @@ pub use handle::{CloseError, FastEntry, FastResult, Handle, Symbol};
 use instances::lock;
 pub(crate) use instances::monotonic_ns;
 pub use invoke::INVOKE_FIRST_CAPACITY;
+pub use invoker::Invoker;
 use registry::Registry;
 pub use registry::{Event, ModuleInfo};
 
