@@ -179,7 +179,12 @@ impl Handle {
     fn invoke_fn(&self, symbol: &str) -> Result<InvokeFn> {
         let id = self.module.id;
         let last = LAST.get();
-        if last.id == id && last.name.get(..last.len) == Some(symbol.as_bytes()) {
+        // A byte loop rather than a slice comparison: names are short, and `memcmp` through
+        // the PLT cost more than the loop (callgrind, docs/performance.md).
+        if last.id == id
+            && last.len == symbol.len()
+            && symbol.bytes().zip(last.name).all(|(a, b)| a == b)
+        {
             // SAFETY: `addr` came from `resolve_invoke` for this instance and this name.
             return Ok(unsafe { std::mem::transmute::<usize, InvokeFn>(last.addr) });
         }
