@@ -24,3 +24,29 @@ fn invoke_exports_answer_through_handle_invoke() {
     assert_eq!(h.invoke("boom", b"").unwrap(), (kmodlike_module::INVOKE_PANICKED, Vec::new()));
     assert!(h.is_live(), "a panic is not a crash");
 }
+
+#[test]
+fn invoke_exports_answer_through_an_invoker() {
+    let dir = temp_dir();
+    let so = install(&example_module("rs_invoke"), dir.path(), "rs_invoke_invoker.so");
+    let loader = Loader::new();
+    // SAFETY: a test module of this workspace, built with kmodlike-module.
+    let h = unsafe { loader.open(so.to_str().unwrap()) }.expect("open rs_invoke");
+    let reverse = h.invoker("reverse").expect("reverse is declared");
+    let mut out = [std::mem::MaybeUninit::new(0u8); 8];
+    let (ret, len) = reverse.invoke_into(b"abc", &mut out).unwrap();
+    // SAFETY: the invoke wrote the first `len` bytes.
+    let got: Vec<u8> = out[..len].iter().map(|b| unsafe { b.assume_init() }).collect();
+    assert_eq!((ret, got), (0, b"cba".to_vec()));
+    assert_eq!(reverse.invoke(b"hello").unwrap(), h.invoke("reverse", b"hello").unwrap());
+    // Too small a buffer: BufferTooSmall with the size needed.
+    match reverse.invoke_into(b"0123456789", &mut out) {
+        Err(kmodlike::Error::BufferTooSmall { needed, capacity, .. }) => {
+            assert_eq!((needed, capacity), (10, 8))
+        }
+        other => panic!("expected BufferTooSmall, got {other:?}"),
+    }
+    let boom = h.invoker("boom").unwrap();
+    assert_eq!(boom.invoke(b"").unwrap(), (kmodlike_module::INVOKE_PANICKED, Vec::new()));
+    assert!(h.is_live(), "a panic is not a crash");
+}
