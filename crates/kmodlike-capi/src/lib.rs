@@ -24,6 +24,7 @@
 //! | loader | `module_loader_create`, `module_loader_create_with_flags`, `module_loader_set_path`, `module_loader_destroy` |
 //! | errors | `module_loader_strerror`, `module_loader_last_error` |
 //! | one module per loader (the seed's) | `module_loader_load`, `module_loader_get_symbol`, `module_loader_unload` |
+//! | call deadlines | `module_loader_set_call_timeout`, `module_loader_handle_set_call_timeout` |
 //! | crash guard | `module_loader_call`, `module_loader_last_crash`, `module_loader_last_crash_ext`, `module_loader_last_crash_frames`, `module_loader_last_crash_backtrace`, `module_loader_tainted`, `module_loader_clear_taint` |
 //! | handles (ddi_modopen) | `module_loader_open`, `module_loader_sym`, `module_loader_close`, `module_loader_call_handle` |
 //! | metadata | `module_loader_modinfo` |
