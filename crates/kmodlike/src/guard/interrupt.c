@@ -48,25 +48,7 @@ static void kml_interrupt_handler(int signo, siginfo_t *si, void *uc) {
         errno = saved_errno;
         return;
     }
-    const struct sigaction *prev = &kml_int_prev;
-    if (prev->sa_flags & SA_SIGINFO) {
-        errno = saved_errno;
-        prev->sa_sigaction(signo, si, uc);
-    } else if (prev->sa_handler == SIG_IGN) {
-        /* ignored, as before */
-    } else if (prev->sa_handler == SIG_DFL) {
-        /* The default action of a real-time signal terminates the process: do that. */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigemptyset(&dfl.sa_mask);
-        sigaction(signo, &dfl, NULL);
-        raise(signo);
-    } else {
-        errno = saved_errno;
-        prev->sa_handler(signo);
-    }
-    errno = saved_errno;
+    kml_chain_rt_signal(&kml_int_prev, signo, si, uc, saved_errno);
 }
 
 /* Install the interrupt handler for signo (normal context, once: watchdog.rs serialises it).

@@ -84,25 +84,7 @@ static void kml_sample_handler(int signo, siginfo_t *si, void *uc) {
         return;
     }
     /* Not ours: what would have happened without us. */
-    const struct sigaction *prev = &kml_sample_prev;
-    if (prev->sa_flags & SA_SIGINFO) {
-        errno = saved_errno;
-        prev->sa_sigaction(signo, si, uc);
-    } else if (prev->sa_handler == SIG_IGN) {
-        /* ignored, as before */
-    } else if (prev->sa_handler == SIG_DFL) {
-        /* The default action of a real-time signal terminates the process: do that. */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigemptyset(&dfl.sa_mask);
-        sigaction(signo, &dfl, NULL);
-        raise(signo);
-    } else {
-        errno = saved_errno;
-        prev->sa_handler(signo);
-    }
-    errno = saved_errno;
+    kml_chain_rt_signal(&kml_sample_prev, signo, si, uc, saved_errno);
 }
 
 int kml_sample_signal(void) { return kml_sample_signo; }

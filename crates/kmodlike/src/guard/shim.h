@@ -210,6 +210,9 @@ ssize_t kml_read_memory(uint64_t addr, void *out, size_t len);
 int kml_follows_call(uint64_t w);
 void kml_copy_stack(struct kml_raw_crash *c, const void *uc, uint64_t limit, uint8_t *buf);
 uint64_t kml_scan_stack(uint64_t sp, uint64_t limit, size_t max_bytes, struct kml_raw_crash *c);
+/* A real-time signal that is not the guard's: run the action it replaced (sample.c, interrupt.c). */
+void kml_chain_rt_signal(const struct sigaction *prev, int signo, siginfo_t *si, void *uc,
+                         int saved_errno);
 void kml_record(struct kml_raw_crash *c, int signo, const siginfo_t *si, const void *uc,
                 uint64_t module_id);
 

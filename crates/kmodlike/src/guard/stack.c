@@ -201,3 +201,31 @@ void kml_record(struct kml_raw_crash *c, int signo, const siginfo_t *si, const v
 
 /* Does w look like a return address (the instruction before it is a call)? Normal context. */
 int kml_looks_like_return(uint64_t w) { return kml_follows_call(w); }
+
+/*
+ * A real-time signal the guard's handler (sampling, interrupt) found not to be its own: do what
+ * would have happened without us, from the action we replaced. Async-signal-safe: the previous
+ * handler (already entitled to run in signal context), sigaction() and raise(); errno is
+ * saved_errno for the previous handler and on return.
+ */
+void kml_chain_rt_signal(const struct sigaction *prev, int signo, siginfo_t *si, void *uc,
+                         int saved_errno) {
+    if (prev->sa_flags & SA_SIGINFO) {
+        errno = saved_errno;
+        prev->sa_sigaction(signo, si, uc);
+    } else if (prev->sa_handler == SIG_IGN) {
+        /* ignored, as before */
+    } else if (prev->sa_handler == SIG_DFL) {
+        /* The default action of a real-time signal terminates the process: do that. */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        sigaction(signo, &dfl, NULL);
+        raise(signo);
+    } else {
+        errno = saved_errno;
+        prev->sa_handler(signo);
+    }
+    errno = saved_errno;
+}
