@@ -435,7 +435,13 @@ unsafe fn after_fast_call(
     ctx: *mut c_void,
 ) -> module_error_t {
     run_code(CALL, &l.shared.errors, || {
-        let h = current(l, CALL)?;
+        let h = match current(l, CALL) {
+            Ok(h) => h,
+            // The function ran and returned; its module was unloaded on another thread right
+            // after (the entry saw it no longer live): the call itself succeeded.
+            Err(_) if r.returned() => return Ok(()),
+            Err(e) => return Err(e),
+        };
         // A crash is the instance's it happened in; records are pooled, so the entry alone does
         // not say which instance that was.
         if r.crashed_in().is_some_and(|id| id != h.id()) {
