@@ -153,6 +153,17 @@ pub fn in_own_process(test_name: &str, timeout: std::time::Duration) -> bool {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("re-run the test binary");
+    // Read both pipes while the child runs: a child that writes more than a pipe holds would
+    // otherwise block on its write and never finish.
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("child stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("child stderr")));
     let deadline = std::time::Instant::now() + timeout;
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait for the test child") {
@@ -160,13 +171,18 @@ pub fn in_own_process(test_name: &str, timeout: std::time::Duration) -> bool {
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("{test_name} did not finish within {timeout:?}");
+            let _ = child.wait();
+            let tail = err.join().unwrap_or_default();
+            let tail = &tail[tail.len().saturating_sub(4096)..];
+            panic!(
+                "{test_name} did not finish within {timeout:?}; the end of its stderr:\n{}",
+                String::from_utf8_lossy(tail)
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    let out = child.wait_with_output().expect("test child output");
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    print!("{}", String::from_utf8_lossy(&out.join().unwrap_or_default()));
+    eprint!("{}", String::from_utf8_lossy(&err.join().unwrap_or_default()));
     assert!(status.success(), "{test_name} failed in its own process: {status}");
     false
 }

@@ -212,9 +212,11 @@ static STATE: AtomicU8 = AtomicU8::new(STOPPED);
 static WATCHDOG: AtomicPtr<Watchdog> = AtomicPtr::new(std::ptr::null_mut());
 
 /// The fork child handler's part: the watchdog thread does not exist in the child; the next
-/// deadline starts one. Async-signal-safe: an atomic store.
+/// deadline starts one. Async-signal-safe: atomic stores.
 pub(super) fn after_fork_child() {
     STATE.store(STOPPED, Ordering::Release);
+    WATCHDOG_TID.store(0, Ordering::Relaxed);
+    REPORTER_TID.store(0, Ordering::Relaxed);
 }
 
 /// What the watchdog reports to the loader.
@@ -268,9 +270,12 @@ fn report(ev: WatchEvent) {
     let pid = std::process::id();
     if r.as_ref().is_none_or(|(p, _)| *p != pid) {
         let (tx, rx) = mpsc::channel::<WatchEvent>();
-        let spawned = std::thread::Builder::new()
-            .name("kmodlike-watch-report".into())
-            .spawn(move || rx.into_iter().for_each(deliver));
+        let spawned =
+            std::thread::Builder::new().name("kmodlike-watch-report".into()).spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                REPORTER_TID.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+                rx.into_iter().for_each(deliver)
+            });
         match spawned {
             Ok(_) => *r = Some((pid, tx)),
             Err(_) => return deliver(ev), // no thread: report here rather than not at all
@@ -396,8 +401,16 @@ const PENDING_RETRY: u64 = 1_000_000;
 /// module addresses it handles are data to it), so the unload's thread scan skips it.
 static WATCHDOG_TID: AtomicI32 = AtomicI32::new(0);
 
-pub(crate) fn watchdog_tid() -> i32 {
-    WATCHDOG_TID.load(Ordering::Relaxed)
+/// The reporter thread's id (0 before it starts): kmodlike's own too. It names the frames of
+/// stack samples, so module addresses sit on its stack as data while it works.
+static REPORTER_TID: AtomicI32 = AtomicI32::new(0);
+
+/// Is `tid` one of the watchdog's own threads (the watchdog, its reporter)? They never run
+/// module code; the unload's thread scan skips them.
+pub(crate) fn is_watchdog_thread(tid: i32) -> bool {
+    tid != 0
+        && (tid == WATCHDOG_TID.load(Ordering::Relaxed)
+            || tid == REPORTER_TID.load(Ordering::Relaxed))
 }
 
 fn watchdog_loop(w: &'static Watchdog) {

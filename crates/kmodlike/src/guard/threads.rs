@@ -188,7 +188,7 @@ pub(crate) fn threads_in_code(ranges: &[(u64, u64)]) -> Vec<ThreadInCode> {
     let mut out = Vec::new();
     let mut running: Vec<(i32, String)> = Vec::new();
     for tid in tids {
-        if tid == me || tid == super::deadline::watchdog_tid() || is_parked(tid) {
+        if tid == me || super::deadline::is_watchdog_thread(tid) || is_parked(tid) {
             continue;
         }
         let name = comm(tid);
