@@ -31,3 +31,30 @@ fn a_rust_export_that_loops_forever_is_interrupted_at_its_deadline() {
         assert!(loader.list().is_empty());
     });
 }
+
+/// The slow-call warning samples the thread's stack with a signal: landing in the middle of a
+/// panic's unwinding (libgcc's unwinder, the panic hook's `log` callback) it must disturb
+/// nothing. 500 panicking calls whose soft deadline is already due when they start: every
+/// one returns the panic value, none is recorded as a crash, and the module stays loaded.
+#[test]
+fn slow_call_samples_during_a_panics_unwinding_leave_it_caught() {
+    with_timeout(Duration::from_secs(300), || {
+        let dir = temp_dir();
+        let so = install(&example_module("rs_lifecycle"), dir.path(), "rs_lifecycle.so");
+        let loader = Loader::new();
+        // SAFETY: a test module of this workspace, built with kmodlike-module.
+        let h = unsafe { loader.open(so.to_str().unwrap()) }.expect("open rs_lifecycle");
+        // SAFETY: `double` is `int double(int)`.
+        let double: extern "C" fn(i32) -> i32 = unsafe { export(&h, "double") };
+        let opts = CallOptions::default()
+            .with_timeout(Duration::from_secs(60))
+            .with_soft_timeout(Duration::from_nanos(1));
+        for i in 0..500 {
+            // SAFETY: the module's own export, which catches its panic.
+            let r = unsafe { h.call_with(&opts, double, i32::MAX) };
+            assert_eq!(r.ok(), Some(i32::MIN), "call {i}: the panic value");
+        }
+        assert!(h.is_live(), "the module stays loaded");
+        assert!(loader.crashes().is_empty(), "no crash: {:?}", loader.crashes());
+    });
+}

@@ -50,15 +50,15 @@ pub(crate) struct Deadline {
 }
 
 impl Deadline {
-    /// A deadline `timeout` from now, with the warning at `soft` (default: half of `timeout`),
-    /// for a call of `func`. Starts the watchdog (once) and wakes it when this deadline is the
-    /// earliest it knows.
-    pub(crate) fn after(timeout: Duration, soft: Option<Duration>, func: u64) -> Deadline {
-        let start = monotonic_ns();
-        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4);
-        let hard = start.saturating_add(ns(timeout)).max(3);
+    /// A deadline `timeout` nanoseconds from now, with the warning at `soft` (default: half
+    /// of `timeout`), for a call of `func`. Starts the watchdog (once) and wakes it when this
+    /// deadline is the earliest it knows.
+    #[inline]
+    pub(crate) fn after(timeout: u64, soft: Option<u64>, func: u64) -> Deadline {
+        let start = if timeout >= COARSE_ENOUGH { coarse_start_ns() } else { monotonic_ns() };
+        let hard = start.saturating_add(timeout).max(3);
         let soft = soft.unwrap_or(timeout / 2);
-        let soft = if soft >= timeout { 0 } else { start.saturating_add(ns(soft)).max(3) };
+        let soft = if soft >= timeout { 0 } else { start.saturating_add(soft).max(3) };
         let d = Deadline { hard, soft, start, func };
         let at = if soft != 0 { soft } else { hard };
         // Pending first, then the watchdog's word: a watchdog that read the word finds the
@@ -68,6 +68,51 @@ impl Deadline {
         register(at);
         d
     }
+}
+
+/// Time limits from which a call's start is read from the coarse clock: its tick (4 ms at
+/// `HZ=250`) is then at most a fortieth of the limit, and reading it costs a few nanoseconds
+/// where the precise clock costs tens (the guarded call it adds to costs about five).
+const COARSE_ENOUGH: u64 = 160_000_000;
+
+/// The start of a call as `CLOCK_MONOTONIC` nanoseconds, from `CLOCK_MONOTONIC_COARSE` (the
+/// same clock, as of the kernel's last timekeeping update) plus two ticks. The coarse clock
+/// lags the precise one by up to about a tick and a half (2.3-6.4 ms at `HZ=250` on our
+/// machines), so the start is a few milliseconds after the true one in practice: a deadline
+/// counted from it fires that much late, never early unless the kernel's tick itself is
+/// delayed by more than that.
+fn coarse_start_ns() -> u64 {
+    static TICK: AtomicU64 = AtomicU64::new(0);
+    let mut tick = TICK.load(Ordering::Relaxed);
+    if tick == 0 {
+        let mut res = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_getres writes the timespec we own.
+        let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
+        tick = if rc == 0 {
+            (res.tv_sec as u64 * 1_000_000_000 + res.tv_nsec as u64).max(1)
+        } else {
+            u64::MAX // no coarse clock: the precise one below
+        };
+        TICK.store(tick, Ordering::Relaxed);
+    }
+    if tick > 100_000_000 {
+        return monotonic_ns();
+    }
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64 + 2 * tick
+}
+
+/// `d` in nanoseconds, saturating at a quarter of `u64::MAX` (146 years: deadlines add it to
+/// the clock). Cheaper than `as_nanos`, which works in 128 bits.
+#[inline]
+pub(crate) fn duration_ns(d: Duration) -> u64 {
+    const MAX: u64 = u64::MAX / 4;
+    d.as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(u64::from(d.subsec_nanos())))
+        .map_or(MAX, |n| n.min(MAX))
 }
 
 /// CLOCK_MONOTONIC in nanoseconds.
@@ -511,5 +556,30 @@ fn watchdog_loop(w: &'static Watchdog) {
             let wait = Duration::from_nanos((at - now).min(3_600_000_000_000));
             drop(w.wake.wait_timeout(g, wait).unwrap_or_else(|e| e.into_inner()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_coarse_start_is_close_to_the_precise_clock() {
+        // Bounds far wider than the clock's lag: a preempted thread must not fail this.
+        for _ in 0..10_000 {
+            let before = monotonic_ns();
+            let start = coarse_start_ns();
+            let after = monotonic_ns();
+            assert!(start + 1_000_000_000 >= before, "coarse {start} far before {before}");
+            assert!(start <= after + 1_000_000_000, "coarse {start} far after {after}");
+        }
+    }
+
+    #[test]
+    fn durations_convert_to_nanoseconds_and_saturate() {
+        assert_eq!(duration_ns(Duration::from_millis(1500)), 1_500_000_000);
+        assert_eq!(duration_ns(Duration::from_nanos(7)), 7);
+        assert_eq!(duration_ns(Duration::MAX), u64::MAX / 4);
+        assert_eq!(duration_ns(Duration::from_secs(u64::MAX / 1_000_000_000)), u64::MAX / 4);
     }
 }

@@ -251,10 +251,13 @@ uint32_t kml_fast_calls_in(const struct kml_gmod *m) {
     return n;
 }
 
+/* A plain store: the caller then reads the watchdog's "earliest" word, and the store-load
+ * order that needs is the watchdog's to enforce (kml_calls_scan's barrier, after the watchdog
+ * reset the word), so a call with a deadline pays no fence. */
 void kml_deadline_pending(uint64_t at) {
     struct kml_thread *t = kml_thread_record();
     if (t != NULL)
-        atomic_store_explicit(&t->pending, at, memory_order_seq_cst);
+        atomic_store_explicit(&t->pending, at, memory_order_relaxed);
 }
 
 /* One guarded call in flight, as kml_calls_scan reports it (struct CInFlight in deadline.rs). */
@@ -269,12 +272,15 @@ struct kml_inflight {
 
 /* Every guarded call in flight that the scan can see: the fast entry's slots, and the
  * published sigsetjmp calls with a deadline. Up to cap into out; returns how many there are.
- * No barrier: a call that just began may be missed (the watchdog is woken for any new
- * deadline earlier than the ones it knows, and the list is a snapshot anyway). Normal
- * context. */
+ * Normal context. */
 uint32_t kml_calls_scan(struct kml_inflight *out, uint32_t cap) {
     uint32_t n = 0;
     pthread_mutex_lock(&kml_threads_lock);
+    /* Every thread's stores before this are visible to the scan: with the watchdog's reset of
+     * its "earliest" word before the call, a caller that stored its pending deadline and then
+     * read an old "earliest" is seen here (the membarrier pairing kml_fast_calls_in uses), and one
+     * that read the reset word wakes the watchdog itself. */
+    kml_barrier();
     for (struct kml_thread *t = kml_threads; t != NULL; t = t->next) {
         uint32_t susp = atomic_load_explicit(&t->suspended, memory_order_relaxed);
         for (int i = 0; i < KML_DEPTH; i++) {

@@ -65,8 +65,9 @@ pub struct CallInFlight {
 }
 
 /// Nanoseconds of a time limit for the atomics (0 is "none": a zero limit is 1 ns).
+#[inline]
 pub(super) fn limit_ns(d: Option<Duration>) -> u64 {
-    d.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4).max(1))
+    d.map_or(0, |d| crate::guard::deadline::duration_ns(d).max(1))
 }
 
 impl LoaderShared {
@@ -87,7 +88,8 @@ impl LoaderShared {
         if ns == 0 {
             return None;
         }
-        Some(Deadline::after(Duration::from_nanos(ns), opts.and_then(|o| o.soft_timeout), func))
+        let soft = opts.and_then(|o| o.soft_timeout).map(crate::guard::deadline::duration_ns);
+        Some(Deadline::after(ns, soft, func))
     }
 
     /// The deadline of `module_init`: the load's own limit, else the loader's call time limit,
