@@ -1,9 +1,11 @@
-/* Calls that never return, for the deadline tests: a loop, a blocking read(), sleep(), a host
- * callback that blocks, a wait with the interrupt signal blocked, and a slow call. With
- * -DHANG_INIT, module_init itself never returns. */
+/* Calls that never return, for the deadline tests: a loop, a loop in malloc, a spin inside
+ * libc, a blocking read(), sleep(), a host callback that blocks, a wait with the interrupt
+ * signal blocked, and a slow call. With -DHANG_INIT, module_init itself never returns. */
 #include "module_interface.h"
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 static const module_init_args_t *args;
@@ -40,6 +42,27 @@ int block_read(void) {
 }
 
 unsigned block_sleep(void) { return sleep(100000); }
+
+/* A loop that spends most of its time in libc's allocator (which holds the arena lock while
+ * it works): the interrupt must end it back in the module, never inside malloc or free. */
+void spin_in_malloc(void) {
+    for (;;) {
+        void *volatile p = malloc(1000 + (spins & 1023));
+        free(p);
+        spins++;
+    }
+}
+
+/* Spins inside libc, never coming back to the module nor making a system call, until
+ * spin_release: pthread_spin_lock on a lock this call holds already. */
+static pthread_spinlock_t spin_lock;
+void spin_in_libc(void) {
+    pthread_spin_init(&spin_lock, PTHREAD_PROCESS_PRIVATE);
+    pthread_spin_lock(&spin_lock);
+    pthread_spin_lock(&spin_lock);
+    pthread_spin_unlock(&spin_lock);
+}
+void spin_release(void) { pthread_spin_unlock(&spin_lock); }
 
 /* The host's log callback (which the test makes block until it is released), then a loop:
  * the interrupt must come after the callback returns. */

@@ -58,3 +58,38 @@ fn slow_call_samples_during_a_panics_unwinding_leave_it_caught() {
         assert!(loader.crashes().is_empty(), "no crash: {:?}", loader.crashes());
     });
 }
+
+/// A deadline that falls while a panic unwinds is never served inside libgcc's unwinder
+/// (which may hold its locks or the dynamic linker's): the call is ended back in the module's
+/// code, or finishes first. 100 panicking calls with a deadline that is due at once.
+#[test]
+fn a_deadline_during_a_panics_unwinding_ends_the_call_in_the_module() {
+    with_timeout(Duration::from_secs(300), || {
+        let dir = temp_dir();
+        let so = install(&example_module("rs_lifecycle"), dir.path(), "rs_lifecycle.so");
+        let loader = Loader::new();
+        let opts = CallOptions::default().with_timeout(Duration::from_nanos(1));
+        let mut ended = 0;
+        for i in 0..100 {
+            // SAFETY: a test module of this workspace, built with kmodlike-module.
+            let h = unsafe { loader.open(so.to_str().unwrap()) }.expect("open rs_lifecycle");
+            // SAFETY: `double` is `int double(int)`.
+            let double: extern "C" fn(i32) -> i32 = unsafe { export(&h, "double") };
+            // SAFETY: the module's own export, which catches its panic.
+            match unsafe { h.call_with(&opts, double, i32::MAX) } {
+                Ok(v) => assert_eq!(v, i32::MIN, "call {i}: the panic value"),
+                Err(Error::TimedOut(r)) => {
+                    ended += 1;
+                    assert!(r.pc_in_module, "call {i}: ended outside the module: {r}");
+                    assert!(r.taint.is_none(), "call {i}: tainted: {r}");
+                }
+                Err(e) => panic!("call {i}: {e}"),
+            }
+            if h.is_live() {
+                h.close().expect("unload");
+            }
+        }
+        assert!(ended > 0, "no call was ended by its deadline");
+        assert!(kmodlike::taint().is_none(), "the process is not tainted");
+    });
+}

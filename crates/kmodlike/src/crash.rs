@@ -519,6 +519,12 @@ fn abort_taint(frames: &[Frame], pc_in_libc: bool) -> Option<String> {
     None
 }
 
+/// The runtime libraries a deadline never interrupts outside a system call (their locks):
+/// libc, ld.so, and the unwinder (`libgcc_s`, which a panic or a C++ exception runs).
+pub(crate) fn is_runtime_object(name: &str) -> bool {
+    is_libc_object(name) || name.starts_with("libgcc_s.so")
+}
+
 /// Objects whose internal locks a crash may leave held.
 fn is_libc_object(name: &str) -> bool {
     ["libc.so", "ld-linux", "ld64.so", "libpthread.so", "libm.so", "libdl.so"]

@@ -298,3 +298,57 @@ fn the_soft_deadline_warns_with_a_stack_sample() {
         assert!(text.contains("interrupted on request"), "{text}");
     });
 }
+
+/// A call that spends most of its time inside libc's allocator is interrupted back in the
+/// module, never in malloc or free with the arena lock held: the handler lets library code
+/// run on and the watchdog asks again. Twenty calls: none taints.
+#[test]
+fn a_loop_in_malloc_is_interrupted_in_the_module_and_taints_nothing() {
+    ts::within("a loop in malloc with a deadline", || {
+        for i in 0..20 {
+            let (loader, h) = open_with_limit(Duration::from_millis(30));
+            let f: extern "C" fn() = sym(&h, "spin_in_malloc");
+            // SAFETY: the fixture's C code; an interrupt skips only its frames.
+            let report = timed_out(unsafe { h.call0(f) });
+            assert!(report.pc_in_module, "call {i}: stopped outside the module: {report}");
+            assert!(report.taint.is_none(), "call {i}: tainted: {report}");
+            assert!(loader.list().is_empty());
+        }
+        assert!(kmodlike::taint().is_none(), "the process is not tainted");
+    });
+}
+
+/// A call stuck inside libc (spinning in `pthread_spin_lock`, never in a system call) is
+/// never ended there, where one of libc's locks could be held: the watchdog asks for a
+/// second, then reports it hung naming the libc function; unloading removes the module and
+/// leaves the thread alone, which finishes the call once the lock is released.
+#[test]
+fn a_spin_inside_libc_is_reported_hung_not_ended_there() {
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+    ts::within("a spin inside libc with a deadline", || {
+        let (loader, h) = open_with_limit(Duration::from_millis(50));
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        loader.subscribe(move |e| {
+            if let Event::Hung { detail, .. } = e {
+                let _ = tx.lock().unwrap().send(detail.clone());
+            }
+        });
+        let f: extern "C" fn() = sym(&h, "spin_in_libc");
+        let release: extern "C" fn() = sym(&h, "spin_release");
+        let h = std::sync::Arc::new(h);
+        let h2 = h.clone();
+        // SAFETY: the fixture's C code; an interrupt skips only its frames.
+        let caller = std::thread::spawn(move || unsafe { h2.call0(f) }.map_err(|e| e.to_string()));
+        let detail = rx.recv().unwrap();
+        assert!(detail.contains("pthread_spin_lock in libc.so.6"), "{detail}");
+        assert!(detail.contains("locks held"), "{detail}");
+        assert_eq!(h.state(), ModuleState::Hung);
+        h.close_shared(false).expect("a hung module can be unloaded");
+        assert!(loader.list().is_empty());
+        // The module's code stays mapped while its thread runs in it: let the thread go.
+        release();
+        assert_eq!(caller.join().unwrap(), Ok(()), "the thread ran on in the module's code");
+    });
+}

@@ -4,10 +4,14 @@
 //!
 //! A caller with a deadline hands the entry a [`Deadline`] (hard and soft deadline, start, the
 //! function), which the entry copies into the call's slot before it stores the module; a call
-//! without one costs one store (the slot's deadline word set to 0). The first deadline starts
-//! the process's one watchdog thread and installs the interrupt signal's handler
-//! (`interrupt.c`). Registering a deadline is a load of the watchdog's "earliest deadline" word
-//! and, only when the new deadline is earlier, a store and a wake-up.
+//! without one costs one store (the slot's deadline word set to 0). A call's start is read from
+//! the precise clock for limits under 160 ms, and from the coarse one otherwise (a few
+//! nanoseconds instead of tens; the deadline may then fire a few milliseconds late, see
+//! `coarse_start_ns`). The first deadline starts the process's one watchdog thread and
+//! installs the interrupt signal's handler (`interrupt.c`). Registering a deadline is a plain
+//! store of it in the thread's record and a load of the watchdog's "earliest deadline" word
+//! and, only when the new deadline is earlier, a store and a wake-up; the watchdog's scan
+//! begins with a process-wide barrier (`membarrier`), so the caller needs no fence.
 //!
 //! The watchdog sleeps (a condition variable with a timeout: no polling) until the earliest
 //! deadline it knows, then scans the registered threads' slots (`fast.c`, `kml_calls_scan`):
@@ -20,12 +24,20 @@
 //!   is interrupted. Its handler (`guard.c`, `kml_guard_interrupt`) records the registers and
 //!   the stack as for a crash (cause: timeout) and leaves the call as a crash does: the call
 //!   returns [`Outcome::TimedOut`](super::Outcome::TimedOut).
+//! - **Where it ends a call.** In the module's code, or in a system call the signal
+//!   interrupted (`read`, `sleep`, a futex wait), anywhere. In other library code (the
+//!   allocator, the unwinder, the dynamic linker, which may hold one of their locks at that
+//!   instruction) the handler lets the thread run on and the watchdog asks again every
+//!   millisecond ([`RETRY`]): a loop that calls `malloc` is ended in its own code. After
+//!   [`ASK_FOR`] and [`ASKS`] asks, a thread still in libc, ld.so or `libgcc_s` is reported
+//!   [`WatchEvent::Hung`] (ended there, it could leave their locks held and deadlock the
+//!   host); one in any other library is ended there (the request insists).
 //! - While a host callback (`log`, `get_time`) runs on that thread, the interrupt is held
 //!   and delivered when the callback returns to module code.
-//! - A thread still in the call shortly after the signal that blocks it (`SigBlk` in
-//!   `/proc/self/task/TID/status`), or that does not leave the call within [`GRACE`] of the
-//!   signal, is reported [`WatchEvent::Hung`]: the
-//!   loader marks the module hung, refuses new calls, and leaves the thread alone.
+//! - A thread that blocks the signal (`SigBlk` and `SigPnd` in
+//!   `/proc/self/task/TID/status`, twice in a row), or that does not leave the call within
+//!   [`GRACE`] of an insisting request, is reported [`WatchEvent::Hung`]: the loader marks
+//!   the module hung, refuses new calls, and leaves the thread alone.
 
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering};
@@ -368,7 +380,7 @@ pub(crate) fn interrupt_module(module_id: u64) -> usize {
     let mut n = 0;
     for c in scan_raw().iter().filter(|c| c.module_id == module_id && c.index != -2) {
         // SAFETY: plain values; the shim checks the call is still there under its lock.
-        let rc = unsafe { ffi::kml_interrupt_call(c.tid, c.index, c.deadline, 1) };
+        let rc = unsafe { ffi::kml_interrupt_call(c.tid, c.index, c.deadline, ffi::INTERRUPT_NOW) };
         if rc > 0 {
             n += 1;
         }
@@ -431,9 +443,102 @@ fn blocks_signal(tid: i32, signo: c_int) -> bool {
 
 type Key = (i32, i32, u64);
 
-/// How soon after the interrupt signal the watchdog looks whether the call is still there
-/// (and the thread blocks the signal).
+/// How soon after an insisting interrupt the watchdog looks whether the call is still there.
 const BLOCKED_CHECK: u64 = 20_000_000;
+
+/// How often the watchdog asks again while the thread runs library code outside the module
+/// (the handler waits for it to come back: `guard.c`, `kml_interrupt_waits`).
+const RETRY: u64 = 1_000_000;
+
+/// How long, and how many times at least, the watchdog asks before it decides: then a thread
+/// still in libc, ld.so or the unwinder is reported hung (ended there, it could leave their
+/// locks held and the host would deadlock on its next allocation), and one in any other
+/// library is ended there. A loop that spends 95% of its time in `malloc` comes back to the
+/// module in 1 ask of 20: 500 asks leave it one chance in 10^11 of being taken for hung, on
+/// a loaded machine too (asks are counted, not only timed).
+const ASK_FOR: u64 = 1_000_000_000;
+const ASKS: u32 = 500;
+
+/// The runtime library holding `pc` (one whose locks an interrupt must not leave held: see
+/// [`crate::crash::is_runtime_object`]), named with the function: `"malloc in libc.so.6"`.
+fn in_runtime_library(pc: u64) -> Option<String> {
+    if pc == 0 {
+        return None;
+    }
+    let at = crate::crash::locate(pc);
+    let object = at.object.filter(|o| crate::crash::is_runtime_object(o))?;
+    Some(match at.symbol {
+        Some((name, _, _)) => format!("{name} in {object}"),
+        None => format!("{pc:#x} in {object}"),
+    })
+}
+
+/// An interrupt the watchdog sent for a call that has not left yet.
+struct Asking {
+    first: u64,
+    /// Requests sent without insisting.
+    asks: u32,
+    /// When it insisted, if it has.
+    insisted: Option<u64>,
+    /// Checks in a row that found the signal blocked and pending.
+    blocked: u32,
+}
+
+/// What to do next about a call that was sent the interrupt and is still there.
+enum Step {
+    /// Nothing until then.
+    Wait(u64),
+    /// Send the interrupt again (insisting or not).
+    Ask { insist: bool },
+    /// Report the call hung, for this reason (of the thread: "it ...").
+    Hung(String),
+}
+
+impl Asking {
+    fn new(now: u64) -> Asking {
+        Asking { first: now, asks: 1, insisted: None, blocked: 0 }
+    }
+
+    /// The next step at `now`, the thread blocking the signal (blocked and pending) or not,
+    /// and `in_runtime` saying which runtime library the handler last found it in, if one.
+    /// Blocked twice in a row is hung: once may be our own handler, which runs with the
+    /// signal blocked while another request is queued.
+    fn next_step(
+        &mut self,
+        now: u64,
+        blocked: bool,
+        in_runtime: impl FnOnce() -> Option<String>,
+    ) -> Step {
+        self.blocked = if blocked { self.blocked + 1 } else { 0 };
+        if self.blocked >= 2 {
+            return Step::Hung(format!("it blocks the interrupt signal {}", interrupt_signal()));
+        }
+        let grace = GRACE.as_nanos() as u64;
+        match self.insisted {
+            None if now < self.first + ASK_FOR || self.asks < ASKS => {
+                self.asks += 1;
+                Step::Ask { insist: false }
+            }
+            None => match in_runtime() {
+                Some(where_) => Step::Hung(format!(
+                    "it has run inside {where_} for {:.1} s past its deadline without coming \
+                     back to the module; interrupted there, it could leave that library's \
+                     locks held",
+                    (now - self.first) as f64 / 1e9
+                )),
+                None => {
+                    self.insisted = Some(now);
+                    Step::Ask { insist: true }
+                }
+            },
+            Some(at) if now >= at + grace => Step::Hung(format!(
+                "it did not leave the call within {GRACE:?} of the interrupt signal {}",
+                interrupt_signal()
+            )),
+            Some(at) => Step::Wait((at + grace).min(now + BLOCKED_CHECK)),
+        }
+    }
+}
 
 /// How long the watchdog waits for a running thread to answer the sampling signal (it
 /// interrupts no call meanwhile).
@@ -463,10 +568,9 @@ fn watchdog_loop(w: &'static Watchdog) {
     WATCHDOG_TID.store(unsafe { libc::gettid() }, Ordering::Relaxed);
     let signo = interrupt_signal();
     // Interrupts sent and when; calls reported hung; interrupts held in a host callback.
-    let mut sent: Vec<(Key, u64)> = Vec::new();
+    let mut sent: Vec<(Key, Asking)> = Vec::new();
     let mut hung: Vec<Key> = Vec::new();
     let mut held: Vec<Key> = Vec::new();
-    let grace = GRACE.as_nanos() as u64;
     loop {
         w.earliest.store(u64::MAX, Ordering::SeqCst);
         let now = monotonic_ns();
@@ -487,36 +591,30 @@ fn watchdog_loop(w: &'static Watchdog) {
                 continue;
             }
             if c.deadline <= now {
-                if let Some(&(_, at)) = sent.iter().find(|(k, _)| *k == key) {
-                    // Sent, and the call is still there. A thread that blocks the signal
-                    // (looked at once the signal had time to arrive: a handler of ours that
-                    // runs with it blocked for a moment is not that) is hung; so is one that
-                    // did not leave within the grace.
-                    let why = if blocks_signal(c.tid, signo) {
-                        Some(format!("thread {} blocks the interrupt signal {signo}", c.tid))
-                    } else if now >= at + grace {
-                        Some(format!(
-                            "thread {} did not leave the call within {:?} of the interrupt \
-                             signal {signo}",
-                            c.tid, GRACE
-                        ))
-                    } else {
-                        None
-                    };
-                    match why {
-                        Some(why) => {
+                if let Some(i) = sent.iter().position(|(k, _)| *k == key) {
+                    // Sent, and the call is still there.
+                    let in_runtime = || in_runtime_library(c.waited_pc);
+                    match sent[i].1.next_step(now, blocks_signal(c.tid, signo), in_runtime) {
+                        Step::Wait(at) => next = next.min(at),
+                        Step::Ask { insist } => {
+                            let how = if insist { ffi::INTERRUPT_INSIST } else { 0 };
+                            // SAFETY: plain values; the shim checks the call is still there.
+                            unsafe { ffi::kml_interrupt_call(c.tid, c.index, c.deadline, how) };
+                            next = next.min(now + if insist { BLOCKED_CHECK } else { RETRY });
+                        }
+                        Step::Hung(why) => {
+                            let why = format!("thread {}: {why}", c.tid);
                             hung.push(key);
                             report(WatchEvent::Hung { call: InFlight::of(c), why });
                         }
-                        None => next = next.min(at + grace),
                     }
                     continue;
                 }
                 // SAFETY: plain values; the shim checks the call is still there.
                 match unsafe { ffi::kml_interrupt_call(c.tid, c.index, c.deadline, 0) } {
                     1 => {
-                        sent.push((key, now));
-                        next = next.min(now + BLOCKED_CHECK);
+                        sent.push((key, Asking::new(now)));
+                        next = next.min(now + RETRY);
                     }
                     2 => held.push(key),
                     0 => {}

@@ -268,6 +268,7 @@ struct kml_inflight {
     uint32_t pad;
     uint64_t module_id;
     uint64_t deadline, soft, start, func;
+    uint64_t waited_pc; /* the thread's waited_pc */
 };
 
 /* Every guarded call in flight that the scan can see: the fast entry's slots, and the
@@ -283,6 +284,7 @@ uint32_t kml_calls_scan(struct kml_inflight *out, uint32_t cap) {
     kml_barrier();
     for (struct kml_thread *t = kml_threads; t != NULL; t = t->next) {
         uint32_t susp = atomic_load_explicit(&t->suspended, memory_order_relaxed);
+        uint64_t waited = atomic_load_explicit(&t->waited_pc, memory_order_relaxed);
         for (int i = 0; i < KML_DEPTH; i++) {
             struct kml_slot *s = &t->slot[i];
             struct kml_gmod *m = atomic_load_explicit(&s->module, memory_order_acquire);
@@ -291,7 +293,7 @@ uint32_t kml_calls_scan(struct kml_inflight *out, uint32_t cap) {
             if (n < cap) {
                 struct kml_inflight *f = &out[n];
                 uint64_t dl = atomic_load_explicit(&s->deadline, memory_order_relaxed);
-                *f = (struct kml_inflight){t->tid, i, susp, 0, m->id, dl, 0, 0, 0};
+                *f = (struct kml_inflight){t->tid, i, susp, 0, m->id, dl, 0, 0, 0, waited};
                 if (dl != 0) {
                     f->soft = atomic_load_explicit(&s->soft, memory_order_relaxed);
                     f->start = s->start;
@@ -306,14 +308,14 @@ uint32_t kml_calls_scan(struct kml_inflight *out, uint32_t cap) {
                     t->tid, -1, susp, 0, t->rec_module_id,
                     atomic_load_explicit(&t->rec_deadline, memory_order_relaxed),
                     atomic_load_explicit(&t->rec_soft, memory_order_relaxed), t->rec_start,
-                    t->rec_func};
+                    t->rec_func, waited};
             n++;
         }
         /* A deadline registered whose call may not be in its slot yet (index -2). */
         uint64_t pending = atomic_load_explicit(&t->pending, memory_order_seq_cst);
         if (pending != 0) {
             if (n < cap)
-                out[n] = (struct kml_inflight){t->tid, -2, susp, 0, 0, pending, 0, 0, 0};
+                out[n] = (struct kml_inflight){t->tid, -2, susp, 0, 0, pending, 0, 0, 0, 0};
             n++;
         }
     }
@@ -330,12 +332,14 @@ static struct kml_thread *kml_thread_of(int32_t tid) {
 
 /*
  * Interrupt the call kml_calls_scan reported as (tid, index) with deadline expect, if it is
- * still there: with force, its deadline becomes 1 (passed) first. A thread in a host callback
+ * still there: with KML_INTERRUPT_NOW in how, its deadline becomes 1 (passed) first; with
+ * KML_INTERRUPT_INSIST, the handler ends the call even in library code. A thread in a host callback
  * gets the interrupt held (delivered when the callback returns, guard.c's kml_resume); any
  * other is sent the interrupt signal. Returns 1 sent, 2 held, 0 the call is gone (its deadline
  * changed), -1 the signal could not be sent (errno). Normal context.
  */
-int kml_interrupt_call(int32_t tid, int32_t index, uint64_t expect, int force) {
+int kml_interrupt_call(int32_t tid, int32_t index, uint64_t expect, int how) {
+    int force = how & KML_INTERRUPT_NOW, insist = (how & KML_INTERRUPT_INSIST) != 0;
     int rc = 0;
     pthread_mutex_lock(&kml_threads_lock);
     struct kml_thread *t = kml_thread_of(tid);
@@ -370,7 +374,7 @@ int kml_interrupt_call(int32_t tid, int32_t index, uint64_t expect, int force) {
             goto out;
         }
     }
-    rc = kml_interrupt_send(tid) == 0 ? 1 : -1;
+    rc = kml_interrupt_send(tid, insist) == 0 ? 1 : -1;
 out:
     pthread_mutex_unlock(&kml_threads_lock);
     return rc;

@@ -65,6 +65,8 @@ pub(super) struct CInFlight {
     pub soft: u64,
     pub start: u64,
     pub func: u64,
+    /// Where the interrupt handler last let the thread run on in library code, or 0.
+    pub waited_pc: u64,
 }
 
 /// `KML_SAVED_REGS`.
@@ -83,6 +85,12 @@ pub(super) const SAMPLE_GONE: i32 = -1;
 pub(super) type CLogSink = extern "C" fn(c_int, u64, c_int, *const c_char);
 /// `uint64_t (*)(int has_module, uint64_t module_id)`.
 pub(super) type CTimeSink = extern "C" fn(c_int, u64) -> u64;
+
+/// `kml_interrupt_call`: interrupt now, whatever the call's deadline (`unload --force`).
+pub(super) const INTERRUPT_NOW: c_int = 1;
+/// `kml_interrupt_call`: end the call even while the thread runs library code outside the
+/// module (the handler waits for it to come back otherwise).
+pub(super) const INTERRUPT_INSIST: c_int = 2;
 
 extern "C" {
     pub(super) fn kml_fast_install(why: *mut *const c_char) -> c_int;
@@ -113,7 +121,8 @@ extern "C" {
     ) -> c_int;
     pub(super) fn kml_deadline_pending(at: u64);
     pub(super) fn kml_calls_scan(out: *mut CInFlight, cap: u32) -> u32;
-    pub(super) fn kml_interrupt_call(tid: i32, index: i32, expect: u64, force: c_int) -> c_int;
+    /// `how`: [`INTERRUPT_NOW`] and [`INTERRUPT_INSIST`] (shim.h's `KML_INTERRUPT_*`).
+    pub(super) fn kml_interrupt_call(tid: i32, index: i32, expect: u64, how: c_int) -> c_int;
     pub(super) fn kml_claim_soft(tid: i32, index: i32, soft: u64) -> c_int;
     pub(super) fn kml_interrupt_install(signo: c_int) -> c_int;
     pub(super) fn kml_stack_copy_size() -> usize;

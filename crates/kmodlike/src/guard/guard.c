@@ -398,21 +398,48 @@ static void kml_timeout_facts(struct kml_raw_crash *c, uint64_t start, uint64_t 
 }
 
 /*
+ * Should an interrupt wait for the thread to come back to module code? Not when the request
+ * insists, nor when a module's text holds the PC, nor when the signal interrupted a system call
+ * (a module blocked in read() or sleep(): that is where it must be ended). Otherwise the thread
+ * runs library code the module called (the allocator, the unwinder, the dynamic linker),
+ * which may hold one of its locks at this very instruction and will soon return or block. The
+ * watchdog asks again every millisecond; after a while it insists, or, when the thread is
+ * still in libc, ld.so or the unwinder (waited_pc says where), reports the call hung rather
+ * than leave their locks held (deadline.rs). Async-signal-safe: reads of the signal context,
+ * kml_text_key_at and an atomic store.
+ */
+static int kml_interrupt_waits(const void *uc, int insist) {
+    if (insist)
+        return 0;
+    uint64_t pc, sp;
+    kml_context_regs(uc, &pc, &sp);
+    if (kml_text_key_at(pc) != 0 || kml_context_interrupted_syscall(uc))
+        return 0;
+    struct kml_thread *t = kml_self;
+    if (t != NULL)
+        atomic_store_explicit(&t->waited_pc, pc, memory_order_relaxed);
+    return 1;
+}
+
+/*
  * The interrupt signal, sent by the watchdog (or kml_interrupt_self) to this thread: end the
  * innermost guarded call as a crash does if its deadline has passed; hold the interrupt while
  * a host callback runs (kml_resume delivers it); otherwise (a stale request: the call ended)
  * do nothing. Called from interrupt.c's handler for our own requests only. Async-signal-safe
  * as kml_handler is: plain reads of this thread's records, kml_record, kml_copy_stack,
  * sigdelset/pthread_sigmask and glibc's siglongjmp.
+ *
+ * Unless the request insists, a thread running library code outside the module is left to
+ * run (kml_interrupt_waits): the watchdog asks again.
  */
-void kml_guard_interrupt(int signo, siginfo_t *si, void *uc) {
+void kml_guard_interrupt(int signo, siginfo_t *si, void *uc, int insist) {
     struct kml_guard *g = kml_current;
     struct kml_slot *fast = kml_fast_innermost(g ? g->fast_mark : 0, g != NULL);
     struct kml_thread *t = kml_self;
     uint64_t now = kml_monotonic_ns();
     if (fast != NULL) {
         uint64_t dl = atomic_load_explicit(&fast->deadline, memory_order_relaxed);
-        if (dl == 0 || now < dl)
+        if (dl == 0 || now < dl || kml_interrupt_waits(uc, insist))
             return;
         struct kml_gmod *m = atomic_load_explicit(&fast->module, memory_order_relaxed);
         struct kml_raw_crash *c = &t->crash;
@@ -441,7 +468,7 @@ void kml_guard_interrupt(int signo, siginfo_t *si, void *uc) {
     if (t == NULL || atomic_load_explicit(&t->rec_owner, memory_order_acquire) != (void *)g)
         return;
     uint64_t dl = atomic_load_explicit(&t->rec_deadline, memory_order_relaxed);
-    if (dl == 0 || now < dl)
+    if (dl == 0 || now < dl || kml_interrupt_waits(uc, insist))
         return;
     kml_record(&g->crash, signo, si, uc, g->module_id);
     kml_timeout_facts(&g->crash, dl == 1 ? 0 : t->rec_start, dl, now);

@@ -17,7 +17,7 @@
 #define _GNU_SOURCE
 #include "shim.h"
 
-#define KML_INTERRUPT_MAGIC 0x6B6D696E7472ull /* "kmintr" */
+#define KML_INTERRUPT_MAGIC 0x6B6D696E7472ull /* "kmintr"; + 1: insist */
 
 /* The signal and the action it replaced: written once, before our handler is installed,
  * never again (the handler reads them without synchronisation). */
@@ -41,10 +41,10 @@ int kml_interrupt_signo(void) { return kml_int_signo; }
  */
 static void kml_interrupt_handler(int signo, siginfo_t *si, void *uc) {
     int saved_errno = errno;
-    if (si->si_code == SI_QUEUE && si->si_pid == getpid() &&
-        (uint64_t)(uintptr_t)si->si_value.sival_ptr == KML_INTERRUPT_MAGIC) {
+    uint64_t v = (uint64_t)(uintptr_t)si->si_value.sival_ptr;
+    if (si->si_code == SI_QUEUE && si->si_pid == getpid() && (v & ~1ull) == KML_INTERRUPT_MAGIC) {
         /* May not return: it leaves the call as a crash does. */
-        kml_guard_interrupt(signo, si, uc);
+        kml_guard_interrupt(signo, si, uc, (int)(v & 1));
         errno = saved_errno;
         return;
     }
@@ -70,7 +70,7 @@ int kml_interrupt_install(int signo) {
     return 0;
 }
 
-int kml_interrupt_send(int32_t tid) {
+int kml_interrupt_send(int32_t tid, int insist) {
     if (kml_int_signo == 0) {
         errno = ENOTSUP;
         return -1;
@@ -81,13 +81,14 @@ int kml_interrupt_send(int32_t tid) {
     info.si_code = SI_QUEUE;
     info.si_pid = getpid();
     info.si_uid = getuid();
-    info.si_value.sival_ptr = (void *)(uintptr_t)KML_INTERRUPT_MAGIC;
+    info.si_value.sival_ptr = (void *)(uintptr_t)(KML_INTERRUPT_MAGIC + (insist ? 1 : 0));
     return syscall(SYS_rt_tgsigqueueinfo, getpid(), tid, kml_int_signo, &info) == 0 ? 0 : -1;
 }
 
-/* Async-signal-safe: getpid, gettid, rt_tgsigqueueinfo. */
+/* Async-signal-safe: getpid, gettid, rt_tgsigqueueinfo. Insists: the thread is in the guard's
+ * own code, returning from a host callback to the module, where no library lock is held. */
 void kml_interrupt_self(void) {
     int saved_errno = errno;
-    kml_interrupt_send((int32_t)syscall(SYS_gettid));
+    kml_interrupt_send((int32_t)syscall(SYS_gettid), 1);
     errno = saved_errno;
 }

@@ -142,6 +142,9 @@ struct kml_thread {
     _Atomic uint64_t rec_soft;
     uint64_t rec_start, rec_func, rec_module_id;
     void *_Atomic rec_owner;
+    /* Where the interrupt handler last let the thread run on in library code (guard.c,
+     * kml_interrupt_waits), for the watchdog: 0 when it never did. */
+    _Atomic uint64_t waited_pc;
 };
 extern __thread struct kml_thread *kml_self __attribute__((tls_model("initial-exec")));
 
@@ -169,10 +172,16 @@ uint64_t kml_monotonic_ns(void);
 int kml_interrupt_signo(void);
 /* Send this thread the interrupt signal (a held interrupt, when a host callback returns). */
 void kml_interrupt_self(void);
-/* Send thread tid of this process the interrupt signal: 0, or -1 (errno). */
-int kml_interrupt_send(int32_t tid);
+/* Send thread tid of this process the interrupt signal: 0, or -1 (errno). With insist, the
+ * handler ends the call wherever the thread is; without, it waits (returns) while the thread
+ * runs library code outside the module (guard.c, kml_interrupt_waits). */
+int kml_interrupt_send(int32_t tid, int insist);
+/* kml_interrupt_call's how (ffi.rs has the same): interrupt now, whatever the deadline (unload
+ * --force); and insist. */
+#define KML_INTERRUPT_NOW 1
+#define KML_INTERRUPT_INSIST 2
 /* guard.c: the interrupt request's work, on the interrupted thread (from its handler). */
-void kml_guard_interrupt(int signo, siginfo_t *si, void *uc);
+void kml_guard_interrupt(int signo, siginfo_t *si, void *uc, int insist);
 
 /* The six signals the guard handles (guard.c). */
 #define KML_NSIGNALS 6
@@ -206,6 +215,7 @@ void kml_text_atfork_child(void);
 /* stack.c: reading the fault. Async-signal-safe. */
 int kml_is_synchronous(int signo, const siginfo_t *si);
 void kml_context_regs(const void *ucv, uint64_t *pc, uint64_t *sp);
+int kml_context_interrupted_syscall(const void *ucv);
 ssize_t kml_read_memory(uint64_t addr, void *out, size_t len);
 int kml_follows_call(uint64_t w);
 void kml_copy_stack(struct kml_raw_crash *c, const void *uc, uint64_t limit, uint8_t *buf);

@@ -20,6 +20,26 @@ int kml_is_synchronous(int signo, const siginfo_t *si) {
     return si->si_code == SI_TKILL && si->si_pid == getpid();
 }
 
+/* Did the signal interrupt a system call, which fails with EINTR (a handler installed without
+ * SA_RESTART)? The PC is right after the system call instruction and the result register holds
+ * -EINTR. Async-signal-safe: reads the context and the instruction before the PC (in the
+ * same page, so mapped: the PC's page is executable). */
+int kml_context_interrupted_syscall(const void *ucv) {
+    const ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+    uint64_t pc = (uint64_t)uc->uc_mcontext.gregs[REG_RIP];
+    if ((int64_t)uc->uc_mcontext.gregs[REG_RAX] != -EINTR || (pc & 4095) < 2)
+        return 0;
+    const unsigned char *p = (const unsigned char *)(uintptr_t)(pc - 2);
+    return p[0] == 0x0f && p[1] == 0x05; /* syscall */
+#elif defined(__aarch64__)
+    uint64_t pc = (uint64_t)uc->uc_mcontext.pc;
+    if ((int64_t)uc->uc_mcontext.regs[0] != -EINTR || (pc & 4095) < 4)
+        return 0;
+    return *(const uint32_t *)(uintptr_t)(pc - 4) == 0xd4000001u; /* svc #0 */
+#endif
+}
+
 void kml_context_regs(const void *ucv, uint64_t *pc, uint64_t *sp) {
     const ucontext_t *uc = ucv;
 #if defined(__x86_64__)
