@@ -265,8 +265,11 @@ impl fmt::Display for CrashReport {
     }
 }
 
-/// `1.5 s`, `2 s`, `0.001 s`.
+/// `1.5 s`, `2 s`, `0.001 s`; under a millisecond in microseconds (`300 us`), never `0 s`.
 fn secs(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        return format!("{} us", d.as_micros());
+    }
     let s = format!("{:.3}", d.as_secs_f64());
     let s = s.trim_end_matches('0').trim_end_matches('.');
     format!("{s} s")
@@ -841,6 +844,14 @@ fn timeout_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_keep_the_precision_their_figure_needs() {
+        assert_eq!(secs(Duration::from_millis(1500)), "1.5 s");
+        assert_eq!(secs(Duration::from_secs(2)), "2 s");
+        assert_eq!(secs(Duration::from_millis(1)), "0.001 s");
+        assert_eq!(secs(Duration::from_micros(300)), "300 us");
+    }
 
     #[test]
     fn names_signals_and_codes() {

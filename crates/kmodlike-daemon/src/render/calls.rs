@@ -138,8 +138,16 @@ pub(super) fn timed_out_message(e: &VarlinkError) -> String {
     } else {
         "kmodctl call --deadline SECONDS"
     };
+    // Seconds with what precision the figure needs: 0.0003 s is no "0.0 s".
+    let ran_for = if ran_for >= 1.0 {
+        format!("{ran_for:.1} s")
+    } else if ran_for >= 0.001 {
+        format!("{:.0} ms", ran_for * 1000.0)
+    } else {
+        format!("{:.0} us", ran_for * 1e6)
+    };
     let mut msg = format!(
-        "module {}: {function} ran for {ran_for:.1} s, past its deadline, and was \
+        "module {}: {function} ran for {ran_for}, past its deadline, and was \
          interrupted; the module was unloaded and the daemon keeps running (a longer \
          deadline: {longer})",
         p("module")
