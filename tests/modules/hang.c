@@ -2,6 +2,7 @@
  * libc, a blocking read(), sleep(), a host callback that blocks, a wait with the interrupt
  * signal blocked, and a slow call. With -DHANG_INIT, module_init itself never returns. */
 #include "module_interface.h"
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -63,6 +64,16 @@ void spin_in_libc(void) {
     pthread_spin_unlock(&spin_lock);
 }
 void spin_release(void) { pthread_spin_unlock(&spin_lock); }
+
+/* Tries to take signal signo for a handler of its own: 0, or the errno sigaction set. */
+static void ignore_it(int signo) { (void)signo; }
+int take_signal(int signo) {
+    struct sigaction sa;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    sa.sa_handler = ignore_it;
+    return sigaction(signo, &sa, 0) == 0 ? 0 : errno;
+}
 
 /* The host's log callback (which the test makes block until it is released), then a loop:
  * the interrupt must come after the callback returns. */

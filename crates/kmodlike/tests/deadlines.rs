@@ -352,3 +352,28 @@ fn a_spin_inside_libc_is_reported_hung_not_ended_there() {
         assert_eq!(caller.join().unwrap(), Ok(()), "the thread ran on in the module's code");
     });
 }
+
+/// A module may not take the interrupt signal for a handler of its own (it would receive the
+/// watchdog's requests and its hangs would never be ended): `sigaction` fails with `EINVAL`,
+/// and the module's next hang is interrupted as ever.
+#[test]
+fn a_module_cannot_take_the_interrupt_signal() {
+    ts::within("a module taking the interrupt signal", || {
+        let (loader, h) = open_with_limit(Duration::from_millis(100));
+        // Installed by the loader's first deadline: make sure it is.
+        let spin: extern "C" fn() = sym(&h, "spin");
+        // SAFETY: the fixture's C code; an interrupt skips only its frames.
+        timed_out(unsafe { h.call0(spin) });
+        // SAFETY: a fixture module this test built from its C source for the interface.
+        let h = unsafe { loader.open(hang().to_str().unwrap()) }.unwrap();
+        let take: extern "C" fn(i32) -> i32 = sym(&h, "take_signal");
+        let spin: extern "C" fn() = sym(&h, "spin");
+        let signo = kmodlike::interrupt_signal();
+        // SAFETY: the fixture's C code.
+        assert_eq!(unsafe { h.call(take, signo) }.unwrap(), libc::EINVAL);
+        // SAFETY: as above.
+        let report = timed_out(unsafe { h.call0(spin) });
+        assert_eq!(report.called.as_deref(), Some("spin"), "{report}");
+        assert!(loader.list().is_empty());
+    });
+}

@@ -8,7 +8,9 @@
  *   - a handler for one of the six fatal signals is never installed: it is recorded as that
  *     module's own action (a fixed table below, keyed by module id), and kml_module_handler()
  *     runs it, from the guard's handler, for faults the guard attributes to that module;
- *     every other signal goes to the real sigaction/signal;
+ *     kmodlike's own interrupt and sampling signals may not be taken (EINVAL: the module's
+ *     handler would receive the watchdog's requests); every other signal goes to the real
+ *     sigaction/signal;
  *   - a signal mask never blocks the six fatal signals, and inside a guarded call the guard is
  *     told first (kml_guard_mask_changing), so the thread's mask is put back when the call ends;
  *   - exit() and friends in a guarded call end that call as a contained failure
@@ -264,8 +266,21 @@ int kml_module_handler(uint64_t module_id, int signo, siginfo_t *si, void *uc) {
 /* The interposers (normal context, called from module code).                                  */
 /* ------------------------------------------------------------------------------------------ */
 
+/* kmodlike's own real-time signals, once installed: the deadline's interrupt signal and the
+ * stack sampling signal. A module may not take them (its handler would receive the watchdog's
+ * requests, and deadlines would stop working): changing their action fails with EINVAL. */
+static int kml_ix_reserved(int signo) {
+    return signo != 0 && (signo == kml_interrupt_signo() || signo == kml_sample_signal());
+}
+
 static int kml_ix_sigaction(int signo, const struct sigaction *act, struct sigaction *old) {
     int i = kml_ix_index(signo);
+    if (i < 0 && act != NULL && kml_ix_reserved(signo)) {
+        if (old != NULL)
+            sigaction(signo, NULL, old);
+        errno = EINVAL;
+        return -1;
+    }
     if (i < 0)
         return sigaction(signo, act, old);
     return kml_ix_set(kml_ix_caller(__builtin_return_address(0)), i, act, old);
@@ -287,6 +302,10 @@ static sighandler_t kml_ix_signal_as(void *ra, int i, sighandler_t handler, int 
 
 static sighandler_t kml_ix_signal(int signo, sighandler_t handler) {
     int i = kml_ix_index(signo);
+    if (i < 0 && kml_ix_reserved(signo)) {
+        errno = EINVAL;
+        return SIG_ERR;
+    }
     if (i < 0)
         return signal(signo, handler);
     return kml_ix_signal_as(__builtin_return_address(0), i, handler, SA_RESTART);
@@ -294,6 +313,10 @@ static sighandler_t kml_ix_signal(int signo, sighandler_t handler) {
 
 static sighandler_t kml_ix_sysv_signal(int signo, sighandler_t handler) {
     int i = kml_ix_index(signo);
+    if (i < 0 && kml_ix_reserved(signo)) {
+        errno = EINVAL;
+        return SIG_ERR;
+    }
     if (i < 0)
         return sysv_signal(signo, handler);
     return kml_ix_signal_as(__builtin_return_address(0), i, handler, SA_RESETHAND | SA_NODEFER);
@@ -301,6 +324,10 @@ static sighandler_t kml_ix_sysv_signal(int signo, sighandler_t handler) {
 
 static sighandler_t kml_ix_sigset(int signo, sighandler_t disp) {
     int i = kml_ix_index(signo);
+    if (i < 0 && kml_ix_reserved(signo) && disp != SIG_HOLD) {
+        errno = EINVAL;
+        return SIG_ERR;
+    }
     if (i < 0) {
         /* The module imports it: pass its call on, deprecated or not. */
 #pragma GCC diagnostic push
