@@ -377,3 +377,33 @@ fn a_module_cannot_take_the_interrupt_signal() {
         assert!(loader.list().is_empty());
     });
 }
+
+/// Two threads hung in the same module: both calls are ended at their deadlines (the first
+/// unloads the module; the second, already running, is interrupted all the same), and the
+/// module is gone once.
+#[test]
+fn two_threads_hung_in_one_module_are_both_interrupted() {
+    ts::within("two threads hung in one module", || {
+        let (loader, h) = open_with_limit(Duration::from_secs(1));
+        let spin: extern "C" fn() = sym(&h, "spin");
+        let h = std::sync::Arc::new(h);
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let h = h.clone();
+                // SAFETY: the fixture's C code; an interrupt skips only its frames.
+                std::thread::spawn(move || unsafe { h.call0(spin) }.map_err(|e| e.kind()))
+            })
+            .collect();
+        // Both in the module at once (the loader lists them), well before the deadlines.
+        while loader.calls_in_flight().len() < 2 {
+            std::thread::yield_now();
+        }
+        for t in threads {
+            assert_eq!(t.join().unwrap(), Err(ErrorKind::TimedOut));
+        }
+        assert!(loader.list().is_empty());
+        assert!(loader.calls_in_flight().is_empty());
+        assert!(!h.is_live());
+        assert_eq!(loader.crashes().len(), 2, "both calls are booked");
+    });
+}
