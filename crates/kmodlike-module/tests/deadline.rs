@@ -5,16 +5,24 @@ mod common;
 use std::time::Duration;
 
 use common::{example_module, export, install, temp_dir, with_timeout};
-use kmodlike::{CallOptions, Error, Loader};
+use kmodlike::{CallOptions, Error, Handle, Loader};
+
+/// Example module `name`, installed in a fresh directory (kept alive by the returned guard) and
+/// opened by `loader`.
+fn open_example(loader: &Loader, name: &str) -> (tempfile::TempDir, std::path::PathBuf, Handle) {
+    let dir = temp_dir();
+    let so = install(&example_module(name), dir.path(), &format!("{name}.so"));
+    // SAFETY: a test module of this workspace, built with kmodlike-module.
+    let h =
+        unsafe { loader.open(so.to_str().unwrap()) }.unwrap_or_else(|e| panic!("open {name}: {e}"));
+    (dir, so, h)
+}
 
 #[test]
 fn a_rust_export_that_loops_forever_is_interrupted_at_its_deadline() {
     with_timeout(Duration::from_secs(60), || {
-        let dir = temp_dir();
-        let so = install(&example_module("rs_spin"), dir.path(), "rs_spin.so");
         let loader = Loader::new();
-        // SAFETY: a test module of this workspace, built with kmodlike-module.
-        let h = unsafe { loader.open(so.to_str().unwrap()) }.expect("open rs_spin");
+        let (_dir, _, h) = open_example(&loader, "rs_spin");
         // SAFETY: `spin` is `void spin(void)`.
         let spin: extern "C" fn() = unsafe { export(&h, "spin") };
         let opts = CallOptions::default().with_timeout(Duration::from_millis(200));
@@ -39,11 +47,8 @@ fn a_rust_export_that_loops_forever_is_interrupted_at_its_deadline() {
 #[test]
 fn slow_call_samples_during_a_panics_unwinding_leave_it_caught() {
     with_timeout(Duration::from_secs(300), || {
-        let dir = temp_dir();
-        let so = install(&example_module("rs_lifecycle"), dir.path(), "rs_lifecycle.so");
         let loader = Loader::new();
-        // SAFETY: a test module of this workspace, built with kmodlike-module.
-        let h = unsafe { loader.open(so.to_str().unwrap()) }.expect("open rs_lifecycle");
+        let (_dir, _, h) = open_example(&loader, "rs_lifecycle");
         // SAFETY: `double` is `int double(int)`.
         let double: extern "C" fn(i32) -> i32 = unsafe { export(&h, "double") };
         let opts = CallOptions::default()
@@ -65,9 +70,9 @@ fn slow_call_samples_during_a_panics_unwinding_leave_it_caught() {
 #[test]
 fn a_deadline_during_a_panics_unwinding_ends_the_call_in_the_module() {
     with_timeout(Duration::from_secs(300), || {
-        let dir = temp_dir();
-        let so = install(&example_module("rs_lifecycle"), dir.path(), "rs_lifecycle.so");
         let loader = Loader::new();
+        let (_dir, so, first) = open_example(&loader, "rs_lifecycle");
+        drop(first);
         let opts = CallOptions::default().with_timeout(Duration::from_nanos(1));
         let mut ended = 0;
         for i in 0..100 {

@@ -164,19 +164,23 @@ fn a_hang_inside_a_host_callback_is_interrupted_only_after_it_returns() {
     });
 }
 
+/// The loader's `Hung` events: (module, thread, detail).
+fn hung_events(loader: &Loader) -> std::sync::mpsc::Receiver<(String, i32, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    loader.subscribe(move |e| {
+        if let Event::Hung { module, thread, detail, .. } = e {
+            let _ = tx.lock().unwrap().send((module.clone(), *thread, detail.clone()));
+        }
+    });
+    rx
+}
+
 #[test]
 fn a_call_that_blocks_the_interrupt_signal_is_reported_hung_and_unload_removes_it() {
-    use std::sync::mpsc;
-    use std::sync::Mutex;
     ts::within("a hang with the interrupt signal blocked", || {
         let (loader, h) = open_with_limit(Duration::from_millis(100));
-        let (tx, rx) = mpsc::channel();
-        let tx = Mutex::new(tx);
-        loader.subscribe(move |e| {
-            if let Event::Hung { module, thread, detail, .. } = e {
-                let _ = tx.lock().unwrap().send((module.clone(), *thread, detail.clone()));
-            }
-        });
+        let rx = hung_events(&loader);
         // The module blocks the signal, then waits for a byte on a pipe: the test can let the
         // thread go at the end (it was left alone, its code still mapped).
         let mut fds = [0; 2];
@@ -324,24 +328,16 @@ fn a_loop_in_malloc_is_interrupted_in_the_module_and_taints_nothing() {
 /// leaves the thread alone, which finishes the call once the lock is released.
 #[test]
 fn a_spin_inside_libc_is_reported_hung_not_ended_there() {
-    use std::sync::mpsc;
-    use std::sync::Mutex;
     ts::within("a spin inside libc with a deadline", || {
         let (loader, h) = open_with_limit(Duration::from_millis(50));
-        let (tx, rx) = mpsc::channel();
-        let tx = Mutex::new(tx);
-        loader.subscribe(move |e| {
-            if let Event::Hung { detail, .. } = e {
-                let _ = tx.lock().unwrap().send(detail.clone());
-            }
-        });
+        let rx = hung_events(&loader);
         let f: extern "C" fn() = sym(&h, "spin_in_libc");
         let release: extern "C" fn() = sym(&h, "spin_release");
         let h = std::sync::Arc::new(h);
         let h2 = h.clone();
         // SAFETY: the fixture's C code; an interrupt skips only its frames.
         let caller = std::thread::spawn(move || unsafe { h2.call0(f) }.map_err(|e| e.to_string()));
-        let detail = rx.recv().unwrap();
+        let (_, _, detail) = rx.recv().unwrap();
         assert!(detail.contains("pthread_spin_lock in libc.so.6"), "{detail}");
         assert!(detail.contains("locks held"), "{detail}");
         assert_eq!(h.state(), ModuleState::Hung);

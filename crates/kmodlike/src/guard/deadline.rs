@@ -29,7 +29,7 @@
 //!   allocator, the unwinder, the dynamic linker, which may hold one of their locks at that
 //!   instruction) the handler lets the thread run on and the watchdog asks again every
 //!   millisecond ([`RETRY`]): a loop that calls `malloc` is ended in its own code. After
-//!   [`ASK_FOR`] and [`ASKS`] asks, a thread still in libc, ld.so or `libgcc_s` is reported
+//!   [`ASK_FOR`] and [`ASKS`] looks, a thread still in libc, ld.so or `libgcc_s` is reported
 //!   [`WatchEvent::Hung`] (ended there, it could leave their locks held and deadlock the
 //!   host); one in any other library is ended there (the request insists).
 //! - While a host callback (`log`, `get_time`) runs on that thread, the interrupt is held
@@ -450,14 +450,15 @@ const BLOCKED_CHECK: u64 = 20_000_000;
 /// (the handler waits for it to come back: `guard.c`, `kml_interrupt_waits`).
 const RETRY: u64 = 1_000_000;
 
-/// How long, and how many times at least, the watchdog asks before it decides: then a thread
+/// How long, and how many looks at least, the watchdog asks before it decides: then a thread
 /// still in libc, ld.so or the unwinder is reported hung (ended there, it could leave their
 /// locks held and the host would deadlock on its next allocation), and one in any other
-/// library is ended there. A loop that spends 95% of its time in `malloc` comes back to the
-/// module in 1 ask of 20: 500 asks leave it one chance in 10^11 of being taken for hung, on
-/// a loaded machine too (asks are counted, not only timed).
-const ASK_FOR: u64 = 1_000_000_000;
-const ASKS: u32 = 500;
+/// library is ended there. A loop that spends 99% of its time in `malloc` comes back to the
+/// module in 1 look of 100: 2,000 looks leave it about one chance in 10^9 of being taken for
+/// hung; on a loaded machine too, since looks are counted (a request the thread has not taken
+/// yet is not sent again).
+const ASK_FOR: u64 = 2_000_000_000;
+const ASKS: u32 = 2_000;
 
 /// The runtime library holding `pc` (one whose locks an interrupt must not leave held: see
 /// [`crate::crash::is_runtime_object`]), named with the function: `"malloc in libc.so.6"`.
@@ -476,8 +477,13 @@ fn in_runtime_library(pc: u64) -> Option<String> {
 /// An interrupt the watchdog sent for a call that has not left yet.
 struct Asking {
     first: u64,
-    /// Requests sent without insisting.
-    asks: u32,
+    /// When it last sent a request, and the thread's count of requests it let pass then.
+    sent_at: u64,
+    waits_at_send: u64,
+    /// Requests the handler let pass (the thread was in library code): each a fresh look at
+    /// where the thread is. A request is sent only once the last one was taken, so a thread
+    /// that is not running does not collect a queue of them, all taken at the same place.
+    looks: u32,
     /// When it insisted, if it has.
     insisted: Option<u64>,
     /// Checks in a row that found the signal blocked and pending.
@@ -495,18 +501,26 @@ enum Step {
 }
 
 impl Asking {
-    fn new(now: u64) -> Asking {
-        Asking { first: now, asks: 1, insisted: None, blocked: 0 }
+    fn new(now: u64, waits: u64) -> Asking {
+        Asking {
+            first: now,
+            sent_at: now,
+            waits_at_send: waits,
+            looks: 0,
+            insisted: None,
+            blocked: 0,
+        }
     }
 
-    /// The next step at `now`, the thread blocking the signal (blocked and pending) or not,
-    /// and `in_runtime` saying which runtime library the handler last found it in, if one.
-    /// Blocked twice in a row is hung: once may be our own handler, which runs with the
-    /// signal blocked while another request is queued.
+    /// The next step at `now`: the thread blocks the signal (blocked and pending) or not, has
+    /// let `waits` requests pass in all, and `in_runtime` says which runtime library the
+    /// handler last found it in, if one. Blocked twice in a row is hung: once may be our own
+    /// handler, which runs with the signal blocked.
     fn next_step(
         &mut self,
         now: u64,
         blocked: bool,
+        waits: u64,
         in_runtime: impl FnOnce() -> Option<String>,
     ) -> Step {
         self.blocked = if blocked { self.blocked + 1 } else { 0 };
@@ -514,28 +528,42 @@ impl Asking {
             return Step::Hung(format!("it blocks the interrupt signal {}", interrupt_signal()));
         }
         let grace = GRACE.as_nanos() as u64;
-        match self.insisted {
-            None if now < self.first + ASK_FOR || self.asks < ASKS => {
-                self.asks += 1;
-                Step::Ask { insist: false }
+        if let Some(at) = self.insisted {
+            if now >= at + grace {
+                return Step::Hung(format!(
+                    "it did not leave the call within {GRACE:?} of the interrupt signal {}",
+                    interrupt_signal()
+                ));
             }
-            None => match in_runtime() {
-                Some(where_) => Step::Hung(format!(
-                    "it has run inside {where_} for {:.1} s past its deadline without coming \
-                     back to the module; interrupted there, it could leave that library's \
-                     locks held",
-                    (now - self.first) as f64 / 1e9
-                )),
-                None => {
-                    self.insisted = Some(now);
-                    Step::Ask { insist: true }
-                }
-            },
-            Some(at) if now >= at + grace => Step::Hung(format!(
-                "it did not leave the call within {GRACE:?} of the interrupt signal {}",
-                interrupt_signal()
+            return Step::Wait((at + grace).min(now + BLOCKED_CHECK));
+        }
+        if waits == self.waits_at_send {
+            // The last request is not taken yet (the thread is not running, or in a system
+            // call that does not end early).
+            if now >= self.sent_at + grace {
+                return Step::Hung(format!(
+                    "it has not taken the interrupt signal {} for {GRACE:?}",
+                    interrupt_signal()
+                ));
+            }
+            return Step::Wait((self.sent_at + grace).min(now + RETRY));
+        }
+        self.looks = self.looks.saturating_add((waits - self.waits_at_send) as u32);
+        if now < self.first + ASK_FOR || self.looks < ASKS {
+            self.sent_at = now;
+            self.waits_at_send = waits;
+            return Step::Ask { insist: false };
+        }
+        match in_runtime() {
+            Some(where_) => Step::Hung(format!(
+                "it has run inside {where_} for {:.1} s past its deadline without coming back \
+                 to the module; interrupted there, it could leave that library's locks held",
+                (now - self.first) as f64 / 1e9
             )),
-            Some(at) => Step::Wait((at + grace).min(now + BLOCKED_CHECK)),
+            None => {
+                self.insisted = Some(now);
+                Step::Ask { insist: true }
+            }
         }
     }
 }
@@ -594,7 +622,8 @@ fn watchdog_loop(w: &'static Watchdog) {
                 if let Some(i) = sent.iter().position(|(k, _)| *k == key) {
                     // Sent, and the call is still there.
                     let in_runtime = || in_runtime_library(c.waited_pc);
-                    match sent[i].1.next_step(now, blocks_signal(c.tid, signo), in_runtime) {
+                    let blocked = blocks_signal(c.tid, signo);
+                    match sent[i].1.next_step(now, blocked, c.waits, in_runtime) {
                         Step::Wait(at) => next = next.min(at),
                         Step::Ask { insist } => {
                             let how = if insist { ffi::INTERRUPT_INSIST } else { 0 };
@@ -613,7 +642,7 @@ fn watchdog_loop(w: &'static Watchdog) {
                 // SAFETY: plain values; the shim checks the call is still there.
                 match unsafe { ffi::kml_interrupt_call(c.tid, c.index, c.deadline, 0) } {
                     1 => {
-                        sent.push((key, Asking::new(now)));
+                        sent.push((key, Asking::new(now, c.waits)));
                         next = next.min(now + RETRY);
                     }
                     2 => held.push(key),

@@ -268,7 +268,7 @@ struct kml_inflight {
     uint32_t pad;
     uint64_t module_id;
     uint64_t deadline, soft, start, func;
-    uint64_t waited_pc; /* the thread's waited_pc */
+    uint64_t waited_pc, waits; /* the thread's */
 };
 
 /* Every guarded call in flight that the scan can see: the fast entry's slots, and the
@@ -285,6 +285,7 @@ uint32_t kml_calls_scan(struct kml_inflight *out, uint32_t cap) {
     for (struct kml_thread *t = kml_threads; t != NULL; t = t->next) {
         uint32_t susp = atomic_load_explicit(&t->suspended, memory_order_relaxed);
         uint64_t waited = atomic_load_explicit(&t->waited_pc, memory_order_relaxed);
+        uint64_t waits = atomic_load_explicit(&t->waits, memory_order_acquire);
         for (int i = 0; i < KML_DEPTH; i++) {
             struct kml_slot *s = &t->slot[i];
             struct kml_gmod *m = atomic_load_explicit(&s->module, memory_order_acquire);
@@ -293,7 +294,7 @@ uint32_t kml_calls_scan(struct kml_inflight *out, uint32_t cap) {
             if (n < cap) {
                 struct kml_inflight *f = &out[n];
                 uint64_t dl = atomic_load_explicit(&s->deadline, memory_order_relaxed);
-                *f = (struct kml_inflight){t->tid, i, susp, 0, m->id, dl, 0, 0, 0, waited};
+                *f = (struct kml_inflight){t->tid, i, susp, 0, m->id, dl, 0, 0, 0, waited, waits};
                 if (dl != 0) {
                     f->soft = atomic_load_explicit(&s->soft, memory_order_relaxed);
                     f->start = s->start;
@@ -308,14 +309,14 @@ uint32_t kml_calls_scan(struct kml_inflight *out, uint32_t cap) {
                     t->tid, -1, susp, 0, t->rec_module_id,
                     atomic_load_explicit(&t->rec_deadline, memory_order_relaxed),
                     atomic_load_explicit(&t->rec_soft, memory_order_relaxed), t->rec_start,
-                    t->rec_func, waited};
+                    t->rec_func, waited, waits};
             n++;
         }
         /* A deadline registered whose call may not be in its slot yet (index -2). */
         uint64_t pending = atomic_load_explicit(&t->pending, memory_order_seq_cst);
         if (pending != 0) {
             if (n < cap)
-                out[n] = (struct kml_inflight){t->tid, -2, susp, 0, 0, pending, 0, 0, 0, 0};
+                out[n] = (struct kml_inflight){t->tid, -2, susp, 0, 0, pending, 0, 0, 0, 0, 0};
             n++;
         }
     }

@@ -67,6 +67,8 @@ pub(super) struct CInFlight {
     pub func: u64,
     /// Where the interrupt handler last let the thread run on in library code, or 0.
     pub waited_pc: u64,
+    /// How many times it did.
+    pub waits: u64,
 }
 
 /// `KML_SAVED_REGS`.

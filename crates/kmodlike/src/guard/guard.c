@@ -416,8 +416,10 @@ static int kml_interrupt_waits(const void *uc, int insist) {
     if (kml_text_key_at(pc) != 0 || kml_context_interrupted_syscall(uc))
         return 0;
     struct kml_thread *t = kml_self;
-    if (t != NULL)
+    if (t != NULL) {
         atomic_store_explicit(&t->waited_pc, pc, memory_order_relaxed);
+        atomic_fetch_add_explicit(&t->waits, 1, memory_order_release);
+    }
     return 1;
 }
 

@@ -143,8 +143,10 @@ struct kml_thread {
     uint64_t rec_start, rec_func, rec_module_id;
     void *_Atomic rec_owner;
     /* Where the interrupt handler last let the thread run on in library code (guard.c,
-     * kml_interrupt_waits), for the watchdog: 0 when it never did. */
+     * kml_interrupt_waits), for the watchdog: 0 when it never did; and how many times it did
+     * (the watchdog asks again only once its last request was taken). */
     _Atomic uint64_t waited_pc;
+    _Atomic uint64_t waits;
 };
 extern __thread struct kml_thread *kml_self __attribute__((tls_model("initial-exec")));
 
