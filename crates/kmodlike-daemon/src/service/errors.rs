@@ -34,10 +34,11 @@ pub(crate) fn hung(m: &types::Module) -> VarlinkError {
         "hung",
         &[],
         &format!(
-            "module {} is hung: {what} ran past its deadline and cannot be interrupted (the \
-             thread blocks the interrupt signal); it takes no new calls, the daemon has let go \
-             of it, and it goes away if the call ever returns; restart the daemon to end the \
-             thread",
+            "module {} is hung: {what} ran past its deadline and cannot be interrupted safely \
+             (the thread blocks the interrupt signal, or it is stuck inside libc, ld.so or the \
+             unwinder: the daemon's log says which); it takes no new calls, the daemon has let \
+             go of it, and it goes away if the call ever returns; restart the daemon to end \
+             the thread",
             m.name
         ),
     )
