@@ -28,15 +28,15 @@
 //!   interrupted (`read`, `sleep`, a futex wait), anywhere. In other library code (the
 //!   allocator, the unwinder, the dynamic linker, which may hold one of their locks at that
 //!   instruction) the handler lets the thread run on and the watchdog asks again every
-//!   millisecond ([`RETRY`]): a loop that calls `malloc` is ended in its own code. After
-//!   [`ASK_FOR`] and [`ASKS`] looks, a thread still in libc, ld.so or `libgcc_s` is reported
+//!   millisecond ([`RETRY`](super::asking::RETRY)): a loop that calls `malloc` is ended in its own code. After
+//!   [`ASK_FOR`](super::asking::ASK_FOR) and [`ASKS`](super::asking::ASKS) looks, a thread still in libc, ld.so or `libgcc_s` is reported
 //!   [`WatchEvent::Hung`] (ended there, it could leave their locks held and deadlock the
 //!   host); one in any other library is ended there (the request insists).
 //! - While a host callback (`log`, `get_time`) runs on that thread, the interrupt is held
 //!   and delivered when the callback returns to module code.
 //! - A thread that blocks the signal (`SigBlk` and `SigPnd` in
 //!   `/proc/self/task/TID/status`, twice in a row), or that does not leave the call within
-//!   [`GRACE`] of an insisting request, is reported [`WatchEvent::Hung`]: the loader marks
+//!   [`GRACE`](super::asking::GRACE) of an insisting request, is reported [`WatchEvent::Hung`]: the loader marks
 //!   the module hung, refuses new calls, and leaves the thread alone.
 
 use std::ffi::c_int;
@@ -44,7 +44,12 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
+use super::asking::{blocks_signal, in_runtime_library, Asking, Key, Step, BLOCKED_CHECK, RETRY};
 use super::ffi;
+pub(crate) use super::interrupt_signal::set_interrupt_signal;
+pub use super::interrupt_signal::{
+    default_interrupt_signal, interrupt_signal, DEFAULT_INTERRUPT_SIGNAL, INTERRUPT_SIGNAL_ENV,
+};
 
 /// A guarded call's deadline, as the entry copies it into the slot (`struct kml_deadline`).
 /// Times are `CLOCK_MONOTONIC` nanoseconds.
@@ -135,112 +140,10 @@ pub(crate) fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// The interrupt signal unless configured: `SIGRTMAX - 4` (60 on Linux). glibc keeps the
-/// first real-time signals for itself (`SIGRTMIN` moves past them), applications and POSIX
-/// timers reach for `SIGRTMIN + n` first, valgrind takes `SIGRTMAX`, and kmodlike's own
-/// sampling signal is `SIGRTMAX - 3`.
-pub fn default_interrupt_signal() -> c_int {
-    libc::SIGRTMAX() - 4
-}
-
-/// The environment variable that chooses the interrupt signal (a number, `SIGRTMAX-N` or
-/// `SIGRTMIN+N`), read when the first deadline is set.
-pub const INTERRUPT_SIGNAL_ENV: &str = "KMODLIKE_INTERRUPT_SIGNAL";
-
-/// `SIGRTMAX - 4`: see [`default_interrupt_signal`] (a function because glibc's `SIGRTMAX` is).
-pub const DEFAULT_INTERRUPT_SIGNAL: &str = "SIGRTMAX-4";
-
-/// How long a thread sent the interrupt signal has to leave its call before it is reported
-/// hung.
-pub(crate) const GRACE: Duration = Duration::from_secs(1);
-
-static CHOSEN: AtomicI32 = AtomicI32::new(0);
-static INSTALLED: OnceLock<Result<c_int, String>> = OnceLock::new();
-
-/// Parse `KMODLIKE_INTERRUPT_SIGNAL`'s forms: `60`, `SIGRTMAX-4`, `RTMIN+3`.
-pub(crate) fn parse_signal(s: &str) -> Result<c_int, String> {
-    let t = s.trim();
-    let t = t.strip_prefix("SIG").unwrap_or(t);
-    let (base, rest) = if let Some(r) = t.strip_prefix("RTMAX") {
-        (libc::SIGRTMAX(), r)
-    } else if let Some(r) = t.strip_prefix("RTMIN") {
-        (libc::SIGRTMIN(), r)
-    } else {
-        (0, t)
-    };
-    let off: i32 = if rest.is_empty() {
-        0
-    } else {
-        rest.trim_start_matches('+').parse().map_err(|_| format!("{s:?} is not a signal"))?
-    };
-    let n = base + off;
-    if n < libc::SIGRTMIN() || n > libc::SIGRTMAX() {
-        return Err(format!(
-            "{s:?} (signal {n}) is not a real-time signal ({}..={} here)",
-            libc::SIGRTMIN(),
-            libc::SIGRTMAX()
-        ));
-    }
-    if n == super::threads::sample_signal() {
-        return Err(format!("{s:?} (signal {n}) is kmodlike's sampling signal"));
-    }
-    Ok(n)
-}
-
-/// Choose the interrupt signal (before the first deadline installs it). Err when it is no
-/// usable real-time signal, or another one is installed already.
-pub(crate) fn set_interrupt_signal(signo: c_int) -> Result<(), String> {
-    parse_signal(&signo.to_string())?;
-    if let Some(Ok(installed)) = INSTALLED.get() {
-        if *installed != signo {
-            return Err(format!(
-                "the interrupt signal is {installed} already (installed by the first deadline)"
-            ));
-        }
-    }
-    CHOSEN.store(signo, Ordering::Relaxed);
-    Ok(())
-}
-
-/// The interrupt signal: installed, or the one that will be.
-pub fn interrupt_signal() -> c_int {
-    match INSTALLED.get() {
-        Some(Ok(s)) => *s,
-        _ => chosen_signal().unwrap_or_else(|_| default_interrupt_signal()),
-    }
-}
-
-fn chosen_signal() -> Result<c_int, String> {
-    let c = CHOSEN.load(Ordering::Relaxed);
-    if c != 0 {
-        return Ok(c);
-    }
-    match std::env::var(INTERRUPT_SIGNAL_ENV) {
-        Ok(v) if !v.is_empty() => {
-            parse_signal(&v).map_err(|e| format!("{INTERRUPT_SIGNAL_ENV}: {e}"))
-        }
-        _ => Ok(default_interrupt_signal()),
-    }
-}
-
 /// Install the interrupt handler (once per process; a fork child inherits it) and start the
 /// watchdog (again in a fork child, where the parent's does not exist). Err with the reason.
 pub(crate) fn ensure_started() -> Result<c_int, String> {
-    let signo = INSTALLED
-        .get_or_init(|| {
-            let signo = chosen_signal()?;
-            // SAFETY: installs our handler for a real-time signal; it touches only the
-            // shim's own state (interrupt.c).
-            let rc = unsafe { ffi::kml_interrupt_install(signo) };
-            if rc != 0 {
-                return Err(format!(
-                    "cannot install the interrupt handler for signal {signo}: {}",
-                    std::io::Error::from_raw_os_error(rc)
-                ));
-            }
-            Ok(signo)
-        })
-        .clone()?;
+    let signo = super::interrupt_signal::install()?;
     if STATE.load(Ordering::Acquire) != RUNNING
         && STATE.compare_exchange(STOPPED, STARTING, Ordering::AcqRel, Ordering::Acquire).is_ok()
     {
@@ -419,151 +322,6 @@ fn register(at: u64) {
         if at < prev {
             let _g = w.lock.lock().unwrap_or_else(|e| e.into_inner());
             w.wake.notify_one();
-        }
-    }
-}
-
-/// Does thread `tid` block signal `signo` while it is pending for it (`SigBlk` and `SigPnd` in
-/// its status)? Blocked alone is not enough: a handler of ours runs with it blocked, after it
-/// was delivered.
-fn blocks_signal(tid: i32, signo: c_int) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")) else {
-        return false;
-    };
-    let bit = 1u64 << (signo - 1);
-    let has = |field: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-            .is_some_and(|m| m & bit != 0)
-    };
-    has("SigBlk:") && has("SigPnd:")
-}
-
-type Key = (i32, i32, u64);
-
-/// How soon after an insisting interrupt the watchdog looks whether the call is still there.
-const BLOCKED_CHECK: u64 = 20_000_000;
-
-/// How often the watchdog asks again while the thread runs library code outside the module
-/// (the handler waits for it to come back: `guard.c`, `kml_interrupt_waits`).
-const RETRY: u64 = 1_000_000;
-
-/// How long, and how many looks at least, the watchdog asks before it decides: then a thread
-/// still in libc, ld.so or the unwinder is reported hung (ended there, it could leave their
-/// locks held and the host would deadlock on its next allocation), and one in any other
-/// library is ended there. A loop that spends 99% of its time in `malloc` comes back to the
-/// module in 1 look of 100: 2,000 looks leave it about one chance in 10^9 of being taken for
-/// hung; on a loaded machine too, since looks are counted (a request the thread has not taken
-/// yet is not sent again).
-const ASK_FOR: u64 = 2_000_000_000;
-const ASKS: u32 = 2_000;
-
-/// The runtime library holding `pc` (one whose locks an interrupt must not leave held: see
-/// [`crate::crash::is_runtime_object`]), named with the function: `"malloc in libc.so.6"`.
-fn in_runtime_library(pc: u64) -> Option<String> {
-    if pc == 0 {
-        return None;
-    }
-    let at = crate::crash::locate(pc);
-    let object = at.object.filter(|o| crate::crash::is_runtime_object(o))?;
-    Some(match at.symbol {
-        Some((name, _, _)) => format!("{name} in {object}"),
-        None => format!("{pc:#x} in {object}"),
-    })
-}
-
-/// An interrupt the watchdog sent for a call that has not left yet.
-struct Asking {
-    first: u64,
-    /// When it last sent a request, and the thread's count of requests it let pass then.
-    sent_at: u64,
-    waits_at_send: u64,
-    /// Requests the handler let pass (the thread was in library code): each a fresh look at
-    /// where the thread is. A request is sent only once the last one was taken, so a thread
-    /// that is not running does not collect a queue of them, all taken at the same place.
-    looks: u32,
-    /// When it insisted, if it has.
-    insisted: Option<u64>,
-    /// Checks in a row that found the signal blocked and pending.
-    blocked: u32,
-}
-
-/// What to do next about a call that was sent the interrupt and is still there.
-enum Step {
-    /// Nothing until then.
-    Wait(u64),
-    /// Send the interrupt again (insisting or not).
-    Ask { insist: bool },
-    /// Report the call hung, for this reason (of the thread: "it ...").
-    Hung(String),
-}
-
-impl Asking {
-    fn new(now: u64, waits: u64) -> Asking {
-        Asking {
-            first: now,
-            sent_at: now,
-            waits_at_send: waits,
-            looks: 0,
-            insisted: None,
-            blocked: 0,
-        }
-    }
-
-    /// The next step at `now`: the thread blocks the signal (blocked and pending) or not, has
-    /// let `waits` requests pass in all, and `in_runtime` says which runtime library the
-    /// handler last found it in, if one. Blocked twice in a row is hung: once may be our own
-    /// handler, which runs with the signal blocked.
-    fn next_step(
-        &mut self,
-        now: u64,
-        blocked: bool,
-        waits: u64,
-        in_runtime: impl FnOnce() -> Option<String>,
-    ) -> Step {
-        self.blocked = if blocked { self.blocked + 1 } else { 0 };
-        if self.blocked >= 2 {
-            return Step::Hung(format!("it blocks the interrupt signal {}", interrupt_signal()));
-        }
-        let grace = GRACE.as_nanos() as u64;
-        if let Some(at) = self.insisted {
-            if now >= at + grace {
-                return Step::Hung(format!(
-                    "it did not leave the call within {GRACE:?} of the interrupt signal {}",
-                    interrupt_signal()
-                ));
-            }
-            return Step::Wait((at + grace).min(now + BLOCKED_CHECK));
-        }
-        if waits == self.waits_at_send {
-            // The last request is not taken yet (the thread is not running, or in a system
-            // call that does not end early).
-            if now >= self.sent_at + grace {
-                return Step::Hung(format!(
-                    "it has not taken the interrupt signal {} for {GRACE:?}",
-                    interrupt_signal()
-                ));
-            }
-            return Step::Wait((self.sent_at + grace).min(now + RETRY));
-        }
-        self.looks = self.looks.saturating_add((waits - self.waits_at_send) as u32);
-        if now < self.first + ASK_FOR || self.looks < ASKS {
-            self.sent_at = now;
-            self.waits_at_send = waits;
-            return Step::Ask { insist: false };
-        }
-        match in_runtime() {
-            Some(where_) => Step::Hung(format!(
-                "it has run inside {where_} for {:.1} s past its deadline without coming back \
-                 to the module; interrupted there, it could leave that library's locks held",
-                (now - self.first) as f64 / 1e9
-            )),
-            None => {
-                self.insisted = Some(now);
-                Step::Ask { insist: true }
-            }
         }
     }
 }

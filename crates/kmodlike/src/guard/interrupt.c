@@ -1,6 +1,6 @@
 /*
  * interrupt.c: the guard's interrupt signal, which ends a guarded call past its deadline
- * (deadline.rs and watchdog.rs have the whole picture; guard.c's kml_guard_interrupt does the
+ * (deadline.rs and asking.rs have the whole picture; guard.c's kml_guard_interrupt does the
  * work on the interrupted thread).
  *
  * The watchdog (or kml_interrupt_self, for an interrupt held while a host callback ran) sends
@@ -51,7 +51,7 @@ static void kml_interrupt_handler(int signo, siginfo_t *si, void *uc) {
     kml_chain_rt_signal(&kml_int_prev, signo, si, uc, saved_errno);
 }
 
-/* Install the interrupt handler for signo (normal context, once: watchdog.rs serialises it).
+/* Install the interrupt handler for signo (normal context, once: interrupt_signal.rs serialises it).
  * 0, or the errno of the sigaction that failed. */
 int kml_interrupt_install(int signo) {
     if (sigaction(signo, NULL, &kml_int_prev) != 0)

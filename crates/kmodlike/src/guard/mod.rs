@@ -79,10 +79,12 @@
 //! overflow in module code is recoverable.
 
 mod altstack;
+mod asking;
 pub(crate) mod deadline;
 mod entry;
 mod ffi;
 mod interpose;
+mod interrupt_signal;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

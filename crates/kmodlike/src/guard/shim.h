@@ -91,7 +91,7 @@ struct kml_slot {
     uint32_t mask_saved;             /* 24: masks[i] holds the mask to put back at the end */
     uint32_t pad;
     uint64_t rbp, rbx, r12, r13, r14, r15; /* 32..80: restored at the landing pad */
-    /* The call's deadline (deadline.rs, watchdog.rs): copied by the entry from a struct
+    /* The call's deadline (deadline.rs): copied by the entry from a struct
      * kml_deadline when the caller gives one, before the module is stored; else deadline is 0
      * (the entry's one extra store) and the others are stale. CLOCK_MONOTONIC nanoseconds.
      * deadline: 80, the hard deadline (1 = interrupt now: kml_interrupt_slot); soft: 88, when
