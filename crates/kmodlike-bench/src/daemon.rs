@@ -120,6 +120,9 @@ impl DaemonProcess {
             .arg("--socket")
             .arg(socket)
             .args(args)
+            // A state directory of its own (crash log, quarantines), next to its socket: not
+            // the machine's /var/lib/kmodlike.
+            .env("STATE_DIRECTORY", socket.parent().unwrap_or(Path::new(".")).join("state"))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -103,6 +103,7 @@ fn second_daemon_on_the_same_socket_is_refused_naming_the_first() {
     let d = Daemon::start(&[], &[]);
     let mut cmd = Command::new(daemon_bin());
     cmd.arg("--socket").arg(&d.socket).arg("--no-probe").env("NO_COLOR", "1");
+    cmd.arg("--state-dir").arg(d.dir.path().join("state2"));
     let out = run_with_deadline(&mut cmd, Duration::from_secs(30));
     assert_ne!(out.code(), 0, "{out:?}");
     assert!(out.stderr.contains(&format!("pid {}", d.pid())), "names the running daemon: {out:?}");
@@ -129,6 +130,7 @@ fn a_file_that_is_not_a_socket_is_never_replaced() {
     std::fs::write(&socket, "precious").unwrap();
     let mut cmd = Command::new(daemon_bin());
     cmd.arg("--socket").arg(&socket).arg("--no-probe");
+    cmd.arg("--state-dir").arg(dir.path().join("state"));
     let out = run_with_deadline(&mut cmd, Duration::from_secs(30));
     assert_ne!(out.code(), 0);
     assert!(out.stderr.contains("not a socket"), "{out:?}");

@@ -76,7 +76,9 @@ fn daemon_cmd(dir: &Path, notify: &NotifyListener, extra_env: &str, args: &[&str
         .arg("--socket")
         .arg(dir.join("kmodlike.sock"))
         .arg("--module-path")
-        .arg(dir.join("modules"));
+        .arg(dir.join("modules"))
+        .arg("--state-dir")
+        .arg(dir.join("state"));
     if !probe_available() {
         cmd.arg("--no-probe");
     }
@@ -217,6 +219,8 @@ fn systemd_socket_activate_passes_a_listening_socket_that_is_served() {
         .arg(&socket)
         .arg(daemon_bin())
         .args(["--no-probe", "--socket", "/ignored/by/activation.sock"])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
         .env("NO_COLOR", "1")
         .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())

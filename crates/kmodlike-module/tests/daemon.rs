@@ -29,6 +29,10 @@ impl Daemon {
             .arg(&socket)
             .arg("--module-path")
             .arg(dir.join("modules"))
+            // Its own crash log and taint history: the default, /var/lib/kmodlike, is shared
+            // by every daemon on the machine, so another test's crashes would show here.
+            .arg("--state-dir")
+            .arg(dir.join("state"))
             .env_remove("KMODLIKE_SOCKET")
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
