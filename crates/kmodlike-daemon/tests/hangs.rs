@@ -319,6 +319,36 @@ fn a_call_that_blocks_the_signal_is_reported_hung_and_unload_force_removes_it() 
     drop(call); // its thread stays blocked in the module; the daemon is killed at the end
 }
 
+/// A call spinning inside libc is not ended there (a libc lock could be held): the daemon
+/// reports it hung naming the libc function, serves on, and `unload --force` removes it.
+#[test]
+fn a_call_spinning_inside_libc_is_reported_hung_naming_the_function_and_can_be_removed() {
+    let hang = test_module("hang");
+    let mut d = Daemon::start(&[(&hang, "hang.so")], &[]);
+    d.ctl(&["load", "hang"]).ok();
+    let (mut monitor, events) = start_monitor(&d);
+    let call = spawn_ctl(&d, &["call", "hang", "spin_in_libc", "--deadline", "0.2"]);
+    d.wait_log("spin_in_libc entered hang", LOG_WAIT);
+    let hung = loop {
+        let v = events.recv_timeout(LOG_WAIT).expect("a hung event");
+        if v["event"]["kind"] == "hung" {
+            break v;
+        }
+    };
+    let detail = hung["event"]["detail"].as_str().unwrap();
+    assert!(detail.contains("pthread_spin_lock in libc.so.6"), "{hung}");
+    assert!(detail.contains("locks held"), "{hung}");
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    assert_eq!(d.ctl(&["--json", "status"]).json()["hung"], json!(["hang"]));
+    assert!(d.ctl(&["call", "hang", "answer", "--returns", "int"]).stderr.contains("hung"));
+    assert_eq!(d.ctl(&["unload", "--force", "hang"]).ok(), "unloaded module hang\n");
+    assert!(!d.ctl(&["list"]).ok().contains("hang"));
+    assert!(d.ctl(&["ping"]).ok().contains("answers"));
+    assert!(d.is_running());
+    drop(call); // its thread spins on in libc; the daemon is killed at the end
+}
+
 #[test]
 fn sigterm_interrupts_a_hung_call_and_names_it_in_the_log() {
     let hang = test_module("hang");

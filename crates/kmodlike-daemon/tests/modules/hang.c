@@ -8,11 +8,14 @@
  *   block_masked()  the same with every signal blocked: the deadline cannot interrupt it and
  *                   the module is reported hung; release() lets it return
  *   release()       write to the pipe: one blocked call returns
+ *   spin_in_libc()  spins inside libc (pthread_spin_lock on a lock it holds) without a system
+ *                   call: the deadline will not end it there, and reports it hung
  * It also exports answer() (returns 42), to show that the daemon serves other calls meanwhile.
  */
 #define _GNU_SOURCE
 #include "module_interface.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -82,3 +85,11 @@ int block_masked(void) {
 }
 
 int release(void) { return (int)write(gate[1], "x", 1); }
+
+static pthread_spinlock_t spin_lock;
+void spin_in_libc(void) {
+    pthread_spin_init(&spin_lock, PTHREAD_PROCESS_PRIVATE);
+    pthread_spin_lock(&spin_lock);
+    entered("spin_in_libc");
+    pthread_spin_lock(&spin_lock);
+}

@@ -159,7 +159,7 @@ impl LoaderShared {
         let function = Self::function_name(module, call.func);
         let what = function.as_deref().map_or("a call".to_owned(), |f| format!("call to {f}"));
         let detail = format!(
-            "{what} ran past its deadline and cannot be interrupted: {why}; no new calls are \
+            "{what} ran past its deadline and cannot be interrupted safely: {why}; no new calls are \
              made; unload the module to remove it (thread {} is left alone)",
             call.tid
         );
