@@ -322,7 +322,10 @@ impl LoaderService {
                         // Its call can neither return nor be interrupted, and its clone of
                         // the reference stays: close through the shared reference. The loader
                         // removes a hung module without module_fini and leaves its code mapped
-                        // for the thread stuck in it.
+                        // for the thread stuck in it. Its calls still running were not
+                        // interrupted after all (the watchdog found them uninterruptible).
+                        let stuck = Arc::strong_count(&back) - 1;
+                        let interrupted = interrupted.saturating_sub(stuck);
                         return match back.close_shared(true) {
                             Ok(()) => {
                                 tracing::warn!(
