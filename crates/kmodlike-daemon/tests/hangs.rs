@@ -35,9 +35,7 @@ fn wait_status(d: &Daemon, what: &str, pred: impl Fn(&serde_json::Value) -> bool
 
 #[test]
 fn reply_timeout_says_the_daemon_answers_ping_and_the_abandoned_connection_is_not_counted() {
-    let hang = test_module("hang");
-    let mut d = Daemon::start(&[(&hang, "hang.so")], &[]);
-    d.ctl(&["load", "hang"]).ok();
+    let mut d = hang_daemon(&[]);
 
     // No deadline on the call: only kmodctl's own --timeout ends the wait.
     let out =
@@ -146,11 +144,27 @@ fn start_monitor(d: &Daemon) -> (Child, mpsc::Receiver<serde_json::Value>) {
     (child, rx)
 }
 
+/// A daemon started with `args`, the `hang` module loaded.
+fn hang_daemon(args: &[&str]) -> Daemon {
+    let hang = test_module("hang");
+    let d = Daemon::start(&[(&hang, "hang.so")], args);
+    d.ctl(&["load", "hang"]).ok();
+    d
+}
+
+/// The next Monitor event of `kind` (others are skipped).
+fn next_event(events: &mpsc::Receiver<serde_json::Value>, kind: &str) -> serde_json::Value {
+    loop {
+        let v = events.recv_timeout(LOG_WAIT).unwrap_or_else(|_| panic!("a {kind} event"));
+        if v["event"]["kind"] == kind {
+            return v;
+        }
+    }
+}
+
 #[test]
 fn a_spinning_call_times_out_naming_module_and_function_and_monitor_sees_it_coming() {
-    let hang = test_module("hang");
-    let mut d = Daemon::start(&[(&hang, "hang.so")], &[]);
-    d.ctl(&["load", "hang"]).ok();
+    let mut d = hang_daemon(&[]);
     let (mut monitor, events) = start_monitor(&d);
 
     let out = d.ctl(&["call", "hang", "spin", "--deadline", "1"]);
@@ -219,9 +233,7 @@ fn a_spinning_call_times_out_naming_module_and_function_and_monitor_sees_it_comi
 
 #[test]
 fn calls_lists_a_hung_call_and_unload_force_interrupts_it() {
-    let hang = test_module("hang");
-    let mut d = Daemon::start(&[(&hang, "hang.so")], &[]);
-    d.ctl(&["load", "hang"]).ok();
+    let mut d = hang_daemon(&[]);
     // A deadline far away: only the forced unload ends this call.
     let call = spawn_ctl(
         &d,
@@ -282,19 +294,12 @@ fn calls_lists_a_hung_call_and_unload_force_interrupts_it() {
 
 #[test]
 fn a_call_that_blocks_the_signal_is_reported_hung_and_unload_force_removes_it() {
-    let hang = test_module("hang");
-    let mut d = Daemon::start(&[(&hang, "hang.so")], &[]);
-    d.ctl(&["load", "hang"]).ok();
+    let mut d = hang_daemon(&[]);
     let (mut monitor, events) = start_monitor(&d);
     let call =
         spawn_ctl(&d, &["call", "hang", "block_masked", "--returns", "int", "--deadline", "1"]);
     d.wait_log("block_masked entered hang", LOG_WAIT);
-    let hung = loop {
-        let v = events.recv_timeout(LOG_WAIT).expect("a hung event");
-        if v["event"]["kind"] == "hung" {
-            break v;
-        }
-    };
+    let hung = next_event(&events, "hung");
     assert_eq!(hung["event"]["name"], "hang", "{hung}");
     assert_eq!(hung["event"]["call"]["function"], "block_masked", "{hung}");
     assert!(hung["event"]["detail"].as_str().unwrap().contains("cannot be interrupted"), "{hung}");
@@ -323,18 +328,11 @@ fn a_call_that_blocks_the_signal_is_reported_hung_and_unload_force_removes_it() 
 /// reports it hung naming the libc function, serves on, and `unload --force` removes it.
 #[test]
 fn a_call_spinning_inside_libc_is_reported_hung_naming_the_function_and_can_be_removed() {
-    let hang = test_module("hang");
-    let mut d = Daemon::start(&[(&hang, "hang.so")], &[]);
-    d.ctl(&["load", "hang"]).ok();
+    let mut d = hang_daemon(&[]);
     let (mut monitor, events) = start_monitor(&d);
     let call = spawn_ctl(&d, &["call", "hang", "spin_in_libc", "--deadline", "0.2"]);
     d.wait_log("spin_in_libc entered hang", LOG_WAIT);
-    let hung = loop {
-        let v = events.recv_timeout(LOG_WAIT).expect("a hung event");
-        if v["event"]["kind"] == "hung" {
-            break v;
-        }
-    };
+    let hung = next_event(&events, "hung");
     let detail = hung["event"]["detail"].as_str().unwrap();
     assert!(detail.contains("pthread_spin_lock in libc.so.6"), "{hung}");
     assert!(detail.contains("locks held"), "{hung}");
@@ -351,9 +349,7 @@ fn a_call_spinning_inside_libc_is_reported_hung_naming_the_function_and_can_be_r
 
 #[test]
 fn sigterm_interrupts_a_hung_call_and_names_it_in_the_log() {
-    let hang = test_module("hang");
-    let mut d = Daemon::start(&[(&hang, "hang.so")], &["--call-timeout", "600"]);
-    d.ctl(&["load", "hang"]).ok();
+    let mut d = hang_daemon(&["--call-timeout", "600"]);
     let call = spawn_ctl(&d, &["call", "hang", "block", "--returns", "int"]);
     d.wait_log("block entered hang", LOG_WAIT);
     let calls = d.ctl(&["--json", "calls"]).json();
