@@ -28,16 +28,18 @@
 //!   interrupted (`read`, `sleep`, a futex wait), anywhere. In other library code (the
 //!   allocator, the unwinder, the dynamic linker, which may hold one of their locks at that
 //!   instruction) the handler lets the thread run on and the watchdog asks again every
-//!   millisecond ([`RETRY`](super::asking::RETRY)): a loop that calls `malloc` is ended in its own code. After
-//!   [`ASK_FOR`](super::asking::ASK_FOR) and [`ASKS`](super::asking::ASKS) looks, a thread still in libc, ld.so or `libgcc_s` is reported
-//!   [`WatchEvent::Hung`] (ended there, it could leave their locks held and deadlock the
-//!   host); one in any other library is ended there (the request insists).
+//!   millisecond ([`RETRY`](super::asking::RETRY)): a loop that calls `malloc` is ended in its
+//!   own code. After [`ASK_FOR`](super::asking::ASK_FOR) and [`ASKS`](super::asking::ASKS)
+//!   looks, a thread still in libc, ld.so or `libgcc_s` is reported [`WatchEvent::Hung`]
+//!   (ended there, it could leave their locks held and deadlock the host); one in any other
+//!   library is ended there (the request insists). `asking.rs` has the details.
 //! - While a host callback (`log`, `get_time`) runs on that thread, the interrupt is held
 //!   and delivered when the callback returns to module code.
 //! - A thread that blocks the signal (`SigBlk` and `SigPnd` in
 //!   `/proc/self/task/TID/status`, twice in a row), or that does not leave the call within
-//!   [`GRACE`](super::asking::GRACE) of an insisting request, is reported [`WatchEvent::Hung`]: the loader marks
-//!   the module hung, refuses new calls, and leaves the thread alone.
+//!   [`GRACE`](super::asking::GRACE) of an insisting request, is reported
+//!   [`WatchEvent::Hung`]: the loader marks the module hung, refuses new calls, and leaves the
+//!   thread alone.
 
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, Ordering};

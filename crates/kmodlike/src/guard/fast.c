@@ -279,8 +279,8 @@ uint32_t kml_calls_scan(struct kml_inflight *out, uint32_t cap) {
     pthread_mutex_lock(&kml_threads_lock);
     /* Every thread's stores before this are visible to the scan: with the watchdog's reset of
      * its "earliest" word before the call, a caller that stored its pending deadline and then
-     * read an old "earliest" is seen here (the membarrier pairing kml_fast_calls_in uses), and one
-     * that read the reset word wakes the watchdog itself. */
+     * read an old "earliest" is seen here (the membarrier pairing kml_fast_calls_in uses), and
+     * one that read the reset word wakes the watchdog itself. */
     kml_barrier();
     for (struct kml_thread *t = kml_threads; t != NULL; t = t->next) {
         uint32_t susp = atomic_load_explicit(&t->suspended, memory_order_relaxed);
@@ -334,10 +334,10 @@ static struct kml_thread *kml_thread_of(int32_t tid) {
 /*
  * Interrupt the call kml_calls_scan reported as (tid, index) with deadline expect, if it is
  * still there: with KML_INTERRUPT_NOW in how, its deadline becomes 1 (passed) first; with
- * KML_INTERRUPT_INSIST, the handler ends the call even in library code. A thread in a host callback
- * gets the interrupt held (delivered when the callback returns, guard.c's kml_resume); any
- * other is sent the interrupt signal. Returns 1 sent, 2 held, 0 the call is gone (its deadline
- * changed), -1 the signal could not be sent (errno). Normal context.
+ * KML_INTERRUPT_INSIST, the handler ends the call even in library code. A thread in a host
+ * callback gets the interrupt held (delivered when the callback returns, guard.c's
+ * kml_resume); any other is sent the interrupt signal. Returns 1 sent, 2 held, 0 the call is
+ * gone (its deadline changed), -1 the signal could not be sent (errno). Normal context.
  */
 int kml_interrupt_call(int32_t tid, int32_t index, uint64_t expect, int how) {
     int force = how & KML_INTERRUPT_NOW, insist = (how & KML_INTERRUPT_INSIST) != 0;

@@ -405,7 +405,7 @@ static void kml_timeout_facts(struct kml_raw_crash *c, uint64_t start, uint64_t 
  * which may hold one of its locks at this very instruction and will soon return or block. The
  * watchdog asks again every millisecond; after a while it insists, or, when the thread is
  * still in libc, ld.so or the unwinder (waited_pc says where), reports the call hung rather
- * than leave their locks held (deadline.rs). Async-signal-safe: reads of the signal context,
+ * than leave their locks held (asking.rs). Async-signal-safe: reads of the signal context,
  * kml_text_key_at and an atomic store.
  */
 static int kml_interrupt_waits(const void *uc, int insist) {

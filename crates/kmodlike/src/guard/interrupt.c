@@ -51,8 +51,8 @@ static void kml_interrupt_handler(int signo, siginfo_t *si, void *uc) {
     kml_chain_rt_signal(&kml_int_prev, signo, si, uc, saved_errno);
 }
 
-/* Install the interrupt handler for signo (normal context, once: interrupt_signal.rs serialises it).
- * 0, or the errno of the sigaction that failed. */
+/* Install the interrupt handler for signo (normal context, once: interrupt_signal.rs
+ * serialises it). 0, or the errno of the sigaction that failed. */
 int kml_interrupt_install(int signo) {
     if (sigaction(signo, NULL, &kml_int_prev) != 0)
         return errno;
