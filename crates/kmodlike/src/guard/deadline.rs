@@ -28,7 +28,7 @@
 //!   interrupted (`read`, `sleep`, a futex wait), anywhere. In other library code (the
 //!   allocator, the unwinder, the dynamic linker, which may hold one of their locks at that
 //!   instruction) the handler lets the thread run on and the watchdog asks again every
-//!   millisecond ([`RETRY`](super::asking::RETRY)): a loop that calls `malloc` is ended in its
+//!   millisecond ([`RETRY`]): a loop that calls `malloc` is ended in its
 //!   own code. After [`ASK_FOR`](super::asking::ASK_FOR) and [`ASKS`](super::asking::ASKS)
 //!   looks, a thread still in libc, ld.so or `libgcc_s` is reported [`WatchEvent::Hung`]
 //!   (ended there, it could leave their locks held and deadlock the host); one in any other
