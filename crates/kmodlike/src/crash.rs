@@ -222,6 +222,37 @@ impl CrashReport {
 }
 
 impl CrashReport {
+    /// A report of module `name` (file `path`) for `signal` in `phase`, stamped now, with
+    /// nothing else known (no `si_code`, PC, thread or frames): each kind of report starts
+    /// from it and sets what it knows.
+    pub(crate) fn base(name: &str, path: &std::path::Path, signal: i32, phase: Phase) -> Self {
+        CrashReport {
+            module: name.to_owned(),
+            path: path.to_owned(),
+            signal,
+            signal_name: signal_name(signal),
+            code: 0,
+            code_name: "UNKNOWN".to_owned(),
+            code_meaning: String::new(),
+            fault_addr: 0,
+            pc: 0,
+            pc_in_module: false,
+            module_offset: None,
+            pc_object: None,
+            symbol: None,
+            phase,
+            thread_id: 0,
+            time: SystemTime::now(),
+            taint: None,
+            exit_status: None,
+            frames: Vec::new(),
+            called: None,
+            probe_pid: None,
+            abort_message: None,
+            timeout: None,
+        }
+    }
+
     /// What ended the module: the signal's name (`"SIGSEGV"`), or the exit call (`"exit(3)"`).
     pub fn cause(&self) -> &str {
         &self.signal_name
@@ -584,6 +615,49 @@ pub(crate) fn locate(addr: u64) -> Located {
     Located { object, object_path, base, symbol }
 }
 
+/// Where a crashed or interrupted call of a module was, from what the handler recorded.
+struct Site {
+    pc_in_module: bool,
+    /// The PC is in libc or ld.so (outside the module).
+    pc_in_libc: bool,
+    here: Located,
+    /// The unwound backtrace, innermost first.
+    frames: Vec<Frame>,
+    /// The innermost frame's `symbol+offset`.
+    symbol: Option<String>,
+    /// The object holding the PC, by its file's name.
+    pc_object: Option<String>,
+    /// The function the call ran, named from the module's symbols.
+    called: Option<String>,
+}
+
+impl Site {
+    /// `file_of` names an object ld.so knows by a name that is not its file's (a module's
+    /// image, `/proc/self/fd/<n>`), when it can.
+    fn of(
+        module: &crate::module::Module,
+        raw: &crate::guard::RawCrash,
+        file_of: impl Fn(&str) -> Option<String>,
+    ) -> Site {
+        let pc_in_module = module.contains(raw.pc);
+        let here = locate(raw.pc);
+        let contains = |a: u64| module.contains(a);
+        let view = crate::backtrace::ModuleView { path: &module.path, contains: &contains };
+        let frames = crate::backtrace::backtrace(&raw.fault(), &view);
+        let symbol = frames
+            .first()
+            .and_then(|f| Some(format!("{}+{:#x}", f.symbol.as_ref()?, f.symbol_offset?)));
+        let pc_object = if pc_in_module {
+            crate::resolve::module_name_for(&module.path).into()
+        } else {
+            here.object_path.as_deref().and_then(&file_of).or_else(|| here.object.clone())
+        };
+        let pc_in_libc = !pc_in_module && here.object.as_deref().is_some_and(is_libc_object);
+        let called = raw.called.and_then(|f| crate::backtrace::symbol_name_at(f, &view));
+        Site { pc_in_module, pc_in_libc, here, frames, symbol, pc_object, called }
+    }
+}
+
 /// Build the report for a crash of `module` from what the handler recorded: name the signal,
 /// symbolise the PC, and decide the taint (recorded process-wide when set). `file_of` names
 /// an object ld.so knows by a name that is not its file's (a module's image,
@@ -601,27 +675,12 @@ pub(crate) fn build_report(
         return timeout_report(module, raw, phase, **t, file_of);
     }
     let (code_name, code_meaning) = si_code_name(raw.signo, raw.code);
-    let pc_in_module = module.contains(raw.pc);
-    let here = locate(raw.pc);
-    let contains = |a: u64| module.contains(a);
-    let view = crate::backtrace::ModuleView { path: &module.path, contains: &contains };
-    let frames = crate::backtrace::backtrace(&raw.fault(), &view);
-    let symbol = frames
-        .first()
-        .and_then(|f| Some(format!("{}+{:#x}", f.symbol.as_ref()?, f.symbol_offset?)));
-    let pc_object = if pc_in_module {
-        crate::resolve::module_name_for(&module.path).into()
-    } else {
-        here.object_path.as_deref().and_then(&file_of).or_else(|| here.object.clone())
-    };
+    let Site { pc_in_module, pc_in_libc, here, frames, symbol, pc_object, called } =
+        Site::of(module, raw, file_of);
     let signal_name = signal_name(raw.signo);
     // The function the call ran: named from the module's symbols, or, for the loader's own
     // lifecycle calls, the entry point of the phase.
-    let called = raw
-        .called
-        .and_then(|f| crate::backtrace::symbol_name_at(f, &view))
-        .or_else(|| phase.entry_point().map(str::to_owned));
-    let pc_in_libc = !pc_in_module && here.object.as_deref().is_some_and(is_libc_object);
+    let called = called.or_else(|| phase.entry_point().map(str::to_owned));
 
     // Taint: a fault with the PC inside libc or ld.so may have happened with one of their
     // locks held; so may an abort raised from inside the allocator, stdio or the dynamic
@@ -657,9 +716,6 @@ pub(crate) fn build_report(
         set_taint(&module.name, t);
     }
     CrashReport {
-        module: module.name.clone(),
-        path: module.path.clone(),
-        signal: raw.signo,
         signal_name,
         code: raw.code,
         code_name: code_name.to_owned(),
@@ -670,16 +726,13 @@ pub(crate) fn build_report(
         module_offset: pc_in_module.then(|| raw.pc - module.base),
         pc_object,
         symbol,
-        phase,
         thread_id: raw.tid,
         time: raw.time,
         taint,
-        exit_status: None,
         frames,
         called,
-        probe_pid: None,
-        timeout: None,
         abort_message: raw.glibc_abort.as_ref().map(|g| g.message.clone()),
+        ..CrashReport::base(&module.name, &module.path, raw.signo, phase)
     }
 }
 
@@ -736,14 +789,10 @@ fn exit_report(
         .and_then(|f| crate::backtrace::symbol_name_at(f, &view))
         .or_else(|| phase.entry_point().map(str::to_owned));
     CrashReport {
-        module: module.name.clone(),
-        path: module.path.clone(),
-        signal: 0,
         signal_name: call.clone(),
         code: status,
         code_name: "EXIT".to_owned(),
         code_meaning: format!("the module called {call}"),
-        fault_addr: 0,
         pc: raw.pc,
         pc_in_module,
         module_offset: pc_in_module.then(|| raw.pc - module.base),
@@ -751,16 +800,11 @@ fn exit_report(
             .then(|| crate::resolve::module_name_for(&module.path))
             .or(here.object),
         symbol: here.symbol.map(|(name, start, _)| format!("{name}+{:#x}", site - start)),
-        phase,
         thread_id: raw.tid,
         time: raw.time,
-        taint: None,
         exit_status: Some(status),
-        frames: Vec::new(),
         called,
-        probe_pid: None,
-        abort_message: None,
-        timeout: None,
+        ..CrashReport::base(&module.name, &module.path, 0, phase)
     }
 }
 
@@ -774,21 +818,8 @@ fn timeout_report(
     t: crate::guard::TimeoutFacts,
     file_of: impl Fn(&str) -> Option<String>,
 ) -> CrashReport {
-    let pc_in_module = module.contains(raw.pc);
-    let here = locate(raw.pc);
-    let contains = |a: u64| module.contains(a);
-    let view = crate::backtrace::ModuleView { path: &module.path, contains: &contains };
-    let frames = crate::backtrace::backtrace(&raw.fault(), &view);
-    let symbol = frames
-        .first()
-        .and_then(|f| Some(format!("{}+{:#x}", f.symbol.as_ref()?, f.symbol_offset?)));
-    let pc_object = if pc_in_module {
-        crate::resolve::module_name_for(&module.path).into()
-    } else {
-        here.object_path.as_deref().and_then(&file_of).or_else(|| here.object.clone())
-    };
-    let pc_in_libc = !pc_in_module && here.object.as_deref().is_some_and(is_libc_object);
-    let called = raw.called.and_then(|f| crate::backtrace::symbol_name_at(f, &view));
+    let Site { pc_in_module, pc_in_libc, frames, symbol, pc_object, called, .. } =
+        Site::of(module, raw, file_of);
     let mut taint = None;
     if pc_in_libc {
         for f in frames.iter().take_while(|f| !f.guessed && !f.in_module) {
@@ -812,9 +843,6 @@ fn timeout_report(
     let limit = (t.deadline > 2 && t.start != 0)
         .then(|| Duration::from_nanos(t.deadline.saturating_sub(t.start)));
     CrashReport {
-        module: module.name.clone(),
-        path: module.path.clone(),
-        signal: raw.signo,
         signal_name: "timeout".to_owned(),
         code: raw.code,
         code_name: "SI_QUEUE".to_owned(),
@@ -822,22 +850,18 @@ fn timeout_report(
             "interrupted by kmodlike's watchdog with signal {} at the call's deadline",
             raw.signo
         ),
-        fault_addr: 0,
         pc: raw.pc,
         pc_in_module,
         module_offset: pc_in_module.then(|| raw.pc - module.base),
         pc_object,
         symbol,
-        phase,
         thread_id: raw.tid,
         time: raw.time,
         taint,
-        exit_status: None,
         frames,
         called,
-        probe_pid: None,
-        abort_message: None,
         timeout: Some(CallTimeout { limit, ran: t.ran().unwrap_or_default() }),
+        ..CrashReport::base(&module.name, &module.path, raw.signo, phase)
     }
 }
 

@@ -45,13 +45,13 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use libloading::os::unix::Library;
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
 
-use crate::crash::{locate, si_code_name, signal_name, CrashReport, Phase};
+use crate::crash::{locate, si_code_name, CrashReport, Phase};
 use crate::error::{Error, Result};
 use crate::guard;
 
@@ -380,10 +380,6 @@ impl Answer {
                 };
                 let (code_name, code_meaning) = si_code_name(signal, code);
                 Err(Error::Crashed(Box::new(CrashReport {
-                    module: name.to_owned(),
-                    path: path.to_owned(),
-                    signal,
-                    signal_name: signal_name(signal),
                     code,
                     code_name: code_name.into(),
                     code_meaning: code_meaning.into(),
@@ -393,16 +389,9 @@ impl Answer {
                     module_offset,
                     pc_object: object,
                     symbol,
-                    phase: Phase::Probe,
                     thread_id,
-                    time: SystemTime::now(),
-                    taint: None,
-                    exit_status: None,
-                    frames: Vec::new(),
-                    called: None,
                     probe_pid: Some(pid),
-                    abort_message: None,
-                    timeout: None,
+                    ..CrashReport::base(name, path, signal, Phase::Probe)
                 })))
             }
         }
@@ -685,29 +674,10 @@ fn watch(streams: &mut [Stream], pidfd: Option<&OwnedFd>, deadline: Instant) -> 
 fn no_answer(name: &str, path: &Path, status: ExitStatus, pid: u32, tails: &str) -> Result<()> {
     match status.signal() {
         Some(sig) => Err(Error::Crashed(Box::new(CrashReport {
-            module: name.to_owned(),
-            path: path.to_owned(),
-            signal: sig,
-            signal_name: signal_name(sig),
-            code: 0,
-            code_name: "UNKNOWN".into(),
             code_meaning: "the probe child died before it could report".into(),
-            fault_addr: 0,
-            pc: 0,
-            pc_in_module: false,
-            module_offset: None,
-            pc_object: None,
-            symbol: None,
-            phase: Phase::Probe,
             thread_id: pid as i32,
-            time: SystemTime::now(),
-            taint: None,
-            exit_status: None,
-            frames: Vec::new(),
-            called: None,
             probe_pid: Some(pid),
-            abort_message: None,
-            timeout: None,
+            ..CrashReport::base(name, path, sig, Phase::Probe)
         }))),
         None => Err(Error::Probe {
             path: path.to_owned(),

@@ -6,9 +6,8 @@
 //! raised.
 
 use std::path::Path;
-use std::time::SystemTime;
 
-use crate::crash::{si_code_name, signal_name, CrashReport, Frame, Phase};
+use crate::crash::{si_code_name, CrashReport, Frame, Phase};
 use crate::probe::Answer;
 
 fn field(s: &str) -> String {
@@ -91,10 +90,6 @@ pub fn decode(text: &str, name: &str, path: &Path, phase: Phase, pid: u32) -> Op
     }
     let (code_name, code_meaning) = si_code_name(signal, code);
     Some(CrashReport {
-        module: name.to_owned(),
-        path: path.to_owned(),
-        signal,
-        signal_name: signal_name(signal),
         code,
         code_name: code_name.into(),
         code_meaning: code_meaning.into(),
@@ -104,16 +99,11 @@ pub fn decode(text: &str, name: &str, path: &Path, phase: Phase, pid: u32) -> Op
         module_offset,
         pc_object: rename(object, pc_in_module),
         symbol,
-        phase,
         thread_id,
-        time: SystemTime::now(),
-        taint: None,
-        exit_status: None,
         frames,
-        called: None,
         probe_pid: Some(pid),
         abort_message,
-        timeout: None,
+        ..CrashReport::base(name, path, signal, phase)
     })
 }
 
@@ -128,28 +118,9 @@ pub fn died(
     why: &str,
 ) -> CrashReport {
     CrashReport {
-        module: name.to_owned(),
-        path: path.to_owned(),
-        signal,
-        signal_name: signal_name(signal),
-        code: 0,
-        code_name: "UNKNOWN".into(),
         code_meaning: why.to_owned(),
-        fault_addr: 0,
-        pc: 0,
-        pc_in_module: false,
-        module_offset: None,
-        pc_object: None,
-        symbol: None,
-        phase,
         thread_id: pid as i32,
-        time: SystemTime::now(),
-        taint: None,
-        exit_status: None,
-        frames: Vec::new(),
-        called: None,
         probe_pid: Some(pid),
-        abort_message: None,
-        timeout: None,
+        ..CrashReport::base(name, path, signal, phase)
     }
 }

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use crate::crash::{signal_name, CrashReport, Phase};
 use crate::error::{BusyReason, Error, Result};
@@ -203,29 +202,13 @@ impl LoaderShared {
 /// The crash record of an exit (or a deadline) of an isolated module.
 fn exit_report(module: &Module, phase: Phase, pid: u32, status: i32, how: &str) -> CrashReport {
     CrashReport {
-        module: module.name.clone(),
-        path: module.path.clone(),
-        signal: 0,
         signal_name: format!("exit({status})"),
-        code: 0,
         code_name: "EXIT".into(),
         code_meaning: how.to_owned(),
-        fault_addr: 0,
-        pc: 0,
-        pc_in_module: false,
-        module_offset: None,
-        pc_object: None,
-        symbol: None,
-        phase,
         thread_id: pid as i32,
-        time: SystemTime::now(),
-        taint: None,
         exit_status: Some(status),
-        frames: Vec::new(),
-        called: None,
         probe_pid: Some(pid),
-        abort_message: None,
-        timeout: None,
+        ..CrashReport::base(&module.name, &module.path, 0, phase)
     }
 }
 
