@@ -656,6 +656,30 @@ impl Site {
         let called = raw.called.and_then(|f| crate::backtrace::symbol_name_at(f, &view));
         Site { pc_in_module, pc_in_libc, here, frames, symbol, pc_object, called }
     }
+
+    /// `module`'s report of `raw` in `phase` with what this site knows (the PC, where it was,
+    /// the frames, the function called), the thread and the time; signal and code as
+    /// recorded, their names to be set by the caller.
+    fn report(
+        self,
+        module: &crate::module::Module,
+        raw: &crate::guard::RawCrash,
+        phase: Phase,
+    ) -> CrashReport {
+        CrashReport {
+            code: raw.code,
+            pc: raw.pc,
+            pc_in_module: self.pc_in_module,
+            module_offset: self.pc_in_module.then(|| raw.pc - module.base),
+            pc_object: self.pc_object,
+            symbol: self.symbol,
+            thread_id: raw.tid,
+            time: raw.time,
+            frames: self.frames,
+            called: self.called,
+            ..CrashReport::base(&module.name, &module.path, raw.signo, phase)
+        }
+    }
 }
 
 /// Build the report for a crash of `module` from what the handler recorded: name the signal,
@@ -675,12 +699,10 @@ pub(crate) fn build_report(
         return timeout_report(module, raw, phase, **t, file_of);
     }
     let (code_name, code_meaning) = si_code_name(raw.signo, raw.code);
-    let Site { pc_in_module, pc_in_libc, here, frames, symbol, pc_object, called } =
-        Site::of(module, raw, file_of);
+    let mut site = Site::of(module, raw, file_of);
+    let (pc_in_libc, here, frames, symbol) =
+        (site.pc_in_libc, &site.here, &site.frames, &site.symbol);
     let signal_name = signal_name(raw.signo);
-    // The function the call ran: named from the module's symbols, or, for the loader's own
-    // lifecycle calls, the entry point of the phase.
-    let called = called.or_else(|| phase.entry_point().map(str::to_owned));
 
     // Taint: a fault with the PC inside libc or ld.so may have happened with one of their
     // locks held; so may an abort raised from inside the allocator, stdio or the dynamic
@@ -694,7 +716,7 @@ pub(crate) fn build_report(
         ));
     }
     if taint.is_none() && raw.signo == libc::SIGABRT {
-        taint = abort_taint(&frames, pc_in_libc);
+        taint = abort_taint(frames, pc_in_libc);
         if taint.is_none() {
             // glibc said why it aborted, and it is the allocator's check: the frames did not
             // show it (no unwind information), the message does.
@@ -715,24 +737,17 @@ pub(crate) fn build_report(
     if let Some(t) = &taint {
         set_taint(&module.name, t);
     }
+    // The function the call ran: named from the module's symbols, or, for the loader's own
+    // lifecycle calls, the entry point of the phase.
+    site.called = site.called.take().or_else(|| phase.entry_point().map(str::to_owned));
     CrashReport {
         signal_name,
-        code: raw.code,
         code_name: code_name.to_owned(),
         code_meaning: code_meaning.to_owned(),
         fault_addr: raw.addr,
-        pc: raw.pc,
-        pc_in_module,
-        module_offset: pc_in_module.then(|| raw.pc - module.base),
-        pc_object,
-        symbol,
-        thread_id: raw.tid,
-        time: raw.time,
         taint,
-        frames,
-        called,
         abort_message: raw.glibc_abort.as_ref().map(|g| g.message.clone()),
-        ..CrashReport::base(&module.name, &module.path, raw.signo, phase)
+        ..site.report(module, raw, phase)
     }
 }
 
@@ -818,11 +833,10 @@ fn timeout_report(
     t: crate::guard::TimeoutFacts,
     file_of: impl Fn(&str) -> Option<String>,
 ) -> CrashReport {
-    let Site { pc_in_module, pc_in_libc, frames, symbol, pc_object, called, .. } =
-        Site::of(module, raw, file_of);
+    let site = Site::of(module, raw, file_of);
     let mut taint = None;
-    if pc_in_libc {
-        for f in frames.iter().take_while(|f| !f.guessed && !f.in_module) {
+    if site.pc_in_libc {
+        for f in site.frames.iter().take_while(|f| !f.guessed && !f.in_module) {
             let Some(name) = f.symbol.as_deref() else { continue };
             if !f.object.as_deref().is_some_and(is_libc_object) {
                 continue;
@@ -844,24 +858,14 @@ fn timeout_report(
         .then(|| Duration::from_nanos(t.deadline.saturating_sub(t.start)));
     CrashReport {
         signal_name: "timeout".to_owned(),
-        code: raw.code,
         code_name: "SI_QUEUE".to_owned(),
         code_meaning: format!(
             "interrupted by kmodlike's watchdog with signal {} at the call's deadline",
             raw.signo
         ),
-        pc: raw.pc,
-        pc_in_module,
-        module_offset: pc_in_module.then(|| raw.pc - module.base),
-        pc_object,
-        symbol,
-        thread_id: raw.tid,
-        time: raw.time,
         taint,
-        frames,
-        called,
         timeout: Some(CallTimeout { limit, ran: t.ran().unwrap_or_default() }),
-        ..CrashReport::base(&module.name, &module.path, raw.signo, phase)
+        ..site.report(module, raw, phase)
     }
 }
 

@@ -35,6 +35,10 @@ pub(super) type Key = (i32, i32, u64);
 /// How soon after an insisting interrupt the watchdog looks whether the call is still there.
 pub(super) const BLOCKED_CHECK: u64 = 20_000_000;
 
+/// How long the signal must stay blocked and pending, without a break, for the thread to be
+/// taken for one that blocks it.
+pub(super) const BLOCKED_FOR: u64 = 100_000_000;
+
 /// How often the watchdog asks again while the thread runs library code outside the module
 /// (the handler waits for it to come back: `guard.c`, `kml_interrupt_waits`).
 pub(super) const RETRY: u64 = 1_000_000;
@@ -75,8 +79,8 @@ pub(super) struct Asking {
     looks: u32,
     /// When it insisted, if it has.
     insisted: Option<u64>,
-    /// Checks in a row that found the signal blocked and pending.
-    blocked: u32,
+    /// Since when the checks have found the signal blocked and pending, without a break.
+    blocked_since: Option<u64>,
 }
 
 /// What to do next about a call that was sent the interrupt and is still there.
@@ -97,14 +101,15 @@ impl Asking {
             waits_at_send: waits,
             looks: 0,
             insisted: None,
-            blocked: 0,
+            blocked_since: None,
         }
     }
 
     /// The next step at `now`: the thread blocks the signal (blocked and pending) or not, has
     /// let `waits` requests pass in all, and `in_runtime` says which runtime library the
-    /// handler last found it in, if one. Blocked twice in a row is hung: once may be our own
-    /// handler, which runs with the signal blocked.
+    /// handler last found it in, if one. Blocked for [`BLOCKED_FOR`] without a break is hung:
+    /// a moment may be our own handler, which runs with the signal blocked (and a thread
+    /// preempted in it stays so for a while on a loaded machine).
     pub(super) fn next_step(
         &mut self,
         now: u64,
@@ -112,8 +117,8 @@ impl Asking {
         waits: u64,
         in_runtime: impl FnOnce() -> Option<String>,
     ) -> Step {
-        self.blocked = if blocked { self.blocked + 1 } else { 0 };
-        if self.blocked >= 2 {
+        self.blocked_since = if blocked { Some(self.blocked_since.unwrap_or(now)) } else { None };
+        if self.blocked_since.is_some_and(|since| now >= since + BLOCKED_FOR) {
             return Step::Hung(format!("it blocks the interrupt signal {}", interrupt_signal()));
         }
         let grace = GRACE.as_nanos() as u64;
@@ -208,14 +213,17 @@ mod tests {
     }
 
     #[test]
-    fn blocked_twice_in_a_row_is_hung_once_is_not() {
+    fn blocked_without_a_break_for_a_while_is_hung_briefly_is_not() {
         let mut a = Asking::new(0, 0);
         assert!(matches!(a.next_step(MS, true, 0, || None), Step::Wait(_)));
-        assert!(matches!(a.next_step(2 * MS, false, 1, || None), Step::Ask { .. }));
-        assert!(matches!(a.next_step(3 * MS, true, 1, || None), Step::Wait(_)));
-        match a.next_step(4 * MS, true, 1, || None) {
+        // Taken meanwhile (it was our handler): the count starts again.
+        assert!(matches!(a.next_step(BLOCKED_FOR, false, 1, || None), Step::Ask { .. }));
+        let t = BLOCKED_FOR + MS;
+        assert!(matches!(a.next_step(t, true, 1, || None), Step::Wait(_)));
+        assert!(matches!(a.next_step(t + BLOCKED_FOR - MS, true, 1, || None), Step::Wait(_)));
+        match a.next_step(t + BLOCKED_FOR, true, 1, || None) {
             Step::Hung(why) => assert!(why.contains("blocks the interrupt signal"), "{why}"),
-            _ => panic!("blocked twice is hung"),
+            _ => panic!("blocked for BLOCKED_FOR is hung"),
         }
     }
 }

@@ -36,8 +36,8 @@
 //! - While a host callback (`log`, `get_time`) runs on that thread, the interrupt is held
 //!   and delivered when the callback returns to module code.
 //! - A thread that blocks the signal (`SigBlk` and `SigPnd` in
-//!   `/proc/self/task/TID/status`, twice in a row), or that does not leave the call within
-//!   [`GRACE`](super::asking::GRACE) of an insisting request, is reported
+//!   `/proc/self/task/TID/status`, for 100 ms without a break), or that does not leave the
+//!   call within [`GRACE`](super::asking::GRACE) of an insisting request, is reported
 //!   [`WatchEvent::Hung`]: the loader marks the module hung, refuses new calls, and leaves the
 //!   thread alone.
 
