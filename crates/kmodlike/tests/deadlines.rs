@@ -380,7 +380,9 @@ fn a_module_cannot_take_the_interrupt_signal() {
 #[test]
 fn two_threads_hung_in_one_module_are_both_interrupted() {
     ts::within("two threads hung in one module", || {
-        let (loader, h) = open_with_limit(Duration::from_secs(1));
+        // Long enough for both threads to be in the module before the first deadline, on a
+        // loaded machine too.
+        let (loader, h) = open_with_limit(Duration::from_secs(3));
         let spin: extern "C" fn() = sym(&h, "spin");
         let h = std::sync::Arc::new(h);
         let threads: Vec<_> = (0..2)
