@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::crash::{signal_name, CrashReport, Phase};
-use crate::error::{BusyReason, Error, Result};
+use crate::error::{Error, Result};
 use crate::image::{Checked, Image};
 use crate::interface::Version;
 use crate::isolated::wire::Kind;
@@ -98,16 +98,7 @@ impl LoaderShared {
         match outcome {
             Outcome::Closed => {}
             Outcome::Failed { kind, code, .. } if kind == "Busy" && code != 0 => {
-                self.with_reg(|reg| {
-                    if let Some(e) = reg.entries.get_mut(&module.id) {
-                        e.unloading_by = None;
-                    }
-                    module.set_state(ModuleState::Live);
-                });
-                return Err(Error::Busy {
-                    module: module.name.clone(),
-                    reason: BusyReason::Veto(code),
-                });
+                return Err(self.vetoed(module, code));
             }
             other => {
                 return Err(self.isolated_failure(module, other, Phase::Fini, "module_fini()"))

@@ -127,18 +127,7 @@ impl LoaderShared {
                 // SAFETY: written by the trampoline on the normal return path.
                 Ok(()) => match unsafe { ctx.ret.assume_init() } {
                     0 => {}
-                    code => {
-                        self.with_reg(|reg| {
-                            if let Some(e) = reg.entries.get_mut(&module.id) {
-                                e.unloading_by = None;
-                            }
-                            module.set_state(ModuleState::Live);
-                        });
-                        return Err(Error::Busy {
-                            module: module.name.clone(),
-                            reason: BusyReason::Veto(code),
-                        });
-                    }
+                    code => return Err(self.vetoed(module, code)),
                 },
             }
         }
@@ -169,6 +158,18 @@ impl LoaderShared {
     /// `dlclose` a module that is no longer used and forget it; unless a thread (one the
     /// module started and did not stop) still runs in its code or will return into it: then
     /// the code stays mapped for good, and the loader says so, naming the threads.
+    /// `module_can_unload` of `module` answered `code` (non-zero): it stays loaded and live,
+    /// and the unload is `Busy` with the module's veto.
+    pub(super) fn vetoed(&self, module: &Arc<Module>, code: i32) -> Error {
+        self.with_reg(|reg| {
+            if let Some(e) = reg.entries.get_mut(&module.id) {
+                e.unloading_by = None;
+            }
+            module.set_state(ModuleState::Live);
+        });
+        Error::Busy { module: module.name.clone(), reason: BusyReason::Veto(code) }
+    }
+
     pub(super) fn unmap(&self, module: &Arc<Module>) {
         if module.checked.may_start_threads {
             let threads = guard::threads_in_code(&module.text);
